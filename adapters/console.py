@@ -1,0 +1,90 @@
+"""The console adapter: you are a person talking to the same pipeline, from a terminal or a pipe.
+
+Lines on stdin are messages; replies go to stdout. When stdin ends, the adapter waits until every
+message it accepted (and any left over from an interrupted run) is answered, then reports `finished`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TextIO
+
+from bridge.adapter import Capabilities, InboxPort
+from bridge.messages import IncomingMessage, OutgoingReply
+
+CHANNEL = "console"
+
+
+class ConsoleAdapter:
+    channel = CHANNEL
+    capabilities = Capabilities(can_edit=False, max_length=1_000_000)
+    bot_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        account: str,
+        is_idle: Callable[[], Awaitable[bool]],
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+    ) -> None:
+        self.account = account
+        self.is_idle = is_idle
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.interactive = self.stdin.isatty()
+        self.finished = asyncio.Event()
+        self.session = uuid.uuid4().hex[:12]
+
+    async def run(self, inbox: InboxPort) -> None:
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        # A daemon thread, not an executor: a blocked read must never hold up shutdown.
+        threading.Thread(target=self._read, args=(loop, lines), daemon=True, name="console-stdin").start()
+        self._prompt()
+        number = 0
+        while (line := await lines.get()) is not None:
+            text = line.strip()
+            if not text:
+                self._prompt()
+                continue
+            number += 1
+            await inbox.put(
+                IncomingMessage(
+                    channel=CHANNEL,
+                    chat_id=self.account,
+                    sender=self.account,
+                    platform_message_id=f"{self.session}-{number}",
+                    text=text,
+                )
+            )
+        while not await self.is_idle():  # noqa: ASYNC110 - idleness lives in the database, not in an event
+            await asyncio.sleep(0.1)
+        self.finished.set()
+
+    def _read(self, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+        for line in self.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    async def deliver(self, reply: OutgoingReply) -> str | None:
+        self.stdout.write(f"confide> {reply.render_plain()}\n\n")
+        self.stdout.flush()
+        self._prompt()
+        return reply.reply_id
+
+    async def show_partial(self, message: IncomingMessage, text: str, edit_token: str | None) -> str | None:
+        return None
+
+    async def typing(self, message: IncomingMessage) -> None:
+        if self.interactive:
+            self.stdout.write("(thinking…)\n")
+            self.stdout.flush()
+
+    def _prompt(self) -> None:
+        if self.interactive:
+            self.stdout.write("you> ")
+            self.stdout.flush()

@@ -1,0 +1,136 @@
+"""Assembly: from settings to a running bridge (state, history, models, adapters), and back down."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.adapter import Adapter
+from bridge.answer import AnswerPipeline
+from bridge.chats import Chats
+from bridge.commands import Commands
+from bridge.config import Settings
+from bridge.history import HistoryIndex, build_history
+from bridge.inbox import Inbox
+from bridge.llm import ModelClient
+from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer
+from bridge.outbox import Drafts, Outbox
+from bridge.persons import Directory
+from bridge.privacy import check_endpoints, lock_down_environment
+from bridge.state import StateDB
+from bridge.worker import Bridge, WorkerOptions
+
+log = logging.getLogger(__name__)
+
+
+class DataDirBusy(Exception):
+    pass
+
+
+@contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """The embedded index belongs to one process at a time; say so plainly instead of corrupting it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "confide.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DataDirBusy(
+            f"{data_dir} is in use by Confide (pid {holder}). Stop it first, or use the chat commands "
+            "(/forget) of the running instance."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+@asynccontextmanager
+async def open_history(settings: Settings) -> AsyncIterator[HistoryIndex]:
+    """The history index alone, for CLI work such as import, forget and export."""
+    lock_down_environment()
+    check_endpoints(settings)
+    with data_dir_lock(settings.data_dir):
+        history = build_history(settings)
+        await history.open()
+        try:
+            yield history
+        finally:
+            await history.close()
+
+
+@asynccontextmanager
+async def open_models(settings: Settings) -> AsyncIterator[tuple[ModelClient, str]]:
+    """The configured models, or the embedded llama.cpp server when none is configured."""
+    models = dict(settings.models)
+    local: LocalModelServer | None = None
+    if not models:
+        local = LocalModelServer(settings.local_model, settings.data_dir / "logs" / "local-model.log")
+        await local.start()
+        models[LOCAL_MODEL_NAME] = local.model_settings
+    client = ModelClient(models)
+    try:
+        yield client, settings.default_model or next(iter(models))
+    finally:
+        await client.close()
+        if local is not None:
+            await local.stop()
+
+
+@dataclass
+class Running:
+    bridge: Bridge
+    db: StateDB
+    inbox: Inbox
+    outbox: Outbox
+    history: HistoryIndex
+    models: ModelClient
+
+    async def idle(self, channel: str) -> bool:
+        """Nothing of this channel is waiting to be answered or delivered."""
+        return await self.inbox.unfinished(channel) == 0 and await self.outbox.unsent(channel) == 0
+
+
+@asynccontextmanager
+async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator[Running]:
+    async with AsyncExitStack() as stack:
+        history = await stack.enter_async_context(open_history(settings))
+        db = StateDB(settings.state_path)
+        await db.open()
+        stack.push_async_callback(db.close)
+        models, default_model = await stack.enter_async_context(open_models(settings))
+        inbox, outbox = Inbox(db), Outbox(db)
+        pipeline = AnswerPipeline(history, models, settings.retrieval.limit, settings.retrieval.candidates)
+        options = WorkerOptions(
+            default_model=default_model,
+            recent_turns=settings.recent_turns,
+            index_conversations=settings.index_conversations,
+            edit_interval_s=settings.stream_edit_interval_s,
+        )
+        bridge = Bridge(
+            inbox,
+            outbox,
+            Drafts(db),
+            Chats(db),
+            Directory(settings.persons),
+            history,
+            pipeline,
+            Commands(history, models.names(), default_model),
+            adapters,
+            options,
+        )
+        yield Running(bridge, db, inbox, outbox, history, models)

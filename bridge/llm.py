@@ -1,0 +1,219 @@
+"""Chat models behind OpenAI-compatible endpoints (vLLM in production), streamed.
+
+Each named model has its own concurrency limit, so two models never wait on each other and nothing
+is serialized globally. Failures before the answer is complete are retried (honouring Retry-After);
+when retries run out the caller gets `ModelUnavailable` and falls back to showing the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+from bridge.config import ModelSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The stream broke after some text and is being retried: drop what was shown so far."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Done:
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None
+    total_s: float
+    finish_reason: str
+
+
+StreamEvent = Delta | Restart | Done
+
+
+class ModelUnavailable(Exception):
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model!r} unavailable: {reason}")
+        self.model = model
+        self.reason = reason
+
+
+class StreamCut(Exception):
+    """The server ended the stream before saying it was finished."""
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    # openai 3.x reads streams through httpx2, older releases through httpx: a dropped stream raises either.
+    errors: list[type[BaseException]] = [httpx.HTTPError]
+    try:
+        import httpx2  # type: ignore[import-not-found]
+
+        errors.append(httpx2.HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_RETRYABLE = (
+    openai.APIConnectionError,
+    openai.APITimeoutError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+    StreamCut,
+    TimeoutError,
+    *_transport_errors(),
+)
+
+
+@dataclass
+class _Model:
+    settings: ModelSettings
+    client: AsyncOpenAI
+    limit: asyncio.Semaphore
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    calls: int = field(default=0)
+
+
+class ModelClient:
+    def __init__(self, models: dict[str, ModelSettings]) -> None:
+        self._models = {name: _build(settings) for name, settings in models.items()}
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def settings(self, name: str) -> ModelSettings:
+        return self._model(name).settings
+
+    def peak_in_flight(self, name: str) -> int:
+        return self._model(name).peak_in_flight
+
+    async def stream(self, name: str, messages: list[dict[str, str]]) -> AsyncIterator[StreamEvent]:
+        model = self._model(name)
+        retries = model.settings.retries
+        for attempt in range(retries + 1):
+            shown = False
+            try:
+                async with model.limit:
+                    model.in_flight += 1
+                    model.peak_in_flight = max(model.peak_in_flight, model.in_flight)
+                    model.calls += 1
+                    try:
+                        async with asyncio.timeout(model.settings.timeout_s):
+                            async for event in self._attempt(name, model, messages):
+                                shown = shown or isinstance(event, Delta)
+                                yield event
+                        return
+                    finally:
+                        model.in_flight -= 1
+            except _RETRYABLE as exc:
+                reason = _describe(exc)
+                if attempt == retries:
+                    raise ModelUnavailable(name, reason) from exc
+                delay = _retry_delay(exc, attempt)
+                log.warning("model %s failed (%s); retry %d/%d in %.1fs", name, reason, attempt + 1, retries, delay)
+                if shown:
+                    yield Restart(reason)
+                await asyncio.sleep(delay)
+            except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
+                raise ModelUnavailable(name, _describe(exc)) from exc
+
+    async def _attempt(self, name: str, model: _Model, messages: list[dict[str, str]]) -> AsyncIterator[StreamEvent]:
+        started = time.monotonic()
+        first: float | None = None
+        pieces = 0
+        usage = None
+        finish = None
+        stream = await model.client.chat.completions.create(
+            model=model.settings.model,
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=model.settings.max_tokens,
+            temperature=model.settings.temperature,
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        if first is None:
+                            first = time.monotonic() - started
+                        pieces += 1
+                        yield Delta(choice.delta.content)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        if finish is None:
+            raise StreamCut("stream ended without a finish reason")
+        yield Done(
+            model=name,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else pieces,
+            ttft_s=first,
+            total_s=time.monotonic() - started,
+            finish_reason=finish,
+        )
+
+    async def list_remote_models(self, name: str) -> list[str]:
+        """What the endpoint serves (for `confide doctor`)."""
+        page = await self._model(name).client.models.list()
+        return [m.id for m in page.data]
+
+    async def close(self) -> None:
+        for model in self._models.values():
+            await model.client.close()
+
+    def _model(self, name: str) -> _Model:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelUnavailable(name, f"no model named {name!r} is configured") from None
+
+
+def _build(settings: ModelSettings) -> _Model:
+    timeout = openai.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+    client = AsyncOpenAI(
+        base_url=settings.base_url,
+        api_key=settings.api_key.get_secret_value(),
+        timeout=timeout,
+        max_retries=0,  # retries are ours: they must know whether text was already shown
+    )
+    return _Model(settings, client, asyncio.Semaphore(settings.concurrency))
+
+
+def _retry_delay(exc: BaseException, attempt: int) -> float:
+    response = getattr(exc, "response", None)
+    if response is not None:
+        header = response.headers.get("retry-after")
+        if header:
+            try:
+                return min(float(header), 60.0)
+            except ValueError:
+                pass
+    return min(0.5 * 2**attempt, 8.0) * (0.8 + 0.4 * random.random())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {exc.message}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,112 @@
+"""The core's typed messages: what adapters put in, what the pipeline sends out, what the index holds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Attachment(BaseModel):
+    name: str
+    mime_type: str = "application/octet-stream"
+    size: int | None = None
+    path: str | None = Field(None, description="Where the adapter saved it, if it did")
+    url: str | None = None
+
+
+class IncomingMessage(BaseModel):
+    """One message a person sent to Confide on some platform."""
+
+    channel: str
+    chat_id: str
+    sender: str = Field(description="Platform account of the sender, e.g. a Telegram user id")
+    platform_message_id: str
+    text: str = ""
+    time: datetime = Field(default_factory=utcnow)
+    reply_to: str | None = Field(None, description="Platform id of the message this one answers")
+    thread_id: str | None = None
+    is_direct: bool = True
+    mentions_bot: bool = False
+    replies_to_bot: bool = False
+    from_bot_itself: bool = False
+    attachments: list[Attachment] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict, description="Adapter data needed to reply")
+
+    @property
+    def account(self) -> str:
+        return f"{self.channel}:{self.sender}"
+
+    @property
+    def chat_key(self) -> str:
+        return f"{self.channel}:{self.chat_id}"
+
+
+class Citation(BaseModel):
+    """Where a fact came from, enough for the person to find it again."""
+
+    number: int
+    source: str
+    conversation: str = ""
+    author: str = ""
+    time: datetime | None = None
+    link: str | None = None
+    excerpt: str = ""
+
+    def label(self) -> str:
+        when = self.time.strftime("%Y-%m-%d %H:%M") if self.time else "undated"
+        where = " · ".join(p for p in (self.conversation, self.author) if p)
+        ref = self.link or self.source
+        return f"[{self.number}] {when} · {where} · {ref}" if where else f"[{self.number}] {when} · {ref}"
+
+
+class OutgoingReply(BaseModel):
+    """A reply to one incoming message; `edit_token` names a partial message to replace in place."""
+
+    reply_id: str = Field(description="Idempotency key: the same reply is never sent twice")
+    channel: str
+    chat_id: str
+    in_reply_to: str | None = None
+    thread_id: str | None = None
+    text: str
+    citations: list[Citation] = Field(default_factory=list)
+    edit_token: str | None = None
+    model: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def render_plain(self) -> str:
+        if not self.citations:
+            return self.text
+        return self.text + "\n\nSources:\n" + "\n".join(c.label() for c in self.citations)
+
+
+class HistoryRecord(BaseModel):
+    """One piece of a person's history, as indexed."""
+
+    id: str = Field(description="Stable id derived from the source, so re-imports add nothing")
+    person: str
+    channel: str
+    conversation: str
+    author: str
+    time: datetime
+    text: str
+    source: str = Field(description="Where it came from: file, chat export, mailbox, live chat")
+    link: str | None = Field(None, description="Platform message id or URL the person can follow")
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def citation(self, number: int) -> Citation:
+        excerpt = self.text if len(self.text) <= 160 else self.text[:157] + "..."
+        return Citation(
+            number=number,
+            source=self.source,
+            conversation=self.conversation,
+            author=self.author,
+            time=self.time,
+            link=self.link,
+            excerpt=excerpt,
+        )

@@ -1,0 +1,114 @@
+"""The history index: one interface, two Qdrant backends (embedded qdrant-edge, or a Qdrant server).
+
+Every call takes the person as a required argument and every backend adds the person to every filter
+it runs: there is no call path that reads or deletes across persons.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from bridge.messages import HistoryRecord
+
+DENSE = "dense"
+SPARSE = "sparse"
+_ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0b-4f5e-9c53-8f1d2b0c7a11")
+INDEXED_KEYWORDS = ("person", "channel", "conversation", "source")
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class Vectorized:
+    record: HistoryRecord
+    dense: list[float]
+    sparse: SparseVector
+
+
+@dataclass(frozen=True)
+class Hit:
+    record: HistoryRecord
+    score: float
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which part of one person's history a search or a deletion covers."""
+
+    source: str | None = None
+    channel: str | None = None
+    conversation: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    everything: bool = False
+
+    def is_empty(self) -> bool:
+        return not (self.source or self.channel or self.conversation or self.since or self.until)
+
+    def describe(self) -> str:
+        if self.everything and self.is_empty():
+            return "everything"
+        parts = []
+        if self.source:
+            parts.append(f"source {self.source}")
+        if self.channel:
+            parts.append(f"channel {self.channel}")
+        if self.conversation:
+            parts.append(f"conversation {self.conversation}")
+        if self.since:
+            parts.append(f"since {self.since:%Y-%m-%d %H:%M}")
+        if self.until:
+            parts.append(f"until {self.until:%Y-%m-%d %H:%M}")
+        return ", ".join(parts)
+
+
+class PersonMismatch(ValueError):
+    """A record was offered for another person's history than the one named."""
+
+
+class HistoryStore(Protocol):
+    async def open(self, dimension: int) -> None: ...
+    async def upsert(self, person: str, items: Sequence[Vectorized]) -> int: ...
+    async def search(
+        self,
+        person: str,
+        dense: list[float],
+        sparse: SparseVector,
+        limit: int,
+        candidates: int,
+        selector: Selector | None = None,
+    ) -> list[Hit]: ...
+    async def delete(self, person: str, selector: Selector) -> int: ...
+    async def count(self, person: str, selector: Selector | None = None) -> int: ...
+    def export(self, person: str) -> AsyncIterator[HistoryRecord]: ...
+    async def close(self) -> None: ...
+
+
+def point_id(person: str, record_id: str) -> str:
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{person}\x00{record_id}"))
+
+
+def to_payload(person: str, record: HistoryRecord) -> dict[str, Any]:
+    if record.person != person:
+        raise PersonMismatch(f"record {record.id!r} belongs to {record.person!r}, not {person!r}")
+    payload = record.model_dump(mode="json")
+    payload["ts"] = record.time.timestamp()
+    return payload
+
+
+def from_payload(payload: dict[str, Any]) -> HistoryRecord:
+    data = {k: v for k, v in payload.items() if k != "ts"}
+    return HistoryRecord.model_validate(data)
+
+
+def check_deletable(selector: Selector) -> None:
+    if selector.is_empty() and not selector.everything:
+        raise ValueError("refusing to delete with an empty selector; say everything=True to delete all")

@@ -1,0 +1,168 @@
+"""Embedded backend: the Qdrant engine in-process (qdrant-edge-py), on disk under the data directory.
+
+qdrant-edge has no network code paths of its own (no cloud sync is configured or called here); a
+shard directory belongs to one process at a time, which `bridge.runtime` enforces with a lock file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from bridge.store import (
+    DENSE,
+    INDEXED_KEYWORDS,
+    SPARSE,
+    Hit,
+    Selector,
+    SparseVector,
+    Vectorized,
+    check_deletable,
+    from_payload,
+    point_id,
+    to_payload,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _filter(person: str, selector: Selector | None) -> qe.Filter:
+    must: list[Any] = [qe.FieldCondition(key="person", match=qe.MatchValue(person))]
+    if selector is not None:
+        for key in ("source", "channel", "conversation"):
+            value = getattr(selector, key)
+            if value:
+                must.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
+        if selector.since or selector.until:
+            must.append(
+                qe.FieldCondition(
+                    key="ts",
+                    range=qe.RangeFloat(
+                        gte=selector.since.timestamp() if selector.since else None,
+                        lt=selector.until.timestamp() if selector.until else None,
+                    ),
+                )
+            )
+    return qe.Filter(must=must)
+
+
+class EdgeStore:
+    def __init__(self, path: Path, rrf_k: int = 60) -> None:
+        self.path = path
+        self.rrf_k = rrf_k
+        self._shard: qe.EdgeShard | None = None
+        # Writes go through one thread (one writer per shard); reads may run beside them.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-edge-write")
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise RuntimeError("history store is not open")
+        return self._shard
+
+    async def open(self, dimension: int) -> None:
+        self._shard = await self._write(lambda: self._open_sync(dimension))
+
+    def _open_sync(self, dimension: int) -> qe.EdgeShard:
+        config = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+        if self.path.exists() and any(self.path.iterdir()):
+            shard = qe.EdgeShard.load(str(self.path), config)
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            shard = qe.EdgeShard.create(str(self.path), config)
+        schema = shard.info().payload_schema
+        for key in INDEXED_KEYWORDS:
+            if key not in schema:
+                params = qe.KeywordIndexParams(is_tenant=True) if key == "person" else qe.KeywordIndexParams()
+                shard.update(qe.UpdateOperation.create_field_index(key, params))
+        if "ts" not in schema:
+            shard.update(qe.UpdateOperation.create_field_index("ts", qe.PayloadSchemaType.Float))
+        return shard
+
+    async def upsert(self, person: str, items: Sequence[Vectorized]) -> int:
+        if not items:
+            return 0
+        points = [
+            qe.Point(
+                id=point_id(person, item.record.id),
+                vector={
+                    DENSE: list(item.dense),
+                    SPARSE: qe.SparseVector(indices=item.sparse.indices, values=item.sparse.values),
+                },
+                payload=to_payload(person, item.record),
+            )
+            for item in items
+        ]
+        await self._write(lambda: self.shard.update(qe.UpdateOperation.upsert_points(points)))
+        return len(points)
+
+    async def search(
+        self,
+        person: str,
+        dense: list[float],
+        sparse: SparseVector,
+        limit: int,
+        candidates: int,
+        selector: Selector | None = None,
+    ) -> list[Hit]:
+        where = _filter(person, selector)
+        prefetches = [qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(dense), using=DENSE), filter=where)]
+        if sparse.indices:
+            sparse_query = qe.SparseVector(indices=sparse.indices, values=sparse.values)
+            prefetches.append(
+                qe.Prefetch(limit=candidates, query=qe.Query.Nearest(sparse_query, using=SPARSE), filter=where)
+            )
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Fusion.Rrf(k=self.rrf_k),
+            prefetches=prefetches,
+            filter=where,
+            with_payload=True,
+        )
+        points = await asyncio.to_thread(self.shard.query, request)
+        return [Hit(from_payload(p.payload or {}), p.score) for p in points]
+
+    async def delete(self, person: str, selector: Selector) -> int:
+        check_deletable(selector)
+        where = _filter(person, selector)
+
+        def run() -> int:
+            count = self.shard.count(qe.CountRequest(exact=True, filter=where))
+            if count:
+                self.shard.update(qe.UpdateOperation.delete_points_by_filter(where))
+            return count
+
+        return await self._write(run)
+
+    async def count(self, person: str, selector: Selector | None = None) -> int:
+        where = _filter(person, selector)
+        return await asyncio.to_thread(self.shard.count, qe.CountRequest(exact=True, filter=where))
+
+    async def export(self, person: str) -> AsyncIterator[Any]:
+        where = _filter(person, None)
+        offset: Any = None
+        while True:
+            request = qe.ScrollRequest(offset=offset, limit=256, filter=where, with_payload=True)
+            records, offset = await asyncio.to_thread(self.shard.scroll, request)
+            for record in records:
+                yield from_payload(record.payload or {})
+            if offset is None:
+                return
+
+    async def close(self) -> None:
+        if self._shard is not None:
+            shard, self._shard = self._shard, None
+            await self._write(lambda: (shard.flush(), shard.close()))
+        self._writer.shutdown(wait=True)
+
+    async def _write(self, fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)

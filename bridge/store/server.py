@@ -1,0 +1,138 @@
+"""Server backend: a Qdrant server through qdrant-client (tested through its local mode, same API)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+
+from bridge.store import (
+    DENSE,
+    INDEXED_KEYWORDS,
+    SPARSE,
+    Hit,
+    Selector,
+    SparseVector,
+    Vectorized,
+    check_deletable,
+    from_payload,
+    point_id,
+    to_payload,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _filter(person: str, selector: Selector | None) -> models.Filter:
+    must: list[Any] = [models.FieldCondition(key="person", match=models.MatchValue(value=person))]
+    if selector is not None:
+        for key in ("source", "channel", "conversation"):
+            value = getattr(selector, key)
+            if value:
+                must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+        if selector.since or selector.until:
+            must.append(
+                models.FieldCondition(
+                    key="ts",
+                    range=models.Range(
+                        gte=selector.since.timestamp() if selector.since else None,
+                        lt=selector.until.timestamp() if selector.until else None,
+                    ),
+                )
+            )
+    return models.Filter(must=must)
+
+
+class ServerStore:
+    def __init__(self, client: AsyncQdrantClient, collection: str, rrf_k: int = 60) -> None:
+        self.client = client
+        self.collection = collection
+        self.rrf_k = rrf_k
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, collection: str, rrf_k: int = 60) -> ServerStore:
+        # check_compatibility would call the server before we asked anything; we need no such call.
+        client = AsyncQdrantClient(url=url, api_key=api_key, check_compatibility=False)
+        return cls(client, collection, rrf_k)
+
+    async def open(self, dimension: int) -> None:
+        if not await self.client.collection_exists(self.collection):
+            await self.client.create_collection(
+                self.collection,
+                vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            )
+            for key in INDEXED_KEYWORDS:
+                schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=key == "person")
+                await self.client.create_payload_index(self.collection, key, field_schema=schema)
+            await self.client.create_payload_index(self.collection, "ts", field_schema=models.PayloadSchemaType.FLOAT)
+
+    async def upsert(self, person: str, items: Sequence[Vectorized]) -> int:
+        if not items:
+            return 0
+        points = [
+            models.PointStruct(
+                id=point_id(person, item.record.id),
+                vector={
+                    DENSE: list(item.dense),
+                    SPARSE: models.SparseVector(indices=item.sparse.indices, values=item.sparse.values),
+                },
+                payload=to_payload(person, item.record),
+            )
+            for item in items
+        ]
+        await self.client.upsert(self.collection, points=points, wait=True)
+        return len(points)
+
+    async def search(
+        self,
+        person: str,
+        dense: list[float],
+        sparse: SparseVector,
+        limit: int,
+        candidates: int,
+        selector: Selector | None = None,
+    ) -> list[Hit]:
+        where = _filter(person, selector)
+        prefetch = [models.Prefetch(query=list(dense), using=DENSE, limit=candidates, filter=where)]
+        if sparse.indices:
+            query_vector = models.SparseVector(indices=sparse.indices, values=sparse.values)
+            prefetch.append(models.Prefetch(query=query_vector, using=SPARSE, limit=candidates, filter=where))
+        response = await self.client.query_points(
+            self.collection,
+            prefetch=prefetch,
+            query=models.RrfQuery(rrf=models.Rrf(k=self.rrf_k)),
+            query_filter=where,
+            limit=limit,
+            with_payload=True,
+        )
+        return [Hit(from_payload(p.payload or {}), p.score) for p in response.points]
+
+    async def delete(self, person: str, selector: Selector) -> int:
+        check_deletable(selector)
+        where = _filter(person, selector)
+        count = (await self.client.count(self.collection, count_filter=where, exact=True)).count
+        if count:
+            await self.client.delete(self.collection, points_selector=models.FilterSelector(filter=where), wait=True)
+        return count
+
+    async def count(self, person: str, selector: Selector | None = None) -> int:
+        where = _filter(person, selector)
+        return (await self.client.count(self.collection, count_filter=where, exact=True)).count
+
+    async def export(self, person: str) -> AsyncIterator[Any]:
+        where = _filter(person, None)
+        offset: Any = None
+        while True:
+            records, offset = await self.client.scroll(
+                self.collection, scroll_filter=where, limit=256, offset=offset, with_payload=True
+            )
+            for record in records:
+                yield from_payload(record.payload or {})
+            if offset is None:
+                return
+
+    async def close(self) -> None:
+        await self.client.close()

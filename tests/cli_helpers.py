@@ -1,0 +1,35 @@
+"""Running the real `confide` command as a subprocess, the way a person would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIDE = [sys.executable, "-m", "bridge.cli"]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def cli_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
+    env.update({"CONFIDE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "COLUMNS": "250"})
+    env.update({f"CONFIDE_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+async def run_cli(args: list[str], env: dict[str, str], stdin: str = "", limit_s: float = 180) -> Result:
+    process = await asyncio.create_subprocess_exec(
+        *CONFIDE, *args, env=env, cwd=env["CONFIDE_DATA_DIR"],
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), limit_s)
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real packaged embedder (loaded once), fake model servers, and a bridge in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import bridge  # noqa: F401  (locks the environment down before any ML import)
+from bridge.config import ModelSettings, PersonSettings, Settings
+from bridge.embedder import LocalEmbedder
+from bridge.history import HistoryIndex
+from bridge.store.edge import EdgeStore
+from tests.fake_openai import FakeOpenAI
+from tests.harness import Harness
+from tests.recording_adapter import RecordingAdapter
+
+
+@pytest.fixture(scope="session")
+async def embedder() -> AsyncIterator[LocalEmbedder]:
+    model = LocalEmbedder()
+    await model.open()
+    yield model
+    await model.close()
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeOpenAI]:
+    server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def history(tmp_path: Path, embedder: LocalEmbedder) -> AsyncIterator[HistoryIndex]:
+    store = EdgeStore(tmp_path / "qdrant")
+    index = HistoryIndex(store, embedder)
+    await store.open(embedder.dimension)
+    yield index
+    await store.close()
+
+
+def make_settings(tmp_path: Path, models: dict[str, ModelSettings], **overrides: Any) -> Settings:
+    persons = [
+        PersonSettings(id="alice", name="Alice", accounts=["telegram:100", "console:alice"]),
+        PersonSettings(id="bob", name="Bob", accounts=["telegram:200"]),
+    ]
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "persons": persons,
+        "models": models,
+        "stream_edit_interval_s": 0.1,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def harness_factory(tmp_path: Path, history: HistoryIndex) -> Callable[..., Harness]:
+    def build(models: dict[str, ModelSettings], **overrides: Any) -> Harness:
+        settings = make_settings(tmp_path, models, **overrides)
+        return Harness(settings, history, RecordingAdapter())
+
+    return build
+
+
+def model_for(server: FakeOpenAI, **fields: Any) -> ModelSettings:
+    values: dict[str, Any] = {"base_url": server.base_url, "model": server.model, "retries": 2, "timeout_s": 10}
+    values.update(fields)
+    return ModelSettings(**values)
+
+
+async def eventually(predicate: Callable[[], Any], within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,171 @@
+"""A local HTTP server that speaks vLLM's OpenAI-compatible wire format, for tests and benchmarks.
+
+Real HTTP on loopback: SSE chunks, a usage chunk, `data: [DONE]`, OpenAI-style error bodies, 429 with
+Retry-After. Each request takes the next scripted behaviour (or the default) so a test can stage
+failures: an error status, a slow start, a stream cut in the middle, a stream that never finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    retry_after: float | None = None
+    delay_s: float = 0.0  # before the response starts
+    chunk_delay_s: float = 0.0
+    cut_after_chunks: int | None = None  # drop the connection after this many content chunks
+    no_finish: bool = False  # end the stream cleanly but without finish_reason and [DONE]
+    text: str | None = None  # None: use the server's answer function
+
+
+def default_answer(messages: list[dict[str, Any]]) -> str:
+    question = str(messages[-1]["content"]).rsplit("Question:", 1)[-1].strip()
+    return f"You asked: {question} [1]"
+
+
+@dataclass
+class FakeOpenAI:
+    model: str = "test-model"
+    answer: Callable[[list[dict[str, Any]]], str] = default_answer
+    words_per_chunk: int = 1
+    default: Behaviour = field(default_factory=Behaviour)
+    script: list[Behaviour] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self) -> FakeOpenAI:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": _toy_embedding(str(text))} for i, text in enumerate(inputs)
+        ]
+        return web.json_response({"object": "list", "data": data, "model": body["model"], "usage": {}})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.started.set()
+        behaviour = self.script.pop(0) if self.script else self.default
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if behaviour.delay_s:
+                await asyncio.sleep(behaviour.delay_s)
+            if body.get("model") != self.model:
+                return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+            if behaviour.status != 200:
+                return _error(behaviour.status, "scripted failure", "ServerError", behaviour.retry_after)
+            text = behaviour.text if behaviour.text is not None else self.answer(body["messages"])
+            if not body.get("stream"):
+                return web.json_response(_completion(self.model, text))
+            return await self._stream(request, body, behaviour, text)
+        finally:
+            self.in_flight -= 1
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], behaviour: Behaviour, text: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        async def send(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> None:
+            chunk: dict[str, Any] = {
+                "id": cid, "object": "chat.completion.chunk", "created": created, "model": self.model,
+                "choices": choices,
+            }  # fmt: skip
+            if usage is not None:
+                chunk["usage"] = usage
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await send(
+            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
+        )
+        words = text.split(" ")
+        pieces = [
+            " ".join(words[i : i + self.words_per_chunk]) + " " for i in range(0, len(words), self.words_per_chunk)
+        ]
+        for number, piece in enumerate(pieces):
+            if behaviour.cut_after_chunks is not None and number >= behaviour.cut_after_chunks:
+                assert request.transport is not None
+                request.transport.abort()  # the connection drops mid-stream, as when a server dies
+                return response
+            if behaviour.chunk_delay_s:
+                await asyncio.sleep(behaviour.chunk_delay_s)
+            await send([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
+        if behaviour.no_finish:
+            await response.write_eof()
+            return response
+        await send([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            prompt_tokens = sum(len(str(m["content"]).split()) for m in body["messages"])
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
+                     "total_tokens": prompt_tokens + len(pieces)}  # fmt: skip
+            await send([], usage)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _error(status: int, message: str, kind: str, retry_after: float | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    body = {"object": "error", "message": message, "type": kind, "param": None, "code": status}
+    return web.json_response({"error": body}, status=status, headers=headers)
+
+
+def _completion(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()), "total_tokens": 1 + len(text.split())},
+    }
+
+
+def _toy_embedding(text: str, size: int = 16) -> list[float]:
+    vector = [0.0] * size
+    for word in text.lower().split():
+        vector[zlib.crc32(word.encode()) % size] += 1.0
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [v / norm for v in vector]

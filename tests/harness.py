@@ -1,0 +1,65 @@
+"""A bridge assembled in-process for tests, on a real state database, index and model server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from bridge.answer import AnswerPipeline
+from bridge.chats import Chats
+from bridge.commands import Commands
+from bridge.config import Settings
+from bridge.history import HistoryIndex
+from bridge.inbox import Inbox
+from bridge.llm import ModelClient
+from bridge.outbox import Drafts, Outbox
+from bridge.persons import Directory
+from bridge.state import StateDB
+from bridge.worker import Bridge, WorkerOptions
+from tests.recording_adapter import RecordingAdapter
+
+
+class Harness:
+    def __init__(self, settings: Settings, history: HistoryIndex, adapter: RecordingAdapter) -> None:
+        self.settings = settings
+        self.history = history
+        self.adapter = adapter
+        self.db: StateDB | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Harness:
+        self.db = StateDB(self.settings.state_path)
+        await self.db.open()
+        self.models = ModelClient(self.settings.models)
+        default = self.settings.default_model or next(iter(self.settings.models))
+        self.inbox, self.outbox = Inbox(self.db), Outbox(self.db)
+        self.bridge = Bridge(
+            self.inbox,
+            self.outbox,
+            Drafts(self.db),
+            Chats(self.db),
+            Directory(self.settings.persons),
+            self.history,
+            AnswerPipeline(self.history, self.models, self.settings.retrieval.limit),
+            Commands(self.history, self.models.names(), default),
+            [self.adapter],
+            WorkerOptions(default, self.settings.recent_turns, self.settings.index_conversations, 0.05),
+        )
+        self.task = asyncio.create_task(self.bridge.run())
+        return self
+
+    async def stop(self) -> None:
+        """Stop abruptly, as a crash would: tasks are cancelled wherever they are."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.models.close()
+        if self.db is not None:
+            await self.db.close()
+
+    async def __aenter__(self) -> Harness:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,116 @@
+"""The `confide` command end to end, as subprocesses: import, chat, crash and restart, doctor, bad settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from tests.cli_helpers import CONFIDE, cli_env, run_cli
+from tests.fake_openai import Behaviour, FakeOpenAI
+
+NOTES = """# Household
+
+The plumber, Mr. Okafor, fixed the boiler on 12 March; his number is 0176 5550 1234.
+
+The wifi password at the cabin is blue-otter-42.
+"""
+
+
+async def test_import_then_chat_with_the_embedded_model_cites_the_notes(tmp_path: Path) -> None:
+    """A fresh data directory, the packaged embedder and the real llama.cpp server with SmolLM2."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "house.md").write_text(NOTES)
+    env = cli_env(tmp_path / "data")
+    (tmp_path / "data").mkdir()
+
+    imported = await run_cli(["import", "files", str(tmp_path / "notes"), "--person", "me"], env)
+    assert imported.code == 0, imported.stderr
+    assert "Imported 1" in imported.stderr
+
+    chat = await run_cli(["chat"], env, stdin="What is the wifi password at the cabin?\n")
+    assert chat.code == 0, chat.stderr
+    assert chat.stdout.count("confide> ") == 1
+    answer, _, sources = chat.stdout.partition("Sources:")
+    assert "model unavailable" not in answer.lower()
+    assert "house.md" in sources, chat.stdout
+    assert "blue-otter-42" in answer, chat.stdout  # SmolLM2 at temperature 0 reads it off the excerpt
+
+
+async def test_crash_between_inbox_and_reply_is_answered_exactly_once(tmp_path: Path) -> None:
+    llm = await FakeOpenAI().start()
+    llm.script = [Behaviour(delay_s=60)]  # the first answer hangs: the process is killed while waiting
+    models = json.dumps({"main": {"base_url": llm.base_url, "model": llm.model, "retries": 0}})
+    env = cli_env(tmp_path, models=models)
+    question = "When did the plumber fix the boiler?"
+
+    first = await asyncio.create_subprocess_exec(
+        *CONFIDE, "chat", env=env, cwd=tmp_path,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert first.stdin is not None
+    first.stdin.write(f"{question}\n".encode())
+    await first.stdin.drain()
+    await asyncio.wait_for(llm.started.wait(), 60)
+    first.kill()
+    out, _ = await first.communicate()
+    assert "confide>" not in out.decode()
+
+    second = await run_cli(["chat"], env)  # stdin closed at once: it only finishes what was left
+    third = await run_cli(["chat"], env)
+    await llm.stop()
+    assert second.code == 0, second.stderr
+    assert second.stdout.count(f"You asked: {question}") == 1
+    assert third.stdout.count("confide>") == 0, "the answer was sent twice"
+    assert len(llm.requests) == 2
+
+
+async def test_invalid_setting_stops_startup_naming_it(tmp_path: Path) -> None:
+    result = await run_cli(["chat"], cli_env(tmp_path, recent_turns="many"))
+    assert result.code == 2
+    assert "CONFIDE_RECENT_TURNS" in result.stderr and "integer" in result.stderr
+    result = await run_cli(["chat"], cli_env(tmp_path, store__backend="server"))
+    assert result.code == 2
+    assert "CONFIDE_STORE" in result.stderr and "url is required" in result.stderr
+
+
+async def test_public_model_endpoint_is_refused_unless_allowed(tmp_path: Path) -> None:
+    models = json.dumps({"cloud": {"base_url": "http://203.0.113.7:8000/v1", "model": "x"}})
+    refused = await run_cli(["chat"], cli_env(tmp_path, models=models))
+    assert refused.code == 2
+    assert "Refusing to start" in refused.stderr and "203.0.113.7" in refused.stderr
+    doctor = await run_cli(["doctor"], cli_env(tmp_path, models=models))
+    assert doctor.code == 1
+    assert "resolves to public address 203.0.113.7" in doctor.stdout
+    assert "not contacted" in doctor.stdout
+
+
+async def test_doctor_lists_hosts_and_checks_them(tmp_path: Path) -> None:
+    llm = await FakeOpenAI().start()
+    models = json.dumps({"main": {"base_url": llm.base_url, "model": llm.model}})
+    healthy = await run_cli(["doctor"], cli_env(tmp_path, models=models))
+    await llm.stop()
+    assert healthy.code == 0, healthy.stdout + healthy.stderr
+    assert llm.base_url in healthy.stdout and "loopback" in healthy.stdout
+    assert "serves test-model" in healthy.stdout and "dimension 384" in healthy.stdout
+    down = await run_cli(["doctor"], cli_env(tmp_path, models=models))
+    assert down.code == 1 and "failed" in down.stdout
+
+
+async def test_forget_and_export_from_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Alpha note about the garden shed.")
+    (tmp_path / "b.txt").write_text("Beta note about the car insurance.")
+    env = cli_env(tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    assert (await run_cli(["import", "files", str(tmp_path), "--person", "me"], env)).code == 0
+    again = await run_cli(["import", "files", str(tmp_path), "--person", "me"], env)
+    exported = await run_cli(["export", "--person", "me"], env)
+    assert len(exported.stdout.splitlines()) == 2, "importing twice must add nothing"
+    source = next(json.loads(line)["source"] for line in exported.stdout.splitlines() if "Alpha" in line)
+    assert again.code == 0
+    gone = await run_cli(["forget", "--person", "me", "--source", source, "--yes"], env)
+    assert gone.code == 0 and "Deleted 1" in gone.stderr
+    left = await run_cli(["export", "--person", "me"], env)
+    assert [json.loads(line)["text"] for line in left.stdout.splitlines()] == ["Beta note about the car insurance."]
+    unknown = await run_cli(["export", "--person", "mallory"], env)
+    assert unknown.code == 2 and "No person 'mallory'" in unknown.stderr

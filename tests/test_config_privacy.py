@@ -1,0 +1,133 @@
+"""Settings from the environment, their error messages, and which hosts Confide may contact."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bridge.config import ConfigError, load_settings
+from bridge.privacy import OFFLINE_ENV, HostNotAllowed, check_endpoints, endpoints
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for key in list(os.environ):
+        if key.startswith("CONFIDE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir("/")  # no stray .env
+    return monkeypatch
+
+
+def test_defaults_run_on_a_fresh_machine(env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.store.backend == "embedded" and settings.embedder.backend == "local"
+    assert settings.models == {} and settings.local_model.enabled
+    assert [p.id for p in settings.persons] == ["me"]
+    assert endpoints(settings) == []
+
+
+def test_nested_settings_from_the_environment(env: pytest.MonkeyPatch) -> None:
+    env.setenv("CONFIDE_MODELS", json.dumps({"qwen": {"base_url": "http://127.0.0.1:8000/v1/", "model": "Qwen"}}))
+    env.setenv("CONFIDE_MODELS__QWEN__CONCURRENCY", "16")
+    env.setenv("CONFIDE_PERSONS", json.dumps([{"id": "ana", "accounts": ["email:Ana@Example.org", "telegram:42"]}]))
+    env.setenv("CONFIDE_ALLOWED_HOSTS", "gpu.example.org, Qdrant.Example.org")
+    env.setenv("CONFIDE_STORE__BACKEND", "server")
+    env.setenv("CONFIDE_STORE__URL", "http://10.0.0.5:6333")
+    settings = load_settings()
+    assert settings.models["qwen"].concurrency == 16
+    assert settings.models["qwen"].base_url == "http://127.0.0.1:8000/v1"
+    assert settings.persons[0].accounts == ["email:ana@example.org", "telegram:42"]
+    assert settings.allowed_hosts == ["gpu.example.org", "qdrant.example.org"]
+    assert {e.purpose: e.why for e in check_endpoints(settings)} == {
+        "model qwen": "loopback",
+        "store": "private network",
+    }
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("CONFIDE_RECENT_TURNS", "-1", "CONFIDE_RECENT_TURNS: Input should be greater than or equal to 0"),
+        ("CONFIDE_STORE__BACKEND", "postgres", "CONFIDE_STORE__BACKEND: Input should be 'embedded' or 'server'"),
+        ("CONFIDE_PERSONS", '[{"id": "x", "accounts": ["fax:123"]}]', "must look like 'channel:address'"),
+        ("CONFIDE_PERSONS", '[{"id": "a", "accounts": ["telegram:1"]}, {"id": "b", "accounts": ["telegram:1"]}]',
+         "belongs to both 'a' and 'b'"),
+        ("CONFIDE_MODELS", '{"m": {"base_url": "ftp://x", "model": "y"}}', "CONFIDE_MODELS__M__BASE_URL: must start"),
+        ("CONFIDE_LOCAL_MODEL__ENABLED", "false", "no model configured"),
+        ("CONFIDE_DEFAULT_MODEL", "nope", None),
+    ],
+)  # fmt: skip
+def test_invalid_settings_name_the_variable(
+    env: pytest.MonkeyPatch, variable: str, value: str, expected: str | None
+) -> None:
+    env.setenv(variable, value)
+    if variable == "CONFIDE_DEFAULT_MODEL":
+        env.setenv("CONFIDE_MODELS", '{"m": {"base_url": "http://127.0.0.1:1/v1", "model": "y"}}')
+        expected = "default_model 'nope' is not one of models: ['m']"
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "why"),
+    [
+        ("http://127.0.0.1:8000/v1", True, "loopback"),
+        ("http://localhost:8000/v1", True, "loopback"),
+        ("http://[::1]:8000/v1", True, "loopback"),
+        ("http://192.168.1.20:8000/v1", True, "private network"),
+        ("http://10.1.2.3/v1", True, "private network"),
+        ("http://100.101.1.1/v1", True, "private network"),
+        ("http://203.0.113.7/v1", False, "resolves to public address 203.0.113.7"),
+        ("http://8.8.8.8/v1", False, "resolves to public address 8.8.8.8"),
+        ("http://no-such-host.invalid/v1", False, "cannot be resolved"),
+    ],
+)
+def test_hosts_outside_loopback_and_private_ranges_are_refused(
+    env: pytest.MonkeyPatch, url: str, allowed: bool, why: str
+) -> None:
+    env.setenv("CONFIDE_MODELS", json.dumps({"m": {"base_url": url, "model": "x"}}))
+    settings = load_settings()
+    [endpoint] = endpoints(settings)
+    assert endpoint.allowed is allowed and why in endpoint.why
+    if not allowed:
+        with pytest.raises(HostNotAllowed, match="CONFIDE_ALLOWED_HOSTS"):
+            check_endpoints(settings)
+        env.setenv("CONFIDE_ALLOWED_HOSTS", endpoint.host)
+        assert check_endpoints(load_settings())[0].why == "named in CONFIDE_ALLOWED_HOSTS"
+
+
+def test_telemetry_and_hub_access_are_off_once_the_core_is_imported() -> None:
+    import bridge  # noqa: F401
+
+    for key, value in OFFLINE_ENV.items():
+        assert os.environ[key] == value
+
+
+def test_env_example_lists_every_setting_and_loads_as_is(env: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from bridge.config import Settings
+
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    (tmp_path / ".env").write_text(example)
+    env.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.local_model.gguf_path is None and settings.embedder.dimension is None
+
+    def names(model: type[BaseModel], prefix: str) -> list[str]:
+        found = []
+        for field_name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                found += names(annotation, f"{prefix}{field_name.upper()}__")
+            else:
+                found.append(f"{prefix}{field_name.upper()}")
+        return found
+
+    missing = [name for name in names(Settings, "CONFIDE_") if f"{name}=" not in example]
+    assert missing == []

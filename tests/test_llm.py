@@ -1,0 +1,137 @@
+"""The model client against a local server speaking vLLM's OpenAI wire format: streams, errors, retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.llm import Delta, Done, ModelClient, ModelUnavailable, Restart, StreamEvent
+from tests.conftest import model_for
+from tests.fake_openai import Behaviour, FakeOpenAI
+
+MESSAGES = [{"role": "user", "content": "Question: what time is it"}]
+
+
+async def collect(client: ModelClient, name: str = "m") -> list[StreamEvent]:
+    return [event async for event in client.stream(name, MESSAGES)]
+
+
+def text_of(events: list[StreamEvent]) -> str:
+    text = ""
+    for event in events:
+        if isinstance(event, Restart):
+            text = ""
+        elif isinstance(event, Delta):
+            text += event.text
+    return text
+
+
+async def test_streams_deltas_then_usage(fake_llm: FakeOpenAI) -> None:
+    client = ModelClient({"m": model_for(fake_llm)})
+    events = await collect(client)
+    await client.close()
+    assert [type(e) for e in events[:-1]] == [Delta] * (len(events) - 1)
+    assert text_of(events).strip() == "You asked: what time is it [1]"
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason == "stop"
+    assert done.completion_tokens == len(events) - 1 and done.prompt_tokens > 0
+    assert done.ttft_s is not None and done.total_s >= done.ttft_s
+    request = fake_llm.requests[0]
+    assert request["stream"] is True and request["stream_options"] == {"include_usage": True}
+
+
+async def test_429_waits_retry_after_then_succeeds(fake_llm: FakeOpenAI) -> None:
+    fake_llm.script = [Behaviour(status=429, retry_after=0.6)]
+    client = ModelClient({"m": model_for(fake_llm)})
+    started = asyncio.get_running_loop().time()
+    events = await collect(client)
+    elapsed = asyncio.get_running_loop().time() - started
+    await client.close()
+    assert len(fake_llm.requests) == 2
+    assert elapsed >= 0.6, "the Retry-After of the 429 was not honoured"
+    assert "what time is it" in text_of(events)
+
+
+async def test_server_errors_exhaust_retries(fake_llm: FakeOpenAI) -> None:
+    fake_llm.default = Behaviour(status=500)
+    client = ModelClient({"m": model_for(fake_llm, retries=2)})
+    with pytest.raises(ModelUnavailable, match="HTTP 500"):
+        await collect(client)
+    await client.close()
+    assert len(fake_llm.requests) == 3
+
+
+async def test_bad_request_is_not_retried(fake_llm: FakeOpenAI) -> None:
+    fake_llm.script = [Behaviour(status=400)]
+    client = ModelClient({"m": model_for(fake_llm, retries=3)})
+    with pytest.raises(ModelUnavailable, match="HTTP 400"):
+        await collect(client)
+    await client.close()
+    assert len(fake_llm.requests) == 1
+
+
+async def test_unknown_model_id_is_reported(fake_llm: FakeOpenAI) -> None:
+    client = ModelClient({"m": model_for(fake_llm, model="no-such-model")})
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        await collect(client)
+    await client.close()
+
+
+async def test_cut_stream_restarts_and_final_text_is_whole(fake_llm: FakeOpenAI) -> None:
+    fake_llm.script = [Behaviour(cut_after_chunks=2)]
+    client = ModelClient({"m": model_for(fake_llm)})
+    events = await collect(client)
+    await client.close()
+    assert any(isinstance(e, Restart) for e in events)
+    assert text_of(events).strip() == "You asked: what time is it [1]"
+    assert len(fake_llm.requests) == 2
+
+
+async def test_stream_without_finish_is_treated_as_cut(fake_llm: FakeOpenAI) -> None:
+    fake_llm.script = [Behaviour(no_finish=True)]
+    client = ModelClient({"m": model_for(fake_llm)})
+    events = await collect(client)
+    await client.close()
+    assert isinstance(events[-1], Done)
+    assert len(fake_llm.requests) == 2
+
+
+async def test_slow_server_times_out(fake_llm: FakeOpenAI) -> None:
+    fake_llm.default = Behaviour(delay_s=2.0)
+    client = ModelClient({"m": model_for(fake_llm, timeout_s=0.3, retries=1)})
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ModelUnavailable, match=r"timed out|Timeout"):
+        await collect(client)
+    await client.close()
+    assert asyncio.get_running_loop().time() - started < 3.0
+
+
+async def test_slow_stream_times_out_as_a_whole(fake_llm: FakeOpenAI) -> None:
+    fake_llm.default = Behaviour(chunk_delay_s=0.2)
+    client = ModelClient({"m": model_for(fake_llm, timeout_s=0.5, retries=0)})
+    with pytest.raises(ModelUnavailable):
+        await collect(client)
+    await client.close()
+
+
+async def test_unreachable_endpoint(fake_llm: FakeOpenAI) -> None:
+    port = fake_llm.port
+    await fake_llm.stop()
+    settings = model_for(fake_llm, retries=1, base_url=f"http://127.0.0.1:{port}/v1")
+    client = ModelClient({"m": settings})
+    with pytest.raises(ModelUnavailable, match="Connection"):
+        await collect(client)
+    await client.close()
+
+
+async def test_concurrency_is_per_model_and_reached(fake_llm: FakeOpenAI) -> None:
+    fake_llm.default = Behaviour(chunk_delay_s=0.05)
+    other = await FakeOpenAI(model="other").start()
+    other.default = Behaviour(chunk_delay_s=0.05)
+    client = ModelClient({"m": model_for(fake_llm, concurrency=3), "o": model_for(other, concurrency=2)})
+    await asyncio.gather(*(collect(client, "m") for _ in range(9)), *(collect(client, "o") for _ in range(6)))
+    await client.close()
+    await other.stop()
+    assert fake_llm.peak_in_flight == 3
+    assert other.peak_in_flight == 2

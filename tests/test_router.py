@@ -1,0 +1,60 @@
+"""Routing is a pure function: every rule is a row of this table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bridge.messages import Attachment, IncomingMessage
+from bridge.router import Command, Ignore, Question, RouteContext, route
+
+ALICE = RouteContext(person="alice", bot_names=("@confide_bot", "Confide"))
+PENDING = RouteContext(person="alice", pending_action=True, bot_names=("@confide_bot",))
+STRANGER = RouteContext(person=None, bot_names=("@confide_bot",))
+
+
+def msg(text: str, **fields: Any) -> IncomingMessage:
+    return IncomingMessage(channel="telegram", chat_id="1", sender="100", platform_message_id="9", text=text, **fields)
+
+
+CASES = [
+    # (description, message, context, expected)
+    ("plain question", msg("Where is the cabin key?"), ALICE, Question("Where is the cabin key?", "alice")),
+    ("question is trimmed", msg("  hi there \n"), ALICE, Question("hi there", "alice")),
+    ("unknown sender gets nothing", msg("hello"), STRANGER, Ignore("unknown sender")),
+    ("unknown sender's command too", msg("/help"), STRANGER, Ignore("unknown sender")),
+    ("own echo", msg("an answer", from_bot_itself=True), ALICE, Ignore("own message")),
+    ("own echo before identity", msg("x", from_bot_itself=True), STRANGER, Ignore("own message")),
+    ("group without mention", msg("lunch?", is_direct=False), ALICE, Ignore("group message not addressed to the bot")),
+    ("group command without mention", msg("/help", is_direct=False), ALICE,
+     Ignore("group message not addressed to the bot")),
+    ("group with mention", msg("@confide_bot when is lunch?", is_direct=False, mentions_bot=True), ALICE,
+     Question("when is lunch?", "alice")),
+    ("group mention by name with colon", msg("Confide: when?", is_direct=False, mentions_bot=True), ALICE,
+     Question("when?", "alice")),
+    ("group reply to the bot", msg("and Tuesday?", is_direct=False, replies_to_bot=True), ALICE,
+     Question("and Tuesday?", "alice")),
+    ("help", msg("/help"), ALICE, Command("help", (), "alice")),
+    ("start is help", msg("/start"), ALICE, Command("help", (), "alice")),
+    ("command is case-insensitive", msg("/RESET"), ALICE, Command("reset", (), "alice")),
+    ("command with args", msg("/forget since 2024-01-01"), ALICE, Command("forget", ("since", "2024-01-01"), "alice")),
+    ("model with name", msg("/model qwen"), ALICE, Command("model", ("qwen",), "alice")),
+    ("telegram-style addressed command", msg("/sources@confide_bot"), ALICE, Command("sources", (), "alice")),
+    ("command for another bot", msg("/help@other_bot"), ALICE, Ignore("command for another bot")),
+    ("unknown command", msg("/frobnicate now"), ALICE, Command("unknown", ("frobnicate",), "alice")),
+    ("a lone slash is a question", msg("/"), ALICE, Question("/", "alice")),
+    ("yes confirms a pending action", msg("Yes"), PENDING, Command("confirm", (), "alice")),
+    ("yes. with punctuation", msg("yes."), PENDING, Command("confirm", (), "alice")),
+    ("no cancels a pending action", msg("no"), PENDING, Command("cancel", (), "alice")),
+    ("yes without pending action is a question", msg("yes"), ALICE, Question("yes", "alice")),
+    ("other text with pending action is a question", msg("what about May?"), PENDING,
+     Question("what about May?", "alice")),
+    ("empty message", msg("   "), ALICE, Ignore("empty message")),
+    ("attachment only", msg("", attachments=[Attachment(name="a.pdf")]), ALICE, Ignore("attachment without text")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("message", "context", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_route(message: IncomingMessage, context: RouteContext, expected: object) -> None:
+    assert route(message, context) == expected

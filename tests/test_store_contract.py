@@ -1,0 +1,151 @@
+"""One contract, two backends: embedded qdrant-edge and qdrant-client (local mode, same API as a server)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qdrant_client import AsyncQdrantClient
+
+from bridge.embedder import LocalEmbedder
+from bridge.history import HistoryIndex
+from bridge.messages import HistoryRecord
+from bridge.store import PersonMismatch, Selector
+from bridge.store.edge import EdgeStore
+from bridge.store.server import ServerStore
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def record(person: str, rid: str, text: str, days: int = 0, source: str = "notes", **extra: str) -> HistoryRecord:
+    return HistoryRecord(
+        id=rid,
+        person=person,
+        channel=extra.get("channel", "whatsapp"),
+        conversation=extra.get("conversation", "Family"),
+        author=extra.get("author", "Anna"),
+        time=T0 + timedelta(days=days),
+        text=text,
+        source=source,
+    )
+
+
+@pytest.fixture(params=["embedded", "server"])
+async def index(request: pytest.FixtureRequest, tmp_path: Path, embedder: LocalEmbedder) -> AsyncIterator[HistoryIndex]:
+    if request.param == "embedded":
+        store = EdgeStore(tmp_path / "shard")
+    else:
+        store = ServerStore(AsyncQdrantClient(location=":memory:"), "history")
+    history = HistoryIndex(store, embedder)
+    await store.open(embedder.dimension)
+    yield history
+    await store.close()
+
+
+async def test_finds_by_meaning_and_by_rare_term(index: HistoryIndex) -> None:
+    await index.add("alice", [
+        record("alice", "1", "The plumber comes on Thursday morning to fix the kitchen sink."),
+        record("alice", "2", "Our flight to Lisbon leaves at 7:40 from gate B12.", days=1),
+        record("alice", "3", "Remember to water the tomatoes while we are away.", days=2),
+        record("alice", "4", "Invoice number XK-99817 was paid in full.", days=3),
+    ])  # fmt: skip
+    by_meaning = await index.search("alice", "When does the airplane to Portugal depart?", limit=2)
+    assert by_meaning[0].record.id == "2"
+    by_term = await index.search("alice", "XK-99817", limit=2)
+    assert by_term[0].record.id == "4"
+    assert by_meaning[0].record.source == "notes" and by_meaning[0].record.author == "Anna"
+
+
+async def test_upsert_is_idempotent_on_record_id(index: HistoryIndex) -> None:
+    first = record("alice", "same", "first version")
+    await index.add("alice", [first])
+    await index.add("alice", [record("alice", "same", "second version")])
+    assert await index.count("alice") == 1
+    [only] = [r async for r in index.export("alice")]
+    assert only.text == "second version"
+
+
+async def test_person_isolation_in_every_call(index: HistoryIndex) -> None:
+    await index.add("alice", [record("alice", "a1", "Alice's secret: the safe code is 4471")])
+    await index.add("bob", [record("bob", "b1", "Bob's note about the safe")])
+    hits = await index.search("bob", "safe code 4471", limit=10)
+    assert [h.record.person for h in hits] == ["bob"]
+    assert [r.id async for r in index.export("bob")] == ["b1"]
+    assert await index.count("bob") == 1
+    assert await index.forget("bob", Selector(everything=True)) == 1
+    assert await index.count("alice") == 1  # Bob forgetting everything leaves Alice untouched
+
+
+async def test_record_of_another_person_is_refused(index: HistoryIndex) -> None:
+    with pytest.raises(PersonMismatch):
+        await index.add("bob", [record("alice", "x", "not Bob's")])
+    assert await index.count("bob") == 0
+
+
+async def test_same_source_id_for_two_persons_are_two_records(index: HistoryIndex) -> None:
+    await index.add("alice", [record("alice", "msg-1", "hello from alice")])
+    await index.add("bob", [record("bob", "msg-1", "hello from bob")])
+    assert [r.text async for r in index.export("alice")] == ["hello from alice"]
+    assert [r.text async for r in index.export("bob")] == ["hello from bob"]
+
+
+async def test_forget_by_source_and_by_time(index: HistoryIndex) -> None:
+    await index.add("alice", [
+        record("alice", "1", "old whatsapp", days=0, source="whatsapp.zip"),
+        record("alice", "2", "newer whatsapp", days=10, source="whatsapp.zip"),
+        record("alice", "3", "a mail", days=5, source="mail.mbox"),
+    ])  # fmt: skip
+    assert await index.forget("alice", Selector(source="mail.mbox")) == 1
+    assert await index.forget("alice", Selector(until=T0 + timedelta(days=1))) == 1
+    assert [r.id async for r in index.export("alice")] == ["2"]
+
+
+async def test_empty_selector_never_deletes(index: HistoryIndex) -> None:
+    await index.add("alice", [record("alice", "1", "keep me")])
+    with pytest.raises(ValueError, match="empty selector"):
+        await index.forget("alice", Selector())
+    assert await index.count("alice") == 1
+
+
+async def test_search_filters_by_time(index: HistoryIndex) -> None:
+    await index.add("alice", [
+        record("alice", "jan", "dinner at Marco's", days=0),
+        record("alice", "feb", "dinner at Marco's again", days=40),
+    ])  # fmt: skip
+    hits = await index.search("alice", "dinner", limit=5, selector=Selector(since=T0 + timedelta(days=30)))
+    assert [h.record.id for h in hits] == ["feb"]
+
+
+async def test_export_pages_through_everything(index: HistoryIndex) -> None:
+    records = [record("alice", f"r{i}", f"line {i}", days=i % 30) for i in range(600)]
+    await index.add("alice", records)
+    exported = {r.id async for r in index.export("alice")}
+    assert exported == {r.id for r in records}
+
+
+WORDS = ["safe", "code", "lisbon", "flight", "pizza", "tomato", "invoice", "plumber", "gate", "key"]
+texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    alice=st.lists(texts, min_size=0, max_size=6),
+    bob=st.lists(texts, min_size=0, max_size=6),
+    query=texts,
+    asker=st.sampled_from(["alice", "bob"]),
+)
+async def test_property_no_query_returns_another_persons_record(
+    index: HistoryIndex, alice: list[str], bob: list[str], query: str, asker: str
+) -> None:
+    """Whatever both hold and whatever is asked, a person's search returns only their own records."""
+    await index.forget("alice", Selector(everything=True)) if await index.count("alice") else None
+    await index.forget("bob", Selector(everything=True)) if await index.count("bob") else None
+    await index.add("alice", [record("alice", f"a{i}", t) for i, t in enumerate(alice)])
+    await index.add("bob", [record("bob", f"b{i}", t) for i, t in enumerate(bob)])
+    hits = await index.search(asker, query, limit=20)
+    assert all(h.record.person == asker for h in hits)
+    assert len(hits) == len(alice if asker == "alice" else bob)
