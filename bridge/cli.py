@@ -118,8 +118,21 @@ async def _serve(settings: Settings) -> None:
 
 
 def build_platform_adapters(settings: Settings) -> list:  # type: ignore[type-arg]
-    """Adapters of the platforms that are configured (Matrix, Telegram, email arrive with their issues)."""
-    return []
+    """The adapters of every configured platform; each package exposes `build_adapter(settings)`."""
+    adapters = []
+    if settings.telegram.enabled:
+        from adapters.telegram import build_adapter as telegram
+
+        adapters.append(telegram(settings))
+    if settings.matrix.enabled:
+        from adapters.matrix import build_adapter as matrix
+
+        adapters.append(matrix(settings))
+    if settings.email.smtp_enabled or settings.email.imap_enabled:
+        from adapters.email import build_adapter as email
+
+        adapters.append(email(settings))
+    return adapters
 
 
 @app.command()

@@ -107,6 +107,85 @@ class ConsoleSettings(BaseModel):
     account: str = Field("me", description="Who you are in `confide chat` (matches a console: account)")
 
 
+class TelegramSettings(BaseModel):
+    enabled: bool = False
+    token: SecretStr | None = Field(None, description="Bot token from @BotFather; never logged")
+    mode: Literal["polling", "webhook"] = "polling"
+    api_base_url: str = Field("https://api.telegram.org", description="Bot API server (a local one in tests)")
+    poll_timeout_s: int = Field(30, ge=0, le=60)
+    webhook_url: str | None = Field(None, description="Public HTTPS URL Telegram posts updates to")
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(8443, ge=1, le=65535)
+    webhook_secret: SecretStr | None = Field(None, description="secret_token Telegram must send back")
+
+    @model_validator(mode="after")
+    def _complete(self) -> TelegramSettings:
+        if self.enabled and self.token is None:
+            raise ValueError("token is required when Telegram is enabled")
+        if self.enabled and self.mode == "webhook" and not (self.webhook_url and self.webhook_secret):
+            raise ValueError("webhook mode needs webhook_url and webhook_secret")
+        return self
+
+
+class MatrixSettings(BaseModel):
+    enabled: bool = False
+    homeserver: str | None = Field(None, description="e.g. https://matrix.example.org")
+    user_id: str | None = Field(None, description="e.g. @confide:example.org")
+    password: SecretStr | None = None
+    access_token: SecretStr | None = None
+    device_name: str = "Confide"
+    store_dir: Path | None = Field(None, description="Device, sync token and crypto store; default DATA_DIR/matrix")
+
+    @model_validator(mode="after")
+    def _complete(self) -> MatrixSettings:
+        if self.enabled and not (self.homeserver and self.user_id and (self.password or self.access_token)):
+            raise ValueError("Matrix needs homeserver, user_id and a password or access_token")
+        return self
+
+
+class EmailSettings(BaseModel):
+    # Receiving, mode 1: Confide's own SMTP server (aiosmtpd), directly or behind an MTA.
+    smtp_enabled: bool = False
+    smtp_listen: str = "127.0.0.1"
+    smtp_port: int = Field(2525, ge=1, le=65535)
+    addresses: list[str] = Field(default_factory=list, description="Addresses Confide receives mail for")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    implicit_tls: bool = False
+    auth_required: bool = False
+    auth_users: dict[str, SecretStr] = Field(default_factory=dict, description="SMTP AUTH logins (only over TLS)")
+    max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    # Receiving, mode 2: a mailbox over IMAP (aioimaplib).
+    imap_enabled: bool = False
+    imap_host: str | None = None
+    imap_port: int = Field(993, ge=1, le=65535)
+    imap_tls: bool = True
+    imap_user: str | None = None
+    imap_password: SecretStr | None = None
+    imap_folder: str = "INBOX"
+    imap_poll_interval_s: float = Field(60.0, gt=0)
+    # Sending replies through a relay (aiosmtplib).
+    relay_host: str | None = None
+    relay_port: int = Field(587, ge=1, le=65535)
+    relay_security: Literal["starttls", "tls", "none"] = "starttls"
+    relay_user: str | None = None
+    relay_password: SecretStr | None = None
+    from_address: str | None = None
+    # Who vouches for a sender: DKIM of the sender's domain, or these MTAs' Authentication-Results.
+    trusted_authserv_ids: list[str] = Field(default_factory=list)
+    rate_limit_per_hour: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> EmailSettings:
+        if (self.smtp_enabled or self.imap_enabled) and not (self.relay_host and self.from_address):
+            raise ValueError("email needs relay_host and from_address to send replies")
+        if self.imap_enabled and not (self.imap_host and self.imap_user and self.imap_password):
+            raise ValueError("IMAP mode needs imap_host, imap_user and imap_password")
+        if self.auth_required and not self.tls_cert:
+            raise ValueError("auth_required needs tls_cert and tls_key: AUTH is only offered over TLS")
+        return self
+
+
 class RetrievalSettings(BaseModel):
     limit: int = Field(8, ge=1, le=100, description="History pieces given to the model")
     candidates: int = Field(50, ge=1, le=1000, description="Dense and sparse candidates before fusion")
@@ -138,6 +217,9 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     console: ConsoleSettings = ConsoleSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    matrix: MatrixSettings = MatrixSettings()
+    email: EmailSettings = EmailSettings()
     index_conversations: bool = Field(True, description="Add each question and answer to the history")
     recent_turns: int = Field(6, ge=0, le=50, description="Chat turns replayed to the model")
     stream_edit_interval_s: float = Field(1.0, ge=0.1, description="Least time between two partial edits")

@@ -63,7 +63,25 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         found.append(("embedder", settings.embedder.base_url))
     if settings.store.backend == "server" and settings.store.url:
         found.append(("store", settings.store.url))
-    return [_judge(purpose, url, settings.allowed_hosts) for purpose, url in found]
+    judged = [_judge(purpose, url, settings.allowed_hosts) for purpose, url in found]
+    return judged + platform_endpoints(settings)
+
+
+def platform_endpoints(settings: Settings) -> list[Endpoint]:
+    """Chat platforms are reached where the operator configured them: listed, not judged by address."""
+    found: list[tuple[str, str]] = []
+    if settings.telegram.enabled:
+        found.append(("telegram", settings.telegram.api_base_url))
+    if settings.matrix.enabled and settings.matrix.homeserver:
+        found.append(("matrix", settings.matrix.homeserver))
+    if settings.email.imap_enabled and settings.email.imap_host:
+        found.append(("email imap", f"imap://{settings.email.imap_host}:{settings.email.imap_port}"))
+    if (settings.email.smtp_enabled or settings.email.imap_enabled) and settings.email.relay_host:
+        found.append(("email relay", f"smtp://{settings.email.relay_host}:{settings.email.relay_port}"))
+    return [
+        Endpoint(purpose, url, (urlsplit(url).hostname or "").lower(), True, "configured platform endpoint")
+        for purpose, url in found
+    ]
 
 
 def check_endpoints(settings: Settings) -> list[Endpoint]:

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Install Confide with its test dependencies into ./.venv, then run the whole test suite.
+# Install Confide with its test dependencies into ./.venv, install the real peers the tests run
+# against (scripts/services/*.sh), then run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
+for service in scripts/services/*.sh; do
+  [[ -e "$service" ]] && bash "$service"
+done
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
