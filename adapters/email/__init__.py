@@ -1,0 +1,1 @@
+"""Email: the SMTP and IMAP adapters, and the mbox/Maildir importers."""

@@ -1,0 +1,1 @@
+"""Matrix: the live adapter (matrix-nio, E2EE) and the room backfill importer."""

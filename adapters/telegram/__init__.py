@@ -1,0 +1,1 @@
+"""Telegram: the live bot adapter and the importer of Telegram Desktop exports."""

@@ -1,0 +1,1 @@
+"""WhatsApp: the importer of chat exports (.txt or .zip)."""
