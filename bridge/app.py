@@ -17,6 +17,7 @@ from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.history import HistoryIndex, build_history
 from bridge.inbox import Inbox
+from bridge.ingest import SourceFinder
 from bridge.llm import ModelClient
 from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer
 from bridge.outbox import Drafts, Outbox
@@ -106,7 +107,9 @@ class Running:
 
 
 @asynccontextmanager
-async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator[Running]:
+async def assemble(
+    settings: Settings, adapters: list[Adapter], find_source: SourceFinder | None = None
+) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
         history = await stack.enter_async_context(open_history(settings))
         db = StateDB(settings.state_path)
@@ -129,7 +132,7 @@ async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator
             Directory(settings.persons),
             history,
             pipeline,
-            Commands(history, models.names(), default_model),
+            Commands(history, models.names(), default_model, find_source),
             adapters,
             options,
         )

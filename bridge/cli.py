@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from bridge import __version__
 from bridge.config import ConfigError, Settings, load_settings
@@ -88,7 +95,7 @@ async def _chat(settings: Settings) -> None:
         return await holder["running"].idle("console")  # type: ignore[attr-defined]
 
     console = ConsoleAdapter(settings.console.account, idle)
-    async with assemble(settings, [console]) as running:
+    async with assemble(settings, [console], _find_source()) as running:
         holder["running"] = running
         if console.interactive:
             err.print(f"Confide {__version__}: ask about your history; /help for commands, Ctrl-D to leave.")
@@ -113,8 +120,14 @@ async def _serve(settings: Settings) -> None:
     adapters = build_platform_adapters(settings)
     if not adapters:
         raise fail("No platform adapter is configured yet. `confide chat` talks to Confide in this terminal.", 2)
-    async with assemble(settings, adapters) as running:
+    async with assemble(settings, adapters, _find_source()) as running:
         await running.bridge.run()
+
+
+def _find_source():  # type: ignore[no-untyped-def]
+    from adapters.importers import find_source
+
+    return find_source
 
 
 def build_platform_adapters(settings: Settings) -> list:  # type: ignore[type-arg]
@@ -210,24 +223,85 @@ async def _export(settings: Settings, person: str, out: Path | None) -> None:
                 stream.close()
 
 
+DateOrder = Annotated[
+    str | None, typer.Option(help="Force the date order of a WhatsApp export: dmy, mdy or ymd (default: detect)")
+]
+PersonOption = Annotated[str, typer.Option(help="Whose history this is")]
+
+
+@import_app.command("whatsapp")
+def import_whatsapp(
+    path: Annotated[Path, typer.Argument(help="A chat export .txt or the .zip WhatsApp produces")],
+    person: PersonOption,
+    date_order: DateOrder = None,
+) -> None:
+    """Import a WhatsApp chat export (Android or iOS, with or without media)."""
+    run_import("whatsapp", path, person, date_order=date_order)
+
+
+@import_app.command("telegram")
+def import_telegram(
+    path: Annotated[Path, typer.Argument(help="result.json of a Telegram Desktop export (one chat or all)")],
+    person: PersonOption,
+) -> None:
+    """Import a Telegram Desktop export in JSON."""
+    run_import("telegram", path, person)
+
+
+@import_app.command("mbox")
+def import_mbox(path: Annotated[Path, typer.Argument(help="An mbox file")], person: PersonOption) -> None:
+    """Import mails from an mbox file."""
+    run_import("mbox", path, person)
+
+
+@import_app.command("maildir")
+def import_maildir(path: Annotated[Path, typer.Argument(help="A Maildir folder")], person: PersonOption) -> None:
+    """Import mails from a Maildir."""
+    run_import("maildir", path, person)
+
+
 @import_app.command("files")
 def import_files(
-    path: Annotated[Path, typer.Argument(help="A document or a folder of documents")],
-    person: Annotated[str, typer.Option(help="Whose history this is")],
+    path: Annotated[Path, typer.Argument(help="A document or a folder of documents")], person: PersonOption
 ) -> None:
-    """Import .txt and .md documents."""
-    from adapters.documents import NotDocuments, find_documents, read_documents
+    """Import documents: .txt, .md, .pdf, .docx, .html."""
+    run_import("files", path, person)
+
+
+@import_app.command("locomo")
+def import_locomo(
+    path: Annotated[Path, typer.Argument(help="A LoCoMo conversation .json")], person: PersonOption
+) -> None:
+    """Import a LoCoMo benchmark conversation (the retrieval benchmark's format)."""
+    run_import("locomo", path, person)
+
+
+# Below this size the export is parsed once up front to count it, so the progress bar can say time left.
+COUNT_FIRST_BELOW_BYTES = 200 * 1024 * 1024
+
+
+def run_import(kind: str, path: Path, person: str, **options: object) -> None:
+    from adapters.importers import WrongKind, open_importer
 
     settings = settings_or_exit()
     _known_person(settings, person)
+    importer = open_importer(kind, path, person, **options)
     try:
-        find_documents(path)
-    except NotDocuments as exc:
-        raise fail(str(exc), 2) from None
-    run_async(_import(settings, person, read_documents(path, person), f"documents from {path}"))
+        importer.check()  # before anything is written
+    except (WrongKind, OSError) as exc:
+        raise fail(f"{path} is not a {kind} export: {exc}", 2) from None
+    total = _count(importer, path)
+    run_async(_import(settings, person, importer, f"{kind} {path.name}", total))
 
 
-async def _import(settings: Settings, person: str, records: object, what: str) -> None:
+def _count(importer: object, path: Path) -> int | None:
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    if size > COUNT_FIRST_BELOW_BYTES:
+        return None
+    return sum(1 for _ in importer.items())  # type: ignore[attr-defined]
+
+
+async def _import(settings: Settings, person: str, importer: object, what: str, total: int | None = None) -> None:
     from bridge.app import open_history
     from bridge.ingest import ingest
 
@@ -236,12 +310,43 @@ async def _import(settings: Settings, person: str, records: object, what: str) -
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.0f}/s"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=err,
         ) as bar:
-            task = bar.add_task(f"Importing {what}", total=None)
-            summary = await ingest(history, person, records, on_batch=lambda n: bar.advance(task, n))  # type: ignore[arg-type]
-    err.print(f"Imported {summary.imported}, skipped {summary.skipped}, errors {len(summary.errors)}.")
+            task = bar.add_task(f"Importing {what}", total=total, rate=0.0)
+
+            def advance(count: int) -> None:
+                bar.advance(task, count)
+                elapsed = bar.tasks[0].elapsed or 0.0
+                bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
+
+            summary = await ingest(history, person, importer.items(), on_batch=advance)  # type: ignore[attr-defined]
+    err.print(summary.describe())
+    for problem in summary.errors[:10]:
+        err.print(f"  [yellow]{problem}[/yellow]")
+    if summary.problems > 10:
+        err.print(f"  ... and {summary.problems - 10} more (see the log)")
+
+
+@import_app.command("matrix")
+def import_matrix(
+    room: Annotated[str, typer.Option(help="Room id (!abc:example.org) or alias (#family:example.org)")],
+    person: Annotated[str, typer.Option(help="Whose history this is")],
+) -> None:
+    """Import a Matrix room's past messages (decrypted where Confide's device has the keys)."""
+    from adapters.matrix.backfill import BackfillError, import_room
+    from adapters.matrix.session import MatrixLoginError
+
+    settings = settings_or_exit()
+    _known_person(settings, person)
+    if not (settings.matrix.homeserver and settings.matrix.user_id):
+        raise fail("Set CONFIDE_MATRIX__HOMESERVER and CONFIDE_MATRIX__USER_ID (and a password or token) first.", 2)
+    try:
+        run_async(import_room(settings, room, person, err))
+    except (BackfillError, MatrixLoginError) as exc:
+        raise fail(str(exc), 2) from None
 
 
 def _known_person(settings: Settings, person: str) -> None:

@@ -8,12 +8,14 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bridge import chats
 from bridge.chats import ChatState
 from bridge.history import HistoryIndex
-from bridge.messages import Citation, IncomingMessage
+from bridge.ingest import SourceFinder, ingest
+from bridge.messages import Attachment, Citation, IncomingMessage
 from bridge.router import Command
 from bridge.store import Selector
 
@@ -26,7 +28,9 @@ Just write your question. Commands:
 /sources – what my last answer was based on
 /forget all | source NAME | since DATE | until DATE | between DATE DATE | last 2h/3d
         – delete from your history (asks for confirmation)
-/model [NAME] – show or choose the model for this chat"""
+/model [NAME] – show or choose the model for this chat
+Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document (.txt, .md, .pdf, .docx,
+.html) and I add it to your history."""
 
 FORGET_USAGE = "Usage: /forget all | source NAME | since YYYY-MM-DD | until YYYY-MM-DD | between D1 D2 | last 2h"
 
@@ -41,10 +45,17 @@ class CommandResult:
 
 
 class Commands:
-    def __init__(self, history: HistoryIndex, model_names: list[str], default_model: str) -> None:
+    def __init__(
+        self,
+        history: HistoryIndex,
+        model_names: list[str],
+        default_model: str,
+        find_source: SourceFinder | None = None,
+    ) -> None:
         self.history = history
         self.model_names = model_names
         self.default_model = default_model
+        self.find_source = find_source
 
     async def run(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
         handler = getattr(self, f"_{command.name}", None)
@@ -115,6 +126,34 @@ class Commands:
                 chats.reset(conn, key)
 
         return CommandResult(f"Deleted {deleted} piece(s) of your history ({selector.describe()}).", effect=effect)
+
+    async def _import(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
+        if not message.attachments:
+            return CommandResult("Send the file itself (a chat export or a document) and I will import it.")
+        lines = [await self._import_one(command.person, attachment) for attachment in message.attachments]
+        return CommandResult("\n".join(lines))
+
+    async def _import_one(self, person: str, attachment: Attachment) -> str:
+        if attachment.mime_type.startswith(("image/", "audio/", "video/")):
+            kind = "voice messages" if attachment.mime_type.startswith("audio/") else "photos and videos"
+            return f"{attachment.name}: I can't read {kind} yet (not handled yet). Please send text or a document."
+        if not attachment.path or self.find_source is None:
+            return f"{attachment.name}: I could not get the file itself, so nothing was imported."
+        source = self.find_source(Path(attachment.path), person)
+        if source is None:
+            return (
+                f"{attachment.name}: I don't know this kind of file. I read WhatsApp and Telegram exports, "
+                "mbox files and .txt, .md, .pdf, .docx and .html documents."
+            )
+        try:
+            source.check()
+            summary = await ingest(self.history, person, source.items())
+        except ValueError as exc:  # WrongKind and parse errors: tell the person, nothing is damaged
+            log.warning("import of %s for %s failed: %s", attachment.name, person, exc)
+            return f"{attachment.name}: could not import it ({exc}). Nothing was changed."
+        log.info("person %s imported %s (%s): %s", person, attachment.name, source.kind, summary.describe())
+        problems = f" First problem: {summary.errors[0]}" if summary.errors else ""
+        return f"{summary.describe()} ({attachment.name}, {source.kind}){problems}"
 
     async def _cancel(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
         key = message.chat_key

@@ -117,6 +117,8 @@ class TelegramSettings(BaseModel):
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = Field(8443, ge=1, le=65535)
     webhook_secret: SecretStr | None = Field(None, description="secret_token Telegram must send back")
+    edit_interval_s: float = Field(1.0, ge=0.05, description="Least seconds between two updates of a streaming answer")
+    drafts: bool = Field(True, description="Stream in private chats with sendMessageDraft instead of edits")
 
     @model_validator(mode="after")
     def _complete(self) -> TelegramSettings:
@@ -135,6 +137,7 @@ class MatrixSettings(BaseModel):
     access_token: SecretStr | None = None
     device_name: str = "Confide"
     store_dir: Path | None = Field(None, description="Device, sync token and crypto store; default DATA_DIR/matrix")
+    sync_timeline_limit: int = Field(50, ge=1, le=1000, description="Events per room per sync; older ones are fetched")
 
     @model_validator(mode="after")
     def _complete(self) -> MatrixSettings:
@@ -173,7 +176,9 @@ class EmailSettings(BaseModel):
     from_address: str | None = None
     # Who vouches for a sender: DKIM of the sender's domain, or these MTAs' Authentication-Results.
     trusted_authserv_ids: list[str] = Field(default_factory=list)
+    verify_dkim: bool = Field(True, description="Check DKIM signatures (DNS TXT lookups of sender domains)")
     rate_limit_per_hour: int = Field(20, ge=1)
+    ca_file: Path | None = Field(None, description="CA bundle for the relay's and IMAP server's certificates")
 
     @model_validator(mode="after")
     def _complete(self) -> EmailSettings:
@@ -189,7 +194,7 @@ class EmailSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     limit: int = Field(8, ge=1, le=100, description="History pieces given to the model")
     candidates: int = Field(50, ge=1, le=1000, description="Dense and sparse candidates before fusion")
-    rrf_k: int = Field(60, ge=1)
+    rrf_k: int = Field(10, ge=1, description="Reciprocal-rank-fusion constant (10 measured best on LoCoMo)")
 
 
 class Settings(BaseSettings):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 from bridge.config import Settings
 from bridge.embedder import Embedder, build_embedder
 from bridge.messages import HistoryRecord
 from bridge.sparse import SparseEncoder
 from bridge.store import HistoryStore, Hit, Selector, Vectorized
+from bridge.units import CHAT_CHANNELS, context_text, line
+
+# How much of a hit's score its neighbours in the chat receive: evidence often spans adjacent messages.
+NEIGHBOUR_SHARE = 0.3
 
 
 class HistoryIndex:
@@ -25,11 +30,20 @@ class HistoryIndex:
     async def add(self, person: str, records: Sequence[HistoryRecord]) -> int:
         if not records:
             return 0
-        texts = [index_text(r) for r in records]
-        dense_task = self.embedder.embed_documents(texts)
-        sparse_task = asyncio.to_thread(lambda: [self.sparse.document(t) for t in texts])
-        dense, sparse = await asyncio.gather(dense_task, sparse_task)
-        items = [Vectorized(r, d, s) for r, d, s in zip(records, dense, sparse, strict=True)]
+        alone = [message_text(r) for r in records]
+        dense_context = [context_text(r, before=2, after=1) for r in records]
+        sparse_context = [context_text(r, before=1, after=1) for r in records]
+        dense = await self.embedder.embed_documents(alone + dense_context)
+        sparse = await asyncio.to_thread(lambda: [self.sparse.document(t) for t in alone + sparse_context])
+        n = len(records)
+        items = [
+            Vectorized(
+                record,
+                dense={"dense": dense[i], "dense_ctx": dense[n + i]},
+                sparse={"sparse": sparse[i], "sparse_ctx": sparse[n + i]},
+            )
+            for i, record in enumerate(records)
+        ]
         return await self.store.upsert(person, items)
 
     async def search(
@@ -37,7 +51,11 @@ class HistoryIndex:
     ) -> list[Hit]:
         dense = await self.embedder.embed_query(text)
         sparse = self.sparse.query(text)
-        return await self.store.search(person, dense, sparse, limit, candidates, selector)
+        hits = await self.store.search(person, dense, sparse, max(limit, candidates), candidates, selector)
+        return lift_neighbours(hits)[:limit]
+
+    async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
+        return await self.store.existing(person, record_ids)
 
     async def forget(self, person: str, selector: Selector) -> int:
         return await self.store.delete(person, selector)
@@ -53,9 +71,23 @@ class HistoryIndex:
         await self.embedder.close()
 
 
-def index_text(record: HistoryRecord) -> str:
-    """What gets embedded: who said it and when matter to questions such as 'what did Anna say in May'."""
-    return f"{record.author} ({record.time:%Y-%m-%d}): {record.text}" if record.author else record.text
+def message_text(record: HistoryRecord) -> str:
+    """What a record is found by: who said it matters ("what did Anna say about ..."), and outside chats
+    the subject or file name says what the text is about."""
+    if record.channel in CHAT_CHANNELS:
+        return line(record)
+    return f"{record.conversation}\n{line(record)}" if record.conversation else line(record)
+
+
+def lift_neighbours(hits: list[Hit]) -> list[Hit]:
+    """Give the chat neighbours of each candidate a share of its fused score, then re-rank."""
+    scores = {hit.record.id: hit.score for hit in hits}
+    for hit in hits:
+        for neighbour in (hit.record.extra.get("prev"), hit.record.extra.get("next")):
+            if neighbour in scores:
+                scores[neighbour] += NEIGHBOUR_SHARE * hit.score
+    lifted = [replace(hit, score=scores[hit.record.id]) for hit in hits]
+    return sorted(lifted, key=lambda h: h.score, reverse=True)
 
 
 def build_store(settings: Settings) -> HistoryStore:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from bridge.messages import IncomingMessage
 
-COMMANDS = ("help", "start", "reset", "sources", "forget", "model")
+COMMANDS = ("help", "start", "reset", "sources", "forget", "model", "import")
 YES = frozenset({"yes", "y", "confirm", "ja", "oui", "si", "sí"})
 NO = frozenset({"no", "n", "cancel", "nein", "non", "stop"})
 
@@ -51,6 +51,8 @@ def route(message: IncomingMessage, context: RouteContext) -> Route:
     if not message.is_direct and not (message.mentions_bot or message.replies_to_bot):
         return Ignore("group message not addressed to the bot")
     text = strip_mentions(message.text, context.bot_names).strip()
+    if message.attachments and message.is_direct and (not text or text.lower().startswith("/import")):
+        return Command("import", tuple(text.split()[1:]), context.person)
     if text.startswith("/") and len(text) > 1:
         return _command(text, context)
     if context.pending_action and text.lower().rstrip(".!") in YES:

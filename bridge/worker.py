@@ -71,12 +71,19 @@ class Bridge:
     async def run(self) -> None:
         """Recover, then dispatch, deliver and run every adapter until cancelled."""
         await self.inbox.recover()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._dispatch(), name="confide-dispatch")
-            for channel, adapter in self.adapters.items():
-                self._delivery_events[channel].set()  # deliver what a previous run left behind
-                group.create_task(self._deliver(adapter), name=f"confide-deliver-{channel}")
-                group.create_task(adapter.run(self.inbox), name=f"confide-adapter-{channel}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._dispatch(), name="confide-dispatch")
+                for channel, adapter in self.adapters.items():
+                    self._delivery_events[channel].set()  # deliver what a previous run left behind
+                    group.create_task(self._deliver(adapter), name=f"confide-deliver-{channel}")
+                    group.create_task(adapter.run(self.inbox), name=f"confide-adapter-{channel}")
+        finally:
+            # Chat tasks live outside the group (they come and go); they stop with the bridge.
+            chats = list(self._running.values())
+            for task in chats:
+                task.cancel()
+            await asyncio.gather(*chats, return_exceptions=True)
 
     # -- dispatch -------------------------------------------------------------------------------
 

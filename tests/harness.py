@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from adapters.importers import find_source
+from bridge.adapter import Adapter
 from bridge.answer import AnswerPipeline
 from bridge.chats import Chats
 from bridge.commands import Commands
@@ -20,7 +22,7 @@ from tests.recording_adapter import RecordingAdapter
 
 
 class Harness:
-    def __init__(self, settings: Settings, history: HistoryIndex, adapter: RecordingAdapter) -> None:
+    def __init__(self, settings: Settings, history: HistoryIndex, adapter: Adapter | RecordingAdapter) -> None:
         self.settings = settings
         self.history = history
         self.adapter = adapter
@@ -41,7 +43,7 @@ class Harness:
             Directory(self.settings.persons),
             self.history,
             AnswerPipeline(self.history, self.models, self.settings.retrieval.limit),
-            Commands(self.history, self.models.names(), default),
+            Commands(self.history, self.models.names(), default, find_source),
             [self.adapter],
             WorkerOptions(default, self.settings.recent_turns, self.settings.index_conversations, 0.05),
         )

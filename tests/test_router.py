@@ -51,7 +51,15 @@ CASES = [
     ("other text with pending action is a question", msg("what about May?"), PENDING,
      Question("what about May?", "alice")),
     ("empty message", msg("   "), ALICE, Ignore("empty message")),
-    ("attachment only", msg("", attachments=[Attachment(name="a.pdf")]), ALICE, Ignore("attachment without text")),
+    ("document in a direct chat is imported", msg("", attachments=[Attachment(name="a.pdf")]), ALICE,
+     Command("import", (), "alice")),
+    ("/import caption with a document", msg("/import", attachments=[Attachment(name="a.zip")]), ALICE,
+     Command("import", (), "alice")),
+    ("document with a question is a question", msg("what is this?", attachments=[Attachment(name="a.pdf")]),
+     ALICE, Question("what is this?", "alice")),
+    ("document in a group is not imported", msg("", is_direct=False, mentions_bot=True,
+     attachments=[Attachment(name="a.pdf")]), ALICE, Ignore("attachment without text")),
+    ("/import without a document", msg("/import"), ALICE, Command("import", (), "alice")),
 ]  # fmt: skip
 
 

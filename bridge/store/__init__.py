@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 from bridge.messages import HistoryRecord
 
-DENSE = "dense"
-SPARSE = "sparse"
+# Each record is indexed alone and with its neighbours (bridge/units.py), densely and by BM25 terms.
+DENSE_VECTORS = ("dense", "dense_ctx")
+SPARSE_VECTORS = ("sparse", "sparse_ctx")
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0b-4f5e-9c53-8f1d2b0c7a11")
 INDEXED_KEYWORDS = ("person", "channel", "conversation", "source")
 
@@ -29,8 +30,8 @@ class SparseVector:
 @dataclass(frozen=True)
 class Vectorized:
     record: HistoryRecord
-    dense: list[float]
-    sparse: SparseVector
+    dense: dict[str, list[float]]  # one per name in DENSE_VECTORS
+    sparse: dict[str, SparseVector]  # one per name in SPARSE_VECTORS
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,14 @@ class HistoryStore(Protocol):
         limit: int,
         candidates: int,
         selector: Selector | None = None,
-    ) -> list[Hit]: ...
+    ) -> list[Hit]:
+        """Reciprocal-rank fusion of every dense and sparse vector's candidates, best first."""
+        ...
+
+    async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
+        """Which of these record ids the person's history already holds."""
+        ...
+
     async def delete(self, person: str, selector: Selector) -> int: ...
     async def count(self, person: str, selector: Selector | None = None) -> int: ...
     def export(self, person: str) -> AsyncIterator[HistoryRecord]: ...

@@ -16,9 +16,9 @@ from typing import Any
 import qdrant_edge as qe
 
 from bridge.store import (
-    DENSE,
+    DENSE_VECTORS,
     INDEXED_KEYWORDS,
-    SPARSE,
+    SPARSE_VECTORS,
     Hit,
     Selector,
     SparseVector,
@@ -53,7 +53,7 @@ def _filter(person: str, selector: Selector | None) -> qe.Filter:
 
 
 class EdgeStore:
-    def __init__(self, path: Path, rrf_k: int = 60) -> None:
+    def __init__(self, path: Path, rrf_k: int = 10) -> None:
         self.path = path
         self.rrf_k = rrf_k
         self._shard: qe.EdgeShard | None = None
@@ -71,8 +71,8 @@ class EdgeStore:
 
     def _open_sync(self, dimension: int) -> qe.EdgeShard:
         config = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            vectors={name: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine) for name in DENSE_VECTORS},
+            sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTORS},
         )
         if self.path.exists() and any(self.path.iterdir()):
             shard = qe.EdgeShard.load(str(self.path), config)
@@ -95,8 +95,11 @@ class EdgeStore:
             qe.Point(
                 id=point_id(person, item.record.id),
                 vector={
-                    DENSE: list(item.dense),
-                    SPARSE: qe.SparseVector(indices=item.sparse.indices, values=item.sparse.values),
+                    **{name: list(item.dense[name]) for name in DENSE_VECTORS},
+                    **{
+                        name: qe.SparseVector(indices=item.sparse[name].indices, values=item.sparse[name].values)
+                        for name in SPARSE_VECTORS
+                    },
                 },
                 payload=to_payload(person, item.record),
             )
@@ -115,12 +118,16 @@ class EdgeStore:
         selector: Selector | None = None,
     ) -> list[Hit]:
         where = _filter(person, selector)
-        prefetches = [qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(dense), using=DENSE), filter=where)]
+        prefetches = [
+            qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(dense), using=name), filter=where)
+            for name in DENSE_VECTORS
+        ]
         if sparse.indices:
             sparse_query = qe.SparseVector(indices=sparse.indices, values=sparse.values)
-            prefetches.append(
-                qe.Prefetch(limit=candidates, query=qe.Query.Nearest(sparse_query, using=SPARSE), filter=where)
-            )
+            prefetches += [
+                qe.Prefetch(limit=candidates, query=qe.Query.Nearest(sparse_query, using=name), filter=where)
+                for name in SPARSE_VECTORS
+            ]
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Fusion.Rrf(k=self.rrf_k),
@@ -130,6 +137,13 @@ class EdgeStore:
         )
         points = await asyncio.to_thread(self.shard.query, request)
         return [Hit(from_payload(p.payload or {}), p.score) for p in points]
+
+    async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
+        if not record_ids:
+            return set()
+        by_point = {point_id(person, rid): rid for rid in record_ids}
+        found = await asyncio.to_thread(self.shard.retrieve, list(by_point), False, False)
+        return {by_point[str(r.id)] for r in found}
 
     async def delete(self, person: str, selector: Selector) -> int:
         check_deletable(selector)

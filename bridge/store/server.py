@@ -9,9 +9,9 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient, models
 
 from bridge.store import (
-    DENSE,
+    DENSE_VECTORS,
     INDEXED_KEYWORDS,
-    SPARSE,
+    SPARSE_VECTORS,
     Hit,
     Selector,
     SparseVector,
@@ -46,13 +46,13 @@ def _filter(person: str, selector: Selector | None) -> models.Filter:
 
 
 class ServerStore:
-    def __init__(self, client: AsyncQdrantClient, collection: str, rrf_k: int = 60) -> None:
+    def __init__(self, client: AsyncQdrantClient, collection: str, rrf_k: int = 10) -> None:
         self.client = client
         self.collection = collection
         self.rrf_k = rrf_k
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None, collection: str, rrf_k: int = 60) -> ServerStore:
+    def connect(cls, url: str, api_key: str | None, collection: str, rrf_k: int = 10) -> ServerStore:
         # check_compatibility would call the server before we asked anything; we need no such call.
         client = AsyncQdrantClient(url=url, api_key=api_key, check_compatibility=False)
         return cls(client, collection, rrf_k)
@@ -61,8 +61,12 @@ class ServerStore:
         if not await self.client.collection_exists(self.collection):
             await self.client.create_collection(
                 self.collection,
-                vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
-                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                vectors_config={
+                    name: models.VectorParams(size=dimension, distance=models.Distance.COSINE) for name in DENSE_VECTORS
+                },
+                sparse_vectors_config={
+                    name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in SPARSE_VECTORS
+                },
             )
             for key in INDEXED_KEYWORDS:
                 schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=key == "person")
@@ -76,8 +80,11 @@ class ServerStore:
             models.PointStruct(
                 id=point_id(person, item.record.id),
                 vector={
-                    DENSE: list(item.dense),
-                    SPARSE: models.SparseVector(indices=item.sparse.indices, values=item.sparse.values),
+                    **{name: list(item.dense[name]) for name in DENSE_VECTORS},
+                    **{
+                        name: models.SparseVector(indices=item.sparse[name].indices, values=item.sparse[name].values)
+                        for name in SPARSE_VECTORS
+                    },
                 },
                 payload=to_payload(person, item.record),
             )
@@ -96,10 +103,15 @@ class ServerStore:
         selector: Selector | None = None,
     ) -> list[Hit]:
         where = _filter(person, selector)
-        prefetch = [models.Prefetch(query=list(dense), using=DENSE, limit=candidates, filter=where)]
+        prefetch = [
+            models.Prefetch(query=list(dense), using=name, limit=candidates, filter=where) for name in DENSE_VECTORS
+        ]
         if sparse.indices:
             query_vector = models.SparseVector(indices=sparse.indices, values=sparse.values)
-            prefetch.append(models.Prefetch(query=query_vector, using=SPARSE, limit=candidates, filter=where))
+            prefetch += [
+                models.Prefetch(query=query_vector, using=name, limit=candidates, filter=where)
+                for name in SPARSE_VECTORS
+            ]
         response = await self.client.query_points(
             self.collection,
             prefetch=prefetch,
@@ -109,6 +121,13 @@ class ServerStore:
             with_payload=True,
         )
         return [Hit(from_payload(p.payload or {}), p.score) for p in response.points]
+
+    async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
+        if not record_ids:
+            return set()
+        by_point = {point_id(person, rid): rid for rid in record_ids}
+        found = await self.client.retrieve(self.collection, ids=list(by_point), with_payload=False, with_vectors=False)
+        return {by_point[str(r.id)] for r in found}
 
     async def delete(self, person: str, selector: Selector) -> int:
         check_deletable(selector)

@@ -1,0 +1,175 @@
+"""The email adapter: mail in (SMTP server and/or IMAP mailbox), answers out (through a relay).
+
+Every received mail goes through `accept`: loop checks, sender authentication, the per-sender rate cap,
+then `inbox.put`. Unauthenticated or spoofed mail is logged and dropped before `put`, so nothing of it is
+stored and no person is ever attributed a mail they did not send (rather than put with a sender that maps
+to nobody, which would keep a stranger's text in the state database for no use).
+
+Imports: a mail whose subject (without "Re:"/"Fwd:") starts with the word "import" or "[import]" hands its
+attachments to the core as the command "/import"; they are saved under DATA_DIR/attachments/email/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+from pathlib import Path
+
+from adapters.email import mime
+from adapters.email.auth import DnsFunc, authenticate
+from adapters.email.imap_reader import ImapReader
+from adapters.email.loops import RateLimit, is_own_message_id, loop_reason
+from adapters.email.sender import ReplySender, domain_of
+from adapters.email.smtp_server import Outcome, serve_smtp
+from adapters.email.state import EmailState
+from bridge.adapter import Capabilities, InboxPort
+from bridge.config import Settings
+from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
+
+log = logging.getLogger(__name__)
+
+IMPORT_SUBJECT = re.compile(r"^\[?import\b", re.IGNORECASE)
+_UNSAFE_NAME = re.compile(r"[^\w.\- ]+")
+
+
+class EmailAdapter:
+    channel = "email"
+    capabilities = Capabilities(can_edit=False, max_length=100_000, formatting="plain")
+    bot_names: tuple[str, ...] = ()
+
+    def __init__(self, settings: Settings, dnsfunc: DnsFunc | None = None) -> None:
+        self.settings = settings
+        self.email = settings.email
+        self.dnsfunc = dnsfunc  # None: the system resolver (tests serve their own DKIM keys)
+        self.state = EmailState(settings.data_dir / "email")
+        self.sender = ReplySender(self.email, self.state)
+        self.rate = RateLimit(self.email.rate_limit_per_hour)
+        self.own_addresses = {a.lower() for a in [*self.email.addresses, self.email.from_address or ""] if a}
+        self.own_domain = domain_of(self.email.from_address or "")
+        self.attachments_dir = settings.data_dir / "attachments" / "email"
+        self.smtp_started = asyncio.Event()
+        self.imap: ImapReader | None = None
+        self._inbox: InboxPort | None = None
+
+    async def run(self, inbox: InboxPort) -> None:
+        self._inbox = inbox
+        async with asyncio.TaskGroup() as group:
+            if self.email.smtp_enabled:
+                group.create_task(serve_smtp(self.email, self.accept, self.smtp_started), name="confide-email-smtp")
+            if self.email.imap_enabled:
+                self.imap = ImapReader(self.email, self.state, self.accept)
+                group.create_task(self.imap.run(), name="confide-email-imap")
+
+    async def deliver(self, reply: OutgoingReply) -> str | None:
+        return await self.sender.deliver(reply)
+
+    async def show_partial(self, message: IncomingMessage, text: str, edit_token: str | None) -> str | None:
+        return None  # a sent mail cannot be edited; the whole answer goes out once
+
+    async def typing(self, message: IncomingMessage) -> None:
+        return None
+
+    # -- taking a mail ---------------------------------------------------------------------------
+
+    async def accept(self, raw: bytes, envelope_sender: str | None) -> Outcome:
+        """Decide about one received mail and put it in the inbox if it is to be answered."""
+        assert self._inbox is not None, "accept before run"
+        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        assert isinstance(msg, EmailMessage)
+        mail_id = mime.message_id(msg) or "sha256:" + hashlib.sha256(raw).hexdigest()
+        addresses = [a.lower() for _, a in getaddresses([mime.header(msg, "From")]) if "@" in a]
+        if len(addresses) != 1:
+            log.warning("mail %s dropped: From names %d addresses", mail_id, len(addresses))
+            return Outcome.DROPPED
+        sender = addresses[0]
+        if reason := loop_reason(msg, envelope_sender, self.own_addresses, self.own_domain):
+            log.info("mail %s from %s not answered: %s", mail_id, sender, reason)
+            return Outcome.DROPPED
+        verdict = await authenticate(
+            raw, msg, domain_of(sender), self.email.trusted_authserv_ids, self.email.verify_dkim, self.dnsfunc
+        )
+        if not verdict.authenticated:
+            log.warning("mail %s claiming to be from %s dropped: not authenticated (%s)", mail_id, sender, verdict.how)
+            return Outcome.DROPPED
+        if not self.rate.allow(sender):
+            log.warning("mail %s from %s refused: over %d mails per hour", mail_id, sender, self.rate.per_hour)
+            return Outcome.RATE_LIMITED
+        try:
+            message = await self._incoming(msg, mail_id, sender)
+            created = await self._inbox.put(message)
+        except BaseException:
+            self.rate.forget(sender)
+            raise
+        if not created:
+            self.rate.forget(sender)
+        log.info("mail %s from %s %s (%s)", mail_id, sender, "queued" if created else "was queued before", verdict.how)
+        return Outcome.STORED if created else Outcome.DUPLICATE
+
+    async def _incoming(self, msg: EmailMessage, mail_id: str, sender: str) -> IncomingMessage:
+        subject = mime.header(msg, "Subject")
+        root = mime.thread_root(msg)
+        parent = mime.message_ids(mime.header(msg, "In-Reply-To"))
+        if IMPORT_SUBJECT.match(mime.normalized_subject(subject)):
+            text, attachments = "/import", await self._save_attachments(msg, mail_id)
+        else:
+            body = mime.mail_text(msg)
+            # A question may be the subject alone ("When is the dinner?" with an empty body).
+            text, attachments = body.new_text or mime.normalized_subject(subject), []
+        return IncomingMessage(
+            channel=self.channel,
+            chat_id=f"{sender}/{root}",  # one chat per person and thread: "yes" to /forget stays in its thread
+            sender=sender,
+            platform_message_id=mail_id,
+            text=text,
+            time=_sent_at(msg),
+            reply_to=parent[0] if parent else None,
+            thread_id=root,
+            is_direct=True,
+            replies_to_bot=bool(parent) and is_own_message_id(parent[0], self.own_domain),
+            attachments=attachments,
+            extra={
+                "message_id": mime.message_id(msg),
+                "references": mime.message_ids(mime.header(msg, "References"))[-20:],
+                "subject": subject,
+                "from": sender,
+                "date": mime.header(msg, "Date"),
+                "question": text if not attachments else "",
+            },
+        )
+
+    async def _save_attachments(self, msg: EmailMessage, mail_id: str) -> list[Attachment]:
+        folder = self.attachments_dir / hashlib.sha256(mail_id.encode()).hexdigest()[:24]
+        saved: list[Attachment] = []
+        for index, part in enumerate(mime.attachments(msg), start=1):
+            path = folder / f"{index:02d}-{safe_name(part.name)}"
+            await asyncio.to_thread(_write_atomically, path, part.data)
+            saved.append(Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path)))
+        return saved
+
+
+def safe_name(name: str) -> str:
+    """A file name that stays inside its folder, whatever the mail claimed."""
+    cleaned = _UNSAFE_NAME.sub("_", Path(name.replace("\\", "/")).name).strip(" .")
+    return cleaned[:120] or "attachment"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def _sent_at(msg: EmailMessage) -> datetime:
+    try:
+        when = parsedate_to_datetime(mime.header(msg, "Date"))
+    except (TypeError, ValueError, IndexError):
+        return utcnow()
+    return when if when.tzinfo is not None else utcnow()

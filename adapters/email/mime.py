@@ -1,0 +1,269 @@
+"""What a mail says: its body as text (quotes and signature set apart), its attachments, its thread.
+
+Shared by the mbox/Maildir importers and the live email adapter. Never raises on a badly made mail: unknown
+charsets and broken transfer encodings decode with replacement characters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+
+from adapters.documents import html_to_text
+
+
+@dataclass
+class MailText:
+    new_text: str  # what the sender wrote in this mail
+    quoted: str  # the earlier mails it quotes ("> " lines, "On ... wrote:", Outlook's original message)
+    signature: str  # after the "-- " line
+    from_html: bool  # the mail had no usable plain text part
+
+
+@dataclass(frozen=True)
+class MailAttachment:
+    name: str
+    mime_type: str
+    data: bytes
+
+
+_SIGNATURE = re.compile(r"^-- ?$")
+_ORIGINAL = re.compile(
+    r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original)\s*-{2,}\s*$",
+    re.IGNORECASE,
+)
+# Attributions always carry a date or time; requiring a digit spares plain sentences like "The teacher wrote:".
+_ATTRIBUTION = re.compile(
+    r"^(?=.*\d)\s*(?:On\s.+\swrote|Am\s.+\sschrieb\s.+|Le\s.+\sa\sécrit|El\s.+\sescribió)\s?:\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_OUTLOOK_FROM = re.compile(r"^\s*\*?(?:From|Von|De)\s?:\*?\s+\S", re.IGNORECASE)
+_OUTLOOK_SENT = re.compile(r"^\s*\*?(?:Sent|Date|Gesendet|Datum|Envoyé)\s?:\*?\s+\S", re.IGNORECASE)
+_RULE = re.compile(r"^\s*_{10,}\s*$")
+_REPLY_PREFIX = re.compile(
+    r"^\s*(?:(?:re|fwd?|aw|wg|sv|vs|antw|tr|rif)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*)+", re.IGNORECASE
+)
+_MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
+QUOTE_LOOKAHEAD = 4  # lines between Outlook's "From:" and "Sent:"
+ATTRIBUTION_CHARS = 300  # longer lines are text, not an "On <date>, <name> wrote:"
+
+
+def mail_text(msg: EmailMessage | Message) -> MailText:
+    """The mail's own words, with quoted replies and the signature set apart."""
+    text, from_html = _body(msg)
+    new, quoted, signature = split_reply(text)
+    return MailText(new_text=new, quoted=quoted, signature=signature, from_html=from_html)
+
+
+def _body(msg: EmailMessage | Message) -> tuple[str, bool]:
+    """The plain text body, or the HTML body made readable when the plain one is missing or blank."""
+    plain, html = _body_parts(msg)
+    if plain is not None and (text := decoded_text(plain)).strip():
+        return text, False
+    if html is not None:
+        return html_to_text(decoded_text(html)), True
+    return "", False
+
+
+def _body_parts(msg: EmailMessage | Message) -> tuple[Message | None, Message | None]:
+    if not isinstance(msg, EmailMessage):  # a compat32 Message has no get_body
+        kind = msg.get_content_type()
+        return (msg, None) if kind == "text/plain" else (None, msg) if kind == "text/html" else (None, None)
+    try:
+        return msg.get_body(preferencelist=("plain",)), msg.get_body(preferencelist=("html",))
+    except (KeyError, TypeError, ValueError, LookupError):
+        return None, None
+
+
+def decoded_text(part: Message) -> str:
+    """A text part's payload: transfer encoding undone, then its charset, with fallbacks that never fail."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    return decode_bytes(payload, part.get_content_charset())
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Declared charset if it decodes cleanly, else UTF-8, else the declared one (or Windows-1252) with
+    replacement: mails often lie about their charset, and some name charsets no codec knows."""
+    declared = _codec(charset)
+    for codec in (declared, "utf-8"):
+        if codec is None:
+            continue
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return data.decode(declared or "cp1252", errors="replace")
+
+
+def _codec(charset: str | None) -> str | None:
+    if not charset:
+        return None
+    try:
+        return codecs.lookup(charset.strip().strip('"')).name
+    except (LookupError, ValueError):
+        return None
+
+
+def split_reply(text: str) -> tuple[str, str, str]:
+    """(new text, quoted text, signature) of a mail body."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    cut = _unprefixed_quote_start(lines)
+    head, quoted = lines[:cut], lines[cut:]
+    signature: list[str] = []
+    for index, line in enumerate(head):
+        if _SIGNATURE.match(line):
+            head, signature = head[:index], head[index + 1 :]
+            break
+    new: list[str] = []
+    prefixed: list[str] = []
+    skip = 0
+    for index, line in enumerate(head):
+        if skip:
+            skip -= 1
+            prefixed.append(line)
+        elif line.lstrip().startswith(">"):
+            prefixed.append(line)
+        elif span := _attribution_span(head, index):
+            skip = span - 1  # "On ... wrote:" before "> " lines: part of the quote
+            prefixed.append(line)
+        else:
+            new.append(line)
+    return _tidy(new), _tidy(prefixed + quoted), _tidy(signature)
+
+
+def _unprefixed_quote_start(lines: list[str]) -> int:
+    """Where a quote without "> " begins (Outlook's original message, or "On ... wrote:" then plain text)."""
+    for index, line in enumerate(lines):
+        if _ORIGINAL.match(line) or _is_outlook_header(lines, index):
+            before = index - 1
+            while before >= 0 and not lines[before].strip():
+                before -= 1
+            return before if before >= 0 and _RULE.match(lines[before]) else index
+        span = _attribution_span(lines, index)
+        if span and not _next_text(lines, index + span).lstrip().startswith(">"):
+            return index
+    return len(lines)
+
+
+def _is_outlook_header(lines: list[str], index: int) -> bool:
+    if not _OUTLOOK_FROM.match(lines[index]):
+        return False
+    return any(_OUTLOOK_SENT.match(line) for line in lines[index + 1 : index + 1 + QUOTE_LOOKAHEAD])
+
+
+def _attribution_span(lines: list[str], index: int) -> int:
+    """1 or 2 when an "On <date>, <name> wrote:" line (which clients wrap in two) starts at `index`, else 0."""
+    line = lines[index]
+    if line.lstrip().startswith(">") or not line.strip() or len(line) > ATTRIBUTION_CHARS:
+        return 0
+    if line.rstrip().endswith(":") and _ATTRIBUTION.match(line):  # the cheap test first: most lines fail it
+        return 1
+    following = lines[index + 1] if index + 1 < len(lines) else ""
+    if following.rstrip().endswith(":") and _ATTRIBUTION.match(f"{line} {following}"):
+        return 2
+    return 0
+
+
+def _next_text(lines: list[str], start: int) -> str:
+    return next((line for line in lines[start:] if line.strip()), "")
+
+
+def _tidy(lines: list[str]) -> str:
+    text = "\n".join(line.rstrip() for line in lines).strip("\n")
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def attachments(msg: EmailMessage | Message) -> list[MailAttachment]:
+    """Every attached file (and forwarded mail), without the body parts."""
+    plain, html = _body_parts(msg)
+    found: list[MailAttachment] = []
+    for part in _leaves(msg):
+        if part is plain or part is html:
+            continue
+        name = _filename(part)
+        disposition = (part.get_content_disposition() or "").lower()
+        kind = part.get_content_type()
+        if not name and disposition != "attachment" and kind != "message/rfc822":
+            continue  # an unnamed inline part: another alternative of the body, not a file
+        found.append(MailAttachment(name or _unnamed(part, len(found)), kind, _data(part)))
+    return found
+
+
+def _leaves(part: Message) -> Iterator[Message]:
+    if part.get_content_type() == "message/rfc822":
+        yield part  # a forwarded mail is one attachment, not parts of this mail
+    elif part.is_multipart():
+        for sub in part.get_payload():
+            if isinstance(sub, Message):
+                yield from _leaves(sub)
+    else:
+        yield part
+
+
+def _filename(part: Message) -> str:
+    try:
+        return (part.get_filename() or "").strip()
+    except (TypeError, ValueError, LookupError):
+        return ""
+
+
+def _unnamed(part: Message, index: int) -> str:
+    if part.get_content_type() == "message/rfc822":
+        return f"forwarded-{index + 1}.eml"
+    extension = {"text/plain": ".txt", "text/html": ".html", "application/pdf": ".pdf"}.get(part.get_content_type(), "")
+    return f"attachment-{index + 1}{extension}"
+
+
+def _data(part: Message) -> bytes:
+    if part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()
+        inner = inner[0] if isinstance(inner, list) and inner else inner
+        try:
+            return inner.as_bytes() if isinstance(inner, Message) else b""
+        except (TypeError, ValueError, LookupError, UnicodeError):
+            return b""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def header(msg: Message, name: str) -> str:
+    """A header's decoded value, "" when it is missing or too broken to read."""
+    try:
+        value = msg.get(name)
+        return "" if value is None else str(value).strip()
+    except (TypeError, ValueError, LookupError, IndexError, AttributeError):
+        return ""
+
+
+def message_ids(value: str) -> list[str]:
+    """The ids in a Message-ID, In-Reply-To or References header, without angle brackets."""
+    found = _MESSAGE_ID.findall(value)
+    return found if found else value.split()
+
+
+def message_id(msg: Message) -> str:
+    ids = message_ids(header(msg, "Message-ID"))
+    return ids[0] if ids else ""
+
+
+def thread_root(msg: Message) -> str:
+    """The id of the mail that started this thread, as far as the mail's own headers tell."""
+    for name in ("References", "In-Reply-To"):
+        ids = message_ids(header(msg, name))
+        if ids:
+            return ids[0]  # References lists the thread from its root on
+    if own := message_id(msg):
+        return own
+    # No ids at all: the subject is the only thread there is.
+    return "subject:" + hashlib.sha1(normalized_subject(header(msg, "Subject")).lower().encode()).hexdigest()[:16]
+
+
+def normalized_subject(subject: str) -> str:
+    """The subject without "Re:", "Fwd:", "AW:", "WG:", "SV:" ... prefixes (repeated ones too)."""
+    return " ".join(_REPLY_PREFIX.sub("", subject).split())

@@ -1,0 +1,101 @@
+"""Replies as mail: threaded under the question, marked as automatic, sent once through the relay."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import aiosmtplib
+
+from adapters.email.mime import normalized_subject
+from adapters.email.state import EmailState
+from bridge.config import EmailSettings
+from bridge.messages import OutgoingReply, utcnow
+
+log = logging.getLogger(__name__)
+SEND_TIMEOUT_S = 60.0
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def message_id_for(reply_id: str, domain: str) -> str:
+    """Derived from the reply id, so a reply sent again after a crash keeps its Message-ID (receivers dedupe)."""
+    return f"<confide.{reply_id}@{domain}>"
+
+
+def reply_subject(subject: str) -> str:
+    return "Re: " + (normalized_subject(subject) or "your question")
+
+
+def quoted(question: str, author: str, when: str) -> str:
+    lines = "\n".join(f"> {line}" if line else ">" for line in question.splitlines())
+    attribution = f"On {when}, {author} wrote:" if when else f"{author} wrote:"
+    return f"{attribution}\n{lines}"
+
+
+def build_reply(reply: OutgoingReply, from_address: str) -> EmailMessage:
+    """The reply mail: answer, its sources, and the question quoted below (bottom-quoting the question)."""
+    extra = reply.extra
+    msg = EmailMessage()
+    msg["From"] = from_address
+    msg["To"] = extra["from"]
+    msg["Subject"] = reply_subject(extra.get("subject", ""))
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = message_id_for(reply.reply_id, domain_of(from_address))
+    if original := extra.get("message_id"):
+        msg["In-Reply-To"] = f"<{original}>"
+        msg["References"] = " ".join(f"<{i}>" for i in [*extra.get("references", []), original])
+    # RFC 3834: an automatic answer; and ask Exchange-style responders not to answer it in turn.
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Auto-Response-Suppress"] = "All"
+    body = reply.render_plain()
+    if question := extra.get("question", "").strip():
+        body += "\n\n" + quoted(question, extra["from"], extra.get("date", ""))
+    msg.set_content(body + "\n", charset="utf-8")
+    return msg
+
+
+class ReplySender:
+    def __init__(self, settings: EmailSettings, state: EmailState) -> None:
+        self.settings = settings
+        self.state = state
+
+    async def deliver(self, reply: OutgoingReply) -> str | None:
+        """Send once per reply_id; returns the reply's Message-ID."""
+        if sent := await self.state.sent_message_id(reply.reply_id):
+            log.info("reply %s was already sent as %s", reply.reply_id, sent)
+            return sent
+        if not reply.extra.get("from"):
+            # Nothing to answer to (not a mail we accepted): retrying cannot help, so say so and move on.
+            log.error("reply %s to %s has no recipient; not sent", reply.reply_id, reply.chat_id)
+            return None
+        assert self.settings.from_address is not None
+        msg = build_reply(reply, self.settings.from_address)
+        await self._send(msg)
+        await self.state.mark_sent(reply.reply_id, msg["Message-ID"])
+        log.info("reply %s sent as %s", reply.reply_id, msg["Message-ID"])
+        return str(msg["Message-ID"])
+
+    async def _send(self, msg: EmailMessage) -> None:
+        s = self.settings
+        password = s.relay_password.get_secret_value() if s.relay_password else None
+        await aiosmtplib.send(
+            msg,
+            hostname=s.relay_host,
+            port=s.relay_port,
+            use_tls=s.relay_security == "tls",
+            start_tls=s.relay_security == "starttls",
+            tls_context=tls_client_context(s) if s.relay_security != "none" else None,
+            username=s.relay_user,
+            password=password,
+            timeout=SEND_TIMEOUT_S,
+        )
+
+
+def tls_client_context(settings: EmailSettings) -> ssl.SSLContext:
+    """Verifying context: the system's CAs, or the configured CA file (a private relay or IMAP server)."""
+    return ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)

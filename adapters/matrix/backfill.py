@@ -1,0 +1,169 @@
+"""`confide import matrix`: a room's past messages into a person's history, decrypted where keys exist.
+
+Logs in as Confide's stored device (the one the live adapter uses), so the room keys it received are
+used. Record ids come from event ids: importing a room twice adds nothing. Confide's own answers are
+not imported (the live adapter already indexes each conversation), and an edited message is
+imported in its latest version.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nio import (
+    AsyncClient,
+    JoinedMembersResponse,
+    MegolmEvent,
+    RoomGetStateEventResponse,
+    RoomMessage,
+    RoomMessagesResponse,
+    RoomResolveAliasResponse,
+)
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from adapters.matrix.events import CHANNEL, relations
+from adapters.matrix.render import permalink
+from adapters.matrix.session import login
+from bridge.app import open_history
+from bridge.config import Settings
+from bridge.ingest import ImportSummary, ingest
+from bridge.messages import HistoryRecord
+
+log = logging.getLogger(__name__)
+PAGE = 200
+
+
+class BackfillError(Exception):
+    pass
+
+
+@dataclass
+class RoomHistory:
+    room_id: str
+    name: str
+    records: list[HistoryRecord] = field(default_factory=list)
+    undecryptable: int = 0
+
+
+async def import_room(settings: Settings, room: str, person: str, console: Console) -> ImportSummary:
+    """Fetch the room's messages, then store them in the person's history, with progress bars."""
+    matrix_accounts = [a.removeprefix(f"{CHANNEL}:") for p in settings.persons if p.id == person for a in p.accounts]
+    async with open_history(settings) as history:  # first: refuses at once if `confide serve` holds the data
+        with _progress(console) as bar:
+            client = await login(settings)
+            try:
+                fetched = await _fetch(client, room, person, matrix_accounts, bar)
+            finally:
+                await client.close()
+            task = bar.add_task(f"Importing {fetched.name}", total=len(fetched.records))
+            summary = await ingest(history, person, fetched.records, on_batch=lambda n: bar.advance(task, n))
+    if fetched.undecryptable:
+        console.print(
+            f"{fetched.undecryptable} encrypted message(s) could not be decrypted: Confide's device has no key "
+            "for them. Share the room keys with it and import again."
+        )
+    console.print(summary.describe())
+    return summary
+
+
+def _progress(console: Console) -> Progress:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console)
+
+
+async def _fetch(client: AsyncClient, room: str, person: str, accounts: list[str], bar: Progress) -> RoomHistory:
+    room_id = await _resolve(client, room)
+    members = await client.joined_members(room_id)
+    if not isinstance(members, JoinedMembersResponse):
+        raise BackfillError(f"Confide ({client.user_id}) cannot read {room}: is it a member? ({members})")
+    names = {m.user_id: m.display_name or m.user_id for m in members.members}
+    if not set(accounts) & set(names):
+        # The import puts a room into one person's history: only a room that person is in.
+        raise BackfillError(f"none of {person}'s Matrix accounts ({', '.join(accounts) or 'none'}) is in {room}")
+    fetched = RoomHistory(room_id, await _room_name(client, room_id))
+    task = bar.add_task(f"Fetching {fetched.name}", total=None)
+    newest_edits: dict[str, dict[str, Any]] = {}
+    start: str | None = None
+    while True:
+        page = await client.room_messages(room_id, start=start, limit=PAGE)  # newest first
+        if not isinstance(page, RoomMessagesResponse):
+            raise BackfillError(f"fetching the messages of {room} failed: {page}")
+        for event in page.chunk:
+            await _take(client, fetched, names, newest_edits, person, event)
+        bar.advance(task, len(page.chunk))
+        if not page.chunk or not page.end or page.end == start:
+            break
+        start = page.end
+    fetched.records.reverse()
+    return fetched
+
+
+async def _take(
+    client: AsyncClient,
+    fetched: RoomHistory,
+    names: dict[str, str],
+    newest_edits: dict[str, dict[str, Any]],
+    person: str,
+    event: Any,
+) -> None:
+    if isinstance(event, MegolmEvent):
+        fetched.undecryptable += 1
+        return
+    if not isinstance(event, RoomMessage) or event.sender == client.user_id:
+        return
+    content = event.source.get("content", {})
+    _, _, is_edit = relations(content)
+    if is_edit:
+        # Pages come newest first: the first edit seen of a message is its latest version.
+        original = content["m.relates_to"].get("event_id")
+        if original and isinstance(content.get("m.new_content"), dict):
+            newest_edits.setdefault(original, content["m.new_content"])
+        return
+    content = newest_edits.get(event.event_id, content)
+    if content.get("msgtype") not in ("m.text", "m.emote", "m.notice"):
+        return
+    if event.sender not in names:
+        names[event.sender] = await _display_name(client, fetched.room_id, event.sender)
+    fetched.records.append(
+        HistoryRecord(
+            id=f"matrix:{event.event_id}",
+            person=person,
+            channel=CHANNEL,
+            conversation=fetched.name,
+            author=names[event.sender],
+            time=datetime.fromtimestamp(event.server_timestamp / 1000, UTC),
+            text=str(content.get("body", "")),
+            source=f"matrix:{fetched.room_id}",
+            link=permalink(fetched.room_id, event.event_id),
+            extra={"sender": event.sender, "event_id": event.event_id},
+        )
+    )
+
+
+async def _resolve(client: AsyncClient, room: str) -> str:
+    if not room.startswith("#"):
+        return room
+    response = await client.room_resolve_alias(room)
+    if not isinstance(response, RoomResolveAliasResponse):
+        raise BackfillError(f"the room alias {room} is unknown: {response}")
+    return str(response.room_id)
+
+
+async def _room_name(client: AsyncClient, room_id: str) -> str:
+    for event_type, key in (("m.room.name", "name"), ("m.room.canonical_alias", "alias")):
+        response = await client.room_get_state_event(room_id, event_type)
+        if isinstance(response, RoomGetStateEventResponse) and response.content.get(key):
+            return str(response.content[key])
+    return room_id
+
+
+async def _display_name(client: AsyncClient, room_id: str, user_id: str) -> str:
+    """Someone who has left the room: the name their last membership event carried."""
+    response = await client.room_get_state_event(room_id, "m.room.member", user_id)
+    if isinstance(response, RoomGetStateEventResponse) and response.content.get("displayname"):
+        return str(response.content["displayname"])
+    return user_id

@@ -1,0 +1,274 @@
+"""Importer of WhatsApp chat exports: the `.txt` file, or the `.zip` WhatsApp produces (with or without media).
+
+Android writes `31/12/2023, 21:05 - Anna: text` (or `12/31/23, 9:05 PM - ...`), iOS writes
+`[31.12.23, 21:05:09] Anna: text`; the date layout follows the phone's locale and is not written down, so the
+day/month order is read off the dates themselves (a first field above 12 means day-first).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+from adapters.importers import Occurrences, Problem, WrongKind, stable_id
+from bridge.messages import HistoryRecord
+
+DATE_ORDERS = ("dmy", "mdy", "ymd")
+SNIFF_LINES = 20
+SNIFF_BYTES = 64 * 1024
+
+# Bidi marks: iOS puts U+200E before system texts and attachments, and wraps phone-number names in U+202A..C.
+_MARKS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_DATE = r"(?P<date>\d{1,4}[./-]\d{1,2}[./-]\d{1,4})"
+# 12-hour clocks: "9:05 PM", "9:05\u202fpm" (narrow no-break space), "9:05 p.m.".
+_TIME = r"(?P<time>\d{1,2}[:.]\d{2}(?:[:.]\d{2})?)(?:\s*(?P<ampm>[AaPp]\.?\s?[Mm]\.?))?"
+_ANDROID = re.compile(rf"^{_DATE},?\s{_TIME}\s[-–]\s(?P<rest>.*)$")
+_IOS = re.compile(rf"^\[{_DATE},?\s{_TIME}\]\s(?P<rest>.*)$")
+_AUTHOR = re.compile(r"^(?P<author>[^\n]{1,100}?): (?P<text>.*)$", re.DOTALL)
+# Group events whose text itself holds ": " and would otherwise read as "author: text".
+_AUTHORLESS_EVENT = re.compile(
+    r"^[^:]{1,100} (?:changed the subject|changed the group description|changed this group's|created group)"
+)
+_SYSTEM = re.compile(
+    r"end-to-end encrypted|joined using this group's invite link|\b(?:added|removed|left)\b|created (?:the )?group"
+    r"|changed (?:the subject|this group's|the group|their phone number)|security code|Missed (?:voice|video) call"
+    r"|disappearing messages|message timer|now an admin|pinned a message",
+    re.IGNORECASE,
+)
+_DELETED = re.compile(r"^(?:This message was deleted|You deleted this message)\.?$")
+_EDITED = re.compile(r"\s*<This message was edited>$")
+_OMITTED = re.compile(
+    r"^(?:<Media omitted>|<Medien ausgeschlossen>|<Multimedia omitido>|<Médias omis>"
+    r"|(?:image|video|audio|sticker|GIF|Contact card) omitted)$",
+    re.IGNORECASE,
+)
+_DOCUMENT_OMITTED = re.compile(r"^(?P<name>.*?)\s*(?:•.*)?\bdocument omitted$")
+_ATTACHED = re.compile(r"<attached: (?P<name>[^<>]+)>")
+_FILE_ATTACHED = re.compile(
+    r"^(?P<name>\S[^\n]*?\.\w{1,5}) \((?:file attached|Datei angehängt|archivo adjunto|fichier joint)\)$"
+)
+_CHAT_NAME = re.compile(
+    r"^(?:WhatsApp Chat with |WhatsApp Chat - |WhatsApp-Chat mit |Chat de WhatsApp con |Discussion WhatsApp avec )"
+    r"(?P<name>.+)$"
+)
+
+
+@dataclass
+class _Pending:
+    """A message being read: its header line and any continuation lines."""
+
+    line: int
+    time: datetime
+    author: str
+    marked: bool  # iOS: the text began with U+200E, as system texts and attachments do
+    lines: list[str] = field(default_factory=list)
+
+
+class WhatsAppImporter:
+    kind = "whatsapp"
+
+    def __init__(self, path: Path, person: str, date_order: str | None = None) -> None:
+        if date_order is not None and date_order not in DATE_ORDERS:
+            raise ValueError(f"date_order must be one of {', '.join(DATE_ORDERS)}, not {date_order!r}")
+        self.path = path
+        self.person = person
+        self.date_order = date_order
+        self.source = f"whatsapp:{path.name}"
+
+    # -- sniffing -------------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        if not self.path.is_file():
+            raise WrongKind(f"{self.path} is not a file: a WhatsApp export is a .txt or the .zip WhatsApp makes")
+        with self._raw() as (_, raw):
+            # A bounded read: a big binary file given by mistake has no line ends to stop at.
+            head = raw.read(SNIFF_BYTES).decode("utf-8", errors="replace").splitlines()
+        if not any(_header(text) for text in [line for line in head if line.strip()][:SNIFF_LINES]):
+            raise WrongKind(
+                f"{self.path.name} does not look like a WhatsApp chat export: none of its first lines reads like "
+                "'31/12/2023, 21:05 - Anna: text' or '[31.12.23, 21:05:09] Anna: text'"
+            )
+
+    @contextmanager
+    def _raw(self) -> Iterator[tuple[str, IO[bytes]]]:
+        """The chat text's name and its bytes, from the .txt or from inside the .zip."""
+        if zipfile.is_zipfile(self.path):
+            with zipfile.ZipFile(self.path) as archive:
+                member = _chat_member(archive)
+                if member is None:
+                    raise WrongKind(f"{self.path.name} is a zip without a chat .txt in it")
+                with archive.open(member) as raw:
+                    yield f"{self.path.name}/{member}", raw
+        else:
+            with self.path.open("rb") as raw:
+                yield self.path.name, raw
+
+    @contextmanager
+    def _lines(self) -> Iterator[tuple[str, Iterator[tuple[int, str]]]]:
+        """The chat text's name and its numbered lines, read lazily."""
+        with self._raw() as (name, raw):
+            yield name, _numbered(raw)
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    @property
+    def conversation(self) -> str:
+        match = _CHAT_NAME.match(self.path.stem)
+        return match["name"] if match else self.path.stem
+
+    def items(self) -> Iterator[HistoryRecord | Problem]:
+        self.check()
+        order, assumed = self._date_order()
+        if assumed:
+            yield Problem(self.path.name, f"day and month order cannot be told from the dates; read them as {order}")
+        occurrences = Occurrences()
+        with self._lines() as (name, lines):
+            pending: _Pending | None = None
+            dropping = False  # continuation lines of a header we could not read belong to its Problem
+            for number, raw in lines:
+                header = _header(raw)
+                if header is None:
+                    if pending is not None:
+                        pending.lines.append(_MARKS.sub("", raw))
+                    elif raw.strip() and not dropping:
+                        yield Problem(f"{name}:{number}", "text outside any message")
+                    continue
+                if pending is not None:
+                    yield from self._finish(pending, name, occurrences)
+                pending, dropping = None, False
+                try:
+                    pending = _start(number, header, order)
+                except ValueError as exc:
+                    dropping = True
+                    yield Problem(f"{name}:{number}", f"unreadable date or time: {exc}")
+            if pending is not None:
+                yield from self._finish(pending, name, occurrences)
+
+    def _date_order(self) -> tuple[str, bool]:
+        """The order the dates are in, from the file when any date settles it; whether it was assumed."""
+        with self._lines() as (_, lines):
+            for _, raw in lines:
+                header = _header(raw)
+                if header is not None and (found := _order_evidence(header["date"])):
+                    return found, False
+        if self.date_order:
+            return self.date_order, False
+        return "dmy", True
+
+    def _finish(self, pending: _Pending, name: str, occurrences: Occurrences) -> Iterator[HistoryRecord]:
+        text = "\n".join(pending.lines).strip()
+        if pending.author == "" or _DELETED.match(text):
+            return  # system line, or a deleted message: nothing of the person's to remember
+        if pending.marked and _SYSTEM.search(text) and not _ATTACHED.search(text):
+            return  # iOS system text: it carries the group name as author, and a leading U+200E
+        extra: dict[str, Any] = {"line": pending.line}
+        if _EDITED.search(text):
+            text, extra["edited"] = _EDITED.sub("", text), True
+        text, attachments, omitted = _split_media(text)
+        if attachments:
+            extra["attachments"] = attachments
+        if omitted:
+            extra["media_omitted"] = True
+        when = pending.time.isoformat()
+        count = occurrences.next(pending.time, pending.author, text, "|".join(attachments))
+        yield HistoryRecord(
+            id=stable_id("whatsapp", self.conversation, when, pending.author, text, "|".join(attachments), count),
+            person=self.person,
+            channel="whatsapp",
+            conversation=self.conversation,
+            author=pending.author,
+            time=pending.time,
+            text=text,
+            source=self.source,
+            link=f"{name}:{pending.line}",
+            extra=extra,
+        )
+
+
+def _numbered(raw: IO[bytes]) -> Iterator[tuple[int, str]]:
+    # utf-8-sig: some exports start with a BOM; errors="replace" so a stray byte costs one character, not the chat.
+    text = io.TextIOWrapper(cast(BinaryIO, raw), encoding="utf-8-sig", errors="replace", newline=None)
+    for number, line in enumerate(text, start=1):
+        yield number, line.rstrip("\n")
+
+
+def _chat_member(archive: zipfile.ZipFile) -> str | None:
+    """`_chat.txt` (iOS), else the chat .txt (Android names it like the zip); media files are ignored."""
+    texts = [n for n in archive.namelist() if n.lower().endswith(".txt") and not n.startswith("__MACOSX/")]
+    for name in texts:
+        if Path(name).name == "_chat.txt":
+            return name
+    for name in texts:
+        if Path(name).name.startswith("WhatsApp"):
+            return name
+    return texts[0] if texts else None
+
+
+def _header(line: str) -> re.Match[str] | None:
+    """The message header at the start of `line`, if any (leading bidi marks ignored)."""
+    start = line.lstrip("\u200e\u200f\ufeff")
+    return _IOS.match(start) or _ANDROID.match(start)
+
+
+def _order_evidence(date: str) -> str | None:
+    first, second, _ = re.split(r"[./-]", date)
+    if len(first) == 4:
+        return "ymd"
+    if int(first) > 12:
+        return "dmy"
+    if int(second) > 12:
+        return "mdy"
+    return None
+
+
+def _start(number: int, header: re.Match[str], order: str) -> _Pending:
+    # Exports carry the phone's local time with no zone; it is stored as if it were UTC (wrong by the
+    # phone's offset, but consistent, and the order and day of every message stay right).
+    time = _parse_time(header["date"], header["time"], header["ampm"], order).replace(tzinfo=UTC)
+    rest = header["rest"]
+    match = None if _AUTHORLESS_EVENT.match(_MARKS.sub("", rest)) else _AUTHOR.match(rest)
+    if match is None:
+        return _Pending(number, time, author="", marked=True, lines=[_MARKS.sub("", rest)])
+    author = _MARKS.sub("", match["author"]).strip()
+    text = match["text"]
+    return _Pending(number, time, author, marked=text.startswith("\u200e"), lines=[_MARKS.sub("", text)])
+
+
+def _parse_time(date: str, clock: str, ampm: str | None, order: str) -> datetime:
+    fields = [int(part) for part in re.split(r"[./-]", date)]
+    if len(re.split(r"[./-]", date)[0]) == 4:
+        order = "ymd"
+    positions = {"dmy": (2, 1, 0), "mdy": (2, 0, 1), "ymd": (0, 1, 2)}[order]
+    year, month, day = (fields[i] for i in positions)
+    if year < 100:
+        year += 2000
+    parts = [int(p) for p in re.split(r"[:.]", clock)]
+    hour, minute, second = parts[0], parts[1], parts[2] if len(parts) > 2 else 0
+    if ampm:
+        if not 1 <= hour <= 12:
+            raise ValueError(f"hour {hour} on a 12-hour clock")
+        pm = ampm.lower().startswith("p")
+        hour = hour % 12 + (12 if pm else 0)
+    return datetime(year, month, day, hour, minute, second)
+
+
+def _split_media(text: str) -> tuple[str, list[str], bool]:
+    """The message's own text, the names of its attachments, and whether media was left out of the export."""
+    names = [m["name"].strip() for m in _ATTACHED.finditer(text)]
+    text = _ATTACHED.sub("", text).strip()
+    first, _, rest = text.partition("\n")
+    if match := _FILE_ATTACHED.match(first):
+        names.append(match["name"])
+        text = rest.strip()
+    if _OMITTED.match(text):
+        return "", names, True
+    if match := _DOCUMENT_OMITTED.match(text):
+        return "", [*names, match["name"]] if match["name"] else names, True
+    return text, names, False

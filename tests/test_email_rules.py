@@ -1,0 +1,140 @@
+"""The email adapter's pure rules, table-tested: who vouches for a sender, what is a loop, names, subjects."""
+
+from __future__ import annotations
+
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+
+from adapters.email.adapter import IMPORT_SUBJECT, EmailAdapter, safe_name
+from adapters.email.auth import aligned, parse_authentication_results, trusted_results
+from adapters.email.loops import RateLimit, loop_reason
+from adapters.email.sender import build_reply, message_id_for
+from bridge.config import EmailSettings
+from bridge.messages import Citation, OutgoingReply
+from tests.conftest import make_settings
+
+OWN = {"confide@confide.test"}
+
+
+def parsed(headers: str, body: str = "hi") -> EmailMessage:
+    raw = (headers.strip() + "\n\n" + body).replace("\n", "\r\n").encode()
+    return BytesParser(policy=policy.default).parsebytes(raw)  # type: ignore[return-value]
+
+
+def test_authentication_results_are_parsed_with_comments_and_properties() -> None:
+    value = (
+        "mx.test (Postfix 3.7); dkim=pass (2048-bit key) header.d=example.test header.s=s1; spf=fail smtp.mailfrom=x@y"
+    )
+    authserv_id, results = parse_authentication_results(value)
+    assert authserv_id == "mx.test"
+    assert results == [
+        ("dkim", "pass", {"header.d": "example.test", "header.s": "s1"}),
+        ("spf", "fail", {"smtp.mailfrom": "x@y"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "vouched"),
+    [
+        ("mx.test; dkim=pass header.d=example.test", True),
+        ("mx.test; dkim=pass header.i=@mail.example.test", False),  # a subdomain does not vouch for its parent
+        ("mx.test; dkim=pass header.d=other.test", False),
+        ("mx.test; dkim=fail header.d=example.test", False),
+        ("mx.test; dmarc=pass header.from=example.test", True),
+        ("mx.test; spf=pass smtp.mailfrom=alice@example.test", True),
+        ("mx.test; spf=pass smtp.helo=example.test", False),
+        ("evil.test; dmarc=pass header.from=example.test", False),  # not a trusted MTA
+        ("MX.TEST; dkim=pass header.d=EXAMPLE.test", True),
+    ],
+)
+def test_only_a_trusted_mta_vouches_and_only_for_the_from_domain(header: str, vouched: bool) -> None:
+    msg = parsed(f"From: alice@example.test\nAuthentication-Results: {header}")
+    assert (trusted_results(msg, "example.test", ["mx.test"]) is not None) is vouched
+
+
+def test_alignment_allows_the_domain_and_its_parents_only() -> None:
+    assert aligned("example.test", "example.test") and aligned("example.test", "mail.example.test")
+    assert not aligned("mail.example.test", "example.test") and not aligned("test", "example.test")
+    assert not aligned("ample.test", "example.test")
+
+
+@pytest.mark.parametrize(
+    ("headers", "envelope", "reason"),
+    [
+        ("From: a@example.test", "a@example.test", None),
+        ("From: a@example.test\nAuto-Submitted: no", "a@example.test", None),
+        ("From: a@example.test\nAuto-Submitted: auto-replied", "a@example.test", "Auto-Submitted"),
+        ("From: a@example.test\nAuto-Submitted: auto-generated", None, "Auto-Submitted"),
+        ("From: a@example.test\nPrecedence: list", None, "Precedence"),
+        ("From: a@example.test\nPrecedence: junk", None, "Precedence"),
+        ("From: a@example.test\nList-Id: <l.example.test>", None, "List-Id"),
+        ("From: a@example.test\nX-Autoreply: yes", None, "X-Autoreply"),
+        ("From: a@example.test\nX-Auto-Response-Suppress: OOF, AutoReply", None, "X-Auto-Response-Suppress"),
+        ("From: a@example.test", "", "null envelope sender"),
+        ("From: a@example.test\nReturn-Path: <>", None, "empty Return-Path"),
+        ("From: MAILER-DAEMON@example.test", "x@example.test", "MAILER-DAEMON"),
+        ("From: a@example.test\nContent-Type: multipart/report; boundary=b", None, "multipart/report"),
+        ("From: a@example.test\nMessage-ID: <confide.123@confide.test>", None, "own message"),
+        ("From: Confide <CONFIDE@confide.test>", None, "own address"),
+    ],
+)
+def test_loops_are_recognised(headers: str, envelope: str | None, reason: str | None) -> None:
+    found = loop_reason(parsed(headers), envelope, OWN, "confide.test")
+    assert (found is None) if reason is None else (found is not None and reason in found), found
+
+
+def test_rate_limit_is_a_sliding_hour_per_sender() -> None:
+    limit = RateLimit(2)
+    assert limit.allow("a", 0) and limit.allow("a", 10) and not limit.allow("a", 20)
+    assert limit.allow("b", 20), "one sender's limit is not another's"
+    assert limit.allow("a", 3600.5), "the first mail left the window"
+    limit.forget("a")
+    assert limit.allow("a", 3601)
+
+
+@pytest.mark.parametrize(
+    ("subject", "imports"),
+    [("import", True), ("[import] chats", True), ("Import: notes.md", True), ("important question", False),
+     ("imports", False), ("what did I import?", False)],
+)  # fmt: skip
+def test_import_subject_convention(subject: str, imports: bool) -> None:
+    assert bool(IMPORT_SUBJECT.match(subject)) is imports
+
+
+def test_attachment_names_stay_in_their_folder() -> None:
+    assert safe_name("../../etc/passwd") == "passwd"
+    assert safe_name("..\\..\\boot.ini") == "boot.ini"
+    assert safe_name("WhatsApp Chat mit Oma.zip") == "WhatsApp Chat mit Oma.zip"
+    assert safe_name("..") == "attachment" and safe_name("a/b;rm -rf.txt") == "b_rm -rf.txt"
+
+
+def test_reply_is_threaded_automatic_and_keeps_its_message_id() -> None:
+    reply = OutgoingReply(
+        reply_id="r-1", channel="email", chat_id="c", text="The key is under the pot [1].",
+        citations=[Citation(number=1, source="whatsapp:family.zip")],
+        extra={"from": "alice@example.test", "subject": "Re: AW: cabin", "message_id": "q@example.test",
+               "references": ["root@example.test"], "question": "Where is the key?\nThanks", "date": "Mon"},
+    )  # fmt: skip
+    first, again = build_reply(reply, "confide@confide.test"), build_reply(reply, "confide@confide.test")
+    assert first["Message-ID"] == again["Message-ID"] == message_id_for("r-1", "confide.test")
+    assert first["Subject"] == "Re: cabin" and first["To"] == "alice@example.test"
+    assert first["In-Reply-To"] == "<q@example.test>"
+    assert first["References"] == "<root@example.test> <q@example.test>"
+    assert first["Auto-Submitted"] == "auto-replied"
+    text = first.get_content()
+    assert text.startswith("The key is under the pot [1].\n\nSources:\n[1] undated · whatsapp:family.zip\n")
+    assert "On Mon, alice@example.test wrote:\n> Where is the key?\n> Thanks" in text
+
+
+def test_serve_builds_the_email_adapter_from_settings(tmp_path: Path) -> None:
+    from bridge.cli import build_platform_adapters
+
+    email = EmailSettings(imap_enabled=True, imap_host="127.0.0.1", imap_user="c@x.test", imap_password="pw",
+                          relay_host="127.0.0.1", from_address="c@x.test")  # fmt: skip
+    [adapter] = build_platform_adapters(make_settings(tmp_path, {}, email=email, local_model={"enabled": True}))
+    assert isinstance(adapter, EmailAdapter) and adapter.channel == "email"
+    assert adapter.capabilities.can_edit is False

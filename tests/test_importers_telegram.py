@@ -1,0 +1,92 @@
+"""Telegram Desktop exports: one chat and a whole account; text entities, service messages, broken messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from adapters.importers import Problem, WrongKind, open_importer
+from bridge.messages import HistoryRecord
+from tests.import_fixtures import ANDROID_US, telegram_account, telegram_chat, write_json, write_whatsapp_txt
+
+
+def run(path: Path) -> tuple[list[HistoryRecord], list[Problem]]:
+    items = list(open_importer("telegram", path, "me").items())
+    return [i for i in items if isinstance(i, HistoryRecord)], [i for i in items if isinstance(i, Problem)]
+
+
+def test_single_chat_export(tmp_path: Path) -> None:
+    records, problems = run(write_json(tmp_path / "ChatExport_2024-01-02" / "result.json", telegram_chat()))
+    by_id = {r.extra["message_id"]: r for r in records}
+    assert sorted(by_id) == [2, 3, 4, 5, 6, 8, 9]  # 1 is a service message, 7 has no date
+    assert [r.extra["message_id"] for r in records] == [2, 3, 4, 5, 6, 8, 9]  # the chat's order
+    code = by_id[2]
+    assert (code.text, code.author, code.conversation, code.channel) == (
+        "The cabin door code is 4711",
+        "Anna",
+        "Anna",
+        "telegram",
+    )
+    # date_unixtime wins over the local "date" (an hour apart in the fixture).
+    assert code.time == datetime(2023, 12, 31, 21, 5, tzinfo=UTC)
+    assert code.link == "4242/2"
+    reply = by_id[3]
+    assert reply.text == "Thanks! Directions: https://example.org/cabin and bring boots, see the map"
+    assert reply.extra["reply_to"] == 2 and reply.extra["edited"] is True
+    assert reply.extra["links"] == ["https://example.org/cabin", "https://example.org/map"]
+    assert by_id[4].extra["forwarded_from"] == "Travel Deals"
+    assert by_id[5].extra["attachments"] == ["photo_1@31-12-2023_22-09-00.jpg"] and by_id[5].text == "porch view"
+    assert by_id[6].extra["attachments"] == ["floor-plan.pdf"] and by_id[6].extra["media_omitted"] is True
+    # Only "date": local time, stored as UTC.
+    assert by_id[8].time == datetime(2023, 12, 31, 22, 12, tzinfo=UTC) and by_id[8].author == "user99"
+    assert by_id[9].extra["sticker"] == "😀"
+    assert {r.source for r in records} == {"telegram:ChatExport_2024-01-02/result.json"}
+    assert [(p.where, "date" in p.why) for p in problems] == [("result.json chat 'Anna' message 7", True)]
+
+
+def test_account_export_covers_every_chat_and_ids_are_stable(tmp_path: Path) -> None:
+    folder = tmp_path / "DataExport_2024-01-02"
+    write_json(folder / "result.json", telegram_account())
+    records, problems = run(folder)  # the export folder works as well as its result.json
+    assert len(problems) == 1
+    assert [r.conversation for r in records][-2:] == ["Saved Messages", "Old neighbours"]
+    assert records[-1].text == "The bins go out on Tuesdays" and records[-1].extra["chat_type"] == "private_supergroup"
+    again, _ = run(folder / "result.json")
+    assert [r.id for r in records] == [r.id for r in again]
+    assert len({r.id for r in records}) == len(records)
+    # The same chat in a single-chat export yields the same ids: importing both adds nothing twice.
+    single, _ = run(write_json(tmp_path / "single" / "result.json", telegram_chat()))
+    assert {r.id for r in single} <= {r.id for r in records}
+
+
+def test_a_chat_that_is_not_an_object_is_a_problem(tmp_path: Path) -> None:
+    data = telegram_account()
+    data["chats"]["list"].insert(0, "garbage")
+    data["chats"]["list"][1]["messages"].insert(0, {"id": 50, "type": "message", "date_unixtime": "1", "text": 7})
+    records, problems = run(write_json(tmp_path / "result.json", data))
+    assert len(records) == 9
+    assert [p.where for p in problems] == [
+        "result.json",
+        "result.json chat 'Anna' message 50",
+        "result.json chat 'Anna' message 7",
+    ]
+
+
+def test_other_files_are_refused_before_anything(tmp_path: Path) -> None:
+    locomo = write_json(tmp_path / "26.json", {"speaker_a": "A", "speaker_b": "B", "session_1": [], "qa": []})
+    chat = write_whatsapp_txt(tmp_path, ANDROID_US)
+    broken = tmp_path / "broken.json"
+    broken.write_text("not json at all")
+    for path in (locomo, chat, broken, tmp_path / "missing.json", tmp_path):
+        importer = open_importer("telegram", path, "me")
+        with pytest.raises(WrongKind):
+            next(iter(importer.items()))
+
+
+def test_a_truncated_export_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_text('{"name": "Anna", "type": "personal_chat", "id": 1, "messages": [{"id": 1, "type": "mess')
+    records, problems = run(path)
+    assert records == [] and len(problems) == 1 and "JSON" in problems[0].why

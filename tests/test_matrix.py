@@ -1,0 +1,289 @@
+"""The Matrix adapter end to end against a real Synapse on loopback, with nio clients as the persons."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nio import Event, RoomMessageNotice
+from nio.event_builders import ToDeviceMessage
+
+from adapters.matrix import build_adapter
+from adapters.matrix.client import MatrixAdapter
+from bridge.config import MatrixSettings, PersonSettings, Settings
+from bridge.embedder import LocalEmbedder
+from bridge.history import HistoryIndex
+from bridge.store.edge import EdgeStore
+from tests.cli_helpers import cli_env, run_cli
+from tests.conftest import eventually, make_settings, model_for
+from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.harness import Harness
+from tests.synapse import Person, Synapse
+
+PASSWORD = "secret-password"
+
+
+@pytest.fixture(scope="session")
+async def synapse() -> AsyncIterator[Synapse]:
+    server = await Synapse().start()
+    yield server
+    await server.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def people(synapse: Synapse) -> AsyncIterator[dict[str, Person]]:
+    started = {name: await Person(synapse, unique(name)).start() for name in ("ana", "bea", "stranger")}
+    yield started
+    for person in started.values():
+        await person.stop()
+
+
+async def new_bot(synapse: Synapse) -> str:
+    return str((await synapse.register(unique("confide"), PASSWORD))["user_id"])
+
+
+def settings_for(
+    tmp_path: Path, synapse: Synapse, bot: str, people: dict[str, Person], llm: FakeOpenAI, **matrix: Any
+) -> Settings:
+    persons = [PersonSettings(id=n, name=n.title(), accounts=[f"matrix:{people[n].user_id}"]) for n in ("ana", "bea")]
+    fields = {"enabled": True, "homeserver": synapse.url, "user_id": bot, "password": PASSWORD, **matrix}
+    return make_settings(tmp_path, {"main": model_for(llm)}, persons=persons, matrix=MatrixSettings(**fields))
+
+
+def bridge_for(settings: Settings, history: HistoryIndex) -> Harness:
+    return Harness(settings, history, build_adapter(settings))  # type: ignore[arg-type]
+
+
+def replies_to(person: Person, room_id: str, bot: str, event_id: str) -> list[Event]:
+    """The bot's messages that reply to one event (not its edits)."""
+    return [
+        e
+        for e in person.from_user(room_id, bot)
+        if e.source["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id
+    ]
+
+
+def edits_of(person: Person, room_id: str, bot: str, event_id: str) -> list[Event]:
+    return [
+        e
+        for e in person.from_user(room_id, bot)
+        if e.source["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
+        and e.source["content"]["m.relates_to"].get("event_id") == event_id
+    ]
+
+
+def shown(person: Person, room_id: str, bot: str, question_id: str) -> list[str]:
+    """What the person's client shows of each reply to a question: the latest edit wins."""
+    bodies = []
+    for reply in replies_to(person, room_id, bot, question_id):
+        edits = edits_of(person, room_id, bot, reply.event_id)
+        bodies.append(
+            edits[-1].source["content"]["m.new_content"]["body"] if edits else reply.source["content"]["body"]
+        )
+    return bodies
+
+
+def final_answer(person: Person, room_id: str, bot: str, question_id: str, question: str) -> bool:
+    return any(
+        b.startswith(f"You asked: {question} [1]") and "…" not in b for b in shown(person, room_id, bot, question_id)
+    )
+
+
+async def test_direct_chat_streams_by_edits_and_the_final_text_wins(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    ana, stranger = people["ana"], people["stranger"]
+    bot = await new_bot(synapse)
+    fake_llm.default = Behaviour(chunk_delay_s=0.35)
+    async with bridge_for(settings_for(tmp_path, synapse, bot, people, fake_llm), history):
+        strangers_room = await stranger.create_room(invite=(bot,))
+        room = await ana.create_room()
+        before = await ana.send(room, "This was said before Confide joined: answer it?")
+        await ana.invite(room, bot)
+        await eventually(lambda: ana.joined(room, bot))
+
+        question = "Where is the spare key for the cabin?"
+        asked = await ana.send(room, question)
+        await eventually(lambda: final_answer(ana, room, bot, asked, question), within_s=30)
+
+    [original] = replies_to(ana, room, bot, asked)
+    assert isinstance(original, RoomMessageNotice)
+    edits = edits_of(ana, room, bot, original.event_id)
+    partial = [original, *edits[:-1]]
+    assert len(edits) >= 2 and all(e.source["content"]["m.new_content"]["body"].endswith("…") for e in edits[:-1])
+    gaps = [b.server_timestamp - a.server_timestamp for a, b in itertools.pairwise(partial)]
+    assert all(gap >= 900 for gap in gaps), f"partial edits closer than about a second: {gaps}"
+    final = edits[-1].source["content"]["m.new_content"]
+    assert final["msgtype"] == "m.notice" and final["format"] == "org.matrix.custom.html"
+    assert final["formatted_body"].startswith(f"<p>You asked: {question} [1]")
+    assert bot in ana.typing.get(room, set()), "no typing notice while working"
+    assert replies_to(ana, room, bot, before) == [], "history before the join was answered"
+    assert not stranger.joined(strangers_room, bot), "joined a room on a stranger's invite"
+
+
+async def test_encrypted_direct_chat_is_decrypted_and_answered_encrypted(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    ana = people["ana"]
+    bot = await new_bot(synapse)
+    async with bridge_for(settings_for(tmp_path, synapse, bot, people, fake_llm), history):
+        room = await ana.create_room(invite=(bot,), encrypted=True)
+        await eventually(lambda: ana.joined(room, bot))
+        question = "What is the wifi password at the cabin?"
+        asked = await ana.send(room, question)
+        await eventually(lambda: final_answer(ana, room, bot, asked, question), within_s=30)
+    raw = [e for e in ana.from_user(room, bot) if isinstance(e, RoomMessageNotice)]
+    assert raw and all(getattr(e, "decrypted", False) for e in raw), "a reply in the encrypted room was not encrypted"
+
+
+async def test_group_room_is_answered_only_when_mentioned_or_replied_to(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    ana, bea = people["ana"], people["bea"]
+    bot = await new_bot(synapse)
+    bot_name = bot.removeprefix("@").split(":")[0]  # Synapse's default display name is the localpart
+    async with bridge_for(settings_for(tmp_path, synapse, bot, people, fake_llm), history):
+        room = await ana.create_room(invite=(bot, bea.user_id), name="Family")
+        await bea.join(room)
+        await eventually(lambda: ana.joined(room, bot) and ana.joined(room, bea.user_id))
+
+        lunch = await ana.send(room, "anyone for lunch?")
+        by_pill = await ana.send(room, "when is grandma's dinner?", **{"m.mentions": {"user_ids": [bot]}})
+        await eventually(lambda: final_answer(ana, room, bot, by_pill, "when is grandma's dinner?"))
+        [answer] = replies_to(ana, room, bot, by_pill)
+        bea_says = await bea.send(room, "I can bring dessert")
+        to_bea = await ana.send(room, "great, thanks", **{"m.relates_to": {"m.in_reply_to": {"event_id": bea_says}}})
+        by_name = await ana.send(room, f"{bot_name}: what is the locker code?")
+        follow_up = await ana.send(
+            room, "and which gym?", **{"m.relates_to": {"m.in_reply_to": {"event_id": answer.event_id}}}
+        )
+        await eventually(lambda: final_answer(ana, room, bot, by_name, "what is the locker code?"))
+        await eventually(lambda: final_answer(ana, room, bot, follow_up, "and which gym?"))
+    for ignored in (lunch, bea_says, to_bea):
+        assert replies_to(ana, room, bot, ignored) == []
+
+
+async def test_undecryptable_message_is_explained_once_and_answered_when_keys_arrive(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    ana = people["ana"]
+    bot = await new_bot(synapse)
+    async with bridge_for(settings_for(tmp_path, synapse, bot, people, fake_llm), history) as h:
+        room = await ana.create_room(invite=(bot,), encrypted=True)
+        await eventually(lambda: ana.joined(room, bot))
+        await ana.housekeeping()
+        # Ana's client withholds its megolm session from Confide's device: it encrypts, shares with nobody.
+        olm = ana.client.olm
+        assert olm is not None
+        olm.create_outbound_group_session(room)
+        session = olm.outbound_group_sessions[room]
+        key = {"algorithm": "m.megolm.v1.aes-sha2", "room_id": room, "session_id": session.id,
+               "session_key": session.session_key}  # fmt: skip
+        session.shared = True
+        first = await ana.send(room, "What is the door code?")
+        second = await ana.send(room, "And the alarm code?")
+        await eventually(lambda: len(replies_to(ana, room, bot, first)) == 1)
+        [notice] = replies_to(ana, room, bot, first)
+        assert "cannot read" in notice.source["content"]["body"]
+
+        # Now Ana's client shares the session (from its first message on) with Confide's device.
+        adapter: MatrixAdapter = h.adapter  # type: ignore[assignment]
+        assert adapter.client is not None
+        device = olm.device_store[bot][adapter.client.device_id]
+        missing = ana.client.get_missing_sessions(room)
+        if missing:
+            await ana.client.keys_claim(missing)
+        payload = olm._olm_encrypt(olm.session_store.get(device.curve25519), device, "m.room_key", key)
+        await ana.client.to_device(ToDeviceMessage("m.room.encrypted", bot, device.id, payload))
+
+        await eventually(lambda: final_answer(ana, room, bot, second, "And the alarm code?"), within_s=30)
+        await eventually(lambda: final_answer(ana, room, bot, first, "What is the door code?"))
+    told = [e for e in ana.from_user(room, bot) if "cannot read" in e.source["content"].get("body", "")]
+    assert told == [notice], "the person was not told exactly once"
+    assert len(replies_to(ana, room, bot, first)) == 2 and len(replies_to(ana, room, bot, second)) == 1
+
+
+async def test_restart_answers_what_came_while_down_once(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    ana = people["ana"]
+    bot = await new_bot(synapse)
+    settings = settings_for(tmp_path, synapse, bot, people, fake_llm, sync_timeline_limit=2)
+    async with bridge_for(settings, history) as h:
+        room = await ana.create_room(invite=(bot,))
+        await eventually(lambda: ana.joined(room, bot))
+        first = await ana.send(room, "question one")
+        await eventually(lambda: final_answer(ana, room, bot, first, "question one"))
+    assert isinstance(h.adapter, MatrixAdapter)
+    device = json.loads((tmp_path / "matrix" / "credentials.json").read_text())["device_id"]
+
+    # Confide is down: more arrives than one sync's timeline holds (the limit is 2).
+    later = {await ana.send(room, f"question {n}"): f"question {n}" for n in ("two", "three", "four", "five")}
+    async with bridge_for(settings, history) as h:
+        for event_id, question in later.items():
+            await eventually(lambda e=event_id, q=question: final_answer(ana, room, bot, e, q), within_s=30)
+        assert await h.inbox.unfinished() == 0
+    for event_id in [first, *later]:
+        assert len(replies_to(ana, room, bot, event_id)) == 1, f"{event_id} answered more or less than once"
+    assert json.loads((tmp_path / "matrix" / "credentials.json").read_text())["device_id"] == device
+
+
+async def test_rate_limited_sends_wait_and_nothing_is_dropped(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    ana = people["ana"]
+    bot = await new_bot(synapse)
+    await synapse.override_ratelimit(bot, messages_per_second=4, burst_count=1)
+    async with bridge_for(settings_for(tmp_path, synapse, bot, people, fake_llm), history) as h:
+        room = await ana.create_room(invite=(bot,))
+        await eventually(lambda: ana.joined(room, bot))
+        questions = {await ana.send(room, f"rate question {n}"): f"rate question {n}" for n in range(4)}
+        for event_id, question in questions.items():
+            await eventually(lambda e=event_id, q=question: final_answer(ana, room, bot, e, q), within_s=30)
+        assert isinstance(h.adapter, MatrixAdapter)
+        assert h.adapter.rate_limited > 0, "Synapse never answered 429: the test proves nothing"
+    for event_id in questions:
+        assert len(replies_to(ana, room, bot, event_id)) == 1
+
+
+async def test_import_backfills_a_room_with_the_stored_device(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path,
+    embedder: LocalEmbedder,
+) -> None:  # fmt: skip
+    ana = people["ana"]
+    bot = await new_bot(synapse)
+    settings = settings_for(tmp_path, synapse, bot, people, fake_llm)
+    async with bridge_for(settings, history):
+        room = await ana.create_room(invite=(bot,), encrypted=True, name="Cabin")
+        await eventually(lambda: ana.joined(room, bot))
+        asked = await ana.send(room, "The boiler was fixed by Mr. Okafor on 12 March.")
+        await eventually(lambda: replies_to(ana, room, bot, asked))
+
+    persons = json.dumps([{"id": "ana", "name": "Ana", "accounts": [f"matrix:{ana.user_id}"]}])
+    env = cli_env(tmp_path / "cli", persons=persons, matrix__homeserver=synapse.url, matrix__user_id=bot,
+                  matrix__password=PASSWORD, matrix__store_dir=str(tmp_path / "matrix"))  # fmt: skip
+    (tmp_path / "cli").mkdir()
+    for expected in ("Imported 1, already there 0", "Imported 0, already there 1"):
+        result = await run_cli(["import", "matrix", "--room", room, "--person", "ana"], env)
+        assert result.code == 0, result.stderr
+        assert expected in result.stderr and "could not be decrypted" not in result.stderr, result.stderr
+
+    store = EdgeStore(tmp_path / "cli" / "qdrant")
+    await store.open(embedder.dimension)
+    try:
+        records = [r async for r in HistoryIndex(store, embedder).export("ana")]
+    finally:
+        await store.close()
+    [record] = records  # twice imported, stored once; Confide's own answers are not imported
+    assert record.text == "The boiler was fixed by Mr. Okafor on 12 March."
+    assert record.channel == "matrix" and record.conversation == "Cabin" and record.source == f"matrix:{room}"
+    assert record.link == f"https://matrix.to/#/{room}/{asked}" and record.author == ana.localpart

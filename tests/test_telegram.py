@@ -1,0 +1,316 @@
+"""The Telegram adapter end to end in-process: a real Bridge (Harness) around it, a Bot API server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from telegram.error import NetworkError
+
+from adapters.telegram import build_adapter
+from adapters.telegram.redact import REDACTED
+from bridge.commands import HELP
+from bridge.config import TelegramSettings
+from bridge.history import HistoryIndex
+from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
+from tests.conftest import eventually, make_settings, model_for
+from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.fake_telegram import BOT_ID, FakeTelegram
+from tests.harness import Harness
+
+GROUP = -5
+SECRET = "webhook-secret-0123456789"
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    server = await FakeTelegram().start()
+    yield server
+    await server.stop()
+
+
+def telegram_settings(fake: FakeTelegram, **fields: Any) -> TelegramSettings:
+    values: dict[str, Any] = {"enabled": True, "token": fake.token, "api_base_url": fake.base_url,
+                              "poll_timeout_s": 5, "edit_interval_s": 0.2}  # fmt: skip
+    values.update(fields)
+    return TelegramSettings(**values)
+
+
+@asynccontextmanager
+async def bridge(
+    tmp_path: Path, history: HistoryIndex, llm: FakeOpenAI, fake: FakeTelegram, **fields: Any
+) -> AsyncIterator[Harness]:
+    settings = make_settings(tmp_path, {"main": model_for(llm)}, telegram=telegram_settings(fake, **fields))
+    async with Harness(settings, history, build_adapter(settings)) as h:  # type: ignore[arg-type]
+        yield h
+
+
+async def settled(h: Harness, fake: FakeTelegram) -> bool:
+    """Every pushed update is confirmed, worked and its reply delivered."""
+    pushed = max((u["update_id"] for u in fake.updates), default=0)
+    return fake.confirmed >= pushed and await h.inbox.unfinished() == 0 and await h.outbox.unsent("telegram") == 0
+
+
+async def answered(h: Harness, fake: FakeTelegram, chat_id: int, count: int = 1) -> bool:
+    return await settled(h, fake) and len(fake.bot_messages(chat_id)) >= count
+
+
+def mention(text: str, name: str = "@confide_bot") -> list[dict[str, Any]]:
+    return [{"type": "mention", "offset": text.index(name), "length": len(name)}]
+
+
+def command(text: str) -> list[dict[str, Any]]:
+    return [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+
+
+async def test_private_question_by_polling_is_answered_with_sources_and_confirmed(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    note = HistoryRecord(id="n1", person="alice", channel="whatsapp", conversation="Family", author="Anna",
+                         text="The spare key is under the blue flower pot.", time=datetime(2024, 5, 3, tzinfo=UTC),
+                         source="whatsapp:family.zip")  # fmt: skip
+    await history.add("alice", [note])
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        update = telegram.push_message(100, "Where is the spare key? 1 < 2 & <b>bold</b>")
+        await eventually(lambda: telegram.bot_messages(100))
+        await eventually(lambda: settled(h, telegram))
+    [reply] = telegram.bot_messages(100)
+    answer, _, sources = reply.text.partition("\n\nSources:\n")
+    assert answer == "You asked: Where is the spare key? 1 < 2 & <b>bold</b> [1]", "markup in the text must be escaped"
+    assert "whatsapp:family.zip" in sources and reply.parse_mode == "HTML" and "<b>Sources:</b>" in reply.raw
+    assert reply.reply_to == update["message"]["message_id"]
+    methods = telegram.methods()
+    assert methods[:4] == ["getMe", "setMyCommands", "deleteWebhook", "getUpdates"]
+    assert [c["command"] for c in telegram.commands] == ["start", "help", "reset", "sources", "forget", "model"]
+    assert [c.params["action"] for c in telegram.calls_of("sendChatAction")] == ["typing"]
+    assert telegram.confirmed == update["update_id"]
+
+
+async def test_groups_are_answered_only_when_addressed_and_strangers_never(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    group = {"chat_id": GROUP, "chat_type": "supergroup"}
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, "anyone for lunch?", **group)
+        asked = "@confide_bot when is grandma's dinner?"
+        telegram.push_message(100, asked, entities=mention(asked), **group)
+        await eventually(lambda: telegram.bot_messages(GROUP))
+        answer = telegram.bot_messages(GROUP)[0]
+        bot_message = {"message_id": answer.message_id, "date": 0, "chat": {"id": GROUP, "type": "supergroup"},
+                       "from": {"id": BOT_ID, "is_bot": True, "first_name": "Confide"},
+                       "text": answer.text}  # fmt: skip
+        telegram.push_message(200, "and where?", reply_to_message=bot_message, **group)
+        telegram.push_message(100, "/help@confide_bot", entities=command("/help@confide_bot"), **group)
+        telegram.push_message(100, "/help@other_bot", entities=command("/help@other_bot"), **group)
+        telegram.push_message(
+            100, "what about @someone_else", entities=mention("@someone_else", "@someone_else"), **group
+        )
+        telegram.push_message(666, "What is the locker code?")
+        await eventually(lambda: settled(h, telegram))
+    texts = [m.text for m in telegram.bot_messages(GROUP)]
+    assert texts[0] == "You asked: when is grandma's dinner? [1]", "the bot's name is stripped from the question"
+    assert texts[1] == "You asked: and where? [1]"
+    assert texts[2] == HELP
+    assert len(texts) == 3
+    assert telegram.bot_messages(666) == [] and len(fake_llm.requests) == 2
+
+
+async def test_private_answer_streams_as_a_draft_and_the_final_message_wins(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    words = " ".join(f"word{i}" for i in range(40))
+    fake_llm.default = Behaviour(text=words, chunk_delay_s=0.03)
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, "tell me a long story")
+        await eventually(lambda: answered(h, telegram, 100))
+    drafts = telegram.drafts[100]
+    assert len(drafts) >= 2 and all(words.startswith(d) for d in drafts), drafts
+    assert {c.params["draft_id"] for c in telegram.calls_of("sendMessageDraft")} == {"1"}
+    [final] = telegram.bot_messages(100)
+    assert final.text == words and telegram.calls_of("editMessageText") == []
+
+
+async def test_without_drafts_one_message_is_edited_even_through_a_429(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    telegram.drafts_supported = False  # a Bot API server without sendMessageDraft: 404, as for any unknown method
+    words = " ".join(f"word{i}" for i in range(60))
+    fake_llm.default = Behaviour(text=words, chunk_delay_s=0.04)
+    telegram.fail("editMessageText", 429, "Too Many Requests: retry after 1", retry_after=1, after=1)
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, "tell me a long story")
+        await eventually(lambda: answered(h, telegram, 100))
+    [message] = telegram.bot_messages(100)
+    assert message.text == words, "the final text arrives complete"
+    assert len(message.edits) >= 3 and all(words.startswith(e) for e in message.edits), message.edits
+    edits = telegram.calls_of("editMessageText")
+    assert edits[2].at - edits[1].at >= 1.0, "after the 429 the same edit waited retry_after, then went on"
+    assert edits[2].params["text"] == edits[1].params["text"]
+
+
+async def test_a_long_answer_is_split_at_a_paragraph_and_the_first_part_replaces_the_draft(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    paragraphs = [f"Paragraph {n}. " + " ".join(["lorem ipsum dolor"] * 27) for n in range(12)]
+    text = "\n\n".join(paragraphs)
+    assert 5900 < len(text) < 6200
+    fake_llm.default = Behaviour(text=text, chunk_delay_s=0.001)
+    asked = "@confide_bot tell me everything"
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, asked, chat_id=GROUP, chat_type="group", entities=mention(asked))
+        await eventually(lambda: answered(h, telegram, GROUP, 2))
+    first, second = telegram.bot_messages(GROUP)
+    assert len(first.text) <= 4096 and len(second.text) <= 4096
+    cut = first.text.count("\n\n") + 1
+    assert first.text == "\n\n".join(paragraphs[:cut]) and second.text == "\n\n".join(paragraphs[cut:])
+    assert len(first.edits) >= 2, "the first part was the streamed message, edited into place"
+    assert second.reply_to is None and first.reply_to is not None
+
+
+async def test_a_parse_error_falls_back_to_plain_text(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    telegram.fail("sendMessage", 400, "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 3",
+                  only_formatted=True)  # fmt: skip
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, "/help")
+        await eventually(lambda: answered(h, telegram, 100))
+    [reply] = telegram.bot_messages(100)
+    assert reply.text == HELP and reply.parse_mode is None
+    assert [c.params.get("parse_mode") for c in telegram.calls_of("sendMessage")] == ["HTML", None]
+
+
+async def test_a_document_is_downloaded_and_imported(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    """Against the core's import contract: an attachment with no text is imported, the reply says 'Imported'."""
+    content = b"# Cabin\n\nThe wifi password at the cabin is blue-otter-42.\n"
+    file_id = telegram.add_file("notes.md", content)
+    document = {"file_id": file_id, "file_unique_id": "u1", "file_name": "notes.md", "mime_type": "text/markdown",
+                "file_size": len(content)}  # fmt: skip
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        update = telegram.push_message(100, document=document)
+        await eventually(lambda: settled(h, telegram))
+        saved = tmp_path / "attachments" / "telegram" / "100" / f"{update['message']['message_id']}-notes.md"
+        assert saved.read_bytes() == content
+        assert [c.params["file_id"] for c in telegram.calls_of("getFile")] == [file_id]
+        [reply] = telegram.bot_messages(100)
+        assert reply.text.startswith("Imported "), reply.text
+
+
+class RecordingInbox:
+    def __init__(self) -> None:
+        self.messages: list[IncomingMessage] = []
+
+    async def put(self, message: IncomingMessage) -> bool:
+        self.messages.append(message)
+        return True
+
+
+async def test_media_become_attachments_with_their_mime_types(tmp_path: Path, telegram: FakeTelegram) -> None:
+    settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))
+    adapter = build_adapter(settings)
+    inbox = RecordingInbox()
+    report = telegram.add_file("../../report.pdf", b"%PDF-1.4 fake")
+    document = {"file_id": report, "file_unique_id": "u2", "file_name": "../../report.pdf",
+                "mime_type": "application/pdf"}  # fmt: skip
+    telegram.push_message(100, caption="what is in it?", document=document)
+    telegram.push_message(100, photo=[{"file_id": "p-small", "file_unique_id": "ps", "width": 90, "height": 90},
+                                      {"file_id": "p-big", "file_unique_id": "pb", "width": 800, "height": 600,
+                                       "file_size": 4000}])  # fmt: skip
+    telegram.push_message(
+        100, voice={"file_id": "v1", "file_unique_id": "v1u", "duration": 3, "mime_type": "audio/ogg"}
+    )
+    running = asyncio.create_task(adapter.run(inbox))
+    try:
+        await eventually(lambda: len(inbox.messages) == 3)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    pdf, photo, voice = (m.attachments[0] for m in inbox.messages)
+    assert inbox.messages[0].text == "what is in it?" and pdf.mime_type == "application/pdf"
+    assert pdf.path is not None and read_bytes(pdf.path) == b"%PDF-1.4 fake"
+    folder, name = os.path.split(pdf.path)
+    assert folder == str(tmp_path / "attachments" / "telegram" / "100") and name.endswith("report.pdf")
+    assert (photo.mime_type, photo.size, photo.path) == ("image/jpeg", 4000, None)
+    assert (voice.mime_type, voice.path) == ("audio/ogg", None)
+    assert [m.platform_message_id for m in inbox.messages] == ["100:1", "100:2", "100:3"]
+
+
+async def test_webhook_mode_checks_the_secret_and_answers_only_after_storing(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    webhook = {"mode": "webhook", "webhook_url": url, "webhook_port": port, "webhook_secret": SECRET}
+    forged = {"update_id": 900, "message": {"message_id": 900, "date": 0, "chat": {"id": 100, "type": "private"},
+              "from": {"id": 100, "is_bot": False, "first_name": "A"}, "text": "forged question"}}  # fmt: skip
+    async with bridge(tmp_path, history, fake_llm, telegram, **webhook) as h:
+        await eventually(lambda: telegram.webhook is not None)
+        assert telegram.webhook == {"url": url, "secret_token": SECRET, "max_connections": "40"}
+        assert await telegram.post_to_webhook(forged, secret="wrong") == 403
+        assert await telegram.post_to_webhook(forged, secret=None) == 403
+        telegram.push_message(100, "a real question")  # Telegram posts it with the secret
+        await eventually(lambda: answered(h, telegram, 100))
+    assert [m.text for m in telegram.bot_messages(100)] == ["You asked: a real question [1]"]
+    assert telegram.webhook_statuses == [200] and len(fake_llm.requests) == 1
+    assert "getUpdates" not in telegram.methods()
+
+
+async def test_delivery_is_idempotent_and_resumes_after_a_failed_part(tmp_path: Path, telegram: FakeTelegram) -> None:
+    settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))
+    adapter = build_adapter(settings)
+    text = "\n\n".join(f"Part {n}. " + "x " * 1500 for n in range(2))
+    reply = OutgoingReply(reply_id="r1", channel="telegram", chat_id="100", text=text,
+                          extra={"chat_id": 100, "message_id": 7})  # fmt: skip
+    telegram.fail("sendMessage", 500, "Internal Server Error", after=1)
+    with pytest.raises(NetworkError):
+        await adapter.deliver(reply)
+    assert len(telegram.bot_messages(100)) == 1
+    receipt = await adapter.deliver(reply)
+    assert await adapter.deliver(reply) == receipt == "100:1"
+    assert [m.text.split(".")[0] for m in telegram.bot_messages(100)] == ["Part 0", "Part 1"]
+    # An edit to the text the message already shows ("message is not modified") is a success.
+    short = reply.model_copy(update={"reply_id": "r2", "text": "Short answer", "edit_token": "m:1"})
+    await adapter.deliver(short)
+    again = short.model_copy(update={"reply_id": "r3"})  # the same edit again: Telegram says "not modified"
+    assert await adapter.deliver(again) == "100:1"
+    assert len(telegram.calls_of("editMessageText")) == 2 and len(telegram.bot_messages(100)) == 2
+    assert telegram.bot_messages(100)[0].text == "Short answer"
+    await adapter.bot.shutdown()
+
+
+async def test_the_token_never_reaches_the_logs(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG)
+    telegram.fail("sendChatAction", 502, "Bad Gateway")
+    telegram.fail("sendMessage", 500, "Internal Server Error")  # the first delivery fails, is logged, is retried
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, "where is the key?")
+        await eventually(lambda: answered(h, telegram, 100), within_s=15)
+    secret_part = telegram.token.partition(":")[2]
+    logged = caplog.text + "".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "typing notice failed" in logged and "delivering reply" in logged, "the failures were logged"
+    assert REDACTED in logged, "the request URLs were logged, redacted"
+    assert secret_part not in logged
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
