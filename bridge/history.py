@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
@@ -15,6 +16,9 @@ from bridge.units import CHAT_CHANNELS, context_text, line
 
 # How much of a hit's score its neighbours in the chat receive: evidence often spans adjacent messages.
 NEIGHBOUR_SHARE = 0.3
+# Questions name people ("what did Anna say about the boat?"): what those people wrote weighs more.
+NAMED_AUTHOR_BOOST = 2.0
+_NOT_NAMES = frozenset({"me", "you", "confide", "the", "and", "unknown"})
 
 
 class HistoryIndex:
@@ -52,7 +56,7 @@ class HistoryIndex:
         dense = await self.embedder.embed_query(text)
         sparse = self.sparse.query(text)
         hits = await self.store.search(person, dense, sparse, max(limit, candidates), candidates, selector)
-        return lift_neighbours(hits)[:limit]
+        return favour_named_authors(lift_neighbours(hits), text)[:limit]
 
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
         return await self.store.existing(person, record_ids)
@@ -88,6 +92,18 @@ def lift_neighbours(hits: list[Hit]) -> list[Hit]:
                 scores[neighbour] += NEIGHBOUR_SHARE * hit.score
     lifted = [replace(hit, score=scores[hit.record.id]) for hit in hits]
     return sorted(lifted, key=lambda h: h.score, reverse=True)
+
+
+def favour_named_authors(hits: list[Hit], question: str) -> list[Hit]:
+    """Multiply the score of hits whose author the question names (by any part of the name), then re-rank."""
+    words = set(re.findall(r"\w+", question.lower()))
+
+    def named(author: str) -> bool:
+        parts = {p for p in re.findall(r"\w+", author.lower()) if len(p) >= 3 and p not in _NOT_NAMES}
+        return bool(parts & words)
+
+    boosted = [replace(h, score=h.score * NAMED_AUTHOR_BOOST) if named(h.record.author) else h for h in hits]
+    return sorted(boosted, key=lambda h: h.score, reverse=True)
 
 
 def build_store(settings: Settings) -> HistoryStore:
