@@ -24,14 +24,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bridge  # noqa: E402,F401  (telemetry off before any model import)
-from adapters.locomo import LocomoImporter, load_questions  # noqa: E402
-from bridge.config import RetrievalSettings  # noqa: E402
-from bridge.embedder import LocalEmbedder  # noqa: E402
-from bridge.history import HistoryIndex  # noqa: E402
-from bridge.ingest import ingest  # noqa: E402
-from bridge.messages import HistoryRecord  # noqa: E402
-from bridge.store.edge import EdgeStore  # noqa: E402
+import bridge  # noqa: F401  (telemetry off before any model import)
+from adapters.locomo import LocomoImporter, load_questions
+from bridge.config import RetrievalSettings
+from bridge.embedder import LocalEmbedder
+from bridge.history import HistoryIndex
+from bridge.ingest import ingest
+from bridge.messages import HistoryRecord
+from bridge.store.edge import EdgeStore
 
 KS = (5, 10, 20)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
