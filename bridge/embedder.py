@@ -1,7 +1,8 @@
 """Dense embeddings: sentence-transformers in-process (packaged MiniLM) or an OpenAI-compatible endpoint.
 
-Model compute never runs on the event loop: the local model works in one dedicated thread, and
-concurrent queries are coalesced into one batch, which is how a CPU encoder keeps up with many chats.
+Model compute never runs on the event loop: the local model works in one dedicated thread, and concurrent
+requests (queries of many chats, the self-indexing of their answers) are coalesced into one batch, which is
+how a CPU encoder keeps up with many chats.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class LocalEmbedder:
         self.dimension = 0
         self._model: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-embed")
-        self._queries: asyncio.Queue[tuple[str, asyncio.Future[list[float]]]] | None = None
+        self._requests: asyncio.Queue[tuple[list[str], asyncio.Future[list[list[float]]]]] | None = None
         self._batcher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -51,39 +52,49 @@ class LocalEmbedder:
         model = self._model
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dimension = int(dimension())
-        self._queries = asyncio.Queue()
-        self._batcher = asyncio.create_task(self._batch_queries(), name="confide-embed-queries")
+        self._requests = asyncio.Queue()
+        self._batcher = asyncio.create_task(self._coalesce(), name="confide-embed-batches")
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        return await self._run(lambda: self._encode(list(texts)))
+        if len(texts) >= self.batch_size:  # an import's batch is big enough on its own
+            return await self._run(lambda: self._encode(list(texts)))
+        return await self._submit(list(texts))
 
     async def embed_query(self, text: str) -> list[float]:
-        if self._queries is None:
+        return (await self._submit([text]))[0]
+
+    async def _submit(self, texts: list[str]) -> list[list[float]]:
+        if self._requests is None:
             raise RuntimeError("embedder is not open")
-        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        await self._queries.put((text, future))
+        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
+        await self._requests.put((texts, future))
         return await future
 
-    async def _batch_queries(self) -> None:
-        assert self._queries is not None
+    async def _coalesce(self) -> None:
+        """Encode whatever is waiting in one call; while it runs, the next batch gathers."""
+        assert self._requests is not None
         while True:
-            batch = [await self._queries.get()]
-            while not self._queries.empty() and len(batch) < self.batch_size:
-                batch.append(self._queries.get_nowait())
-            texts = [text for text, _ in batch]
+            batch = [await self._requests.get()]
+            size = len(batch[0][0])
+            while not self._requests.empty() and size < self.batch_size:
+                batch.append(self._requests.get_nowait())
+                size += len(batch[-1][0])
+            texts = [text for request, _ in batch for text in request]
             try:
                 vectors = await self._run(lambda texts=texts: self._encode(texts))
             except Exception as exc:  # hand the error to every waiting caller
-                log.exception("embedding %d queries failed", len(batch))
+                log.exception("embedding a batch of %d texts failed", len(texts))
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), vector in zip(batch, vectors, strict=True):
+            start = 0
+            for request, future in batch:
                 if not future.done():
-                    future.set_result(vector)
+                    future.set_result(vectors[start : start + len(request)])
+                start += len(request)
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         vectors = self._model.encode(

@@ -131,3 +131,6 @@ def test_env_example_lists_every_setting_and_loads_as_is(env: pytest.MonkeyPatch
 
     missing = [name for name in names(Settings, "CONFIDE_") if f"{name}=" not in example]
     assert missing == []
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    undocumented = [name for name in names(Settings, "CONFIDE_") if f"`{name}`" not in readme]
+    assert undocumented == [], "the README's configuration table must list every setting"

@@ -1,0 +1,144 @@
+"""The whole pipeline under load: 200 chats at once against an instant local OpenAI-compatible stream server.
+
+    .venv/bin/python benchmarks/pipeline.py [--chats 200] [--messages 5] [--concurrency 32]
+
+Prints messages/s, p50/p95 latency per message (inbox put -> reply delivered), the peak number of LLM requests
+in flight (it must reach the configured concurrency: LLM calls are never serialized), and, in the same run, a
+baseline: the same number of streamed requests made directly with the openai client at the same concurrency.
+The pipeline's work per message is real: state database, routing, hybrid retrieval (embedding the question),
+prompt, streaming, outbox, delivery, and indexing the question and answer into the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bridge  # noqa: F401  (telemetry off before any model import)
+from bridge.config import ModelSettings, PersonSettings, Settings
+from bridge.embedder import LocalEmbedder
+from bridge.history import HistoryIndex
+from bridge.llm import Delta, ModelClient
+from bridge.messages import OutgoingReply
+from bridge.store.edge import EdgeStore
+from tests.fake_openai import FakeOpenAI
+from tests.harness import Harness
+from tests.recording_adapter import RecordingAdapter
+
+
+class TimedAdapter(RecordingAdapter):
+    """Records when each reply was delivered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered_at: dict[str, float] = {}
+
+    async def deliver(self, reply: OutgoingReply) -> str | None:
+        self.delivered_at[reply.in_reply_to or ""] = time.perf_counter()
+        return await super().deliver(reply)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+async def run_pipeline(args: argparse.Namespace, llm: FakeOpenAI, embedder: LocalEmbedder, workdir: Path) -> dict:
+    persons = [PersonSettings(id=f"p{i}", accounts=[f"telegram:{i}"]) for i in range(args.chats)]
+    model = ModelSettings(base_url=llm.base_url, model=llm.model, concurrency=args.concurrency)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=workdir,
+        persons=persons,
+        models={"main": model},
+        index_conversations=not args.no_self_index,
+    )
+    store = EdgeStore(workdir / "shard")
+    history = HistoryIndex(store, embedder)
+    await store.open(embedder.dimension)
+    adapter = TimedAdapter()
+    harness = await Harness(settings, history, adapter).start()
+    sent_at: dict[str, float] = {}
+    started = time.perf_counter()
+    for round_ in range(args.messages):
+        for chat in range(args.chats):
+            pid = f"{chat}:{round_}"
+            sent_at[pid] = time.perf_counter()
+            await adapter.send(str(chat), f"question {round_} about the trip to Lisbon", platform_message_id=pid)
+    total = args.chats * args.messages
+    while len(adapter.delivered_at) < total:
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    peak = harness.models.peak_in_flight("main")
+    await harness.stop()
+    await store.close()
+    latencies = [adapter.delivered_at[pid] - sent_at[pid] for pid in sent_at]
+    return {"rate": total / elapsed, "latencies": latencies, "peak": peak, "elapsed": elapsed}
+
+
+async def run_direct(args: argparse.Namespace, llm: FakeOpenAI) -> dict:
+    client = ModelClient({"main": ModelSettings(base_url=llm.base_url, model=llm.model, concurrency=args.concurrency)})
+    messages = [{"role": "user", "content": "Question: question about the trip to Lisbon"}]
+    latencies: list[float] = []
+
+    async def one() -> None:
+        begin = time.perf_counter()
+        async for event in client.stream("main", messages):
+            if isinstance(event, Delta):
+                pass
+        latencies.append(time.perf_counter() - begin)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(args.chats * args.messages)))
+    elapsed = time.perf_counter() - started
+    peak = client.peak_in_flight("main")
+    await client.close()
+    return {"rate": len(latencies) / elapsed, "latencies": latencies, "peak": peak, "elapsed": elapsed}
+
+
+def show(name: str, result: dict[str, Any]) -> None:
+    lat = [x * 1000 for x in result["latencies"]]
+    print(
+        f"{name:<22} {result['rate']:8.1f} msg/s   latency p50 {statistics.median(lat):8.1f} ms"
+        f"  p95 {percentile(lat, 0.95):8.1f} ms   peak LLM requests in flight {result['peak']}"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chats", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=5, help="messages per chat, sent at once (kept in order)")
+    parser.add_argument("--concurrency", type=int, default=32, help="the model's configured concurrency")
+    parser.add_argument("--no-self-index", action="store_true", help="do not add questions and answers to history")
+    args = parser.parse_args()
+    llm = await FakeOpenAI(words_per_chunk=4).start()
+    embedder = LocalEmbedder()
+    await embedder.open()
+    with tempfile.TemporaryDirectory(prefix="confide-bench-") as workdir:
+        pipeline = await run_pipeline(args, llm, embedder, Path(workdir))
+    direct = await run_direct(args, llm)
+    await embedder.close()
+    await llm.stop()
+    print(f"{args.chats} chats x {args.messages} messages, model concurrency {args.concurrency}")
+    show("Confide pipeline", pipeline)
+    show("direct client loop", direct)
+    added = [p - d for p, d in zip(sorted(pipeline["latencies"]), sorted(direct["latencies"]), strict=False)]
+    print(
+        f"added latency per message: p50 {statistics.median(added) * 1000:.1f} ms, "
+        f"p95 {percentile(added, 0.95) * 1000:.1f} ms"
+    )
+    print(f"throughput ratio pipeline/direct: {pipeline['rate'] / direct['rate']:.3f}")
+    reached = "reached" if pipeline["peak"] >= args.concurrency else "did NOT reach"
+    print(f"peak concurrent LLM requests {pipeline['peak']} {reached} the configured concurrency {args.concurrency}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
