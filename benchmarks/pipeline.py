@@ -37,12 +37,16 @@ from tests.recording_adapter import RecordingAdapter
 class TimedAdapter(RecordingAdapter):
     """Records when each reply was delivered."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int) -> None:
         super().__init__()
         self.delivered_at: dict[str, float] = {}
+        self.expected = expected
+        self.all_delivered = asyncio.Event()
 
     async def deliver(self, reply: OutgoingReply) -> str | None:
         self.delivered_at[reply.in_reply_to or ""] = time.perf_counter()
+        if len(self.delivered_at) >= self.expected:
+            self.all_delivered.set()
         return await super().deliver(reply)
 
 
@@ -64,7 +68,8 @@ async def run_pipeline(args: argparse.Namespace, llm: FakeOpenAI, embedder: Loca
     store = EdgeStore(workdir / "shard")
     history = HistoryIndex(store, embedder)
     await store.open(embedder.dimension)
-    adapter = TimedAdapter()
+    total = args.chats * args.messages
+    adapter = TimedAdapter(total)
     harness = await Harness(settings, history, adapter).start()
     sent_at: dict[str, float] = {}
     started = time.perf_counter()
@@ -73,9 +78,7 @@ async def run_pipeline(args: argparse.Namespace, llm: FakeOpenAI, embedder: Loca
             pid = f"{chat}:{round_}"
             sent_at[pid] = time.perf_counter()
             await adapter.send(str(chat), f"question {round_} about the trip to Lisbon", platform_message_id=pid)
-    total = args.chats * args.messages
-    while len(adapter.delivered_at) < total:
-        await asyncio.sleep(0.01)
+    await adapter.all_delivered.wait()
     elapsed = time.perf_counter() - started
     peak = harness.models.peak_in_flight("main")
     await harness.stop()

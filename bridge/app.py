@@ -15,15 +15,18 @@ from bridge.answer import AnswerPipeline
 from bridge.chats import Chats
 from bridge.commands import Commands
 from bridge.config import Settings
+from bridge.energy import open_energy
 from bridge.history import HistoryIndex, build_history
 from bridge.inbox import Inbox
 from bridge.ingest import SourceFinder
 from bridge.llm import ModelClient
 from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer
+from bridge.metrics import Metrics
 from bridge.outbox import Drafts, Outbox
 from bridge.persons import Directory
 from bridge.privacy import check_endpoints, lock_down_environment
 from bridge.state import StateDB
+from bridge.usage import UsageLog
 from bridge.worker import Bridge, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,7 @@ class Running:
     outbox: Outbox
     history: HistoryIndex
     models: ModelClient
+    metrics: Metrics
 
     async def idle(self, channel: str) -> bool:
         """Nothing of this channel is waiting to be answered or delivered."""
@@ -111,13 +115,16 @@ async def assemble(
     settings: Settings, adapters: list[Adapter], find_source: SourceFinder | None = None
 ) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
+        metrics = Metrics(settings.state_path)
+        # First: a configured energy source this host cannot read stops start-up before anything loads.
+        energy = await stack.enter_async_context(open_energy(settings.energy, settings.models, metrics.error))
         history = await stack.enter_async_context(open_history(settings))
         db = StateDB(settings.state_path)
         await db.open()
         stack.push_async_callback(db.close)
         models, default_model = await stack.enter_async_context(open_models(settings))
         inbox, outbox = Inbox(db), Outbox(db)
-        pipeline = AnswerPipeline(history, models, settings.retrieval.limit, settings.retrieval.candidates)
+        pipeline = AnswerPipeline(history, models, settings.retrieval.limit, settings.retrieval.candidates, energy)
         options = WorkerOptions(
             default_model=default_model,
             recent_turns=settings.recent_turns,
@@ -132,8 +139,12 @@ async def assemble(
             Directory(settings.persons),
             history,
             pipeline,
-            Commands(history, models.names(), default_model, find_source),
+            Commands(history, models.names(), default_model, find_source, UsageLog(db)),
             adapters,
             options,
+            metrics,
         )
-        yield Running(bridge, db, inbox, outbox, history, models)
+        if settings.metrics.port:
+            metrics.serve(settings.metrics.port)
+            stack.callback(metrics.stop)
+        yield Running(bridge, db, inbox, outbox, history, models, metrics)

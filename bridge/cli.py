@@ -54,12 +54,14 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def run_async(coro: object) -> None:
     from bridge.app import DataDirBusy
+    from bridge.energy import EnergyUnavailable
     from bridge.local_model import LocalModelError
+    from bridge.metrics import MetricsPortError
     from bridge.privacy import HostNotAllowed
 
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
-    except (DataDirBusy, HostNotAllowed, LocalModelError) as exc:
+    except (DataDirBusy, HostNotAllowed, LocalModelError, EnergyUnavailable, MetricsPortError) as exc:
         raise fail(str(exc), 2) from None
     except KeyboardInterrupt:
         err.print("bye")

@@ -1,4 +1,7 @@
-"""Chat commands: /help, /reset, /sources, /forget (with confirmation), /model."""
+"""Chat commands: /help, /reset, /sources, /forget (with confirmation), /model, /usage.
+
+/compare streams two models, so the worker runs it (bridge/compare.py), not this module.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from bridge.ingest import SourceFinder, ingest
 from bridge.messages import Attachment, Citation, IncomingMessage
 from bridge.router import Command
 from bridge.store import Selector
+from bridge.usage import UsageLog, format_summary
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,9 @@ Just write your question. Commands:
 /forget all | source NAME | since DATE | until DATE | between DATE DATE | last 2h/3d
         – delete from your history (asks for confirmation)
 /model [NAME] – show or choose the model for this chat
+/compare A B [question] – models A and B answer the same question side by side, with time and energy
+        (without a question: your last question here)
+/usage [DAYS] – your answers, tokens and energy per model and day (default: 7 days)
 Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document (.txt, .md, .pdf, .docx,
 .html) and I add it to your history."""
 
@@ -51,11 +58,13 @@ class Commands:
         model_names: list[str],
         default_model: str,
         find_source: SourceFinder | None = None,
+        usage: UsageLog | None = None,
     ) -> None:
         self.history = history
         self.model_names = model_names
         self.default_model = default_model
         self.find_source = find_source
+        self.usage = usage
 
     async def run(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
         handler = getattr(self, f"_{command.name}", None)
@@ -93,6 +102,17 @@ class Commands:
             return CommandResult(f"There is no model {wanted!r}. Available: {', '.join(self.model_names)}.")
         key = message.chat_key
         return CommandResult(f"This chat now uses {wanted}.", effect=lambda conn: chats.set_model(conn, key, wanted))
+
+    async def _usage(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
+        if self.usage is None:
+            return CommandResult("Usage is not recorded here.")
+        try:
+            days = int(command.args[0]) if command.args else 7
+        except ValueError:
+            days = 0
+        if not 1 <= days <= 366:
+            return CommandResult("Usage: /usage [DAYS], with DAYS from 1 to 366 (default 7).")
+        return CommandResult(format_summary(await self.usage.summary(command.person, days), days))
 
     async def _forget(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
         try:

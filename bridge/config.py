@@ -27,6 +27,9 @@ class ModelSettings(BaseModel):
     retries: int = Field(2, ge=0, le=10, description="Retries on 429/5xx/connection errors")
     max_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.2, ge=0, le=2)
+    gpus: list[int] = Field(
+        default_factory=list, description="NVML/DCGM indices of the GPUs serving this model, for energy per answer"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -197,6 +200,33 @@ class RetrievalSettings(BaseModel):
     rrf_k: int = Field(10, ge=1, description="Reciprocal-rank-fusion constant (10 measured best on LoCoMo)")
 
 
+class EnergySettings(BaseModel):
+    """Where the energy of an answer is read: NVML on this host, or a Prometheus endpoint (DCGM exporter)."""
+
+    source: Literal["none", "nvml", "prometheus"] = "none"
+    prometheus_url: str | None = Field(None, description="Metrics endpoint, e.g. http://127.0.0.1:9400/metrics")
+    prometheus_mode: Literal["energy", "power"] = Field(
+        "energy", description="energy: a counter in mJ read before and after; power: watts sampled and integrated"
+    )
+    energy_metric: str = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+    power_metric: str = "DCGM_FI_DEV_POWER_USAGE"
+    gpu_label: str = Field("gpu", description="Label that carries the GPU index in the exposition")
+    interval_s: float = Field(1.0, ge=0.05, le=60, description="Sampling interval while answers run")
+    timeout_s: float = Field(2.0, gt=0, le=30, description="Timeout of one Prometheus scrape")
+
+    @model_validator(mode="after")
+    def _url_for_prometheus(self) -> EnergySettings:
+        if self.source == "prometheus" and not self.prometheus_url:
+            raise ValueError("prometheus_url is required when source is 'prometheus'")
+        if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
+            raise ValueError("prometheus_url must start with http:// or https://")
+        return self
+
+
+class MetricsSettings(BaseModel):
+    port: int = Field(0, ge=0, le=65535, description="Loopback port of Confide's own /metrics; 0: off")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CONFIDE_",
@@ -225,6 +255,8 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     matrix: MatrixSettings = MatrixSettings()
     email: EmailSettings = EmailSettings()
+    energy: EnergySettings = EnergySettings()
+    metrics: MetricsSettings = MetricsSettings()
     index_conversations: bool = Field(True, description="Add each question and answer to the history")
     recent_turns: int = Field(6, ge=0, le=50, description="Chat turns replayed to the model")
     stream_edit_interval_s: float = Field(1.0, ge=0.1, description="Least time between two partial edits")

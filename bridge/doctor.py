@@ -59,7 +59,36 @@ def _checks(settings: Settings) -> list[Check]:
     checks.append(("embedder", _embedder_check(settings)))
     checks.append(("store", _store_check(settings)))
     checks.append(("persons", _persons_check(settings)))
+    if settings.energy.source != "none":
+        checks.append((f"energy {settings.energy.source}", _energy_check(settings)))
     return checks
+
+
+def _energy_check(settings: Settings) -> Callable[[], Awaitable[str]]:
+    async def check() -> str:
+        from bridge.energy import PrometheusSource, build_source
+
+        gpu_sets = {name: tuple(sorted(set(m.gpus))) for name, m in settings.models.items() if m.gpus}
+        if not gpu_sets:
+            raise RuntimeError("no model names its GPUs (CONFIDE_MODELS__<NAME>__GPUS): nothing is measured")
+        source = build_source(settings.energy, settings.models)  # NVML: raises here on a host without driver
+        assert source is not None
+        try:
+            if isinstance(source, PrometheusSource):
+                energy = settings.energy
+                metric = energy.energy_metric if energy.prometheus_mode == "energy" else energy.power_metric
+                values = await source.values(metric)
+                wanted = sorted({g for gpus in gpu_sets.values() for g in gpus})
+                missing = [g for g in wanted if g not in values]
+                if missing:
+                    raise RuntimeError(f"{metric} has no sample for {energy.gpu_label}={missing}")
+                return f"{metric}: " + ", ".join(f"GPU {g} {values[g]:g}" for g in wanted)
+            readings = [f"{name} GPUs {list(gpus)} {await source.read(gpus):.0f} J" for name, gpus in gpu_sets.items()]
+        finally:
+            await source.close()
+        return "total energy: " + "; ".join(readings)
+
+    return check
 
 
 def _model_check(client: ModelClient, name: str, model_id: str) -> Callable[[], Awaitable[str]]:

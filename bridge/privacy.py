@@ -63,6 +63,8 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         found.append(("embedder", settings.embedder.base_url))
     if settings.store.backend == "server" and settings.store.url:
         found.append(("store", settings.store.url))
+    if settings.energy.source == "prometheus" and settings.energy.prometheus_url:
+        found.append(("energy prometheus", settings.energy.prometheus_url))
     judged = [_judge(purpose, url, settings.allowed_hosts) for purpose, url in found]
     return judged + platform_endpoints(settings)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from bridge.messages import IncomingMessage
 
-COMMANDS = ("help", "start", "reset", "sources", "forget", "model", "import")
+COMMANDS = ("help", "start", "reset", "sources", "forget", "model", "import", "compare", "usage")
 YES = frozenset({"yes", "y", "confirm", "ja", "oui", "si", "sí"})
 NO = frozenset({"no", "n", "cancel", "nein", "non", "stop"})
 

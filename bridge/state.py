@@ -70,6 +70,22 @@ CREATE TABLE IF NOT EXISTS chat_state (
     memory_since REAL NOT NULL DEFAULT 0
 );
 
+-- One row per model answer, written in the transaction that finishes its message (for /usage).
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    inbox_id INTEGER NOT NULL,
+    person TEXT NOT NULL,
+    model TEXT NOT NULL,
+    day TEXT NOT NULL,                        -- UTC date, YYYY-MM-DD
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    energy_wh REAL,                           -- NULL: not measured
+    ttft_s REAL,
+    total_s REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_person_day ON usage (person, day, model);
+
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL,

@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from bridge import chats
+from bridge import chats, usage
 from bridge.adapter import Adapter
 from bridge.answer import Answer, AnswerPipeline
 from bridge.chats import Chats
 from bridge.commands import Commands
+from bridge.compare import (
+    CompareError,
+    format_comparison,
+    merged_citations,
+    parse_compare,
+    question_and_context,
+    usage_of,
+)
 from bridge.history import HistoryIndex
 from bridge.inbox import Claimed, Inbox
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
+from bridge.metrics import Metrics
 from bridge.outbox import Drafts, Outbox
 from bridge.persons import Directory
 from bridge.router import Command, Ignore, Question, RouteContext, route
+from bridge.usage import AnswerUsage
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +66,7 @@ class Bridge:
         commands: Commands,
         adapters: list[Adapter],
         options: WorkerOptions,
+        metrics: Metrics | None = None,
     ) -> None:
         self.inbox = inbox
         self.outbox = outbox
@@ -64,6 +78,7 @@ class Bridge:
         self.commands = commands
         self.adapters = {a.channel: a for a in adapters}
         self.options = options
+        self.metrics = metrics or Metrics()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._delivery_events = {channel: asyncio.Event() for channel in self.adapters}
         self.answered = 0
@@ -111,6 +126,7 @@ class Bridge:
         try:
             await self.handle(claimed)
         except Exception as exc:
+            self.metrics.error("message")
             log.exception(
                 "message %s/%s failed (attempt %d/%d)",
                 message.channel,
@@ -145,6 +161,9 @@ class Bridge:
             )
             await self._finish(claimed, f"ignored: {decision.reason}", [])
             return
+        if isinstance(decision, Command) and decision.name == "compare":
+            await self._compare(claimed, decision)
+            return
         if isinstance(decision, Command):
             result = await self.commands.run(decision, message, state)
             reply = self._reply(message, result.text, citations=result.citations)
@@ -155,40 +174,106 @@ class Bridge:
 
     async def _answer(self, claimed: Claimed, question: Question, chosen_model: str | None) -> None:
         message = claimed.message
-        adapter = self.adapters[message.channel]
+        started = time.monotonic()
         model = chosen_model if chosen_model in self.pipeline.models.names() else self.options.default_model
         turns = await self.chats.recent_turns(message.chat_key, self.options.recent_turns)
+        progress = await self._progress(claimed)
+        answer = await self.pipeline.answer(
+            question.person, self.directory.name(question.person), question.text, model, turns, progress.update
+        )
+        if self.options.index_conversations:
+            await self.history.add(question.person, conversation_records(message, question, answer))
+        used = [u for u in [usage_of(answer)] if u is not None]
+        reply = self._reply(message, answer.text, citations=answer.citations, model=answer.model, usage=used)
+        reply.edit_token = progress.token
+
+        def remember(conn: sqlite3.Connection) -> None:
+            chats.add_turns(conn, message.chat_key, question.text, answer.text)
+            chats.set_last_sources(conn, message.chat_key, answer.citations)
+            for one in used:
+                usage.record(conn, claimed.inbox_id, question.person, one)
+
+        await self._finish(claimed, "fallback" if answer.fallback else "answered", [reply], remember)
+        self._count_answers([answer], used, started)
+        self.answered += 1
+
+    async def _compare(self, claimed: Claimed, command: Command) -> None:
+        """Both models, concurrently, on one retrieval; the reply shows each answer with what it cost."""
+        message = claimed.message
+        started = time.monotonic()
+        keep = self.options.recent_turns
+        try:
+            request = parse_compare(command.args, self.pipeline.models.names())
+            # Two turns more than are replayed: enough to find the last question when none is given.
+            turns = await self.chats.recent_turns(message.chat_key, keep + 2)
+            question, context = question_and_context(request, turns, keep)
+        except CompareError as exc:
+            await self._finish(claimed, "command: compare", [self._reply(message, str(exc))])
+            return
+        progress = await self._progress(claimed)
+        name = self.directory.name(command.person)
+        answers = await self.pipeline.compare(
+            command.person, name, question, list(request.models), context, progress.update
+        )
+        used = [u for u in map(usage_of, answers) if u is not None]
+        citations = merged_citations(answers)
+        reply = self._reply(message, format_comparison(question, answers), citations=citations, usage=used)
+        reply.edit_token = progress.token
+
+        def remember(conn: sqlite3.Connection) -> None:
+            # A comparison is not a turn of the conversation, but /sources explains it.
+            chats.set_last_sources(conn, message.chat_key, citations)
+            for one in used:
+                usage.record(conn, claimed.inbox_id, command.person, one)
+
+        await self._finish(claimed, "compared", [reply], remember)
+        self._count_answers(answers, used, started)
+
+    async def _progress(self, claimed: Claimed) -> _Progress:
+        adapter = self.adapters[claimed.message.channel]
         progress = _Progress(
             adapter,
-            message,
+            claimed.message,
             await self.drafts.get(claimed.inbox_id),
             self.drafts,
             claimed.inbox_id,
             adapter.capabilities.edit_interval_s or self.options.edit_interval_s,
         )
         await progress.start()
-        answer = await self.pipeline.answer(
-            question.person, self.directory.name(question.person), question.text, model, turns, progress.update
-        )
-        if self.options.index_conversations:
-            await self.history.add(question.person, conversation_records(message, question, answer))
-        reply = self._reply(message, answer.text, citations=answer.citations, model=answer.model)
-        reply.edit_token = progress.token
+        return progress
 
-        def remember(conn: object) -> None:
-            chats.add_turns(conn, message.chat_key, question.text, answer.text)  # type: ignore[arg-type]
-            chats.set_last_sources(conn, message.chat_key, answer.citations)  # type: ignore[arg-type]
+    def _count_answers(self, answers: list[Answer], used: list[AnswerUsage], started: float) -> None:
+        elapsed = time.monotonic() - started
+        for answer in answers:
+            self.metrics.answered(answer.model, elapsed)
+            if answer.error is not None:
+                self.metrics.error("model")
+        for one in used:
+            self.metrics.usage(one.model, one.prompt_tokens, one.completion_tokens, one.energy_wh)
 
-        await self._finish(claimed, "fallback" if answer.fallback else "answered", [reply], remember)
-        self.answered += 1
-
-    async def _finish(self, claimed: Claimed, outcome: str, replies: list[OutgoingReply], effect=None) -> None:  # type: ignore[no-untyped-def]
+    async def _finish(
+        self,
+        claimed: Claimed,
+        outcome: str,
+        replies: list[OutgoingReply],
+        effect: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         await self.inbox.finish(claimed.inbox_id, outcome, replies, effect)
+        self.metrics.message(claimed.message.channel, outcome)
         for reply in replies:
             self._delivery_events[reply.channel].set()
 
-    def _reply(self, message: IncomingMessage, text: str, suffix: str = "", **fields: object) -> OutgoingReply:
+    def _reply(
+        self,
+        message: IncomingMessage,
+        text: str,
+        suffix: str = "",
+        usage: list[AnswerUsage] | None = None,
+        **fields: Any,
+    ) -> OutgoingReply:
         reply_id = str(uuid.uuid5(_REPLY_NS, f"{message.channel}\x00{message.platform_message_id}\x00{suffix}"))
+        # The cost of each model answer travels as metadata: a list, one entry per model (two for /compare).
+        extra = {**message.extra, "usage": [u.as_dict() for u in usage]} if usage else message.extra
         return OutgoingReply(
             reply_id=reply_id,
             channel=message.channel,
@@ -196,8 +281,8 @@ class Bridge:
             in_reply_to=message.platform_message_id,
             thread_id=message.thread_id,
             text=text,
-            extra=message.extra,
-            **fields,  # type: ignore[arg-type]
+            extra=extra,
+            **fields,
         )
 
     # -- delivery --------------------------------------------------------------------------------
@@ -211,6 +296,7 @@ class Bridge:
                 try:
                     receipt = await adapter.deliver(pending.reply)
                 except Exception as exc:
+                    self.metrics.error("delivery")
                     attempts = pending.attempts + 1
                     give_up = attempts >= MAX_DELIVERY_ATTEMPTS
                     log.exception(

@@ -60,6 +60,11 @@ CASES = [
     ("document in a group is not imported", msg("", is_direct=False, mentions_bot=True,
      attachments=[Attachment(name="a.pdf")]), ALICE, Ignore("attachment without text")),
     ("/import without a document", msg("/import"), ALICE, Command("import", (), "alice")),
+    ("compare with a question", msg("/compare qwen mistral where is the key?"), ALICE,
+     Command("compare", ("qwen", "mistral", "where", "is", "the", "key?"), "alice")),
+    ("compare without a question", msg("/Compare qwen mistral"), ALICE,
+     Command("compare", ("qwen", "mistral"), "alice")),
+    ("usage", msg("/usage 30"), ALICE, Command("usage", ("30",), "alice")),
 ]  # fmt: skip
 
 

@@ -7,7 +7,11 @@ to nobody, which would keep a stranger's text in the state database for no use).
 
 Imports: a mail whose subject (without "Re:"/"Fwd:") starts with the word "import" or "[import]" hands its
 attachments to the core as the command "/import"; they are saved under DATA_DIR/attachments/email/.
-"""
+
+Comparisons: a subject "compare A B", where A and B are configured models, asks both the question in the
+body, as "/compare A B <body>"; the question may also follow the names ("compare A B: question"). With
+neither, the last question of the thread is compared. "[compare] A B" is always taken as the command (an
+unknown name gets the list of models); a plain "Compare the two offers" stays a question."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Collection
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
@@ -36,6 +41,7 @@ from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
 log = logging.getLogger(__name__)
 
 IMPORT_SUBJECT = re.compile(r"^\[?import\b", re.IGNORECASE)
+COMPARE_SUBJECT = re.compile(r"^(\[compare\]|compare)\s+(\S+)\s+([^\s:]+):?\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _UNSAFE_NAME = re.compile(r"[^\w.\- ]+")
 
 
@@ -54,6 +60,7 @@ class EmailAdapter:
         self.own_addresses = {a.lower() for a in [*self.email.addresses, self.email.from_address or ""] if a}
         self.own_domain = domain_of(self.email.from_address or "")
         self.attachments_dir = settings.data_dir / "attachments" / "email"
+        self.models = set(settings.models)
         self.smtp_started = asyncio.Event()
         self.imap: ImapReader | None = None
         self._inbox: InboxPort | None = None
@@ -118,6 +125,8 @@ class EmailAdapter:
         parent = mime.message_ids(mime.header(msg, "In-Reply-To"))
         if IMPORT_SUBJECT.match(mime.normalized_subject(subject)):
             text, attachments = "/import", await self._save_attachments(msg, mail_id)
+        elif command := compare_command(mime.normalized_subject(subject), mime.mail_text(msg).new_text, self.models):
+            text, attachments = command, []
         else:
             body = mime.mail_text(msg)
             # A question may be the subject alone ("When is the dinner?" with an empty body).
@@ -152,6 +161,18 @@ class EmailAdapter:
             await asyncio.to_thread(_write_atomically, path, part.data)
             saved.append(Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path)))
         return saved
+
+
+def compare_command(subject: str, body: str, models: Collection[str]) -> str | None:
+    """The chat command a "compare A B" subject stands for; None for any other subject."""
+    match = COMPARE_SUBJECT.match(subject.strip())
+    if match is None:
+        return None
+    keyword, first, second, rest = match.groups()
+    if keyword.lower() == "compare" and not (first in models and second in models):
+        return None  # an ordinary subject that happens to start with "compare"
+    question = " ".join((body.strip() or rest.strip()).split())
+    return f"/compare {first} {second} {question}".strip()
 
 
 def safe_name(name: str) -> str:

@@ -1,0 +1,115 @@
+"""Confide's own Prometheus metrics, served on a loopback port when CONFIDE_METRICS__PORT is set.
+
+An own registry (not the process-global one), so nothing a library registers is exposed, and tests can
+build several bridges in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bridge.config import CHANNELS
+
+log = logging.getLogger(__name__)
+
+LISTEN = "127.0.0.1"
+LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
+
+
+class MetricsPortError(Exception):
+    pass
+
+
+class _QueueDepth(Collector):
+    """Unfinished inbox messages per channel, counted at scrape time from the state database (WAL: no lock)."""
+
+    def __init__(self, state_path: Path | None) -> None:
+        self.state_path = state_path
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        if self.state_path is None or not self.state_path.exists():
+            yield family
+            return
+        depth = dict.fromkeys(CHANNELS, 0)  # an empty queue reads 0, not "no data"
+        try:
+            conn = sqlite3.connect(f"file:{self.state_path}?mode=ro", uri=True, timeout=1.0)
+            try:
+                rows = conn.execute("SELECT channel, COUNT(*) FROM inbox WHERE status!='done' GROUP BY channel")
+                depth.update(dict(rows.fetchall()))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            log.warning("queue depth for metrics unreadable from %s: %s", self.state_path, exc)
+            yield family
+            return
+        for channel, count in depth.items():
+            family.add_metric([channel], count)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("confide_queue_depth", "Inbox messages not yet finished", labels=["channel"])
+
+
+class Metrics:
+    def __init__(self, state_path: Path | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.messages = Counter(
+            "confide_messages", "Messages finished, by channel and outcome", ["channel", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "confide_answer_latency_seconds", "From taking a question to queuing its answer", ["model"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.tokens = Counter("confide_tokens", "Model tokens, by model and kind", ["model", "kind"],
+                              registry=self.registry)  # fmt: skip
+        self.energy = Counter("confide_energy_wh", "GPU energy attributed to answers (Wh)", ["model"],
+                              registry=self.registry)  # fmt: skip
+        self.errors = Counter("confide_errors", "Errors, by kind", ["kind"], registry=self.registry)
+        self.registry.register(_QueueDepth(state_path))
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def message(self, channel: str, outcome: str) -> None:
+        # "command: help" and "ignored: own message" count as command and ignored: few label values.
+        self.messages.labels(channel, outcome.partition(":")[0]).inc()
+
+    def answered(self, model: str, seconds: float) -> None:
+        self.latency.labels(model).observe(seconds)
+
+    def usage(self, model: str, prompt_tokens: int, completion_tokens: int, energy_wh: float | None) -> None:
+        self.tokens.labels(model, "prompt").inc(prompt_tokens)
+        self.tokens.labels(model, "completion").inc(completion_tokens)
+        if energy_wh is not None:
+            self.energy.labels(model).inc(energy_wh)
+
+    def error(self, kind: str) -> None:
+        self.errors.labels(kind).inc()
+
+    def serve(self, port: int) -> None:
+        """Serve /metrics on 127.0.0.1 only: the figures say when people talk to Confide."""
+        try:
+            self._server, self._thread = start_http_server(port, addr=LISTEN, registry=self.registry)
+        except OSError as exc:
+            raise MetricsPortError(f"cannot serve metrics on {LISTEN}:{port} (CONFIDE_METRICS__PORT): {exc}") from None
+        log.info("metrics on http://%s:%d/metrics", LISTEN, port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,190 @@
+"""/compare and /usage in-process: two fake model servers of different speed, a fake DCGM exporter."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.chats import Turn
+from bridge.compare import NO_QUESTION, CompareError, CompareRequest, parse_compare, question_and_context
+from bridge.config import EnergySettings
+from bridge.energy import Energy, PrometheusSource
+from bridge.history import HistoryIndex
+from bridge.messages import HistoryRecord
+from bridge.usage import UsageLog
+from tests.conftest import eventually, model_for
+from tests.fake_dcgm import FakeDcgm
+from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.harness import Harness
+
+WHEN = datetime(2024, 5, 3, 18, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+async def seeded(history: HistoryIndex) -> HistoryIndex:
+    await history.add("alice", [HistoryRecord(
+        id="1", person="alice", channel="whatsapp", conversation="Family", author="Anna", time=WHEN,
+        text="The spare key for the cabin is under the blue flower pot.", source="whatsapp:family.zip",
+    )])  # fmt: skip
+    return history
+
+
+@pytest.fixture
+async def slow_llm() -> AsyncIterator[FakeOpenAI]:
+    server = await FakeOpenAI(model="slow-model", answer=lambda m: "Under the blue flower pot, I believe [1]").start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def dcgm() -> AsyncIterator[FakeDcgm]:
+    server = await FakeDcgm().start()
+    yield server
+    await server.stop()
+
+
+async def started(h: Harness, dcgm: FakeDcgm | None = None) -> Harness:
+    """The harness plus what `assemble` adds: the usage log and, when given, energy from the fake exporter."""
+    h.bridge.commands.usage = UsageLog(h.db)  # type: ignore[arg-type]
+    if dcgm is not None:
+        source = PrometheusSource(EnergySettings(source="prometheus", prometheus_url=dcgm.url))
+        gpus = {name: m.gpus for name, m in h.settings.models.items()}
+        h.bridge.pipeline.energy = Energy(source, gpus, interval_s=0.1)
+    return h
+
+
+async def ask(h: Harness, text: str) -> str:
+    before = len(h.adapter.delivered)
+    await h.adapter.send("100", text)
+    await eventually(lambda: len(h.adapter.delivered) > before, within_s=20)
+    return h.adapter.delivered[-1].text
+
+
+def sections(text: str) -> dict[str, str]:
+    parts = re.split(r"\n── (\S+) ──\n", text)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+async def test_compare_streams_both_models_at_once_with_the_same_context_and_shows_their_cost(
+    seeded: HistoryIndex, fake_llm: FakeOpenAI, slow_llm: FakeOpenAI, dcgm: FakeDcgm,
+    harness_factory: Callable[..., Harness],
+) -> None:  # fmt: skip
+    fake_llm.default = Behaviour(chunk_delay_s=0.05)
+    slow_llm.default = Behaviour(chunk_delay_s=0.12)
+    models = {"fast": model_for(fake_llm, gpus=[0]), "slow": model_for(slow_llm, gpus=[1])}
+    async with harness_factory(models) as h:
+        await started(h, dcgm)
+        await h.adapter.send("100", "/compare fast slow where is the spare key of the cabin?")
+        await eventually(lambda: fake_llm.in_flight == 1 and slow_llm.in_flight == 1)  # both at once
+        await eventually(lambda: h.adapter.delivered, within_s=20)
+        [reply] = h.adapter.delivered
+        usage_text = await ask(h, "/usage")
+        rows = await h.db.run(
+            lambda c: c.execute("SELECT inbox_id, person, model FROM usage ORDER BY model").fetchall()
+        )  # type: ignore[union-attr]
+        done = await h.db.run(lambda c: c.execute("SELECT id FROM inbox WHERE outcome='compared'").fetchall())  # type: ignore[union-attr]
+
+    assert fake_llm.requests[0]["messages"] == slow_llm.requests[0]["messages"], "one retrieval, the same prompt"
+    assert "under the blue flower pot" in fake_llm.requests[0]["messages"][-1]["content"]
+    parts = sections(reply.text)
+    assert list(parts) == ["fast", "slow"]
+    assert parts["fast"].startswith("You asked: where is the spare key of the cabin?")
+    assert parts["slow"].startswith("Under the blue flower pot, I believe [1]")
+    for part in parts.values():
+        assert re.search(
+            r"first token \d+\.\d\d s · total \d+\.\d\d s · \d+ tokens · [\d.]+ tokens/s · [\d.]+ Wh", part
+        )
+    watts = {name: float(re.search(r"· (\d+) W$", part, re.M)[1]) for name, part in parts.items()}  # type: ignore[index]
+    assert watts["fast"] == pytest.approx(300, rel=0.15) and watts["slow"] == pytest.approx(100, rel=0.15)
+    usage = {u["model"]: u for u in reply.extra["usage"]}
+    assert set(usage) == {"fast", "slow"}
+    assert usage["slow"]["total_s"] > usage["fast"]["total_s"]
+    for name in usage:  # Wh = W x answer time (as measured between the meter's readings)
+        assert usage[name]["energy_wh"] == pytest.approx(watts[name] * usage[name]["total_s"] / 3600, rel=0.25)
+    assert reply.citations and reply.citations[0].excerpt.startswith("The spare key")
+
+    assert [tuple(r) for r in rows] == [(done[0][0], "alice", "fast"), (done[0][0], "alice", "slow")]
+    today = datetime.now(UTC).date().isoformat()
+    assert f"{today} fast: 1 answer(s)" in usage_text and f"{today} slow: 1 answer(s)" in usage_text
+    assert re.search(r"Total: 2 answer\(s\), \d+ tokens, [\d.]+ Wh\.", usage_text)
+
+
+async def test_a_failing_model_is_labelled_and_the_other_answer_still_shown(
+    seeded: HistoryIndex, fake_llm: FakeOpenAI, slow_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
+) -> None:
+    slow_llm.default = Behaviour(status=503)
+    models = {"fast": model_for(fake_llm), "slow": model_for(slow_llm, retries=0)}
+    async with harness_factory(models) as h:
+        await started(h)
+        text = await ask(h, "/compare slow fast where is the key?")
+        reply = h.adapter.delivered[-1]
+    parts = sections(text)
+    assert parts["slow"].startswith("⚠ slow failed: HTTP 503")
+    assert "⏱" not in parts["slow"]
+    assert parts["fast"].startswith("You asked: where is the key?") and "⏱ first token" in parts["fast"]
+    assert [u["model"] for u in reply.extra["usage"]] == ["fast"]
+    assert "energy_wh" in reply.extra["usage"][0] and reply.extra["usage"][0]["energy_wh"] is None
+
+
+async def test_compare_without_a_question_reasks_the_last_one_and_names_unknown_models(
+    seeded: HistoryIndex, fake_llm: FakeOpenAI, slow_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
+) -> None:
+    models = {"fast": model_for(fake_llm), "slow": model_for(slow_llm)}
+    async with harness_factory(models) as h:
+        await started(h)
+        assert NO_QUESTION in await ask(h, "/compare fast slow")
+        assert "no model 'nope'. Configured models: fast, slow." in await ask(h, "/compare fast nope")
+        assert "Usage: /compare" in await ask(h, "/compare fast")
+        assert fake_llm.requests == [] and slow_llm.requests == []
+        await ask(h, "where is the spare key of the cabin?")
+        text = await ask(h, "/compare slow fast")
+        assert "No answers" not in await ask(h, "/usage 1")
+    assert text.startswith("Comparing slow and fast on: “where is the spare key of the cabin?”")
+    compared = fake_llm.requests[-1]["messages"]
+    assert compared == slow_llm.requests[-1]["messages"]
+    assert len(compared) == 2, "the earlier answer to this very question is not replayed to the models"
+    assert compared[-1]["content"].rstrip().endswith("where is the spare key of the cabin?")
+
+
+@pytest.mark.parametrize(
+    ("args", "result"),
+    [
+        (("a", "b"), CompareRequest(("a", "b"), None)),
+        (("b", "a", "what", "now?"), CompareRequest(("b", "a"), "what now?")),
+        (("a", "a", "x"), CompareRequest(("a", "a"), "x")),
+        (("a",), "Usage: /compare"),
+        (("a", "z"), "There is no model 'z'. Configured models: a, b."),
+        (("y", "z", "q"), "There is no model 'y' and 'z'."),
+    ],
+)
+def test_parse_compare(args: tuple[str, ...], result: CompareRequest | str) -> None:
+    if isinstance(result, CompareRequest):
+        assert parse_compare(args, ["a", "b"]) == result
+    else:
+        with pytest.raises(CompareError, match=re.escape(result)):
+            parse_compare(args, ["a", "b"])
+
+
+def test_question_and_context() -> None:
+    turns = [Turn("user", "q1"), Turn("assistant", "a1"), Turn("user", "q2"), Turn("assistant", "a2")]
+    assert question_and_context(CompareRequest(("a", "b"), None), turns, 6) == ("q2", turns[:2])
+    assert question_and_context(CompareRequest(("a", "b"), None), turns, 0) == ("q2", [])
+    assert question_and_context(CompareRequest(("a", "b"), "new"), turns, 2) == ("new", turns[2:])
+    with pytest.raises(CompareError):
+        question_and_context(CompareRequest(("a", "b"), None), [], 6)
+
+
+def test_usage_rows_live_in_the_state_schema(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bridge.state import SCHEMA
+    from bridge.usage import AnswerUsage, record
+
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.executescript(SCHEMA)
+    record(conn, 7, "alice", AnswerUsage("m", 10, 5, 0.1, 1.1, None, None), at=0.0)
+    assert conn.execute("SELECT inbox_id, person, model, day, energy_wh FROM usage").fetchall() == [
+        (7, "alice", "m", "1970-01-01", None)
+    ]
