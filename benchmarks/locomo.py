@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401  (telemetry off before any model import)
 from adapters.locomo import LocomoImporter, load_questions
+from benchmarks.stats import percentile
 from bridge.config import RetrievalSettings
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
@@ -138,8 +139,8 @@ async def main() -> None:
     report("Confide (hybrid, context)", rows)
     report("baseline BM25, single turns", baselines["bm25"])
     report("baseline dense, single turns", baselines["dense"])
-    latencies = sorted(r["latency"] * 1000 for r in rows)
-    p50, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95) - 1]
+    latencies = [r["latency"] * 1000 for r in rows]
+    p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
     print(f"\nquery latency (embed + search): p50 {p50:.1f} ms, p95 {p95:.1f} ms")
     if args.out:
         with args.out.open("w") as out:

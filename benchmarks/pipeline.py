@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401  (telemetry off before any model import)
+from benchmarks.stats import percentile
 from bridge.config import ModelSettings, PersonSettings, Settings
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
@@ -48,11 +49,6 @@ class TimedAdapter(RecordingAdapter):
         if len(self.delivered_at) >= self.expected:
             self.all_delivered.set()
         return await super().deliver(reply)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 async def run_pipeline(args: argparse.Namespace, llm: FakeOpenAI, embedder: LocalEmbedder, workdir: Path) -> dict:

@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401
+from benchmarks.stats import percentile
 from bridge.messages import HistoryRecord
 from bridge.sparse import SparseEncoder
 from bridge.store import HistoryStore, Vectorized
@@ -88,8 +89,7 @@ async def measure(name: str, store: HistoryStore, items: list[Vectorized], queri
         latencies.append((time.perf_counter() - begin) * 1000)
         assert all(h.record.person == f"p{i % PERSONS}" for h in hits)
     await store.close()
-    ordered = sorted(latencies)
-    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    p95 = percentile(latencies, 0.95)
     print(
         f"{name:<34} upsert {len(items) / upsert_s:9.0f} records/s   hybrid query (person-filtered, top 8) "
         f"p50 {statistics.median(latencies):8.1f} ms  p95 {p95:8.1f} ms  ({queries} queries)"
