@@ -58,10 +58,12 @@ def run_async(coro: object) -> None:
     from bridge.local_model import LocalModelError
     from bridge.metrics import MetricsPortError
     from bridge.privacy import HostNotAllowed
+    from bridge.store import IndexIncompatible
 
+    errors = (DataDirBusy, HostNotAllowed, LocalModelError, EnergyUnavailable, MetricsPortError, IndexIncompatible)
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
-    except (DataDirBusy, HostNotAllowed, LocalModelError, EnergyUnavailable, MetricsPortError) as exc:
+    except errors as exc:
         raise fail(str(exc), 2) from None
     except KeyboardInterrupt:
         err.print("bye")

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import AsyncQdrantClient
+from qdrant_client import models as qmodels
 
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
@@ -149,3 +150,31 @@ async def test_property_no_query_returns_another_persons_record(
     hits = await index.search(asker, query, limit=20)
     assert all(h.record.person == asker for h in hits)
     assert len(hits) == len(alice if asker == "alice" else bob)
+
+
+async def test_an_index_of_another_version_is_refused_and_left_alone(tmp_path: Path, embedder: LocalEmbedder) -> None:
+    import qdrant_edge as qe
+
+    from bridge.store import IndexIncompatible
+
+    old = qe.EdgeShard.create(
+        str(tmp_path / "old"),
+        qe.EdgeConfig(vectors={"dense": qe.EdgeVectorParams(size=embedder.dimension, distance=qe.Distance.Cosine)}),
+    )
+    old.update(qe.UpdateOperation.upsert_points([qe.Point(id=1, vector={"dense": [0.1] * embedder.dimension})]))
+    old.flush()
+    old.close()
+    store = EdgeStore(tmp_path / "old")
+    with pytest.raises(IndexIncompatible, match="another version of Confide"):
+        await store.open(embedder.dimension)
+    reopened = qe.EdgeShard.load(str(tmp_path / "old"))
+    assert reopened.count(qe.CountRequest(exact=True)) == 1  # nothing was changed
+    reopened.close()
+
+    client = AsyncQdrantClient(location=":memory:")
+    await client.create_collection(
+        "history", vectors_config={"dense": qmodels.VectorParams(size=4, distance=qmodels.Distance.COSINE)}
+    )
+    with pytest.raises(IndexIncompatible, match="needs"):
+        await ServerStore(client, "history").open(embedder.dimension)
+    await client.close()

@@ -71,6 +71,10 @@ class Selector:
         return ", ".join(parts)
 
 
+class IndexIncompatible(Exception):
+    """The index on disk (or the collection) was built with other vectors than this version uses."""
+
+
 class PersonMismatch(ValueError):
     """A record was offered for another person's history than the one named."""
 

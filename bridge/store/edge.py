@@ -20,6 +20,7 @@ from bridge.store import (
     INDEXED_KEYWORDS,
     SPARSE_VECTORS,
     Hit,
+    IndexIncompatible,
     Selector,
     SparseVector,
     Vectorized,
@@ -75,7 +76,15 @@ class EdgeStore:
             sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTORS},
         )
         if self.path.exists() and any(self.path.iterdir()):
-            shard = qe.EdgeShard.load(str(self.path), config)
+            try:
+                shard = qe.EdgeShard.load(str(self.path), config)
+            except Exception as exc:  # qdrant-edge raises a bare Exception for an incompatible shard
+                if "incompatible" not in str(exc).lower():
+                    raise
+                raise IndexIncompatible(
+                    f"the index at {self.path} was built by another version of Confide ({exc}). Nothing was "
+                    "changed. Move that folder away and import your history again."
+                ) from None
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             shard = qe.EdgeShard.create(str(self.path), config)

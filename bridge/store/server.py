@@ -13,6 +13,7 @@ from bridge.store import (
     INDEXED_KEYWORDS,
     SPARSE_VECTORS,
     Hit,
+    IndexIncompatible,
     Selector,
     SparseVector,
     Vectorized,
@@ -58,7 +59,9 @@ class ServerStore:
         return cls(client, collection, rrf_k)
 
     async def open(self, dimension: int) -> None:
-        if not await self.client.collection_exists(self.collection):
+        if await self.client.collection_exists(self.collection):
+            await self._check_vectors()
+        else:
             await self.client.create_collection(
                 self.collection,
                 vectors_config={
@@ -72,6 +75,17 @@ class ServerStore:
                 schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=key == "person")
                 await self.client.create_payload_index(self.collection, key, field_schema=schema)
             await self.client.create_payload_index(self.collection, "ts", field_schema=models.PayloadSchemaType.FLOAT)
+
+    async def _check_vectors(self) -> None:
+        params = (await self.client.get_collection(self.collection)).config.params
+        dense = set(params.vectors or {}) if isinstance(params.vectors, dict) else set()
+        sparse = set(params.sparse_vectors or {})
+        if dense != set(DENSE_VECTORS) or sparse != set(SPARSE_VECTORS):
+            raise IndexIncompatible(
+                f"collection {self.collection!r} has vectors {sorted(dense | sparse)}, this version of Confide "
+                f"needs {sorted(DENSE_VECTORS + SPARSE_VECTORS)}. Nothing was changed; use another collection "
+                "name (CONFIDE_STORE__COLLECTION) and import your history again."
+            )
 
     async def upsert(self, person: str, items: Sequence[Vectorized]) -> int:
         if not items:
