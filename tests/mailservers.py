@@ -2,9 +2,10 @@
 
 Postfix (port `smtp_port`) relays mail for `confide.test` to Confide's SMTP server on `confide_port`
 (opportunistic STARTTLS, as a real MX would) and delivers `example.test` and `imap.test` into Dovecot
-over LMTP; every address there is a mailbox. Dovecot serves them over plain IMAP on `imap_port` and
-checks the relay's SMTP AUTH (Postfix asks Dovecot's auth service). Postfix offers STARTTLS with a
-self-signed certificate for 127.0.0.1 (`cert`), so Confide's replies go out over verified TLS with AUTH.
+over LMTP; every address there is a mailbox. Dovecot serves them over plain IMAP on `imap_port`, over
+implicit-TLS IMAP on `imaps_port`, and checks the relay's SMTP AUTH (Postfix asks Dovecot's auth service).
+Postfix's STARTTLS and Dovecot's IMAPS use one self-signed certificate for 127.0.0.1 (`cert`), so Confide's
+replies go out over verified TLS with AUTH, and Confide can read its mailbox over verified TLS.
 Everything lives under one folder (in /dev/shm when it exists) and is removed by `stop()`. Postfix runs as
 root (scripts/services/mail.sh installs both servers).
 """
@@ -106,7 +107,10 @@ base_dir = {root}/dovecot/run
 state_dir = {root}/dovecot/state
 instance_name = confide-test-{port}
 log_path = {root}/dovecot/dovecot.log
-ssl = no
+# TLS for the imaps listener (implicit TLS); the plain listener still takes plaintext logins for the tests.
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:~/Maildir
@@ -127,7 +131,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
   }}
 }}
 service lmtp {{
@@ -189,6 +195,7 @@ class MailServers:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="confide-mail-", dir=_tmp_root())))
     smtp_port: int = field(default_factory=free_port)
     imap_port: int = field(default_factory=free_port)
+    imaps_port: int = field(default_factory=free_port)  # IMAP over implicit TLS
     lmtp_port: int = field(default_factory=free_port)
     auth_port: int = field(default_factory=free_port)
     confide_port: int = field(default_factory=free_port)  # where Postfix relays confide.test
@@ -239,14 +246,15 @@ class MailServers:
         (base / "home").chmod(0o1777)  # Dovecot creates each home as the mail user
         conf = base / "dovecot.conf"
         conf.write_text(
-            DOVECOT_CONF.format(root=self.root, port=self.imap_port, lmtp_port=self.lmtp_port,
-                                auth_port=self.auth_port, password=PASSWORD, uid=nobody.pw_uid, gid=nobody.pw_gid,
-                                people_domain=PEOPLE_DOMAIN)
+            DOVECOT_CONF.format(root=self.root, port=self.imap_port, imaps_port=self.imaps_port,
+                                lmtp_port=self.lmtp_port, auth_port=self.auth_port, password=PASSWORD,
+                                uid=nobody.pw_uid, gid=nobody.pw_gid, people_domain=PEOPLE_DOMAIN, cert=self.cert,
+                                key=self.key)
         )  # fmt: skip
         self._dovecot = await asyncio.create_subprocess_exec(
             "dovecot", "-F", "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
-        for port in (self.imap_port, self.lmtp_port, self.auth_port):
+        for port in (self.imap_port, self.imaps_port, self.lmtp_port, self.auth_port):
             await _wait_for_port(port, self._dovecot)
 
     def _write_postfix(self) -> None:

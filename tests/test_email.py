@@ -2,7 +2,8 @@
 
 SMTP mode: a person's mail goes through Postfix to Confide's SMTP server (STARTTLS), the answer goes out
 through Postfix (STARTTLS + AUTH) into the person's Dovecot mailbox, and is read back over IMAP.
-IMAP mode: mail delivered into Confide's own Dovecot mailbox is read over IMAP and answered once.
+IMAP mode: mail delivered into Confide's own Dovecot mailbox is read over IMAP (plain, and implicit TLS verified
+against `ca_file`) and answered once; an untrusted server certificate stops the reader before it logs in.
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ from bridge.messages import HistoryRecord, utcnow
 from tests.conftest import eventually, make_settings, model_for
 from tests.fake_openai import Behaviour, FakeOpenAI
 from tests.harness import Harness
-from tests.mailservers import CONFIDE_DOMAIN, IMAP_DOMAIN, PASSWORD, PEOPLE_DOMAIN, DkimKey, MailServers, free_port
+from tests.mailservers import (
+    CONFIDE_DOMAIN,
+    IMAP_DOMAIN,
+    PASSWORD,
+    PEOPLE_DOMAIN,
+    DkimKey,
+    MailServers,
+    free_port,
+    self_signed_cert,
+)
 
 CONFIDE = f"confide@{CONFIDE_DOMAIN}"
 SELECTOR = b"s1"
@@ -469,3 +479,87 @@ async def test_imap_mode_answers_each_mail_once_across_restarts(
     assert sorted(r["Subject"] for r in replies) == ["Re: second", "Re: third", "Re: vouched"]
     assert all(r["From"] == box_address for r in replies)
     assert len(fake_llm.requests) == 3
+
+
+# -- IMAP mode over TLS -----------------------------------------------------------------------------
+
+
+def imap_tls_settings(
+    tmp_path: Path, servers: MailServers, llm: FakeOpenAI, alice: str, box: str, **email: Any
+) -> Settings:
+    """IMAP mode against Dovecot's implicit-TLS listener (`ca_file` is the servers' own CA unless overridden)."""
+    return settings_for(
+        tmp_path, servers, llm, alice, smtp_enabled=False, addresses=[], imap_enabled=True, imap_host="127.0.0.1",
+        imap_port=servers.imaps_port, imap_tls=True, imap_user=box, imap_password=PASSWORD, imap_poll_interval_s=30,
+        from_address=box, **email,
+    )  # fmt: skip
+
+
+def logins(servers: MailServers, user: str) -> list[str]:
+    """Dovecot's log lines of `user`'s IMAP logins."""
+    return [
+        line for line in servers.log().splitlines() if "imap-login: Info: Login: " in line and f"user=<{user}>" in line
+    ]
+
+
+async def test_imap_mode_over_tls_answers_each_mail_once(
+    tmp_path: Path, servers: MailServers, keys: dict[str, DkimKey], dns: Any, history: HistoryIndex,
+    fake_llm: FakeOpenAI, alice: str,
+) -> None:  # fmt: skip
+    box_address = f"confide-{uuid.uuid4().hex[:8]}@{IMAP_DOMAIN}"
+    settings = imap_tls_settings(tmp_path, servers, fake_llm, alice, box_address)
+    assert settings.email.ca_file == servers.cert
+    async with Mailbox(servers, alice) as box, Mailbox(servers, box_address) as confide_box:
+        # Waiting before Confide starts: taken on start-up.
+        first = mail("over tls", "First question?", alice, to=box_address)
+        await via_postfix(servers, signed(first, keys[PEOPLE_DOMAIN]), alice, to=box_address)
+        await eventually(lambda: confide_box.has(1))
+        h = await started(settings, history, dns)
+        try:
+            await answered_in(box, 1)
+            # Arriving while Confide idles on the TLS connection: IDLE announces it, and the first mail's
+            # duplicate, were there one, would have arrived before this answer.
+            second = mail("still tls", "Second question?", alice, to=box_address)
+            await via_postfix(servers, signed(second, keys[PEOPLE_DOMAIN]), alice, to=box_address)
+            replies = await answered_in(box, 2)
+            assert await confide_box.messages("UNSEEN") == [], "an answered mail was left unseen"
+            assert await stored(h) == 2
+        finally:
+            await h.stop()
+    assert [r["Subject"] for r in replies] == ["Re: over tls", "Re: still tls"]
+    assert all(r["From"] == box_address for r in replies)
+    assert len(fake_llm.requests) == 2
+    # The test's own Mailbox logged in over plain IMAP; Confide once, over TLS.
+    assert [", TLS, " in line for line in logins(servers, box_address)] == [False, True], servers.log()
+
+
+@pytest.mark.parametrize("ca", ["another CA", "system CAs"])
+async def test_imap_mode_over_tls_refuses_an_untrusted_certificate(
+    tmp_path: Path, servers: MailServers, keys: dict[str, DkimKey], dns: Any, history: HistoryIndex,
+    fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture, alice: str, ca: str,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, logger="adapters.email")
+    box_address = f"confide-{uuid.uuid4().hex[:8]}@{IMAP_DOMAIN}"
+    other_ca = None
+    if ca == "another CA":
+        (tmp_path / "other-ca").mkdir()
+        other_ca, _ = self_signed_cert(tmp_path / "other-ca")  # same subject and names, different key
+    settings = imap_tls_settings(tmp_path, servers, fake_llm, alice, box_address, ca_file=other_ca)
+    async with Mailbox(servers, box_address) as confide_box:
+        await via_postfix(servers, signed(mail("q", "Question?", alice, to=box_address), keys[PEOPLE_DOMAIN]), alice,
+                          to=box_address)  # fmt: skip
+        await eventually(lambda: confide_box.has(1))
+        h = await started(settings, history, dns)
+        try:
+            where = f"127.0.0.1:{servers.imaps_port}"
+            # Refused, and refused again on the retry: no fallback to plain text or to an unverified connection.
+            await eventually(lambda: caplog.text.count("certificate verify failed") >= 2)
+            assert await stored(h) == 0, "mail was read over an unverified connection"
+            assert len(await confide_box.messages("UNSEEN")) == 1
+        finally:
+            await h.stop()
+    assert fake_llm.requests == []
+    # Only the test's own Mailbox logged in (over plain IMAP): Confide never sent its password.
+    assert [", TLS, " in line for line in logins(servers, box_address)] == [False], servers.log()
+    [record] = {r.getMessage() for r in caplog.records if "certificate verify failed" in r.getMessage()}
+    assert where in record and box_address in record, record

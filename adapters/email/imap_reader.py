@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 
 from aioimaplib import IMAP4, IMAP4_SSL, STOP_WAIT_SERVER_PUSH, Response
 
@@ -52,6 +53,12 @@ class ImapReader:
             began = asyncio.get_running_loop().time()
             try:
                 await self._session()
+            except ssl.SSLCertVerificationError as exc:
+                # Never a fallback to plain text: no mail is read until the certificate verifies.
+                log.error(
+                    "IMAP server %s: TLS certificate verify failed (%s); not reading it until ca_file trusts it",
+                    self.where, exc.verify_message or exc,
+                )  # fmt: skip
             except Exception:
                 log.exception("IMAP session %s failed; reconnecting", self.where)
             if asyncio.get_running_loop().time() - began > MAX_BACKOFF_S:
