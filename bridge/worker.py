@@ -81,7 +81,6 @@ class Bridge:
         self.metrics = metrics or Metrics()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._delivery_events = {channel: asyncio.Event() for channel in self.adapters}
-        self.answered = 0
 
     async def run(self) -> None:
         """Recover, then dispatch, deliver and run every adapter until cancelled."""
@@ -195,7 +194,6 @@ class Bridge:
 
         await self._finish(claimed, "fallback" if answer.fallback else "answered", [reply], remember)
         self._count_answers([answer], used, started)
-        self.answered += 1
 
     async def _compare(self, claimed: Claimed, command: Command) -> None:
         """Both models, concurrently, on one retrieval; the reply shows each answer with what it cost."""
