@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from bridge.config import Settings
 from bridge.embedder import Embedder, build_embedder
 from bridge.messages import HistoryRecord
+from bridge.question import date_span, name_parts, names_in, without_names
 from bridge.sparse import SparseEncoder
 from bridge.store import HistoryStore, Hit, Selector, Vectorized
 from bridge.units import CHAT_CHANNELS, context_text, line
@@ -18,7 +21,8 @@ from bridge.units import CHAT_CHANNELS, context_text, line
 NEIGHBOUR_SHARE = 0.3
 # Questions name people ("what did Anna say about the boat?"): what those people wrote weighs more.
 NAMED_AUTHOR_BOOST = 2.0
-_NOT_NAMES = frozenset({"me", "you", "confide", "the", "and", "unknown"})
+# How long a person's list of authors is trusted: another process (an import beside a server backend) may add some.
+AUTHORS_TTL_S = 60.0
 
 
 class HistoryIndex:
@@ -26,6 +30,7 @@ class HistoryIndex:
         self.store = store
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder()
+        self._authors: dict[str, tuple[float, set[str]]] = {}  # person -> (when read, authors)
 
     async def open(self) -> None:
         await self.embedder.open()
@@ -48,21 +53,45 @@ class HistoryIndex:
             )
             for i, record in enumerate(records)
         ]
-        return await self.store.upsert(person, items)
+        stored = await self.store.upsert(person, items)
+        if person in self._authors:
+            self._authors[person][1].update(r.author for r in records if r.author)
+        return stored
 
     async def search(
-        self, person: str, text: str, limit: int, candidates: int = 50, selector: Selector | None = None
+        self,
+        person: str,
+        text: str,
+        limit: int,
+        candidates: int = 50,
+        selector: Selector | None = None,
+        now: datetime | None = None,
     ) -> list[Hit]:
-        dense = await self.embedder.embed_query(text)
+        """The person's history best fitting the question: dense and BM25, alone and in context, fused;
+        the time the question names searched as well; neighbours of hits lifted; named authors favoured."""
+        names = names_in(text, await self.authors(person))
+        dense = await self.embedder.embed_query(without_names(text, names))
         sparse = self.sparse.query(text)
-        hits = await self.store.search(person, dense, sparse, max(limit, candidates), candidates, selector)
+        span = date_span(text, now or datetime.now(UTC))
+        focus = (selector or Selector()).narrowed(span.start, span.end) if span else None
+        hits = await self.store.search(person, dense, sparse, max(limit, candidates), candidates, selector, focus)
         return favour_named_authors(lift_neighbours(hits), text)[:limit]
+
+    async def authors(self, person: str) -> set[str]:
+        """Who wrote in the person's history; read from the store at most once a minute."""
+        cached = self._authors.get(person)
+        if cached is None or time.monotonic() - cached[0] > AUTHORS_TTL_S:
+            cached = (time.monotonic(), await self.store.authors(person))
+            self._authors[person] = cached
+        return cached[1]
 
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
         return await self.store.existing(person, record_ids)
 
     async def forget(self, person: str, selector: Selector) -> int:
-        return await self.store.delete(person, selector)
+        deleted = await self.store.delete(person, selector)
+        self._authors.pop(person, None)  # read again: the forgotten may have been someone's only messages
+        return deleted
 
     async def count(self, person: str, selector: Selector | None = None) -> int:
         return await self.store.count(person, selector)
@@ -97,12 +126,10 @@ def lift_neighbours(hits: list[Hit]) -> list[Hit]:
 def favour_named_authors(hits: list[Hit], question: str) -> list[Hit]:
     """Multiply the score of hits whose author the question names (by any part of the name), then re-rank."""
     words = set(re.findall(r"\w+", question.lower()))
-
-    def named(author: str) -> bool:
-        parts = {p for p in re.findall(r"\w+", author.lower()) if len(p) >= 3 and p not in _NOT_NAMES}
-        return bool(parts & words)
-
-    boosted = [replace(h, score=h.score * NAMED_AUTHOR_BOOST) if named(h.record.author) else h for h in hits]
+    boosted = [
+        replace(hit, score=hit.score * NAMED_AUTHOR_BOOST) if name_parts(hit.record.author) & words else hit
+        for hit in hits
+    ]
     return sorted(boosted, key=lambda h: h.score, reverse=True)
 
 

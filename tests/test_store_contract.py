@@ -178,3 +178,58 @@ async def test_an_index_of_another_version_is_refused_and_left_alone(tmp_path: P
     with pytest.raises(IndexIncompatible, match="needs"):
         await ServerStore(client, "history").open(embedder.dimension)
     await client.close()
+
+
+async def test_authors_are_listed_per_person(index: HistoryIndex) -> None:
+    await index.add("alice", [
+        record("alice", "1", "see you at eight", author="Anna Berg"),
+        record("alice", "2", "bring the cake", author="Ben"),
+        record("alice", "3", "and candles", author="Ben"),
+    ])  # fmt: skip
+    await index.add("bob", [record("bob", "1", "hello", author="Carl")])
+    assert await index.store.authors("alice") == {"Anna Berg", "Ben"}
+    assert await index.store.authors("bob") == {"Carl"}
+    assert await index.store.authors("nobody") == set()
+    assert await index.authors("alice") == {"Anna Berg", "Ben"}  # read once, then kept up to date
+    await index.add("alice", [record("alice", "4", "count me in", author="Dora")])
+    assert await index.authors("alice") == {"Anna Berg", "Ben", "Dora"}
+    await index.forget("alice", Selector(everything=True))
+    assert await index.authors("alice") == set()
+
+
+async def test_a_date_in_the_question_brings_that_time_forward(index: HistoryIndex) -> None:
+    """Many dinners match the words; the one on the day asked about comes first, and without the date it
+    would not: the date is a hint for ranking, not a filter (the other dinners still come back)."""
+    text = "We had dinner at Marco's, lovely evening"
+    dinners = [record("alice", f"d{day}", text, days=day) for day in range(0, 60, 7)]
+    target = record("alice", "target", "Dinner with the neighbours tonight, they cooked pasta", days=24)
+    await index.add("alice", [*dinners, target])
+    now = T0 + timedelta(days=90)
+    undated = await index.search("alice", "Where did we have dinner?", limit=5, now=now)
+    assert undated[0].record.id != "target"
+    dated = await index.search("alice", "Where did we have dinner on 25 March 2024?", limit=5, now=now)
+    assert dated[0].record.id == "target"
+    assert len(dated) == 5
+    outside = await index.search(
+        "alice", "Where did we have dinner on 25 March 2024?", limit=5, selector=Selector(since=T0 + timedelta(days=30))
+    )
+    assert "target" not in {h.record.id for h in outside}  # a hint never widens what the selector allows
+
+
+async def test_an_older_index_gains_the_author_index(tmp_path: Path, embedder: LocalEmbedder) -> None:
+    """A shard written before authors were listed has no payload index on `author`; opening adds it."""
+    import qdrant_edge as qe
+
+    history = HistoryIndex(EdgeStore(tmp_path / "shard"), embedder)
+    await history.store.open(embedder.dimension)
+    await history.add("alice", [record("alice", "1", "see you at eight", author="Anna")])
+    await history.store.close()
+    shard = qe.EdgeShard.load(str(tmp_path / "shard"))
+    shard.update(qe.UpdateOperation.delete_field_index("author"))
+    assert "author" not in shard.info().payload_schema
+    shard.close()
+
+    reopened = EdgeStore(tmp_path / "shard")
+    await reopened.open(embedder.dimension)
+    assert await reopened.authors("alice") == {"Anna"}
+    await reopened.close()

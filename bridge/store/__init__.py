@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,7 +18,9 @@ from bridge.messages import HistoryRecord
 DENSE_VECTORS = ("dense", "dense_ctx")
 SPARSE_VECTORS = ("sparse", "sparse_ctx")
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0b-4f5e-9c53-8f1d2b0c7a11")
-INDEXED_KEYWORDS = ("person", "channel", "conversation", "source")
+INDEXED_KEYWORDS = ("person", "channel", "conversation", "source", "author")
+# How many distinct authors of one person a search knows by name (the most frequent first).
+MAX_AUTHORS = 10_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class Selector:
     since: datetime | None = None
     until: datetime | None = None
     everything: bool = False
+
+    def narrowed(self, since: datetime, until: datetime) -> Selector | None:
+        """This selector within [since, until); None where the two do not meet."""
+        start = max(since, self.since) if self.since else since
+        end = min(until, self.until) if self.until else until
+        return replace(self, since=start, until=end) if start < end else None
 
     def is_empty(self) -> bool:
         return not (self.source or self.channel or self.conversation or self.since or self.until)
@@ -90,8 +98,17 @@ class HistoryStore(Protocol):
         limit: int,
         candidates: int,
         selector: Selector | None = None,
+        focus: Selector | None = None,
     ) -> list[Hit]:
-        """Reciprocal-rank fusion of every dense and sparse vector's candidates, best first."""
+        """Reciprocal-rank fusion of every dense and sparse vector's candidates, best first.
+
+        With `focus` (a part of the selected history the question points at, such as a time span), each
+        vector's candidates from that part are fused in as well: they rise, and nothing else is left out.
+        """
+        ...
+
+    async def authors(self, person: str) -> set[str]:
+        """The authors in the person's history (up to MAX_AUTHORS, the most frequent first)."""
         ...
 
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:

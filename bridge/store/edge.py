@@ -18,6 +18,7 @@ import qdrant_edge as qe
 from bridge.store import (
     DENSE_VECTORS,
     INDEXED_KEYWORDS,
+    MAX_AUTHORS,
     SPARSE_VECTORS,
     Hit,
     IndexIncompatible,
@@ -125,16 +126,20 @@ class EdgeStore:
         limit: int,
         candidates: int,
         selector: Selector | None = None,
+        focus: Selector | None = None,
     ) -> list[Hit]:
         where = _filter(person, selector)
+        wheres = [where] if focus is None else [where, _filter(person, focus)]
         prefetches = [
-            qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(dense), using=name), filter=where)
+            qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(dense), using=name), filter=part)
+            for part in wheres
             for name in DENSE_VECTORS
         ]
         if sparse.indices:
             sparse_query = qe.SparseVector(indices=sparse.indices, values=sparse.values)
             prefetches += [
-                qe.Prefetch(limit=candidates, query=qe.Query.Nearest(sparse_query, using=name), filter=where)
+                qe.Prefetch(limit=candidates, query=qe.Query.Nearest(sparse_query, using=name), filter=part)
+                for part in wheres
                 for name in SPARSE_VECTORS
             ]
         request = qe.QueryRequest(
@@ -146,6 +151,11 @@ class EdgeStore:
         )
         points = await asyncio.to_thread(self.shard.query, request)
         return [Hit(from_payload(p.payload or {}), p.score) for p in points]
+
+    async def authors(self, person: str) -> set[str]:
+        request = qe.FacetRequest("author", limit=MAX_AUTHORS, exact=False, filter=_filter(person, None))
+        response = await asyncio.to_thread(self.shard.facet, request)
+        return {str(hit.value) for hit in response.hits}
 
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
         if not record_ids:

@@ -11,6 +11,7 @@ from qdrant_client import AsyncQdrantClient, models
 from bridge.store import (
     DENSE_VECTORS,
     INDEXED_KEYWORDS,
+    MAX_AUTHORS,
     SPARSE_VECTORS,
     Hit,
     IndexIncompatible,
@@ -71,9 +72,16 @@ class ServerStore:
                     name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in SPARSE_VECTORS
                 },
             )
-            for key in INDEXED_KEYWORDS:
+        await self._ensure_indexes()
+
+    async def _ensure_indexes(self) -> None:
+        """Payload indexes the filters and facets need; one added by a later version is created here."""
+        present = set((await self.client.get_collection(self.collection)).payload_schema or {})
+        for key in INDEXED_KEYWORDS:
+            if key not in present:
                 schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=key == "person")
                 await self.client.create_payload_index(self.collection, key, field_schema=schema)
+        if "ts" not in present:
             await self.client.create_payload_index(self.collection, "ts", field_schema=models.PayloadSchemaType.FLOAT)
 
     async def _check_vectors(self) -> None:
@@ -115,15 +123,20 @@ class ServerStore:
         limit: int,
         candidates: int,
         selector: Selector | None = None,
+        focus: Selector | None = None,
     ) -> list[Hit]:
         where = _filter(person, selector)
+        wheres = [where] if focus is None else [where, _filter(person, focus)]
         prefetch = [
-            models.Prefetch(query=list(dense), using=name, limit=candidates, filter=where) for name in DENSE_VECTORS
+            models.Prefetch(query=list(dense), using=name, limit=candidates, filter=part)
+            for part in wheres
+            for name in DENSE_VECTORS
         ]
         if sparse.indices:
             query_vector = models.SparseVector(indices=sparse.indices, values=sparse.values)
             prefetch += [
-                models.Prefetch(query=query_vector, using=name, limit=candidates, filter=where)
+                models.Prefetch(query=query_vector, using=name, limit=candidates, filter=part)
+                for part in wheres
                 for name in SPARSE_VECTORS
             ]
         response = await self.client.query_points(
@@ -135,6 +148,12 @@ class ServerStore:
             with_payload=True,
         )
         return [Hit(from_payload(p.payload or {}), p.score) for p in response.points]
+
+    async def authors(self, person: str) -> set[str]:
+        response = await self.client.facet(
+            self.collection, "author", facet_filter=_filter(person, None), limit=MAX_AUTHORS, exact=False
+        )
+        return {str(hit.value) for hit in response.hits}
 
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
         if not record_ids:

@@ -1,0 +1,150 @@
+"""What a question says besides its words: the people it names and the time it points at.
+
+Measured on LoCoMo (benchmarks/locomo.py): a name in the question pulls the dense query towards messages that
+greet or address that person ("Hey Caroline!") rather than towards what was said, so the names of the person's
+known authors are left out of the dense query and authorship is weighed separately (`favour_named_authors`).
+A date in the question ("what did Maria say on 7 July, 2023?", "in May", "yesterday") becomes a time span
+whose messages are searched as well, beside the whole history: a hint, never a filter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+# Parts of author names that are not names a question would use for them.
+_NOT_NAMES = frozenset({"me", "you", "confide", "the", "and", "unknown"})
+# A date names a day in some time zone and speaks of things "last night": a day's span reaches one day further.
+DAY_SLACK = timedelta(days=1)
+
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        (
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+_MONTH = r"(?P<month>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
+_YEAR = r"(?P<year>(?:19|20)\d{2})"
+_PATTERNS = [
+    ("day", re.compile(r"\b(?P<year>(?:19|20)\d{2})-(?P<month>\d{2})-(?P<day>\d{2})\b")),
+    ("day", re.compile(rf"\b{_DAY}\s*(?:of\s+)?{_MONTH},?(?:\s+{_YEAR})?\b", re.IGNORECASE)),
+    ("day", re.compile(rf"\b{_MONTH}\s+{_DAY}\b(?:,?\s+{_YEAR})?", re.IGNORECASE)),
+    ("month", re.compile(rf"\b{_MONTH},?\s+{_YEAR}\b", re.IGNORECASE)),
+    ("month", re.compile(rf"\b(?:in|during|since|until)\s+{_MONTH}(?P<year>)(?!\s*\d)", re.IGNORECASE)),
+    ("year", re.compile(rf"\b(?:in|of|during|since|from|until|before|after)\s+{_YEAR}\b", re.IGNORECASE)),
+]
+_RELATIVE = re.compile(r"\b(today|yesterday|(?:this|last)\s+(?:week|month|year))\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Span:
+    start: datetime
+    end: datetime  # exclusive
+
+    def union(self, other: Span) -> Span:
+        return Span(min(self.start, other.start), max(self.end, other.end))
+
+
+def date_span(question: str, now: datetime) -> Span | None:
+    """The time the question points at (all dates it names, joined), or None. Naive times are UTC."""
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    spans: list[Span] = []
+    taken: list[tuple[int, int]] = []
+    for kind, pattern in _PATTERNS:
+        for match in pattern.finditer(question):
+            if any(start < match.end() and match.start() < end for start, end in taken):
+                continue  # "7 July, 2023" is one day, not also the month "July, 2023"
+            taken.append(match.span())  # also when it is no date ("31 February"): no hint from it then
+            if span := _absolute(kind, match, now):
+                spans.append(span)
+    spans += [_relative(match[1].lower(), now) for match in _RELATIVE.finditer(question)]
+    if not spans:
+        return None
+    joined = spans[0]
+    for span in spans[1:]:
+        joined = joined.union(span)
+    return joined
+
+
+def _absolute(kind: str, match: re.Match[str], now: datetime) -> Span | None:
+    year = int(match["year"]) if match["year"] else None
+    if kind == "year":
+        assert year is not None
+        return Span(datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC))
+    month_text = match["month"].lower()
+    month = int(month_text) if month_text.isdigit() else _MONTHS[month_text]
+    if kind == "month":
+        start = _month_start(year or now.year, month)
+        if year is None and start > now:  # "in May" asked in January means last year's
+            start = start.replace(year=start.year - 1)
+        return Span(start, _month_start(start.year + month // 12, month % 12 + 1))
+    try:
+        day = datetime(year or now.year, month, int(match["day"]), tzinfo=UTC)
+    except ValueError:  # "31 February": not a date, so no hint
+        return None
+    if year is None and day > now:  # "on 3 May" asked in January means last year's
+        day = day.replace(year=day.year - 1)
+    return Span(day - DAY_SLACK, day + timedelta(days=1) + DAY_SLACK)
+
+
+def _relative(phrase: str, now: datetime) -> Span:
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    tomorrow = today + timedelta(days=1)
+    if phrase == "today":
+        return Span(today - DAY_SLACK, tomorrow)
+    if phrase == "yesterday":
+        return Span(today - timedelta(days=1) - DAY_SLACK, tomorrow)
+    unit = phrase.split()[-1]
+    last = phrase.startswith("last")
+    if unit == "week":
+        monday = today - timedelta(days=today.weekday())
+        return Span(monday - timedelta(days=7), monday) if last else Span(monday, tomorrow)
+    if unit == "month":
+        first = _month_start(today.year, today.month)
+        previous = _month_start(today.year - (today.month == 1), (today.month - 2) % 12 + 1)
+        return Span(previous, first) if last else Span(first, tomorrow)
+    first = datetime(today.year, 1, 1, tzinfo=UTC)
+    return Span(first.replace(year=today.year - 1), first) if last else Span(first, tomorrow)
+
+
+def _month_start(year: int, month: int) -> datetime:
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+def name_parts(author: str) -> set[str]:
+    """The words of an author's name a question may use for them ("Anna" for "Anna Berg <anna@x.org>")."""
+    name = re.sub(r"<[^>]*>|\S+@\S+", " ", author.lower())  # an address is not a name
+    return {p for p in re.findall(r"\w+", name) if len(p) >= 3 and p not in _NOT_NAMES}
+
+
+def names_in(question: str, authors: Iterable[str]) -> set[str]:
+    """The name parts of known authors that the question uses."""
+    words = set(re.findall(r"\w+", question.lower()))
+    return {part for author in authors for part in name_parts(author) & words}
+
+
+def without_names(question: str, names: Iterable[str]) -> str:
+    """The question with these names (and their possessive 's) left out; the question itself if nothing is left."""
+    stripped = question
+    for name in names:
+        stripped = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", stripped, flags=re.IGNORECASE)
+    stripped = re.sub(r"\s+([?!.,])", r"\1", re.sub(r"\s+", " ", stripped)).strip()
+    return stripped if re.search(r"\w", stripped) else question

@@ -1,0 +1,84 @@
+"""The people a question names and the time it points at: table tests of pure functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from bridge.question import date_span, names_in, without_names
+
+NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)  # a Friday
+
+
+@pytest.mark.parametrize(
+    ("question", "start", "end"),
+    [
+        ("What did Maria plan on 7 July, 2023?", date(2023, 7, 6), date(2023, 7, 9)),
+        ("What painting did she show on October 13, 2023?", date(2023, 10, 12), date(2023, 10, 15)),
+        ("the weekend of 24June, 2022", date(2022, 6, 23), date(2022, 6, 26)),
+        ("on the 3rd of March 2021", date(2021, 3, 2), date(2021, 3, 5)),
+        ("on Dec 24th", date(2025, 12, 23), date(2025, 12, 26)),  # no year, the last one that has been
+        ("on 3 May", date(2026, 5, 2), date(2026, 5, 5)),
+        ("sent on 2024-02-29", date(2024, 2, 28), date(2024, 3, 2)),
+        ("What class did she start in December 2023?", date(2023, 12, 1), date(2024, 1, 1)),
+        ("what happened in May?", date(2026, 5, 1), date(2026, 6, 1)),
+        ("what happened in December?", date(2025, 12, 1), date(2026, 1, 1)),
+        ("How often did we go to the beach in 2023?", date(2023, 1, 1), date(2024, 1, 1)),
+        ("between 1 May 2023 and 3 June 2023", date(2023, 4, 30), date(2023, 6, 5)),
+        ("what did Anna say yesterday?", date(2026, 11, 25), date(2026, 11, 28)),
+        ("anything new today", date(2026, 11, 26), date(2026, 11, 28)),
+        ("the plan from last week", date(2026, 11, 16), date(2026, 11, 23)),
+        ("this week's shopping list", date(2026, 11, 23), date(2026, 11, 28)),
+        ("bills of last month", date(2026, 10, 1), date(2026, 11, 1)),
+        ("trips this year", date(2026, 1, 1), date(2026, 11, 28)),
+        ("trips last year", date(2025, 1, 1), date(2026, 1, 1)),
+    ],
+)
+def test_dates_become_spans(question: str, start: date, end: date) -> None:
+    span = date_span(question, NOW)
+    assert span is not None
+    assert (span.start.date(), span.end.date()) == (start, end)
+    assert span.start.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Where did we have dinner?",
+        "I may go to the market",  # "may" the verb
+        "the 2023 model of the bike",  # a number, not a time asked about
+        "on 31 February 2023",  # no such day
+        "on 2023-13-01",
+        "she has 2 mars bars",
+    ],
+)
+def test_no_date_no_span(question: str) -> None:
+    assert date_span(question, NOW) is None
+
+
+def test_january_new_year_relative_spans() -> None:
+    january = datetime(2027, 1, 2, 9, 0, tzinfo=UTC)
+    last_month = date_span("last month", january)
+    assert last_month is not None and (last_month.start.date(), last_month.end.date()) == (
+        date(2026, 12, 1),
+        date(2027, 1, 1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("question", "authors", "names", "stripped"),
+    [
+        ("What did Caroline paint?", {"Caroline", "Melanie"}, {"caroline"}, "What did paint?"),
+        ("What is Nate's favorite game?", {"Nate", "Joanna"}, {"nate"}, "What is favorite game?"),
+        ("Did anna berg reply to Ben?", {"Anna Berg <a@b.org>", "Ben"}, {"anna", "berg", "ben"}, "Did reply to?"),
+        ("What did Marco cook?", {"Anna"}, set(), "What did Marco cook?"),  # not an author: kept
+        ("Caroline?", {"Caroline"}, {"caroline"}, "Caroline?"),  # nothing left: the question as it was
+        ("what did the example say", {"Anna <anna@example.org>", "bob@example.org"}, set(), "what did the example say"),
+    ],
+)
+def test_known_authors_are_left_out_of_the_dense_query(
+    question: str, authors: set[str], names: set[str], stripped: str
+) -> None:
+    assert names_in(question, authors) == names
+    assert without_names(question, names) == stripped
