@@ -6,14 +6,23 @@ Prints the joules, the average power and how they were read (NVML total-energy c
 call as CONFIDE_ENERGY__SOURCE=nvml). The work is a torch matmul loop when torch with CUDA is
 installed; otherwise the GPU's idle draw is measured. Without an NVIDIA GPU or driver it says so and
 exits with status 0: nothing to check here.
+
+Then Confide's own meter (bridge.energy: NvmlSource, Energy) runs around two overlapping "answers" on
+that GPU while the same work goes on: A for the whole time with 3 tokens per step, B for the second half
+with 1 token per step. Their attributed energy must add up to the counter's difference over the same
+time (within 3%), and B must get about a quarter of the second half's energy. Exit status 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load_nvml() -> object | None:
@@ -44,6 +53,7 @@ def gpu_work(gpu: int) -> tuple[str, Callable[[], None]]:
     b = torch.randn(8192, 8192, device=device, dtype=torch.float16)
 
     def step() -> None:
+        torch.cuda.set_device(device)  # steps also run in worker threads, which start without a CUDA context
         for _ in range(10):
             torch.matmul(a, b)
         torch.cuda.synchronize(device)
@@ -88,7 +98,44 @@ def main() -> int:
     print("reading: pynvml.nvmlDeviceGetTotalEnergyConsumption (mJ since driver load), before and after")
     print(f"energy: {joules:.1f} J ({joules / 3600:.4f} Wh)")
     print(f"average power: {joules / elapsed:.1f} W (nvmlDeviceGetPowerUsage at the end: {power_now:.1f} W)")
-    return 0
+    return asyncio.run(check_confide_meter(args.gpu, args.seconds, step))
+
+
+async def check_confide_meter(gpu: int, seconds: float, step: Callable[[], None]) -> int:
+    """Confide's NVML meter around two overlapping answers, against the raw counter over the same time."""
+    from bridge.energy import Energy, NvmlSource
+
+    raw = NvmlSource([gpu])  # a second NVML user: the counter read directly, around the meter's answers
+    energy = Energy(NvmlSource([gpu]), {"a": [gpu], "b": [gpu]}, interval_s=0.5)
+    half = seconds / 2
+    before = await raw.read((gpu,))
+    started = time.monotonic()
+    async with energy.measure("a") as a:
+        while time.monotonic() - started < half:
+            await asyncio.to_thread(step)
+            a.add_tokens(3)
+        second_half = await raw.read((gpu,))
+        async with energy.measure("b") as b:
+            while time.monotonic() - started < seconds:
+                await asyncio.to_thread(step)
+                a.add_tokens(3)
+                b.add_tokens(1)
+    after = await raw.read((gpu,))
+    await energy.close()
+    await raw.close()
+    use_a, use_b = a.use, b.use
+    if use_a is None or use_b is None:
+        print("Confide's meter: a reading failed (see the log above)")
+        return 1
+    total, late = after - before, after - second_half
+    attributed = use_a.joules + use_b.joules
+    print(f"Confide's meter (NvmlSource, interval 0.5 s): answer A {use_a.joules:.1f} J over {use_a.seconds:.1f} s")
+    print(f"    answer B {use_b.joules:.1f} J over {use_b.seconds:.1f} s (expected about a quarter of {late:.1f} J)")
+    print(f"    A + B = {attributed:.1f} J; the counter over the same time: {total:.1f} J")
+    sum_ok = abs(attributed - total) <= 0.03 * total
+    share_ok = abs(use_b.joules - late / 4) <= 0.1 * late
+    print(f"    sum {'matches' if sum_ok else 'does NOT match'}; B's share {'as expected' if share_ok else 'is off'}")
+    return 0 if sum_ok and share_ok else 1
 
 
 if __name__ == "__main__":
