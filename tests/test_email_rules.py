@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.email.adapter import IMPORT_SUBJECT, EmailAdapter, safe_name
+from adapters.attachments import safe_name
+from adapters.email.adapter import IMPORT_SUBJECT, EmailAdapter
 from adapters.email.auth import aligned, parse_authentication_results, trusted_results
 from adapters.email.loops import RateLimit, loop_reason
 from adapters.email.sender import build_reply, message_id_for

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import uuid
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nio import Event, RoomMessageNotice
+from nio import Event, RoomMessageNotice, UploadResponse
 from nio.event_builders import ToDeviceMessage
 
 from adapters.matrix import build_adapter
@@ -287,3 +288,40 @@ async def test_import_backfills_a_room_with_the_stored_device(
     assert record.text == "The boiler was fixed by Mr. Okafor on 12 March."
     assert record.channel == "matrix" and record.conversation == "Cabin" and record.source == f"matrix:{room}"
     assert record.link == f"https://matrix.to/#/{room}/{asked}" and record.author == ana.localpart
+
+
+@pytest.mark.parametrize("mode", ["plain", "encrypted", "tampered"])
+async def test_a_document_sent_in_a_direct_chat_is_fetched_and_imported(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path,
+    mode: str,
+) -> None:  # fmt: skip
+    """Fetched, decrypted in an encrypted room, hash-checked (a file that does not match its hash is refused)."""
+    ana, encrypted = people["ana"], mode != "plain"
+    bot = await new_bot(synapse)
+    note = f"# Cabin\n\nThe wifi password at the cabin is otter-{mode}-42.\n".encode()
+    async with bridge_for(settings_for(tmp_path, synapse, bot, people, fake_llm), history):
+        room = await ana.create_room(invite=(bot,), encrypted=encrypted)
+        await eventually(lambda: ana.joined(room, bot))
+        uploaded, keys = await ana.client.upload(
+            io.BytesIO(note), content_type="text/markdown", filename="notes.md", encrypt=encrypted, filesize=len(note)
+        )
+        assert isinstance(uploaded, UploadResponse), uploaded
+        if mode == "tampered":
+            assert keys is not None
+            keys["hashes"]["sha256"] = "A" * 43  # not the hash of what the homeserver holds
+        where = {"file": {**(keys or {}), "url": uploaded.content_uri}} if encrypted else {"url": uploaded.content_uri}
+        sent = await ana.send(room, "notes.md", msgtype="m.file", info={"mimetype": "text/markdown"}, **where)
+        await eventually(lambda: replies_to(ana, room, bot, sent), within_s=30)
+
+    [reply] = replies_to(ana, room, bot, sent)
+    body = reply.source["content"]["body"]
+    assert getattr(reply, "decrypted", False) == encrypted
+    texts = [r.text async for r in history.export("ana")]
+    saved = list((tmp_path / "attachments" / "matrix").rglob("*notes.md"))
+    if mode == "tampered":
+        assert body.startswith("notes.md: I could not get the file itself"), body
+        assert saved == [] and texts == []
+        return
+    assert body.startswith("Imported 1"), body
+    assert [p.read_bytes() for p in saved] == [note]  # decrypted where the room is encrypted
+    assert any(f"otter-{mode}-42" in text for text in texts), texts

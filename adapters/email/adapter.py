@@ -25,8 +25,8 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
-from pathlib import Path
 
+from adapters.attachments import safe_name, write_atomically
 from adapters.email import mime
 from adapters.email.auth import DnsFunc, authenticate
 from adapters.email.imap_reader import ImapReader
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 IMPORT_SUBJECT = re.compile(r"^\[?import\b", re.IGNORECASE)
 COMPARE_SUBJECT = re.compile(r"^(\[compare\]|compare)\s+(\S+)\s+([^\s:]+):?\s*(.*)$", re.IGNORECASE | re.DOTALL)
-_UNSAFE_NAME = re.compile(r"[^\w.\- ]+")
 
 
 class EmailAdapter:
@@ -158,7 +157,7 @@ class EmailAdapter:
         saved: list[Attachment] = []
         for index, part in enumerate(mime.attachments(msg), start=1):
             path = folder / f"{index:02d}-{safe_name(part.name)}"
-            await asyncio.to_thread(_write_atomically, path, part.data)
+            await asyncio.to_thread(write_atomically, path, part.data)
             saved.append(Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path)))
         return saved
 
@@ -173,19 +172,6 @@ def compare_command(subject: str, body: str, models: Collection[str]) -> str | N
         return None  # an ordinary subject that happens to start with "compare"
     question = " ".join((body.strip() or rest.strip()).split())
     return f"/compare {first} {second} {question}".strip()
-
-
-def safe_name(name: str) -> str:
-    """A file name that stays inside its folder, whatever the mail claimed."""
-    cleaned = _UNSAFE_NAME.sub("_", Path(name.replace("\\", "/")).name).strip(" .")
-    return cleaned[:120] or "attachment"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
 
 
 def _sent_at(msg: EmailMessage) -> datetime:

@@ -34,7 +34,8 @@ from nio import (
 )
 from nio.exceptions import EncryptionError
 
-from adapters.matrix import render
+from adapters.attachments import safe_name
+from adapters.matrix import files, render
 from adapters.matrix.events import CHANNEL, Me, relations, to_incoming
 from adapters.matrix.session import login
 from adapters.matrix.state import SyncState, store_dir
@@ -73,6 +74,7 @@ class MatrixAdapter:
         self._keys_lock = asyncio.Lock()
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._own_events: OrderedDict[str, bool] = OrderedDict()  # event id -> sent by us (bounded cache)
+        self._files_dir = settings.data_dir / "attachments" / CHANNEL
         self._filter = {
             "room": {"timeline": {"limit": settings.matrix.sync_timeline_limit}, "ephemeral": {"not_types": ["*"]}},
             "presence": {"not_types": ["*"]},
@@ -201,7 +203,33 @@ class MatrixAdapter:
     async def _incoming(self, event: RoomMessage, room: MatrixRoom) -> IncomingMessage | None:
         reply_to, _, _ = relations(event.source.get("content", {}))
         replies_to_bot = bool(reply_to) and room.member_count > 2 and await self._is_own_event(room.room_id, reply_to)
-        return to_incoming(event, room, self.me, replies_to_bot)
+        message = to_incoming(event, room, self.me, replies_to_bot)
+        if message is not None and self._may_fetch(message):
+            message = await self._with_file(message, event.source.get("content", {}))
+        return message
+
+    def _may_fetch(self, message: IncomingMessage) -> bool:
+        """Only documents a known person sends in a direct chat are imported, so only those are downloaded."""
+        return (
+            len(message.attachments) == 1
+            and message.is_direct
+            and not message.attachments[0].mime_type.startswith(("image/", "audio/", "video/"))
+            and self.directory.person_for(f"{CHANNEL}:{message.sender}") is not None
+        )
+
+    async def _with_file(self, message: IncomingMessage, content: dict[str, Any]) -> IncomingMessage:
+        [attachment] = message.attachments
+        name = f"{safe_name(message.platform_message_id)}-{safe_name(attachment.name)}"
+        path = self._files_dir / safe_name(message.chat_id) / name
+        try:
+            size = await files.fetch(self._client(), content, path)
+        except files.FileUnavailable as exc:
+            # Passed on without the file: the person is told it could not be had, and may send it again.
+            log.warning("file %r of %s in %s not fetched: %s", attachment.name, message.platform_message_id,
+                        message.chat_id, exc)  # fmt: skip
+            return message
+        fetched = attachment.model_copy(update={"path": str(path), "size": size})
+        return message.model_copy(update={"attachments": [fetched]})
 
     async def _is_own_event(self, room_id: str, event_id: str) -> bool:
         if event_id in self._own_events:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from telegram import Message, MessageEntity
 
+from adapters.attachments import safe_name
 from bridge.messages import Attachment, IncomingMessage
 
 CHANNEL = "telegram"
@@ -62,12 +62,6 @@ def media_of(message: Message) -> list[Media]:
         name = safe_name(video.file_name or f"video-{message.message_id}.mp4")
         media.append(Media(video.file_id, name, video.mime_type or "video/mp4", video.file_size, False))
     return media
-
-
-def safe_name(name: str) -> str:
-    """A file name that cannot leave the attachments folder."""
-    cleaned = re.sub(r"[^\w.\- ]", "_", name.replace("/", "_").replace("\\", "_")).strip(" .")
-    return cleaned[:120] or "file"
 
 
 def to_incoming(message: Message, bot_id: int, username: str, attachments: list[Attachment]) -> IncomingMessage:
