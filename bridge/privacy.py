@@ -80,10 +80,15 @@ def platform_endpoints(settings: Settings) -> list[Endpoint]:
         found.append(("email imap", f"imap://{settings.email.imap_host}:{settings.email.imap_port}"))
     if (settings.email.smtp_enabled or settings.email.imap_enabled) and settings.email.relay_host:
         found.append(("email relay", f"smtp://{settings.email.relay_host}:{settings.email.relay_port}"))
-    return [
+    listed = [
         Endpoint(purpose, url, (urlsplit(url).hostname or "").lower(), True, "configured platform endpoint")
         for purpose, url in found
     ]
+    if (settings.email.smtp_enabled or settings.email.imap_enabled) and settings.email.verify_dkim:
+        # Not a host of ours: DKIM keys are TXT records of each sender's domain, asked of the system resolver.
+        why = "DKIM keys of senders' domains; CONFIDE_EMAIL__VERIFY_DKIM=false stops these lookups"
+        listed.append(Endpoint("email dkim", "dns: <selector>._domainkey.<sender domain> TXT", "", True, why))
+    return listed
 
 
 def check_endpoints(settings: Settings) -> list[Endpoint]:

@@ -134,3 +134,20 @@ def test_env_example_lists_every_setting_and_loads_as_is(env: pytest.MonkeyPatch
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     undocumented = [name for name in names(Settings, "CONFIDE_") if f"`{name}`" not in readme]
     assert undocumented == [], "the README's configuration table must list every setting"
+
+
+@pytest.mark.parametrize("verify_dkim", ["true", "false"])
+def test_dkim_lookups_are_listed_with_the_hosts_confide_contacts(env: pytest.MonkeyPatch, verify_dkim: str) -> None:
+    """Verifying DKIM asks the system resolver for each sender domain's key: not a host of ours, so it is
+    named among the endpoints (and by `confide doctor`) with the setting that stops it."""
+    for key, value in {
+        "IMAP_ENABLED": "true", "IMAP_HOST": "127.0.0.1", "IMAP_USER": "c@x.test", "IMAP_PASSWORD": "pw",
+        "RELAY_HOST": "127.0.0.1", "FROM_ADDRESS": "c@x.test", "VERIFY_DKIM": verify_dkim,
+    }.items():  # fmt: skip
+        env.setenv(f"CONFIDE_EMAIL__{key}", value)
+    listed = {e.purpose: e for e in endpoints(load_settings())}
+    assert {"email imap", "email relay"} <= set(listed)
+    if verify_dkim == "true":
+        assert "_domainkey" in listed["email dkim"].url and "VERIFY_DKIM=false" in listed["email dkim"].why
+    else:
+        assert "email dkim" not in listed
