@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,8 +14,6 @@ from pathlib import Path
 
 from adapters.importers import Problem, WrongKind
 from bridge.messages import HistoryRecord
-
-log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 SUFFIXES = TEXT_SUFFIXES | {".pdf", ".docx", ".html", ".htm"}
@@ -46,15 +43,6 @@ def find_documents(path: Path) -> list[Path]:
 def _hidden(relative: Path) -> bool:
     # ".git/...", ".DS_Store", and Word's "~$name.docx" lock files are not the person's documents.
     return any(part.startswith((".", "~$")) for part in relative.parts)
-
-
-def read_documents(path: Path, person: str) -> Iterator[HistoryRecord]:
-    """The records of every readable document; an unreadable one is logged and skipped."""
-    for item in document_items(path, person):
-        if isinstance(item, Problem):
-            log.warning("skipped %s", item)
-        else:
-            yield item
 
 
 def document_items(path: Path, person: str) -> Iterator[HistoryRecord | Problem]:

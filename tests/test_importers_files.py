@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.documents import PASSAGE_CHARS, read_documents
+from adapters.documents import PASSAGE_CHARS
 from adapters.importers import Problem, WrongKind, open_importer
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import HTML_PAGE, docx_bytes, tiny_pdf
@@ -59,12 +59,11 @@ def test_every_kind_of_document(folder: Path) -> None:
     assert "no text" in next(p.why for p in problems if p.where == "scan.pdf")
 
 
-def test_ids_are_stable_and_the_old_api_yields_only_records(folder: Path) -> None:
+def test_ids_are_stable(folder: Path) -> None:
     first, _ = run(folder)
     again, _ = run(folder)
     assert [r.id for r in first] == [r.id for r in again]
     assert len({r.id for r in first}) == len(first)
-    assert [r.id for r in read_documents(folder, "me")] == [r.id for r in first]
 
 
 def test_a_long_paragraph_is_cut_between_words(tmp_path: Path) -> None:
