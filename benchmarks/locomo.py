@@ -89,17 +89,18 @@ def run_baselines(files: list[Path], embedder: LocalEmbedder) -> dict[str, list[
     from rank_bm25 import BM25Okapi
 
     out: dict[str, list[dict[str, Any]]] = {"bm25": [], "dense": []}
-    model = embedder._model  # the same packaged MiniLM, used directly: the baseline has no pipeline
+    encoder = embedder.encoder  # the same packaged MiniLM, used directly: the baseline has no pipeline
+    assert encoder is not None
     for file in files:
         records = turn_texts(file)
         ids = [str(r.extra.get("dia_id", r.link)) for r in records]
         texts = [f"{r.author}: {r.text}" for r in records]
         bm25 = BM25Okapi([tokens(t) for t in texts])
-        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        vectors = encoder.encode(texts)
         for q in questions_of(file):
             scores = bm25.get_scores(tokens(q["question"]))
             out["bm25"].append({**q, "turns": [ids[i] for i in np.argsort(-scores)[: max(KS)]]})
-            query = model.encode([q["question"]], normalize_embeddings=True, show_progress_bar=False)[0]
+            query = encoder.encode([q["question"]])[0]
             out["dense"].append({**q, "turns": [ids[i] for i in np.argsort(-(vectors @ query))[: max(KS)]]})
     return out
 

@@ -54,7 +54,9 @@ class LocalModelSettings(BaseModel):
 
 class EmbedderSettings(BaseModel):
     backend: Literal["local", "openai"] = "local"
-    model_path: Path | None = Field(None, description="sentence-transformers folder; default: packaged MiniLM")
+    model_path: Path | None = Field(
+        None, description="sentence-transformers folder (its onnx/model.onnx is used if present); default: packaged"
+    )
     base_url: str | None = Field(None, description="OpenAI-compatible /v1 base for backend=openai")
     model: str = "all-MiniLM-L6-v2"
     api_key: SecretStr = SecretStr("none")

@@ -1,4 +1,4 @@
-"""Dense embeddings: sentence-transformers in-process (packaged MiniLM) or an OpenAI-compatible endpoint.
+"""Dense embeddings: the packaged MiniLM in-process (bridge/encoders.py) or an OpenAI-compatible endpoint.
 
 Model compute never runs on the event loop: the local model works in one dedicated thread, and concurrent
 requests (queries of many chats, the self-indexing of their answers) are coalesced into one batch, which is
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bridge.config import EmbedderSettings
+from bridge.encoders import Encoder, load_encoder, onnx_file_for
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class LocalEmbedder:
         self.model_path = model_path
         self.batch_size = batch_size
         self.dimension = 0
-        self._model: Any = None
+        self.encoder: Encoder | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-embed")
         self._requests: asyncio.Queue[tuple[list[str], asyncio.Future[list[list[float]]]]] | None = None
         self._batcher: asyncio.Task[None] | None = None
@@ -48,10 +49,10 @@ class LocalEmbedder:
         path = self.model_path or packaged_model_path()
         if not path.exists():
             raise FileNotFoundError(f"embedding model folder {path} does not exist")
-        self._model = await self._run(lambda: _load_sentence_transformer(path))
-        model = self._model
-        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dimension = int(dimension())
+        onnx_file = onnx_file_for(path, packaged=self.model_path is None)
+        self.encoder = await self._run(lambda: load_encoder(path, onnx_file, self.batch_size))
+        self.dimension = self.encoder.dimension
+        log.info("embedding with %s (%s, %d dimensions)", path, self.encoder.runtime, self.dimension)
         self._requests = asyncio.Queue()
         self._batcher = asyncio.create_task(self._coalesce(), name="confide-embed-batches")
 
@@ -97,10 +98,9 @@ class LocalEmbedder:
                 start += len(request)
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        vectors = self._model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
-        )
-        return vectors.tolist()
+        if self.encoder is None:
+            raise RuntimeError("embedder is not open")
+        return self.encoder.encode(texts).tolist()  # type: ignore[no-any-return]
 
     async def _run(self, fn: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -110,12 +110,6 @@ class LocalEmbedder:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
         self._executor.shutdown(wait=True)
-
-
-def _load_sentence_transformer(path: Path) -> Any:
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
 
 class OpenAIEmbedder:

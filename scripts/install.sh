@@ -27,4 +27,8 @@ if ! compgen -G "$wheelhouse/llama_cpp_python-${llama_version}-*.whl" >/dev/null
     "${pip[@]}" wheel -q --no-deps --no-cache-dir "llama-cpp-python==${llama_version}" -w "$wheelhouse"
 fi
 "${pip[@]}" install -q --find-links "$wheelhouse" -e ".[${extras}]"
+# MiniLM as ONNX, checked against sentence-transformers: Confide then encodes with onnxruntime and never loads
+# torch (about 300 MB less per process; see bridge/encoders.py). onnx is needed for the export only.
+"${pip[@]}" install -q onnx==1.23.2
+.venv/bin/python -m bridge.onnx_export --if-missing
 echo "Confide installed in .venv ($(.venv/bin/confide --version 2>/dev/null || echo 'confide'))"

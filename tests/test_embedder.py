@@ -1,0 +1,74 @@
+"""The packaged MiniLM through onnxruntime (no torch in the process) gives sentence-transformers' vectors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.embedder import LocalEmbedder, packaged_model_path
+from bridge.encoders import SentenceTransformerEncoder, token_budget_groups
+
+TEXTS = [
+    "yes, the 14th!",
+    "Anna: The wifi password at the cabin is blue-otter-42.",
+    "",
+    "Subject: Ferry\nThe ferry leaves at 7:40 from pier 3; bring the tickets.\n" * 20,
+    "Umlaute und Akzente: Grüße aus Köln, café crème, naïve façade.",
+    "word " * 700,  # past the 256-token limit
+    "🙂👍 ok",
+] * 5  # 35 texts of mixed lengths: grouped by length, and put back in order
+
+
+async def test_the_default_encoder_is_onnx_and_matches_sentence_transformers(embedder: LocalEmbedder) -> None:
+    assert embedder.encoder is not None and embedder.encoder.runtime == "onnxruntime"
+    ours = np.array(await embedder.embed_documents(TEXTS))
+    reference = SentenceTransformerEncoder(packaged_model_path()).encode(TEXTS)
+    assert ours.shape == reference.shape == (len(TEXTS), 384)
+    assert np.abs(ours - reference).max() < 1e-4
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    query = await embedder.embed_query(TEXTS[1])
+    assert np.abs(np.array(query) - reference[1]).max() < 1e-4  # alone and in a batch: the same vector
+
+
+def test_the_embedder_process_never_loads_torch() -> None:
+    """Why the ONNX path exists: a process that embeds (serve, import) stays small without torch."""
+    code = (
+        "import asyncio, sys\n"
+        "from bridge.embedder import LocalEmbedder\n"
+        "async def main():\n"
+        "    e = LocalEmbedder(); await e.open(); await e.embed_documents(['hello'] * 70); await e.close()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=200),
+    batch=st.integers(min_value=1, max_value=64),
+    budget=st.integers(min_value=1, max_value=5000),
+)
+def test_token_budget_groups_cover_every_text_once_within_limits(lengths: list[int], batch: int, budget: int) -> None:
+    groups = token_budget_groups(lengths, batch, budget)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        assert 1 <= len(group) <= batch
+        assert len(group) == 1 or max(lengths[i] for i in group) * len(group) <= budget
+
+
+@pytest.mark.parametrize(
+    ("lengths", "expected"),
+    [
+        ([10, 10, 10], [[0, 1, 2]]),
+        ([256, 5, 256, 5], [[1, 3], [0], [2]]),  # budget 300: the long ones alone, the short ones together
+        ([1000], [[0]]),  # over the budget on its own: still encoded
+    ],
+)
+def test_token_budget_groups_examples(lengths: list[int], expected: list[list[int]]) -> None:
+    assert token_budget_groups(lengths, 64, 300) == expected
