@@ -121,7 +121,8 @@ def _embedder_check(settings: Settings) -> Callable[[], Awaitable[str]]:
             vector = await embedder.embed_query("doctor")
         finally:
             await embedder.close()
-        return f"dimension {len(vector)}"
+        runtime = getattr(getattr(embedder, "encoder", None), "runtime", None)
+        return f"dimension {len(vector)}" + (f", {runtime}" if runtime else "")
 
     return check
 
