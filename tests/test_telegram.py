@@ -229,20 +229,28 @@ async def test_media_become_attachments_with_their_mime_types(tmp_path: Path, te
     telegram.push_message(
         100, voice={"file_id": "v1", "file_unique_id": "v1u", "duration": 3, "mime_type": "audio/ogg"}
     )
+    stranger_file = telegram.add_file("s.txt", b"from a stranger")
+    telegram.push_message(999, document={"file_id": stranger_file, "file_unique_id": "s1", "file_name": "s.txt"})
+    group_file = telegram.add_file("g.txt", b"in a group")
+    telegram.push_message(100, chat_id=-5, chat_type="group",
+                          document={"file_id": group_file, "file_unique_id": "g1", "file_name": "g.txt"})  # fmt: skip
     running = asyncio.create_task(adapter.run(inbox))
     try:
-        await eventually(lambda: len(inbox.messages) == 3)
+        await eventually(lambda: len(inbox.messages) == 5)
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-    pdf, photo, voice = (m.attachments[0] for m in inbox.messages)
+    # Only a known person's document in a private chat is downloaded: nothing else would be imported.
+    assert [m.attachments[0].path for m in inbox.messages[3:]] == [None, None]
+    assert [c.params["file_id"] for c in telegram.calls_of("getFile")] == [report]
+    pdf, photo, voice = (m.attachments[0] for m in inbox.messages[:3])
     assert inbox.messages[0].text == "what is in it?" and pdf.mime_type == "application/pdf"
     assert pdf.path is not None and read_bytes(pdf.path) == b"%PDF-1.4 fake"
     folder, name = os.path.split(pdf.path)
     assert folder == str(tmp_path / "attachments" / "telegram" / "100") and name.endswith("report.pdf")
     assert (photo.mime_type, photo.size, photo.path) == ("image/jpeg", 4000, None)
     assert (voice.mime_type, voice.path) == ("audio/ogg", None)
-    assert [m.platform_message_id for m in inbox.messages] == ["100:1", "100:2", "100:3"]
+    assert [m.platform_message_id for m in inbox.messages[:3]] == ["100:1", "100:2", "100:3"]
 
 
 async def test_webhook_mode_checks_the_secret_and_answers_only_after_storing(

@@ -12,5 +12,6 @@ if TYPE_CHECKING:
 def build_adapter(settings: Settings) -> TelegramAdapter:
     """The live bot adapter, as `confide serve` runs it (imported lazily: the export importer needs no PTB)."""
     from adapters.telegram.bot import TelegramAdapter
+    from bridge.persons import Directory
 
-    return TelegramAdapter(settings.telegram, settings.data_dir)
+    return TelegramAdapter(settings.telegram, settings.data_dir, directory=Directory(settings.persons))

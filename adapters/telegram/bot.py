@@ -32,6 +32,7 @@ from adapters.telegram.sent import SentParts
 from bridge.adapter import Capabilities, InboxPort
 from bridge.config import TelegramSettings
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply
+from bridge.persons import Directory
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,13 @@ def retry_seconds(exc: RetryAfter) -> float:
 class TelegramAdapter:
     channel = CHANNEL
 
-    def __init__(self, settings: TelegramSettings, data_dir: Path, bot: ExtBot[None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: TelegramSettings,
+        data_dir: Path,
+        bot: ExtBot[None] | None = None,
+        directory: Directory | None = None,
+    ) -> None:
         assert settings.token is not None, "TelegramSettings validates that a token is set"
         token = settings.token.get_secret_value()
         redact.install(token)
@@ -79,6 +86,7 @@ class TelegramAdapter:
             can_edit=True, max_length=MAX_MESSAGE, formatting="html", edit_interval_s=settings.edit_interval_s
         )
         self.bot = bot or make_bot(settings)
+        self._directory = directory  # who may have files fetched; None: everyone (tests of the adapter alone)
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
         self._sent = SentParts(self._state_dir / "delivered.sqlite3")
@@ -233,13 +241,21 @@ class TelegramAdapter:
         if message is None or message.chat is None:
             log.debug("skipping update %s without a message", update.update_id)
             return
-        attachments = [await self._attachment(message, media) for media in media_of(message)]
+        fetch = self._may_fetch(message)
+        attachments = [await self._attachment(message, media, fetch) for media in media_of(message)]
         incoming = to_incoming(message, self.bot_id, self.username, attachments)
         await inbox.put(incoming)
 
-    async def _attachment(self, message: Message, media: Media) -> Attachment:
+    def _may_fetch(self, message: Message) -> bool:
+        """Only documents a known person sends in a private chat are imported, so only those are downloaded."""
+        if message.chat.type != "private" or message.from_user is None:
+            return False
+        known = self._directory is None or self._directory.person_for(f"{CHANNEL}:{message.from_user.id}")
+        return bool(known)
+
+    async def _attachment(self, message: Message, media: Media, fetch: bool) -> Attachment:
         attachment = Attachment(name=media.name, mime_type=media.mime_type, size=media.size)
-        if not media.download:
+        if not (media.download and fetch):
             return attachment
         folder = self._attachments_dir / str(message.chat.id)
         path = folder / f"{message.message_id}-{media.name}"
