@@ -6,12 +6,18 @@ import re
 from pathlib import Path
 
 _UNSAFE_NAME = re.compile(r"[^\w.\- ]+")
+MAX_NAME_BYTES = 120
 
 
 def safe_name(name: str, fallback: str = "attachment") -> str:
     """The file's own name without any folder it claims, reduced to characters safe on every file system."""
     cleaned = _UNSAFE_NAME.sub("_", Path(name.replace("\\", "/")).name).strip(" .")
-    return cleaned[:120] or fallback
+    # File systems count bytes (255 at most): 120 bytes leave room for a prefix, whatever the script. The
+    # suffix stays: importers know a file by it.
+    suffix = Path(cleaned).suffix if len(Path(cleaned).suffix.encode()) <= 16 else ""
+    stem = cleaned[: len(cleaned) - len(suffix)].encode()[: MAX_NAME_BYTES - len(suffix.encode())]
+    short = (stem.decode("utf-8", errors="ignore") + suffix).strip(" .")
+    return short or fallback
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -8,6 +8,7 @@ model without an export. Both give the same vectors (tests/test_embedder.py hold
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,18 +38,52 @@ class Encoder(Protocol):
 
 def onnx_file_for(model_dir: Path, packaged: bool) -> Path:
     """Where the ONNX export of a model is looked for: beside the environment for the packaged model (the
-    package's own folder is not ours to write), `onnx/model.onnx` in the model folder otherwise (the layout
-    of ONNX exports on model hubs)."""
+    package's own folder is not ours to write; the name carries a fingerprint of the model, so a changed model
+    is never served by a stale export), `onnx/model.onnx` in the model folder otherwise (the layout of ONNX
+    exports on model hubs)."""
     if packaged:
-        return Path(sys.prefix) / "share" / "confide" / f"{model_dir.parent.name}.onnx"
+        return Path(sys.prefix) / "share" / "confide" / f"{model_dir.parent.name}-{_fingerprint(model_dir)}.onnx"
     return model_dir / "onnx" / "model.onnx"
 
 
 def load_encoder(model_dir: Path, onnx_file: Path, batch_size: int) -> Encoder:
     if onnx_file.is_file():
-        return OnnxEncoder(model_dir, onnx_file, batch_size)
-    log.info("no ONNX export at %s: encoding with sentence-transformers (torch)", onnx_file)
+        if not onnx_compatible(model_dir):
+            log.info("%s has modules the ONNX encoder does not run: using sentence-transformers", model_dir)
+        else:
+            try:
+                return OnnxEncoder(model_dir, onnx_file, batch_size)
+            except Exception:  # a broken or foreign export must not stop Confide: torch still gives the vectors
+                log.exception("the ONNX export %s cannot be used: using sentence-transformers", onnx_file)
+    else:
+        log.info("no ONNX export at %s: encoding with sentence-transformers (torch)", onnx_file)
     return SentenceTransformerEncoder(model_dir, batch_size)
+
+
+def onnx_compatible(model_dir: Path) -> bool:
+    """A transformer, mean pooling, and optionally normalisation: what `OnnxEncoder` computes, nothing else."""
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
+        pooling = _json(model_dir / "1_Pooling" / "config.json")
+    except (OSError, ValueError):
+        return False
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
+    modes = [key for key, value in pooling.items() if key.startswith("pooling_mode_") and value]
+    return kinds in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) and modes == [
+        "pooling_mode_mean_tokens"
+    ]
+
+
+def _fingerprint(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("config.json", "modules.json", "tokenizer.json", "model.safetensors", "pytorch_model.bin"):
+        path = model_dir / name
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{name}:{stat.st_size}".encode())
+            if stat.st_size < 4 * 2**20:
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class OnnxEncoder:
@@ -70,7 +105,7 @@ class OnnxEncoder:
         self._tokenizer.enable_truncation(self.max_tokens)
         self._tokenizer.no_padding()
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = len(os.sched_getaffinity(0))  # the CPUs this process may use, not the host's
         options.log_severity_level = 3  # warnings about unused initializers are noise here
         self._session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from bridge.config import Settings
 from bridge.embedder import Embedder, build_embedder
 from bridge.messages import HistoryRecord
-from bridge.question import date_span, name_parts, names_in, without_names
+from bridge.question import date_span, name_parts, names_in, names_of, without_names
 from bridge.sparse import SparseEncoder
 from bridge.store import HistoryStore, Hit, Selector, Vectorized
 from bridge.units import CHAT_CHANNELS, context_text, line
@@ -30,7 +30,7 @@ class HistoryIndex:
         self.store = store
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder()
-        self._authors: dict[str, tuple[float, set[str]]] = {}  # person -> (when read, authors)
+        self._authors: dict[str, tuple[float, set[str], set[str]]] = {}  # person -> (when read, authors, names)
 
     async def open(self) -> None:
         await self.embedder.open()
@@ -55,7 +55,9 @@ class HistoryIndex:
         ]
         stored = await self.store.upsert(person, items)
         if person in self._authors:
-            self._authors[person][1].update(r.author for r in records if r.author)
+            _, authors, names = self._authors[person]
+            authors.update(r.author for r in records if r.author)
+            names.update(names_of(r.author for r in records if r.author))
         return stored
 
     async def search(
@@ -69,7 +71,7 @@ class HistoryIndex:
     ) -> list[Hit]:
         """The person's history best fitting the question: dense and BM25, alone and in context, fused;
         the time the question names searched as well; neighbours of hits lifted; named authors favoured."""
-        names = names_in(text, await self.authors(person))
+        names = names_in(text, await self._names(person))
         dense = await self.embedder.embed_query(without_names(text, names))
         sparse = self.sparse.query(text)
         span = date_span(text, now or datetime.now(UTC))
@@ -79,11 +81,18 @@ class HistoryIndex:
 
     async def authors(self, person: str) -> set[str]:
         """Who wrote in the person's history; read from the store at most once a minute."""
+        return (await self._author_cache(person))[1]
+
+    async def _names(self, person: str) -> set[str]:
+        return (await self._author_cache(person))[2]
+
+    async def _author_cache(self, person: str) -> tuple[float, set[str], set[str]]:
         cached = self._authors.get(person)
         if cached is None or time.monotonic() - cached[0] > AUTHORS_TTL_S:
-            cached = (time.monotonic(), await self.store.authors(person))
+            authors = await self.store.authors(person)
+            cached = (time.monotonic(), authors, names_of(authors))
             self._authors[person] = cached
-        return cached[1]
+        return cached
 
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
         return await self.store.existing(person, record_ids)

@@ -4,7 +4,8 @@
 
 Without arguments: the packaged MiniLM, written where `LocalEmbedder` looks for it. The export is checked
 against sentence-transformers on sample texts (short, long, past the length limit) before it is moved into
-place; a failed check leaves nothing behind, and Confide then keeps encoding with sentence-transformers.
+place; a failed check leaves nothing behind (Confide would keep encoding with sentence-transformers, and
+scripts/install.sh stops, so that an install never silently loses the torch-free encoder).
 Needs torch, transformers and the `onnx` package; Confide at run time needs none of them.
 """
 

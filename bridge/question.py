@@ -43,14 +43,23 @@ _MONTHS = {
 _MONTH = r"(?P<month>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
 _DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
 _YEAR = r"(?P<year>(?:19|20)\d{2})"
+_LEAD = r"(?:(?P<lead>on|in|of|the|by|during|since|until|from|before|after)\s+)"
+# Not a day when it follows a digit, a point, a colon or a currency sign: "3.10 may", "14:30 March", "$5 may".
+_FREE = r"(?<![\d.:,$€£/-])"
 _PATTERNS = [
-    ("day", re.compile(r"\b(?P<year>(?:19|20)\d{2})-(?P<month>\d{2})-(?P<day>\d{2})\b")),
-    ("day", re.compile(rf"\b{_DAY}\s*(?:of\s+)?{_MONTH},?(?:\s+{_YEAR})?\b", re.IGNORECASE)),
-    ("day", re.compile(rf"\b{_MONTH}\s+{_DAY}\b(?:,?\s+{_YEAR})?", re.IGNORECASE)),
-    ("month", re.compile(rf"\b{_MONTH},?\s+{_YEAR}\b", re.IGNORECASE)),
-    ("month", re.compile(rf"\b(?:in|during|since|until)\s+{_MONTH}(?P<year>)(?!\s*\d)", re.IGNORECASE)),
-    ("year", re.compile(rf"\b(?:in|of|during|since|from|until|before|after)\s+{_YEAR}\b", re.IGNORECASE)),
+    ("day", re.compile(rf"{_FREE}\b(?P<year>(?:19|20)\d{{2}})-(?P<month>\d{{2}})-(?P<day>\d{{2}})\b")),
+    ("day", re.compile(rf"{_LEAD}?{_FREE}\b{_DAY}\s*(?:of\s+)?{_MONTH},?(?:\s+{_YEAR})?\b", re.IGNORECASE)),
+    ("day", re.compile(rf"{_LEAD}?\b{_MONTH}\s+{_DAY}\b(?![:.]\d)(?:,?\s+{_YEAR})?", re.IGNORECASE)),
+    ("month", re.compile(rf"{_LEAD}?\b{_MONTH},?\s+{_YEAR}\b", re.IGNORECASE)),
+    ("month", re.compile(rf"{_LEAD}\b{_MONTH}(?P<year>)(?!\s*\d)(?!['’]s)\b", re.IGNORECASE)),
+    ("year", re.compile(rf"{_LEAD}{_YEAR}\b", re.IGNORECASE)),
 ]
+# Month names that are also everyday words: a date only with a year, or after "on", "in", ... ("on 3 May").
+_AMBIGUOUS = frozenset({"may", "mar", "march"})
+# "since May" means from then until now; "before 2020" names no span to search.
+_OPEN_END = frozenset({"since", "from", "after"})
+_NO_SPAN = frozenset({"before", "until", "by"})
+_YEAR_LEADS = frozenset({"in", "during"}) | _OPEN_END | _NO_SPAN
 _RELATIVE = re.compile(r"\b(today|yesterday|(?:this|last)\s+(?:week|month|year))\b", re.IGNORECASE)
 
 
@@ -86,23 +95,41 @@ def date_span(question: str, now: datetime) -> Span | None:
 
 def _absolute(kind: str, match: re.Match[str], now: datetime) -> Span | None:
     year = int(match["year"]) if match["year"] else None
+    lead = (match.groupdict().get("lead") or "").lower()
+    month_text = (match.groupdict().get("month") or "").lower()
+    if year is None and month_text in _AMBIGUOUS and not lead:
+        return None  # "I think 2 may be enough", "May 2 people share a room?"
+    if kind in ("year", "month") and lead in _NO_SPAN:
+        return None
     if kind == "year":
         assert year is not None
-        return Span(datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC))
-    month_text = match["month"].lower()
-    month = int(month_text) if month_text.isdigit() else _MONTHS[month_text]
-    if kind == "month":
+        if lead not in _YEAR_LEADS or year > now.year + 1:  # "the 2023 model", "out of 2048 rows"
+            return None
+        span = Span(datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC))
+    elif kind == "month":
+        month = _MONTHS[month_text.rstrip(".")]
         start = _month_start(year or now.year, month)
         if year is None and start > now:  # "in May" asked in January means last year's
             start = start.replace(year=start.year - 1)
-        return Span(start, _month_start(start.year + month // 12, month % 12 + 1))
-    try:
-        day = datetime(year or now.year, month, int(match["day"]), tzinfo=UTC)
-    except ValueError:  # "31 February": not a date, so no hint
-        return None
-    if year is None and day > now:  # "on 3 May" asked in January means last year's
-        day = day.replace(year=day.year - 1)
-    return Span(day - DAY_SLACK, day + timedelta(days=1) + DAY_SLACK)
+        span = Span(start, _month_start(start.year + month // 12, month % 12 + 1))
+    else:
+        return _day(match, month_text, year, now)
+    return Span(span.start, max(span.end, now + DAY_SLACK)) if lead in _OPEN_END else span
+
+
+def _day(match: re.Match[str], month_text: str, year: int | None, now: datetime) -> Span | None:
+    month = int(month_text) if month_text.isdigit() else _MONTHS[month_text.rstrip(".")]
+    number = int(match["day"])
+    # Without a year, the last such day that has been ("on 3 May" asked in January: last year's; "29 Feb": the
+    # last leap year's).
+    for candidate in [year] if year else range(now.year, now.year - 9, -1):
+        try:
+            day = datetime(candidate, month, number, tzinfo=UTC)
+        except ValueError:  # "31 February", or 29 February of a common year
+            continue
+        if year or day <= now + DAY_SLACK:
+            return Span(day - DAY_SLACK, day + timedelta(days=1) + DAY_SLACK)
+    return None
 
 
 def _relative(phrase: str, now: datetime) -> Span:
@@ -135,16 +162,23 @@ def name_parts(author: str) -> set[str]:
     return {p for p in re.findall(r"\w+", name) if len(p) >= 3 and p not in _NOT_NAMES}
 
 
-def names_in(question: str, authors: Iterable[str]) -> set[str]:
-    """The name parts of known authors that the question uses."""
-    words = set(re.findall(r"\w+", question.lower()))
-    return {part for author in authors for part in name_parts(author) & words}
+def names_of(authors: Iterable[str]) -> set[str]:
+    """Every name part of these authors, once (worked out when the author list is read, not per question)."""
+    return {part for author in authors for part in name_parts(author)}
+
+
+def names_in(question: str, names: set[str]) -> set[str]:
+    """The known names the question uses, written as names: "Bill" is a person, "the electricity bill" is not."""
+    capitalized = {word.lower() for word in re.findall(r"\w+", question) if word[:1].isupper()}
+    return names & capitalized
 
 
 def without_names(question: str, names: Iterable[str]) -> str:
-    """The question with these names (and their possessive 's) left out; the question itself if nothing is left."""
+    """The question with these names (and their possessive 's) left out where written as names; the question
+    itself if nothing is left."""
     stripped = question
     for name in names:
-        stripped = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", stripped, flags=re.IGNORECASE)
+        pattern = re.compile(rf"\b{re.escape(name)}(?:'s|’s)?\b", re.IGNORECASE)
+        stripped = pattern.sub(lambda m: " " if m[0][:1].isupper() else m[0], stripped)  # "Bill", not "the bill"
     stripped = re.sub(r"\s+([?!.,])", r"\1", re.sub(r"\s+", " ", stripped)).strip()
     return stripped if re.search(r"\w", stripped) else question

@@ -111,6 +111,8 @@ def test_attachment_names_stay_in_their_folder() -> None:
     assert safe_name("..\\..\\boot.ini") == "boot.ini"
     assert safe_name("WhatsApp Chat mit Oma.zip") == "WhatsApp Chat mit Oma.zip"
     assert safe_name("..") == "attachment" and safe_name("a/b;rm -rf.txt") == "b_rm -rf.txt"
+    long = safe_name("Д" * 118 + ".txt")  # 240 bytes of name: cut by bytes, the suffix kept
+    assert long.endswith("Д.txt") and len(long.encode()) <= 120
 
 
 def test_reply_is_threaded_automatic_and_keeps_its_message_id() -> None:

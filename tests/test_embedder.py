@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.embedder import LocalEmbedder, packaged_model_path
-from bridge.encoders import SentenceTransformerEncoder, token_budget_groups
+from bridge.encoders import (
+    SentenceTransformerEncoder,
+    load_encoder,
+    onnx_compatible,
+    onnx_file_for,
+    token_budget_groups,
+)
 
 TEXTS = [
     "yes, the 14th!",
@@ -72,3 +80,33 @@ def test_token_budget_groups_cover_every_text_once_within_limits(lengths: list[i
 )
 def test_token_budget_groups_examples(lengths: list[int], expected: list[list[int]]) -> None:
     assert token_budget_groups(lengths, 64, 300) == expected
+
+
+def model_copy(tmp_path: Path) -> Path:
+    """The packaged model's folder, linked file by file, to change its description or add an export."""
+    source = packaged_model_path()
+    target = tmp_path / "model"
+    for path in source.rglob("*"):
+        if path.is_file():
+            (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            (target / path.relative_to(source)).symlink_to(path)
+    return target
+
+
+def test_a_model_with_modules_the_onnx_encoder_does_not_run_uses_sentence_transformers(tmp_path: Path) -> None:
+    model = model_copy(tmp_path)
+    assert onnx_compatible(model)
+    modules = json.loads((model / "modules.json").read_text())
+    (model / "modules.json").unlink()
+    dense = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    (model / "modules.json").write_text(json.dumps([*modules, dense]))
+    assert not onnx_compatible(model)  # a Dense layer after pooling: ONNX would give other vectors
+
+
+def test_a_broken_export_falls_back_to_sentence_transformers(tmp_path: Path) -> None:
+    model = model_copy(tmp_path)
+    (model / "onnx").mkdir()
+    (model / "onnx" / "model.onnx").write_bytes(b"not an onnx file")
+    encoder = load_encoder(model, onnx_file_for(model, packaged=False), 16)
+    assert encoder.runtime == "sentence-transformers"
+    assert encoder.encode(["hello"]).shape == (1, 384)

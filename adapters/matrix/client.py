@@ -222,11 +222,17 @@ class MatrixAdapter:
         name = f"{safe_name(message.platform_message_id)}-{safe_name(attachment.name)}"
         path = self._files_dir / safe_name(message.chat_id) / name
         try:
-            size = await files.fetch(self._client(), content, path)
+            size = await asyncio.wait_for(files.fetch(self._client(), content, path), files.FETCH_TIMEOUT_S)
         except files.FileUnavailable as exc:
             # Passed on without the file: the person is told it could not be had, and may send it again.
             log.warning("file %r of %s in %s not fetched: %s", attachment.name, message.platform_message_id,
                         message.chat_id, exc)  # fmt: skip
+            return message
+        except Exception:
+            # Whatever else went wrong (a timeout, odd keys, the disk): the same, so that one file can never
+            # stop the sync, which would retry the same events forever.
+            log.exception("file %r of %s in %s not fetched", attachment.name, message.platform_message_id,
+                          message.chat_id)  # fmt: skip
             return message
         fetched = attachment.model_copy(update={"path": str(path), "size": size})
         return message.model_copy(update={"attachments": [fetched]})

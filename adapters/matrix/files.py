@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 # A chat is no way to move an archive of gigabytes (`confide import` is): bigger files are not fetched.
 MAX_FILE_BYTES = 200 * 1024 * 1024
+# A stalled download must not hold the sync (nio's download has no timeout of its own).
+FETCH_TIMEOUT_S = 300.0
 
 
 class FileUnavailable(Exception):
