@@ -154,7 +154,7 @@ class Commands:
         return CommandResult("\n".join(lines))
 
     async def _import_one(self, person: str, attachment: Attachment) -> str:
-        if attachment.mime_type.startswith(("image/", "audio/", "video/")):
+        if attachment.is_media:
             kind = "voice messages" if attachment.mime_type.startswith("audio/") else "photos and videos"
             return f"{attachment.name}: I can't read {kind} yet (not handled yet). Please send text or a document."
         if not attachment.path or self.find_source is None:

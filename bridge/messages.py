@@ -19,6 +19,11 @@ class Attachment(BaseModel):
     path: str | None = Field(None, description="Where the adapter saved it, if it did")
     url: str | None = None
 
+    @property
+    def is_media(self) -> bool:
+        """A photo, voice message or video: nothing Confide imports, so adapters need not download it."""
+        return self.mime_type.startswith(("image/", "audio/", "video/"))
+
 
 class IncomingMessage(BaseModel):
     """One message a person sent to Confide on some platform."""

@@ -213,7 +213,7 @@ class MatrixAdapter:
         return (
             len(message.attachments) == 1
             and message.is_direct
-            and not message.attachments[0].mime_type.startswith(("image/", "audio/", "video/"))
+            and not message.attachments[0].is_media
             and self.directory.person_for(f"{CHANNEL}:{message.sender}") is not None
         )
 
