@@ -14,4 +14,4 @@ def build_adapter(settings: Settings) -> TelegramAdapter:
     from adapters.telegram.bot import TelegramAdapter
     from bridge.persons import Directory
 
-    return TelegramAdapter(settings.telegram, settings.data_dir, directory=Directory(settings.persons))
+    return TelegramAdapter(settings.telegram, settings.data_dir, Directory(settings.persons))

@@ -72,11 +72,7 @@ class TelegramAdapter:
     channel = CHANNEL
 
     def __init__(
-        self,
-        settings: TelegramSettings,
-        data_dir: Path,
-        bot: ExtBot[None] | None = None,
-        directory: Directory | None = None,
+        self, settings: TelegramSettings, data_dir: Path, directory: Directory, bot: ExtBot[None] | None = None
     ) -> None:
         assert settings.token is not None, "TelegramSettings validates that a token is set"
         token = settings.token.get_secret_value()
@@ -86,7 +82,7 @@ class TelegramAdapter:
             can_edit=True, max_length=MAX_MESSAGE, formatting="html", edit_interval_s=settings.edit_interval_s
         )
         self.bot = bot or make_bot(settings)
-        self._directory = directory  # who may have files fetched; None: everyone (tests of the adapter alone)
+        self._directory = directory  # whose documents are downloaded
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
         self._sent = SentParts(self._state_dir / "delivered.sqlite3")
@@ -250,8 +246,7 @@ class TelegramAdapter:
         """Only documents a known person sends in a private chat are imported, so only those are downloaded."""
         if message.chat.type != "private" or message.from_user is None:
             return False
-        known = self._directory is None or self._directory.person_for(f"{CHANNEL}:{message.from_user.id}")
-        return bool(known)
+        return self._directory.person_for(f"{CHANNEL}:{message.from_user.id}") is not None
 
     async def _attachment(self, message: Message, media: Media, fetch: bool) -> Attachment:
         attachment = Attachment(name=media.name, mime_type=media.mime_type, size=media.size)
