@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 TOKENS_PER_RUN = 1024
 
 
+class NotOnnxCompatible(ValueError):
+    """The model computes more than a transformer, mean pooling and normalisation (a Dense layer, CLS pooling)."""
+
+
 class Encoder(Protocol):
     dimension: int
     runtime: str
@@ -48,13 +52,12 @@ def onnx_file_for(model_dir: Path, packaged: bool) -> Path:
 
 def load_encoder(model_dir: Path, onnx_file: Path, batch_size: int) -> Encoder:
     if onnx_file.is_file():
-        if not onnx_compatible(model_dir):
-            log.info("%s has modules the ONNX encoder does not run: using sentence-transformers", model_dir)
-        else:
-            try:
-                return OnnxEncoder(model_dir, onnx_file, batch_size)
-            except Exception:  # a broken or foreign export must not stop Confide: torch still gives the vectors
-                log.exception("the ONNX export %s cannot be used: using sentence-transformers", onnx_file)
+        try:
+            return OnnxEncoder(model_dir, onnx_file, batch_size)
+        except NotOnnxCompatible as exc:
+            log.info("%s: using sentence-transformers", exc)
+        except Exception:  # a broken or foreign export must not stop Confide: torch still gives the vectors
+            log.exception("the ONNX export %s cannot be used: using sentence-transformers", onnx_file)
     else:
         log.info("no ONNX export at %s: encoding with sentence-transformers (torch)", onnx_file)
     return SentenceTransformerEncoder(model_dir, batch_size)
@@ -95,9 +98,9 @@ class OnnxEncoder:
         import onnxruntime
         from tokenizers import Tokenizer
 
+        if not onnx_compatible(model_dir):
+            raise NotOnnxCompatible(f"{model_dir} has modules the ONNX encoder does not run")
         pooling = _json(model_dir / "1_Pooling" / "config.json")
-        if not pooling.get("pooling_mode_mean_tokens"):
-            raise ValueError(f"{model_dir}: only mean pooling is supported by the ONNX encoder")
         self.max_tokens = int(_json(model_dir / "sentence_bert_config.json").get("max_seq_length", 256))
         self.batch_size = batch_size
         self.dimension = int(pooling["word_embedding_dimension"])
@@ -139,8 +142,8 @@ def token_budget_groups(lengths: Sequence[int], batch_size: int, budget: int) ->
     groups: list[list[int]] = []
     current: list[int] = []
     for index in order:
-        widest = max(lengths[index], max((lengths[i] for i in current), default=0))
-        if current and (len(current) >= batch_size or widest * (len(current) + 1) > budget):
+        # In ascending order, the text being added is the group's widest.
+        if current and (len(current) >= batch_size or lengths[index] * (len(current) + 1) > budget):
             groups.append(current)
             current = []
         current.append(index)
