@@ -68,9 +68,6 @@ class Span:
     start: datetime
     end: datetime  # exclusive
 
-    def union(self, other: Span) -> Span:
-        return Span(min(self.start, other.start), max(self.end, other.end))
-
 
 def date_span(question: str, now: datetime) -> Span | None:
     """The time the question points at (all dates it names, joined), or None. Naive times are UTC."""
@@ -87,10 +84,7 @@ def date_span(question: str, now: datetime) -> Span | None:
     spans += [_relative(match[1].lower(), now) for match in _RELATIVE.finditer(question)]
     if not spans:
         return None
-    joined = spans[0]
-    for span in spans[1:]:
-        joined = joined.union(span)
-    return joined
+    return Span(min(span.start for span in spans), max(span.end for span in spans))
 
 
 def _absolute(kind: str, match: re.Match[str], now: datetime) -> Span | None:
@@ -106,20 +100,18 @@ def _absolute(kind: str, match: re.Match[str], now: datetime) -> Span | None:
         if lead not in _YEAR_LEADS or year > now.year + 1:  # "the 2023 model", "out of 2048 rows"
             return None
         span = Span(datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC))
-    elif kind == "month":
-        month = _MONTHS[month_text.rstrip(".")]
+    else:
+        month = int(month_text) if month_text.isdigit() else _MONTHS[month_text]
+        if kind == "day":
+            return _day(int(match["day"]), month, year, now)
         start = _month_start(year or now.year, month)
         if year is None and start > now:  # "in May" asked in January means last year's
             start = start.replace(year=start.year - 1)
         span = Span(start, _month_start(start.year + month // 12, month % 12 + 1))
-    else:
-        return _day(match, month_text, year, now)
     return Span(span.start, max(span.end, now + DAY_SLACK)) if lead in _OPEN_END else span
 
 
-def _day(match: re.Match[str], month_text: str, year: int | None, now: datetime) -> Span | None:
-    month = int(month_text) if month_text.isdigit() else _MONTHS[month_text.rstrip(".")]
-    number = int(match["day"])
+def _day(number: int, month: int, year: int | None, now: datetime) -> Span | None:
     # Without a year, the last such day that has been ("on 3 May" asked in January: last year's; "29 Feb": the
     # last leap year's).
     for candidate in [year] if year else range(now.year, now.year - 9, -1):
