@@ -16,6 +16,8 @@ from typing import Any, Protocol
 from bridge.messages import HistoryRecord
 
 KINDS = ("whatsapp", "telegram", "mbox", "maildir", "files", "locomo")
+# How much of a file `check()` reads to tell its kind: a bounded read, whatever was given by mistake.
+SNIFF_BYTES = 64 * 1024
 
 
 class WrongKind(ValueError):
@@ -85,6 +87,12 @@ def detect_kind(path: Path) -> str | None:
             continue
         return kind
     return None
+
+
+def text_head(path: Path) -> str:
+    """The start of a file as text, without a byte-order mark or leading blank space: what a JSON sniff reads."""
+    with path.open("rb") as file:
+        return file.read(SNIFF_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
 
 
 def stable_id(kind: str, *parts: object) -> str:

@@ -14,10 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.importers import Problem, WrongKind, stable_id
+from adapters.importers import Problem, WrongKind, stable_id, text_head
 from bridge.messages import HistoryRecord
 
-SNIFF_BYTES = 64 * 1024
 _SESSION = re.compile(r"^session_(\d+)$")
 _SNIFF = re.compile(r'"(?:speaker_a|session_1|qa)"\s*:')
 _DIA_ID = re.compile(r"^D:?(\d+):(\d+)$")
@@ -35,8 +34,7 @@ class LocomoImporter:
     def check(self) -> None:
         if not self.path.is_file():
             raise WrongKind(f"{self.path} is not a LoCoMo file")
-        with self.path.open("rb") as file:
-            head = file.read(SNIFF_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+        head = text_head(self.path)
         if not head.startswith(("{", "[")) or not _SNIFF.search(head):
             raise WrongKind(f"{self.path.name} is not a LoCoMo conversation (JSON with speaker_a, session_N, qa)")
 

@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.importers import Problem, WrongKind, stable_id
+from adapters.importers import Problem, WrongKind, stable_id, text_head
 from bridge.messages import HistoryRecord
 
-SNIFF_BYTES = 64 * 1024
 _KEYS = re.compile(r'"(?:messages|chats|personal_information|left_chats)"\s*:')
 _NOT_INCLUDED = "(File not included"
 
@@ -34,8 +33,7 @@ class TelegramImporter:
     def check(self) -> None:
         if not self.path.is_file():
             raise WrongKind(f"{self.path} is not a Telegram Desktop export (no result.json there)")
-        with self.path.open("rb") as file:
-            head = file.read(SNIFF_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+        head = text_head(self.path)
         if not head.startswith("{") or not _KEYS.search(head):
             raise WrongKind(
                 f"{self.path.name} is not a Telegram Desktop export: expected the JSON of "

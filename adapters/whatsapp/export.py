@@ -17,12 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from adapters.importers import Occurrences, Problem, WrongKind, stable_id
+from adapters.importers import SNIFF_BYTES, Occurrences, Problem, WrongKind, stable_id
 from bridge.messages import HistoryRecord
 
 DATE_ORDERS = ("dmy", "mdy", "ymd")
 SNIFF_LINES = 20
-SNIFF_BYTES = 64 * 1024
 
 # Bidi marks: iOS puts U+200E before system texts and attachments, and wraps phone-number names in U+202A..C.
 _MARKS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
