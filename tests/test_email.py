@@ -200,6 +200,20 @@ async def answered_in(box: Mailbox, count: int) -> list[EmailMessage]:
     return await box.messages()
 
 
+async def the_reply(
+    settings: Settings, history: HistoryIndex, dns: Any, servers: MailServers, raw: bytes, sender: str
+) -> EmailMessage:
+    """One signed mail through Postfix to a running Confide, and the one reply in the sender's mailbox."""
+    h = await started(settings, history, dns)
+    try:
+        async with Mailbox(servers, sender) as box:
+            await via_postfix(servers, raw, sender)
+            [reply] = await answered_in(box, 1)
+    finally:
+        await h.stop()
+    return reply
+
+
 # -- SMTP mode --------------------------------------------------------------------------------------
 
 
@@ -213,13 +227,8 @@ async def test_smtp_mode_answers_through_postfix_into_the_persons_mailbox(
         "> The wifi password is hunter2.\n\n-- \nAlice",
         alice,
     )
-    h = await started(settings_for(tmp_path, servers, fake_llm, alice), seeded, dns)
-    try:
-        async with Mailbox(servers, alice) as box:
-            await via_postfix(servers, signed(question, keys[PEOPLE_DOMAIN]), alice)
-            [reply] = await answered_in(box, 1)
-    finally:
-        await h.stop()
+    settings = settings_for(tmp_path, servers, fake_llm, alice)
+    reply = await the_reply(settings, seeded, dns, servers, signed(question, keys[PEOPLE_DOMAIN]), alice)
     assert reply["Subject"] == "Re: cabin key"
     assert reply["From"] == CONFIDE and reply["To"] == alice
     assert reply["In-Reply-To"] == question["Message-ID"] and question["Message-ID"] in reply["References"]
@@ -427,13 +436,8 @@ async def test_import_subject_saves_attachments_and_runs_the_import_command(
     msg = mail("[import] my notes", "Please import these.", alice)
     msg.add_attachment(b"# Cabin\nThe spare key is under the blue flower pot.\n", "text", "markdown",
                        filename="../../cabin.md")  # fmt: skip
-    h = await started(settings_for(tmp_path, servers, fake_llm, alice), history, dns)
-    try:
-        async with Mailbox(servers, alice) as box:
-            await via_postfix(servers, signed(msg, keys[PEOPLE_DOMAIN]), alice)
-            [reply] = await answered_in(box, 1)
-    finally:
-        await h.stop()
+    settings = settings_for(tmp_path, servers, fake_llm, alice)
+    reply = await the_reply(settings, history, dns, servers, signed(msg, keys[PEOPLE_DOMAIN]), alice)
     [saved] = list((tmp_path / "attachments" / "email").rglob("*cabin.md"))
     assert saved.read_bytes().startswith(b"# Cabin") and saved.name == "01-cabin.md"
     assert body(reply).startswith("Imported "), body(reply)
