@@ -25,7 +25,6 @@ class ChatState:
     last_sources: list[Citation] = field(default_factory=list)
     pending: dict[str, Any] | None = None
     pending_expires: float = 0.0
-    memory_since: float = 0.0
 
     def pending_for(self, person: str | None, now: float | None = None) -> dict[str, Any] | None:
         now = time.time() if now is None else now
@@ -45,9 +44,7 @@ class Chats:
                 return ChatState(chat_key)
             sources = [Citation.model_validate(c) for c in json.loads(row["last_sources"] or "[]")]
             pending = json.loads(row["pending_action"]) if row["pending_action"] else None
-            return ChatState(
-                chat_key, row["model"], sources, pending, row["pending_expires"] or 0.0, row["memory_since"]
-            )
+            return ChatState(chat_key, row["model"], sources, pending, row["pending_expires"] or 0.0)
 
         return await self._db.run(query)
 
@@ -103,4 +100,4 @@ def set_pending(conn: sqlite3.Connection, chat_key: str, action: dict[str, Any] 
 def reset(conn: sqlite3.Connection, chat_key: str) -> None:
     _ensure(conn, chat_key)
     conn.execute("DELETE FROM turns WHERE chat_key=?", (chat_key,))
-    conn.execute("UPDATE chat_state SET last_sources=NULL, memory_since=? WHERE chat_key=?", (time.time(), chat_key))
+    conn.execute("UPDATE chat_state SET last_sources=NULL WHERE chat_key=?", (chat_key,))

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 import openai
@@ -89,7 +89,6 @@ class _Model:
     limit: asyncio.Semaphore
     in_flight: int = 0
     peak_in_flight: int = 0
-    calls: int = field(default=0)
 
 
 class ModelClient:
@@ -114,7 +113,6 @@ class ModelClient:
                 async with model.limit:
                     model.in_flight += 1
                     model.peak_in_flight = max(model.peak_in_flight, model.in_flight)
-                    model.calls += 1
                     try:
                         async with asyncio.timeout(model.settings.timeout_s):
                             async for event in self._attempt(name, model, messages):

@@ -66,8 +66,7 @@ CREATE TABLE IF NOT EXISTS chat_state (
     model TEXT,
     last_sources TEXT,
     pending_action TEXT,
-    pending_expires REAL,
-    memory_since REAL NOT NULL DEFAULT 0
+    pending_expires REAL
 );
 
 -- One row per model answer, written in the transaction that finishes its message (for /usage).
