@@ -21,7 +21,7 @@ CHANNEL = "console"
 
 class ConsoleAdapter:
     channel = CHANNEL
-    capabilities = Capabilities(can_edit=False, max_length=1_000_000)
+    capabilities = Capabilities(can_edit=False)
     bot_names: tuple[str, ...] = ()
 
     def __init__(

@@ -11,8 +11,6 @@ from bridge.messages import IncomingMessage, OutgoingReply
 @dataclass(frozen=True)
 class Capabilities:
     can_edit: bool = False  # can replace a sent message in place, so answers may stream
-    max_length: int = 4000
-    formatting: str = "plain"  # plain | markdown | html
     edit_interval_s: float = 1.0
 
 

@@ -13,9 +13,7 @@ from bridge.messages import IncomingMessage, OutgoingReply
 @dataclass
 class RecordingAdapter:
     channel: str = "telegram"
-    capabilities: Capabilities = field(
-        default_factory=lambda: Capabilities(can_edit=True, max_length=4096, edit_interval_s=0.05)
-    )
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities(can_edit=True, edit_interval_s=0.05))
     bot_names: tuple[str, ...] = ("@confide_bot",)
     delivered: list[OutgoingReply] = field(default_factory=list)
     partials: list[tuple[str, str]] = field(default_factory=list)  # (token, text)

@@ -46,7 +46,7 @@ COMPARE_SUBJECT = re.compile(r"^(\[compare\]|compare)\s+(\S+)\s+([^\s:]+):?\s*(.
 
 class EmailAdapter:
     channel = "email"
-    capabilities = Capabilities(can_edit=False, max_length=100_000, formatting="plain")
+    capabilities = Capabilities(can_edit=False)
     bot_names: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings, dnsfunc: DnsFunc | None = None) -> None:

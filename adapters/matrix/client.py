@@ -64,7 +64,7 @@ class MatrixAdapter:
     def __init__(self, settings: Settings) -> None:
         assert settings.matrix.user_id
         self.settings = settings
-        self.capabilities = Capabilities(can_edit=True, max_length=30_000, formatting="html", edit_interval_s=1.0)
+        self.capabilities = Capabilities(can_edit=True, edit_interval_s=1.0)
         self.directory = Directory(settings.persons)
         self.me = Me(settings.matrix.user_id, "")
         self.rate_limited = 0  # 429 answers seen, each waited out and retried

@@ -27,7 +27,7 @@ from telegram.request import HTTPXRequest
 
 from adapters.telegram import redact
 from adapters.telegram.convert import CHANNEL, Media, media_of, to_incoming
-from adapters.telegram.render import MAX_MESSAGE, preview, reply_parts, to_html
+from adapters.telegram.render import preview, reply_parts, to_html
 from adapters.telegram.sent import SentParts
 from bridge.adapter import Capabilities, InboxPort
 from bridge.config import TelegramSettings
@@ -78,9 +78,7 @@ class TelegramAdapter:
         token = settings.token.get_secret_value()
         redact.install(token)
         self.settings = settings
-        self.capabilities = Capabilities(
-            can_edit=True, max_length=MAX_MESSAGE, formatting="html", edit_interval_s=settings.edit_interval_s
-        )
+        self.capabilities = Capabilities(can_edit=True, edit_interval_s=settings.edit_interval_s)
         self.bot = bot or make_bot(settings)
         self._directory = directory  # whose documents are downloaded
         self._state_dir = data_dir / "telegram"
