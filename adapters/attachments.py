@@ -1,7 +1,8 @@
-"""Files people send to Confide: a name that stays inside its folder, and a write that never leaves half a file."""
+"""Files adapters keep: a name that stays inside its folder, and a write that never leaves half a file."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -20,9 +21,14 @@ def safe_name(name: str, fallback: str = "attachment") -> str:
     return short or fallback
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """A crash mid-write leaves a `.part` file, never a truncated file under the real name."""
+def write_atomically(path: Path, data: bytes, private: bool = False) -> None:
+    """A crash mid-write leaves the old file or the new one, never half of one: a `.part` file is written and
+    flushed to disk, then renamed over the real name. `private` makes it readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)

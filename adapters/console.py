@@ -11,12 +11,26 @@ import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+from pydantic import BaseModel, Field
 
 from bridge.adapter import Capabilities, InboxPort
 from bridge.messages import IncomingMessage, OutgoingReply
+from bridge.platforms import Platform, section
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
 
 CHANNEL = "console"
+
+
+class ConsoleSettings(BaseModel):
+    account: str = Field("me", description="Who you are in `confide chat` (matches a console: account)")
+
+
+async def _never_idle() -> bool:
+    return False
 
 
 class ConsoleAdapter:
@@ -24,20 +38,18 @@ class ConsoleAdapter:
     capabilities = Capabilities(can_edit=False)
     bot_names: tuple[str, ...] = ()
 
-    def __init__(
-        self,
-        account: str,
-        is_idle: Callable[[], Awaitable[bool]],
-        stdin: TextIO | None = None,
-        stdout: TextIO | None = None,
-    ) -> None:
+    def __init__(self, account: str, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
         self.account = account
-        self.is_idle = is_idle
+        self.is_idle: Callable[[], Awaitable[bool]] = _never_idle
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.interactive = self.stdin.isatty()
         self.finished = asyncio.Event()
         self.session = uuid.uuid4().hex[:12]
+
+    def watch_idle(self, is_idle: Callable[[], Awaitable[bool]]) -> None:
+        """How to tell that everything accepted is answered (the running bridge knows; we ask it at the end)."""
+        self.is_idle = is_idle
 
     async def run(self, inbox: InboxPort) -> None:
         lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -88,3 +100,11 @@ class ConsoleAdapter:
         if self.interactive:
             self.stdout.write("you> ")
             self.stdout.flush()
+
+
+def build_adapter(settings: Settings) -> ConsoleAdapter:
+    return ConsoleAdapter(section(settings, CHANNEL, ConsoleSettings).account)
+
+
+# Never run by `confide serve`: `confide chat` builds it for the terminal it runs in.
+PLATFORM = Platform(name=CHANNEL, settings=ConsoleSettings, build=build_adapter)

@@ -63,13 +63,14 @@ async def main() -> None:
         history = HistoryIndex(store, embedder)
         await store.open(embedder.dimension)
         started = time.perf_counter()
-        summary = await ingest(history, "me", WhatsAppImporter(export, "me", date_order="dmy").items())
+        importer = WhatsAppImporter(export, "me", date_order="dmy")
+        summary = await ingest(history, "me", importer.items(), chat=importer.chat)
         import_s = time.perf_counter() - started
         await store.close()
         records = [r for r in WhatsAppImporter(export, "me", date_order="dmy").items() if isinstance(r, HistoryRecord)]
     texts = []
     for start in range(0, len(records), 256):  # the driver's batches: each message alone, then with context
-        batch = list(with_context(records[start : start + 256]))
+        batch = list(with_context(records[start : start + 256], chat=True))
         texts.append([message_text(r) for r in batch] + [context_text(r, 2, 1) for r in batch])
     started = time.perf_counter()
     for batch_texts in texts:

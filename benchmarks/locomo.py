@@ -25,11 +25,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401  (telemetry off before any model import)
-from adapters.locomo import LocomoImporter, load_questions
 from benchmarks.stats import percentile
 from bridge.config import RetrievalSettings
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
+from bridge.importers.locomo import LocomoImporter, load_questions
 from bridge.ingest import ingest
 from bridge.messages import HistoryRecord
 from bridge.store.edge import EdgeStore
@@ -59,7 +59,8 @@ async def run_confide(
         for file in files:
             person = f"locomo-{file.stem}"
             started = time.perf_counter()
-            summary = await ingest(history, person, LocomoImporter(file, person).items())
+            importer = LocomoImporter(file, person)
+            summary = await ingest(history, person, importer.items(), chat=importer.chat)
             print(f"  {file.name}: {summary.imported} turns indexed in {time.perf_counter() - started:.1f}s")
             for q in questions_of(file):
                 started = time.perf_counter()

@@ -24,67 +24,80 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.stats import percentile
-from bridge.config import ModelSettings, PersonSettings, Settings
-from bridge.embedder import LocalEmbedder
-from bridge.history import HistoryIndex
+from benchmarks.stream_server import StreamServer
+from bridge.adapter import Capabilities, InboxPort
+from bridge.app import assemble
+from bridge.config import ModelSettings, PersonSettings, load_settings
 from bridge.llm import Delta, ModelClient
-from bridge.messages import OutgoingReply
-from bridge.store.edge import EdgeStore
-from tests.fake_openai import FakeOpenAI
-from tests.harness import Harness
-from tests.recording_adapter import RecordingAdapter
+from bridge.messages import IncomingMessage, OutgoingReply
 
 
-class TimedAdapter(RecordingAdapter):
-    """Records when each reply was delivered."""
+class TimedAdapter:
+    """A platform whose messages the benchmark puts in; records when each reply was delivered."""
+
+    channel = "telegram"
+    capabilities = Capabilities(can_edit=True, edit_interval_s=0.05)
+    bot_names = ("@confide_bot",)
 
     def __init__(self, expected: int) -> None:
-        super().__init__()
         self.delivered_at: dict[str, float] = {}
         self.expected = expected
         self.all_delivered = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.inbox: InboxPort | None = None
+
+    async def run(self, inbox: InboxPort) -> None:
+        self.inbox = inbox
+        self.ready.set()
+        await asyncio.Event().wait()
+
+    async def send(self, chat: str, text: str, message_id: str) -> None:
+        await self.ready.wait()
+        assert self.inbox is not None
+        message = IncomingMessage(channel=self.channel, chat_id=chat, sender=chat, platform_message_id=message_id,
+                                  text=text)  # fmt: skip
+        await self.inbox.put(message)
 
     async def deliver(self, reply: OutgoingReply) -> str | None:
-        self.delivered_at[reply.in_reply_to or ""] = time.perf_counter()
+        self.delivered_at.setdefault(reply.in_reply_to or "", time.perf_counter())
         if len(self.delivered_at) >= self.expected:
             self.all_delivered.set()
-        return await super().deliver(reply)
+        return reply.reply_id
+
+    async def show_partial(self, message: IncomingMessage, text: str, edit_token: str | None) -> str | None:
+        return edit_token or f"draft-{message.platform_message_id}"
+
+    async def typing(self, message: IncomingMessage) -> None:
+        return None
 
 
-async def run_pipeline(args: argparse.Namespace, llm: FakeOpenAI, embedder: LocalEmbedder, workdir: Path) -> dict:
+async def run_pipeline(args: argparse.Namespace, llm: StreamServer, workdir: Path) -> dict:
     persons = [PersonSettings(id=f"p{i}", accounts=[f"telegram:{i}"]) for i in range(args.chats)]
-    model = ModelSettings(base_url=llm.base_url, model=llm.model, concurrency=args.concurrency)
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=workdir,
-        persons=persons,
-        models={"main": model},
-        index_conversations=not args.no_self_index,
-    )
-    store = EdgeStore(workdir / "shard")
-    history = HistoryIndex(store, embedder)
-    await store.open(embedder.dimension)
+    model = ModelSettings(base_url=llm.base_url, model="instant", concurrency=args.concurrency)
+    settings = load_settings(_env_file=None, data_dir=workdir, persons=persons, models={"main": model},
+                             index_conversations=not args.no_self_index)  # fmt: skip
     total = args.chats * args.messages
     adapter = TimedAdapter(total)
-    harness = await Harness(settings, history, adapter).start()
-    sent_at: dict[str, float] = {}
-    started = time.perf_counter()
-    for round_ in range(args.messages):
-        for chat in range(args.chats):
-            pid = f"{chat}:{round_}"
-            sent_at[pid] = time.perf_counter()
-            await adapter.send(str(chat), f"question {round_} about the trip to Lisbon", platform_message_id=pid)
-    await adapter.all_delivered.wait()
-    elapsed = time.perf_counter() - started
-    peak = harness.models.peak_in_flight("main")
-    await harness.stop()
-    await store.close()
+    async with assemble(settings, [adapter]) as running:
+        work = asyncio.create_task(running.bridge.run())
+        sent_at: dict[str, float] = {}
+        started = time.perf_counter()
+        for round_ in range(args.messages):
+            for chat in range(args.chats):
+                pid = f"{chat}:{round_}"
+                sent_at[pid] = time.perf_counter()
+                await adapter.send(str(chat), f"question {round_} about the trip to Lisbon", pid)
+        await adapter.all_delivered.wait()
+        elapsed = time.perf_counter() - started
+        peak = running.models.peak_in_flight("main")
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
     latencies = [adapter.delivered_at[pid] - sent_at[pid] for pid in sent_at]
     return {"rate": total / elapsed, "latencies": latencies, "peak": peak, "elapsed": elapsed}
 
 
-async def run_direct(args: argparse.Namespace, llm: FakeOpenAI) -> dict:
-    client = ModelClient({"main": ModelSettings(base_url=llm.base_url, model=llm.model, concurrency=args.concurrency)})
+async def run_direct(args: argparse.Namespace, llm: StreamServer) -> dict:
+    client = ModelClient({"main": ModelSettings(base_url=llm.base_url, model="instant", concurrency=args.concurrency)})
     messages = [{"role": "user", "content": "Question: question about the trip to Lisbon"}]
     latencies: list[float] = []
 
@@ -118,13 +131,10 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="the model's configured concurrency")
     parser.add_argument("--no-self-index", action="store_true", help="do not add questions and answers to history")
     args = parser.parse_args()
-    llm = await FakeOpenAI(words_per_chunk=4).start()
-    embedder = LocalEmbedder()
-    await embedder.open()
+    llm = await StreamServer(words_per_chunk=4).start()
     with tempfile.TemporaryDirectory(prefix="confide-bench-") as workdir:
-        pipeline = await run_pipeline(args, llm, embedder, Path(workdir))
+        pipeline = await run_pipeline(args, llm, Path(workdir))
     direct = await run_direct(args, llm)
-    await embedder.close()
     await llm.stop()
     print(f"{args.chats} chats x {args.messages} messages, model concurrency {args.concurrency}")
     show("Confide pipeline", pipeline)

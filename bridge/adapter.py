@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,7 +23,10 @@ class InboxPort(Protocol):
 class Adapter(Protocol):
     channel: str
     capabilities: Capabilities
-    bot_names: tuple[str, ...]
+
+    @property
+    def bot_names(self) -> tuple[str, ...]:
+        """How people address the bot in a group (@name); may change once the adapter has logged in."""
 
     async def run(self, inbox: InboxPort) -> None:
         """Receive platform events until cancelled; acknowledge each only after `inbox.put` returned."""
@@ -34,3 +39,13 @@ class Adapter(Protocol):
 
     async def typing(self, message: IncomingMessage) -> None:
         """Tell the person we are working on it, where the platform can."""
+
+
+class Terminal(Adapter, Protocol):
+    """An adapter that `confide chat` runs in the foreground until its input ends (the console)."""
+
+    interactive: bool
+    finished: asyncio.Event
+
+    def watch_idle(self, is_idle: Callable[[], Awaitable[bool]]) -> None:
+        """How the adapter learns that everything it accepted is answered and delivered."""

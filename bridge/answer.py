@@ -20,6 +20,7 @@ from bridge.llm import Delta, Done, ModelClient, ModelUnavailable, Restart
 from bridge.messages import Citation
 from bridge.prompt import build_messages
 from bridge.store import Hit
+from bridge.usage import AnswerUsage
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,11 @@ def cited(text: str, hits: list[Hit]) -> list[Citation]:
     if not numbers:
         numbers = list(range(1, min(3, len(hits)) + 1))
     return [hits[n - 1].record.citation(n) for n in numbers]
+
+
+def usage_of(answer: Answer) -> AnswerUsage | None:
+    """What a model's answer cost; None for a fallback or failed one (no model answered)."""
+    return AnswerUsage.of(answer.usage, answer.energy) if answer.usage is not None and not answer.fallback else None
 
 
 def fallback_answer(hits: list[Hit], model: str, reason: str) -> Answer:

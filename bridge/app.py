@@ -16,9 +16,10 @@ from bridge.chats import Chats
 from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.energy import open_energy
+from bridge.handler import WorkerOptions
 from bridge.history import HistoryIndex, build_history
+from bridge.importers.registry import find_source
 from bridge.inbox import Inbox
-from bridge.ingest import SourceFinder
 from bridge.llm import ModelClient
 from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer
 from bridge.metrics import Metrics
@@ -27,7 +28,7 @@ from bridge.persons import Directory
 from bridge.privacy import check_endpoints, lock_down_environment
 from bridge.state import StateDB
 from bridge.usage import UsageLog
-from bridge.worker import Bridge, WorkerOptions
+from bridge.worker import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,7 @@ class Running:
 
 
 @asynccontextmanager
-async def assemble(
-    settings: Settings, adapters: list[Adapter], find_source: SourceFinder | None = None
-) -> AsyncIterator[Running]:
+async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
         metrics = Metrics(settings.state_path)
         # First: a configured energy source this host cannot read stops start-up before anything loads.
@@ -129,7 +128,6 @@ async def assemble(
             default_model=default_model,
             recent_turns=settings.recent_turns,
             index_conversations=settings.index_conversations,
-            edit_interval_s=settings.stream_edit_interval_s,
         )
         bridge = Bridge(
             inbox,
@@ -139,7 +137,7 @@ async def assemble(
             Directory(settings.persons),
             history,
             pipeline,
-            Commands(history, models.names(), default_model, find_source, UsageLog(db)),
+            Commands(history, pipeline, default_model, find_source, UsageLog(db)),
             adapters,
             options,
             metrics,

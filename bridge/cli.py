@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sized
 from datetime import datetime
+from inspect import Parameter, Signature
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -22,7 +25,13 @@ from rich.progress import (
 )
 
 from bridge import __version__
+from bridge.adapter import Adapter, Terminal
 from bridge.config import ConfigError, Settings, load_settings
+from bridge.importers.base import Importer, Problem, WrongKind
+from bridge.importers.registry import importer_classes, open_importer
+from bridge.messages import HistoryRecord
+from bridge.platforms import enabled_platforms, platforms
+from bridge.store import Selector
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Confide: answers from your own history.")
 import_app = typer.Typer(no_args_is_help=True, help="Bring history in from exports and files.")
@@ -52,17 +61,26 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def run_async(coro: object) -> None:
+def run_async(coro: Coroutine[Any, Any, Any]) -> None:
     from bridge.app import DataDirBusy
     from bridge.energy import EnergyUnavailable
     from bridge.local_model import LocalModelError
     from bridge.metrics import MetricsPortError
     from bridge.privacy import HostNotAllowed
+    from bridge.state import SchemaTooNew
     from bridge.store import IndexIncompatible
 
-    errors = (DataDirBusy, HostNotAllowed, LocalModelError, EnergyUnavailable, MetricsPortError, IndexIncompatible)
+    errors = (
+        DataDirBusy,
+        HostNotAllowed,
+        LocalModelError,
+        EnergyUnavailable,
+        MetricsPortError,
+        IndexIncompatible,
+        SchemaTooNew,
+    )
     try:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
     except errors as exc:
         raise fail(str(exc), 2) from None
     except KeyboardInterrupt:
@@ -90,17 +108,11 @@ def chat() -> None:
 
 
 async def _chat(settings: Settings) -> None:
-    from adapters.console import ConsoleAdapter
     from bridge.app import assemble
 
-    holder: dict[str, object] = {}
-
-    async def idle() -> bool:
-        return await holder["running"].idle("console")  # type: ignore[attr-defined]
-
-    console = ConsoleAdapter(settings.console.account, idle)
-    async with assemble(settings, [console], _find_source()) as running:
-        holder["running"] = running
+    console = _terminal(settings)
+    async with assemble(settings, [console]) as running:
+        console.watch_idle(lambda: running.idle(console.channel))
         if console.interactive:
             err.print(f"Confide {__version__}: ask about your history; /help for commands, Ctrl-D to leave.")
         work = asyncio.create_task(running.bridge.run())
@@ -109,6 +121,16 @@ async def _chat(settings: Settings) -> None:
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
         done.cancel()
+
+
+def _terminal(settings: Settings) -> Terminal:
+    platform = platforms().get("console")
+    if platform is None:
+        raise fail("The console adapter is not installed (entry point confide.adapters: console).", 2)
+    adapter = platform.build(settings)
+    if not (hasattr(adapter, "watch_idle") and hasattr(adapter, "finished")):
+        raise fail(f"The console platform built {type(adapter).__name__}, which cannot run in a terminal.", 2)
+    return cast(Terminal, adapter)
 
 
 @app.command()
@@ -124,32 +146,13 @@ async def _serve(settings: Settings) -> None:
     adapters = build_platform_adapters(settings)
     if not adapters:
         raise fail("No platform adapter is configured yet. `confide chat` talks to Confide in this terminal.", 2)
-    async with assemble(settings, adapters, _find_source()) as running:
+    async with assemble(settings, adapters) as running:
         await running.bridge.run()
 
 
-def _find_source():  # type: ignore[no-untyped-def]
-    from adapters.importers import find_source
-
-    return find_source
-
-
-def build_platform_adapters(settings: Settings) -> list:  # type: ignore[type-arg]
-    """The adapters of every configured platform; each package exposes `build_adapter(settings)`."""
-    adapters = []
-    if settings.telegram.enabled:
-        from adapters.telegram import build_adapter as telegram
-
-        adapters.append(telegram(settings))
-    if settings.matrix.enabled:
-        from adapters.matrix import build_adapter as matrix
-
-        adapters.append(matrix(settings))
-    if settings.email.smtp_enabled or settings.email.imap_enabled:
-        from adapters.email import build_adapter as email
-
-        adapters.append(email(settings))
-    return adapters
+def build_platform_adapters(settings: Settings) -> list[Adapter]:
+    """The adapters of every enabled platform (found through the `confide.adapters` entry points)."""
+    return [platform.build(settings) for platform in enabled_platforms(settings)]
 
 
 @app.command()
@@ -173,10 +176,9 @@ def forget(
 ) -> None:
     """Delete part or all of a person's history."""
     from bridge.commands import parse_date
-    from bridge.store import Selector
 
     settings = settings_or_exit()
-    _known_person(settings, person)
+    known_person(settings, person)
     selector = Selector(
         source=source,
         since=parse_date(since.isoformat()) if since else None,
@@ -188,18 +190,18 @@ def forget(
     run_async(_forget(settings, person, selector, yes))
 
 
-async def _forget(settings: Settings, person: str, selector: object, yes: bool) -> None:
+async def _forget(settings: Settings, person: str, selector: Selector, yes: bool) -> None:
     from bridge.app import open_history
 
     async with open_history(settings) as history:
-        count = await history.count(person, selector)  # type: ignore[arg-type]
+        count = await history.count(person, selector)
         if count == 0:
             err.print("Nothing matches.")
             return
         if not yes and not typer.confirm(f"Delete {count} record(s) of {person}'s history?"):
             err.print("Nothing deleted.")
             return
-        deleted = await history.forget(person, selector)  # type: ignore[arg-type]
+        deleted = await history.forget(person, selector)
         err.print(f"Deleted {deleted} record(s).")
 
 
@@ -210,7 +212,7 @@ def export(
 ) -> None:
     """Write a person's whole history as JSON lines."""
     settings = settings_or_exit()
-    _known_person(settings, person)
+    known_person(settings, person)
     run_async(_export(settings, person, out))
 
 
@@ -227,89 +229,77 @@ async def _export(settings: Settings, person: str, out: Path | None) -> None:
                 stream.close()
 
 
-DateOrder = Annotated[
-    str | None, typer.Option(help="Force the date order of a WhatsApp export: dmy, mdy or ymd (default: detect)")
-]
 PersonOption = Annotated[str, typer.Option(help="Whose history this is")]
-
-
-@import_app.command("whatsapp")
-def import_whatsapp(
-    path: Annotated[Path, typer.Argument(help="A chat export .txt or the .zip WhatsApp produces")],
-    person: PersonOption,
-    date_order: DateOrder = None,
-) -> None:
-    """Import a WhatsApp chat export (Android or iOS, with or without media)."""
-    run_import("whatsapp", path, person, date_order=date_order)
-
-
-@import_app.command("telegram")
-def import_telegram(
-    path: Annotated[Path, typer.Argument(help="result.json of a Telegram Desktop export (one chat or all)")],
-    person: PersonOption,
-) -> None:
-    """Import a Telegram Desktop export in JSON."""
-    run_import("telegram", path, person)
-
-
-@import_app.command("mbox")
-def import_mbox(path: Annotated[Path, typer.Argument(help="An mbox file")], person: PersonOption) -> None:
-    """Import mails from an mbox file."""
-    run_import("mbox", path, person)
-
-
-@import_app.command("maildir")
-def import_maildir(path: Annotated[Path, typer.Argument(help="A Maildir folder")], person: PersonOption) -> None:
-    """Import mails from a Maildir."""
-    run_import("maildir", path, person)
-
-
-@import_app.command("files")
-def import_files(
-    path: Annotated[Path, typer.Argument(help="A document or a folder of documents")], person: PersonOption
-) -> None:
-    """Import documents: .txt, .md, .pdf, .docx, .html."""
-    run_import("files", path, person)
-
-
-@import_app.command("locomo")
-def import_locomo(
-    path: Annotated[Path, typer.Argument(help="A LoCoMo conversation .json")], person: PersonOption
-) -> None:
-    """Import a LoCoMo benchmark conversation (the retrieval benchmark's format)."""
-    run_import("locomo", path, person)
-
-
 # Below this size the export is parsed once up front to count it, so the progress bar can say time left.
 COUNT_FIRST_BELOW_BYTES = 200 * 1024 * 1024
 
 
-def run_import(kind: str, path: Path, person: str, **options: object) -> None:
-    from adapters.importers import WrongKind, open_importer
+def _import_command(kind: str, importer: type[Importer]) -> Callable[..., None]:
+    """`confide import KIND PATH --person ID [options]`, described by the importer class itself."""
 
+    def command(path: Path, person: str, **options: str | None) -> None:
+        run_import(kind, path, person, **{k: v for k, v in options.items() if v is not None})
+
+    parameters = [
+        Parameter("path", Parameter.KEYWORD_ONLY, annotation=Annotated[Path, typer.Argument(help=importer.path_help)]),
+        Parameter("person", Parameter.KEYWORD_ONLY, annotation=PersonOption),
+    ]
+    for name, help_text in importer.options.items():
+        option = Annotated[str | None, typer.Option(help=help_text)]
+        parameters.append(Parameter(name, Parameter.KEYWORD_ONLY, default=None, annotation=option))
+    command.__dict__["__signature__"] = Signature(parameters)  # what typer reads the options from
+    command.__doc__ = importer.summary
+    return command
+
+
+def _add_import_commands() -> None:
+    for kind, importer in importer_classes().items():
+        import_app.command(kind)(_import_command(kind, importer))
+    for platform in platforms().values():
+        if platform.add_import_commands is not None:
+            platform.add_import_commands(import_app)
+
+
+def run_import(kind: str, path: Path, person: str, **options: str) -> None:
     settings = settings_or_exit()
-    _known_person(settings, person)
+    known_person(settings, person)
     importer = open_importer(kind, path, person, **options)
     try:
         importer.check()  # before anything is written
     except (WrongKind, OSError) as exc:
         raise fail(f"{path} is not a {kind} export: {exc}", 2) from None
     total = _count(importer, path)
-    run_async(_import(settings, person, importer, f"{kind} {path.name}", total))
+    run_async(import_records(settings, person, f"{kind} {path.name}", importer.items, total, chat=importer.chat))
 
 
-def _count(importer: object, path: Path) -> int | None:
+def _count(importer: Importer, path: Path) -> int | None:
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
     if size > COUNT_FIRST_BELOW_BYTES:
         return None
-    return sum(1 for _ in importer.items())  # type: ignore[attr-defined]
+    return sum(1 for _ in importer.items())
 
 
-async def _import(settings: Settings, person: str, importer: object, what: str, total: int | None = None) -> None:
+Items = Iterable[HistoryRecord | Problem]
+
+
+async def import_records(
+    settings: Settings,
+    person: str,
+    what: str,
+    items: Callable[[], Items | Awaitable[Items]],
+    total: int | None = None,
+    chat: bool = True,
+) -> None:
+    """Open the index (refused at once if `confide serve` holds it), then read, store and report: every
+    import, files or a platform's own (e.g. a Matrix room), shows the same progress and summary."""
     from bridge.app import open_history
     from bridge.ingest import ingest
 
     async with open_history(settings) as history:
+        produced = items()
+        records = await produced if inspect.isawaitable(produced) else produced
+        if total is None and isinstance(records, Sized):
+            total = len(records)
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -326,7 +316,7 @@ async def _import(settings: Settings, person: str, importer: object, what: str, 
                 elapsed = bar.tasks[0].elapsed or 0.0
                 bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
-            summary = await ingest(history, person, importer.items(), on_batch=advance)  # type: ignore[attr-defined]
+            summary = await ingest(history, person, records, on_batch=advance, chat=chat)
     err.print(summary.describe())
     for problem in summary.errors[:10]:
         err.print(f"  [yellow]{problem}[/yellow]")
@@ -334,29 +324,13 @@ async def _import(settings: Settings, person: str, importer: object, what: str, 
         err.print(f"  ... and {summary.problems - 10} more (see the log)")
 
 
-@import_app.command("matrix")
-def import_matrix(
-    room: Annotated[str, typer.Option(help="Room id (!abc:example.org) or alias (#family:example.org)")],
-    person: Annotated[str, typer.Option(help="Whose history this is")],
-) -> None:
-    """Import a Matrix room's past messages (decrypted where Confide's device has the keys)."""
-    from adapters.matrix.backfill import BackfillError, import_room
-    from adapters.matrix.session import MatrixLoginError
-
-    settings = settings_or_exit()
-    _known_person(settings, person)
-    if not (settings.matrix.homeserver and settings.matrix.user_id):
-        raise fail("Set CONFIDE_MATRIX__HOMESERVER and CONFIDE_MATRIX__USER_ID (and a password or token) first.", 2)
-    try:
-        run_async(import_room(settings, room, person, err))
-    except (BackfillError, MatrixLoginError) as exc:
-        raise fail(str(exc), 2) from None
-
-
-def _known_person(settings: Settings, person: str) -> None:
+def known_person(settings: Settings, person: str) -> None:
     if person not in {p.id for p in settings.persons}:
         known = ", ".join(p.id for p in settings.persons)
         raise fail(f"No person {person!r} is configured (known: {known}). See CONFIDE_PERSONS.", 2)
+
+
+_add_import_commands()
 
 
 def main() -> None:

@@ -1,23 +1,23 @@
-"""Chat commands: /help, /reset, /sources, /forget (with confirmation), /model, /usage.
-
-/compare streams two models, so the worker runs it (bridge/compare.py), not this module.
-"""
+"""Chat commands: one handler for each entry of bridge/command_table.py, /compare's streaming one included."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge import chats
-from bridge.chats import ChatState
+from bridge import chats, command_table
+from bridge.answer import Answer, AnswerPipeline, Progress
+from bridge.chats import ChatState, Turn
+from bridge.compare import CompareError, format_comparison, merged_citations, parse_compare, question_and_context
 from bridge.history import HistoryIndex
-from bridge.ingest import SourceFinder, ingest
+from bridge.importers.registry import SourceFinder
+from bridge.ingest import ingest
 from bridge.messages import Attachment, Citation, IncomingMessage
 from bridge.router import Command
 from bridge.store import Selector
@@ -25,20 +25,7 @@ from bridge.usage import UsageLog, format_summary
 
 log = logging.getLogger(__name__)
 
-HELP = """I answer questions from your own history: chats, mails and documents you imported.
-Just write your question. Commands:
-/help – this text
-/reset – forget this conversation's memory (your history stays)
-/sources – what my last answer was based on
-/forget all | source NAME | since DATE | until DATE | between DATE DATE | last 2h/3d
-        – delete from your history (asks for confirmation)
-/model [NAME] – show or choose the model for this chat
-/compare A B [question] – models A and B answer the same question side by side, with time and energy
-        (without a question: your last question here)
-/usage [DAYS] – your answers, tokens and energy per model and day (default: 7 days)
-Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document (.txt, .md, .pdf, .docx,
-.html) and I add it to your history."""
-
+HELP = command_table.help_text()
 FORGET_USAGE = "Usage: /forget all | source NAME | since YYYY-MM-DD | until YYYY-MM-DD | between D1 D2 | last 2h"
 
 Effect = Callable[[sqlite3.Connection], None]
@@ -46,99 +33,171 @@ Effect = Callable[[sqlite3.Connection], None]
 
 @dataclass
 class CommandResult:
+    """What a command (or an answer) leaves: the reply, what to remember in the reply's own transaction, and
+    the model answers in it, whose usage is recorded and counted."""
+
     text: str
     citations: list[Citation] = field(default_factory=list)
     effect: Effect | None = None
+    answers: list[Answer] = field(default_factory=list)
+    outcome: str | None = None  # how the message ends in the inbox and the metrics; None: "command: NAME"
+    model: str | None = None  # the model that wrote the reply, if one did
+
+
+@dataclass(frozen=True)
+class CommandCall:
+    """One command to run, with what its handler may need of the chat and the person."""
+
+    command: Command
+    message: IncomingMessage
+    state: ChatState
+    person_name: str
+    recent_turns: int  # how many earlier turns an answer replays
+    load_turns: Callable[[int], Awaitable[list[Turn]]]  # the chat's last n turns
+    progress: Progress  # shows the reply as it grows (a streaming command's; a no-op for the others)
+
+
+Handler = Callable[["Commands", CommandCall], Awaitable[CommandResult]]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def _handles(name: str) -> Callable[[Handler], Handler]:
+    """Bind a method to the table's entry `name` (KeyError at import for a name the table lacks)."""
+    command_table.spec(name)
+
+    def register(handler: Handler) -> Handler:
+        _HANDLERS[name] = handler
+        return handler
+
+    return register
 
 
 class Commands:
     def __init__(
         self,
         history: HistoryIndex,
-        model_names: list[str],
+        pipeline: AnswerPipeline,
         default_model: str,
         find_source: SourceFinder | None = None,
         usage: UsageLog | None = None,
     ) -> None:
         self.history = history
-        self.model_names = model_names
+        self.pipeline = pipeline
         self.default_model = default_model
         self.find_source = find_source
         self.usage = usage
 
-    async def run(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
-        handler = getattr(self, f"_{command.name}", None)
-        if handler is None:
-            return CommandResult(f"Unknown command /{command.args[0] if command.args else ''}. Try /help.")
-        return await handler(command, message, state)
+    @property
+    def model_names(self) -> list[str]:
+        return self.pipeline.models.names()
 
-    async def _help(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
+    async def run(self, call: CommandCall) -> CommandResult:
+        return await _HANDLERS[call.command.name](self, call)
+
+    @_handles("help")
+    async def _help(self, call: CommandCall) -> CommandResult:
         return CommandResult(HELP)
 
-    async def _unknown(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
-        return CommandResult(f"Unknown command /{command.args[0]}. Try /help.")
+    @_handles("unknown")
+    async def _unknown(self, call: CommandCall) -> CommandResult:
+        return CommandResult(f"Unknown command /{call.command.args[0]}. Try /help.")
 
-    async def _reset(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
-        key = message.chat_key
+    @_handles("reset")
+    async def _reset(self, call: CommandCall) -> CommandResult:
+        key = call.message.chat_key
         return CommandResult(
             "Done: this conversation starts afresh. Your history is untouched.",
             effect=lambda conn: chats.reset(conn, key),
         )
 
-    async def _sources(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
-        if not state.last_sources:
+    @_handles("sources")
+    async def _sources(self, call: CommandCall) -> CommandResult:
+        if not call.state.last_sources:
             return CommandResult("My last answer in this chat used no sources (or there was none yet).")
         lines = ["My last answer was based on:"]
-        for c in state.last_sources:
+        for c in call.state.last_sources:
             lines.append(f"{c.label()}\n    “{c.excerpt}”")
         return CommandResult("\n".join(lines))
 
-    async def _model(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
-        current = state.model if state.model in self.model_names else self.default_model
-        if not command.args:
-            return CommandResult(f"Model for this chat: {current}. Available: {', '.join(self.model_names)}.")
-        wanted = command.args[0]
-        if wanted not in self.model_names:
-            return CommandResult(f"There is no model {wanted!r}. Available: {', '.join(self.model_names)}.")
-        key = message.chat_key
+    @_handles("model")
+    async def _model(self, call: CommandCall) -> CommandResult:
+        names = self.model_names
+        current = call.state.model if call.state.model in names else self.default_model
+        if not call.command.args:
+            return CommandResult(f"Model for this chat: {current}. Available: {', '.join(names)}.")
+        wanted = call.command.args[0]
+        if wanted not in names:
+            return CommandResult(f"There is no model {wanted!r}. Available: {', '.join(names)}.")
+        key = call.message.chat_key
         return CommandResult(f"This chat now uses {wanted}.", effect=lambda conn: chats.set_model(conn, key, wanted))
 
-    async def _usage(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
+    @_handles("compare")
+    async def _compare(self, call: CommandCall) -> CommandResult:
+        """Both models, concurrently, on one retrieval; the reply shows each answer with what it cost."""
+        try:
+            request = parse_compare(call.command.args, self.model_names)
+            # Two turns more than are replayed: enough to find the last question when none is given.
+            turns = await call.load_turns(call.recent_turns + 2)
+            question, context = question_and_context(request, turns, call.recent_turns)
+        except CompareError as exc:
+            return CommandResult(str(exc))
+        person = call.command.person
+        answers = await self.pipeline.compare(
+            person, call.person_name, question, list(request.models), context, call.progress
+        )
+        citations = merged_citations(answers)
+        key = call.message.chat_key
+        return CommandResult(
+            format_comparison(question, answers),
+            citations,
+            # A comparison is not a turn of the conversation, but /sources explains it.
+            effect=lambda conn: chats.set_last_sources(conn, key, citations),
+            answers=answers,
+            outcome="compared",
+        )
+
+    @_handles("usage")
+    async def _usage(self, call: CommandCall) -> CommandResult:
         if self.usage is None:
             return CommandResult("Usage is not recorded here.")
+        args = call.command.args
         try:
-            days = int(command.args[0]) if command.args else 7
+            days = int(args[0]) if args else 7
         except ValueError:
             days = 0
         if not 1 <= days <= 366:
             return CommandResult("Usage: /usage [DAYS], with DAYS from 1 to 366 (default 7).")
-        return CommandResult(format_summary(await self.usage.summary(command.person, days), days))
+        return CommandResult(format_summary(await self.usage.summary(call.command.person, days), days))
 
-    async def _forget(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
+    @_handles("forget")
+    async def _forget(self, call: CommandCall) -> CommandResult:
+        person = call.command.person
         try:
-            selector = parse_forget(command.args, datetime.now(UTC))
+            selector = parse_forget(call.command.args, datetime.now(UTC))
         except ValueError as exc:
             return CommandResult(f"{exc}\n{FORGET_USAGE}")
-        count = await self.history.count(command.person, selector)
+        count = await self.history.count(person, selector)
         if count == 0:
             return CommandResult(f"Nothing in your history matches {selector.describe()}.")
-        action = {"action": "forget", "person": command.person, "selector": _selector_to_json(selector)}
-        key = message.chat_key
+        action = {"action": "forget", "person": person, "selector": _selector_to_json(selector)}
+        key = call.message.chat_key
         return CommandResult(
             f"This will permanently delete {count} piece(s) of your history ({selector.describe()}). "
             "Reply “yes” within 5 minutes to confirm, or “no” to cancel.",
             effect=lambda conn: chats.set_pending(conn, key, action),
         )
 
-    async def _confirm(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
-        pending = state.pending_for(command.person)
-        key = message.chat_key
+    @_handles("confirm")
+    async def _confirm(self, call: CommandCall) -> CommandResult:
+        person = call.command.person
+        pending = call.state.pending_for(person)
+        key = call.message.chat_key
         clear: Effect = lambda conn: chats.set_pending(conn, key, None)  # noqa: E731
         if pending is None or pending.get("action") != "forget":
             return CommandResult("There is nothing waiting for confirmation.", effect=clear)
         selector = _selector_from_json(pending["selector"])
-        deleted = await self.history.forget(command.person, selector)
-        log.info("person %s deleted %d history records (%s)", command.person, deleted, selector.describe())
+        deleted = await self.history.forget(person, selector)
+        log.info("person %s deleted %d history records (%s)", person, deleted, selector.describe())
 
         def effect(conn: sqlite3.Connection) -> None:
             clear(conn)
@@ -147,10 +206,17 @@ class Commands:
 
         return CommandResult(f"Deleted {deleted} piece(s) of your history ({selector.describe()}).", effect=effect)
 
-    async def _import(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
-        if not message.attachments:
+    @_handles("cancel")
+    async def _cancel(self, call: CommandCall) -> CommandResult:
+        key = call.message.chat_key
+        return CommandResult("Cancelled; nothing was deleted.", effect=lambda conn: chats.set_pending(conn, key, None))
+
+    @_handles("import")
+    async def _import(self, call: CommandCall) -> CommandResult:
+        attachments = call.message.attachments
+        if not attachments:
             return CommandResult("Send the file itself (a chat export or a document) and I will import it.")
-        lines = [await self._import_one(command.person, attachment) for attachment in message.attachments]
+        lines = [await self._import_one(call.command.person, attachment) for attachment in attachments]
         return CommandResult("\n".join(lines))
 
     async def _import_one(self, person: str, attachment: Attachment) -> str:
@@ -167,7 +233,7 @@ class Commands:
             )
         try:
             source.check()
-            summary = await ingest(self.history, person, source.items())
+            summary = await ingest(self.history, person, source.items(), chat=source.chat)
         except ValueError as exc:  # WrongKind and parse errors: tell the person, nothing is damaged
             log.warning("import of %s for %s failed: %s", attachment.name, person, exc)
             return f"{attachment.name}: could not import it ({exc}). Nothing was changed."
@@ -175,9 +241,10 @@ class Commands:
         problems = f" First problem: {summary.errors[0]}" if summary.errors else ""
         return f"{summary.describe()} ({attachment.name}, {source.kind}){problems}"
 
-    async def _cancel(self, command: Command, message: IncomingMessage, state: ChatState) -> CommandResult:
-        key = message.chat_key
-        return CommandResult("Cancelled; nothing was deleted.", effect=lambda conn: chats.set_pending(conn, key, None))
+
+_missing = {s.name for s in command_table.COMMANDS} - set(_HANDLERS)
+if _missing:
+    raise RuntimeError(f"commands without a handler: {sorted(_missing)}")
 
 
 def parse_forget(args: tuple[str, ...], now: datetime) -> Selector:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.answer import Answer
+from bridge.answer import Answer, usage_of
 from bridge.chats import Turn
 from bridge.messages import Citation
-from bridge.usage import AnswerUsage
 
 USAGE = "Usage: /compare MODEL_A MODEL_B [question]; without a question, your last question in this chat."
 NO_QUESTION = "There is no earlier question in this chat to compare on. Write: /compare MODEL_A MODEL_B your question"
@@ -50,10 +49,6 @@ def question_and_context(request: CompareRequest, turns: list[Turn], keep: int) 
 
 def _last(turns: list[Turn], keep: int) -> list[Turn]:
     return turns[-keep:] if keep > 0 else []
-
-
-def usage_of(answer: Answer) -> AnswerUsage | None:
-    return AnswerUsage.of(answer.usage, answer.energy) if answer.usage is not None and not answer.fallback else None
 
 
 def format_comparison(question: str, answers: list[Answer]) -> str:

@@ -1,18 +1,20 @@
 """Confide's settings: environment variables with prefix CONFIDE_, nested with `__`, and `.env`.
 
 Every setting has a default that runs on a fresh machine: embedded Qdrant on disk, the packaged
-MiniLM embedder and, when no model endpoint is configured, a local llama.cpp server.
+MiniLM embedder and, when no model endpoint is configured, a local llama.cpp server. Each platform brings
+its own section (bridge.platforms); `load_settings()` builds the class that holds them all.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-CHANNELS = ("console", "telegram", "matrix", "email")
+from bridge.platforms import channels, normalize_account, platforms
 
 
 class ModelSettings(BaseModel):
@@ -94,106 +96,12 @@ class PersonSettings(BaseModel):
     @field_validator("accounts")
     @classmethod
     def _valid_accounts(cls, accounts: list[str]) -> list[str]:
+        known = channels()
         for account in accounts:
             channel, _, address = account.partition(":")
-            if channel not in CHANNELS or not address:
-                raise ValueError(f"account {account!r} must look like 'channel:address' with channel in {CHANNELS}")
+            if channel not in known or not address:
+                raise ValueError(f"account {account!r} must look like 'channel:address' with channel in {known}")
         return [normalize_account(a) for a in accounts]
-
-
-def normalize_account(account: str) -> str:
-    channel, _, address = account.partition(":")
-    # Email addresses compare case-insensitively in practice; other platforms' ids are case-sensitive.
-    return f"{channel}:{address.lower()}" if channel == "email" else account
-
-
-class ConsoleSettings(BaseModel):
-    enabled: bool = True
-    account: str = Field("me", description="Who you are in `confide chat` (matches a console: account)")
-
-
-class TelegramSettings(BaseModel):
-    enabled: bool = False
-    token: SecretStr | None = Field(None, description="Bot token from @BotFather; never logged")
-    mode: Literal["polling", "webhook"] = "polling"
-    api_base_url: str = Field("https://api.telegram.org", description="Bot API server (a local one in tests)")
-    poll_timeout_s: int = Field(30, ge=0, le=60)
-    webhook_url: str | None = Field(None, description="Public HTTPS URL Telegram posts updates to")
-    webhook_listen: str = "127.0.0.1"
-    webhook_port: int = Field(8443, ge=1, le=65535)
-    webhook_secret: SecretStr | None = Field(None, description="secret_token Telegram must send back")
-    edit_interval_s: float = Field(1.0, ge=0.05, description="Least seconds between two updates of a streaming answer")
-    drafts: bool = Field(True, description="Stream in private chats with sendMessageDraft instead of edits")
-
-    @model_validator(mode="after")
-    def _complete(self) -> TelegramSettings:
-        if self.enabled and self.token is None:
-            raise ValueError("token is required when Telegram is enabled")
-        if self.enabled and self.mode == "webhook" and not (self.webhook_url and self.webhook_secret):
-            raise ValueError("webhook mode needs webhook_url and webhook_secret")
-        return self
-
-
-class MatrixSettings(BaseModel):
-    enabled: bool = False
-    homeserver: str | None = Field(None, description="e.g. https://matrix.example.org")
-    user_id: str | None = Field(None, description="e.g. @confide:example.org")
-    password: SecretStr | None = None
-    access_token: SecretStr | None = None
-    device_name: str = "Confide"
-    store_dir: Path | None = Field(None, description="Device, sync token and crypto store; default DATA_DIR/matrix")
-    sync_timeline_limit: int = Field(50, ge=1, le=1000, description="Events per room per sync; older ones are fetched")
-
-    @model_validator(mode="after")
-    def _complete(self) -> MatrixSettings:
-        if self.enabled and not (self.homeserver and self.user_id and (self.password or self.access_token)):
-            raise ValueError("Matrix needs homeserver, user_id and a password or access_token")
-        return self
-
-
-class EmailSettings(BaseModel):
-    # Receiving, mode 1: Confide's own SMTP server (aiosmtpd), directly or behind an MTA.
-    smtp_enabled: bool = False
-    smtp_listen: str = "127.0.0.1"
-    smtp_port: int = Field(2525, ge=1, le=65535)
-    addresses: list[str] = Field(default_factory=list, description="Addresses Confide receives mail for")
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    implicit_tls: bool = False
-    auth_required: bool = False
-    auth_users: dict[str, SecretStr] = Field(default_factory=dict, description="SMTP AUTH logins (only over TLS)")
-    max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)
-    # Receiving, mode 2: a mailbox over IMAP (aioimaplib).
-    imap_enabled: bool = False
-    imap_host: str | None = None
-    imap_port: int = Field(993, ge=1, le=65535)
-    imap_tls: bool = True
-    imap_user: str | None = None
-    imap_password: SecretStr | None = None
-    imap_folder: str = "INBOX"
-    imap_poll_interval_s: float = Field(60.0, gt=0)
-    # Sending replies through a relay (aiosmtplib).
-    relay_host: str | None = None
-    relay_port: int = Field(587, ge=1, le=65535)
-    relay_security: Literal["starttls", "tls", "none"] = "starttls"
-    relay_user: str | None = None
-    relay_password: SecretStr | None = None
-    from_address: str | None = None
-    # Who vouches for a sender: DKIM of the sender's domain, or these MTAs' Authentication-Results.
-    trusted_authserv_ids: list[str] = Field(default_factory=list)
-    verify_dkim: bool = Field(True, description="Check DKIM signatures (DNS TXT lookups of sender domains)")
-    rate_limit_per_hour: int = Field(20, ge=1)
-    ca_file: Path | None = Field(None, description="CA bundle for the relay's and IMAP server's certificates")
-
-    @model_validator(mode="after")
-    def _complete(self) -> EmailSettings:
-        if (self.smtp_enabled or self.imap_enabled) and not (self.relay_host and self.from_address):
-            raise ValueError("email needs relay_host and from_address to send replies")
-        if self.imap_enabled and not (self.imap_host and self.imap_user and self.imap_password):
-            raise ValueError("IMAP mode needs imap_host, imap_user and imap_password")
-        if self.auth_required and not self.tls_cert:
-            raise ValueError("auth_required needs tls_cert and tls_key: AUTH is only offered over TLS")
-        return self
 
 
 class RetrievalSettings(BaseModel):
@@ -253,15 +161,10 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = EmbedderSettings()
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
-    console: ConsoleSettings = ConsoleSettings()
-    telegram: TelegramSettings = TelegramSettings()
-    matrix: MatrixSettings = MatrixSettings()
-    email: EmailSettings = EmailSettings()
     energy: EnergySettings = EnergySettings()
     metrics: MetricsSettings = MetricsSettings()
     index_conversations: bool = Field(True, description="Add each question and answer to the history")
     recent_turns: int = Field(6, ge=0, le=50, description="Chat turns replayed to the model")
-    stream_edit_interval_s: float = Field(1.0, ge=0.1, description="Least time between two partial edits")
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
@@ -302,9 +205,18 @@ class ConfigError(Exception):
     """An invalid setting, phrased for the operator: which variable, and why."""
 
 
-def load_settings(**overrides: object) -> Settings:
+@cache
+def settings_class() -> type[Settings]:
+    """`Settings` with a section for each installed platform (`CONFIDE_TELEGRAM__TOKEN` -> `.telegram.token`)."""
+    sections: dict[str, Any] = {
+        name: (platform.settings, Field(default_factory=platform.settings)) for name, platform in platforms().items()
+    }
+    return create_model("Settings", __base__=Settings, **sections)
+
+
+def load_settings(**overrides: Any) -> Settings:
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return settings_class()(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
 

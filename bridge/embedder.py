@@ -100,7 +100,8 @@ class LocalEmbedder:
     def _encode(self, texts: list[str]) -> list[list[float]]:
         if self.encoder is None:
             raise RuntimeError("embedder is not open")
-        return self.encoder.encode(texts).tolist()  # type: ignore[no-any-return]
+        vectors: list[list[float]] = self.encoder.encode(texts).tolist()
+        return vectors
 
     async def _run(self, fn: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

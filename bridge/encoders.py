@@ -161,7 +161,10 @@ class SentenceTransformerEncoder:
         self._model: Any = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         self.batch_size = batch_size
         dimension = getattr(self._model, "get_embedding_dimension", None)
-        self.dimension = int((dimension or self._model.get_sentence_embedding_dimension)())
+        size = (dimension or self._model.get_sentence_embedding_dimension)()
+        if size is None:
+            raise ValueError(f"{model_dir} does not say its embedding dimension")
+        self.dimension = int(size)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(

@@ -161,10 +161,11 @@ class PrometheusSource:
 
     name = "prometheus"
 
-    def __init__(self, settings: EnergySettings) -> None:
+    def __init__(self, settings: EnergySettings, clock: Callable[[], float] = time.monotonic) -> None:
         assert settings.prometheus_url is not None
         self.url = settings.prometheus_url
         self.settings = settings
+        self.clock = clock  # the power integral's time: the meter's clock, so a test's clock makes watts exact
         # trust_env=False: no proxy from the environment; only the configured host is contacted.
         self._client = httpx.AsyncClient(timeout=settings.timeout_s, trust_env=False)
         self._integrals: dict[Gpus, tuple[float, float, float]] = {}  # gpus -> (time, watts, joules so far)
@@ -178,7 +179,7 @@ class PrometheusSource:
         energy_mode = self.settings.prometheus_mode == "energy"
         metric = self.settings.energy_metric if energy_mode else self.settings.power_metric
         values = await self.values(metric)
-        now = time.monotonic()
+        now = self.clock()
         missing = [g for g in gpus if g not in values]
         if missing:
             raise LookupError(f"{metric} has no sample for {self.settings.gpu_label}={missing} at {self.url}")
@@ -225,6 +226,7 @@ class Meter:
     source: EnergySource
     interval_s: float
     on_error: Callable[[str], None] = lambda kind: None
+    clock: Callable[[], float] = time.monotonic
     _active: list[Measurement] = field(default_factory=list)
     _last: float | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -271,7 +273,7 @@ class Meter:
                 running.failed = True
             self._last = None
             return None
-        at = time.monotonic()
+        at = self.clock()
         if self._last is not None and self._active:
             energy = max(0.0, total - self._last)  # a counter reset (driver reload) reads as nothing
             shares = split_interval(energy, {m: m.pending_tokens for m in self._active})
@@ -291,10 +293,12 @@ class Energy:
         model_gpus: Mapping[str, Iterable[int]],
         interval_s: float = 1.0,
         on_error: Callable[[str], None] = lambda kind: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.interval_s = interval_s
         self.on_error = on_error
+        self.clock = clock
         self._gpus = {name: tuple(sorted(set(gpus))) for name, gpus in model_gpus.items() if gpus}
         self._meters: dict[Gpus, Meter] = {}
 
@@ -314,7 +318,7 @@ class Energy:
             return
         meter = self._meters.get(gpus)
         if meter is None:
-            meter = self._meters[gpus] = Meter(gpus, self.source, self.interval_s, self.on_error)
+            meter = self._meters[gpus] = Meter(gpus, self.source, self.interval_s, self.on_error, self.clock)
         measurement = await meter.join()
         try:
             yield measurement

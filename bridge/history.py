@@ -15,7 +15,7 @@ from bridge.messages import HistoryRecord
 from bridge.question import date_span, name_parts, names_in, names_of, without_names
 from bridge.sparse import SparseEncoder
 from bridge.store import HistoryStore, Hit, Selector, Vectorized
-from bridge.units import CHAT_CHANNELS, context_text, line
+from bridge.units import context_text, is_chat, line
 
 # How much of a hit's score its neighbours in the chat receive: evidence often spans adjacent messages.
 NEIGHBOUR_SHARE = 0.3
@@ -116,7 +116,7 @@ class HistoryIndex:
 def message_text(record: HistoryRecord) -> str:
     """What a record is found by: who said it matters ("what did Anna say about ..."), and outside chats
     the subject or file name says what the text is about."""
-    if record.channel in CHAT_CHANNELS:
+    if is_chat(record):
         return line(record)
     return f"{record.conversation}\n{line(record)}" if record.conversation else line(record)
 

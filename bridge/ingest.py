@@ -11,29 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
 from bridge.history import HistoryIndex
+from bridge.importers.base import Problem
 from bridge.messages import HistoryRecord
 from bridge.units import with_context
 
 log = logging.getLogger(__name__)
 MAX_REPORTED_PROBLEMS = 50
-
-
-class Source(Protocol):
-    """An importer as the core sees it (adapters/importers.py): `check()` raises before anything is read."""
-
-    kind: str
-
-    def check(self) -> None: ...
-
-    def items(self) -> Iterator[object]: ...  # HistoryRecord, or a problem (with `where` and `why`)
-
-
-# Opens the right importer for a file a person sent in chat; None when no importer knows it.
-SourceFinder = Callable[[Path, str], Source | None]
 
 
 @dataclass
@@ -52,13 +37,17 @@ class ImportSummary:
 async def ingest(
     history: HistoryIndex,
     person: str,
-    items: Iterable[object],
+    items: Iterable[HistoryRecord | Problem],
     batch_size: int = 256,
     on_batch: Callable[[int], None] | None = None,
+    *,
+    chat: bool = True,
 ) -> ImportSummary:
+    """Store an importer's records in the person's history. `chat`: the records are chat messages (the
+    importer's `chat`), indexed with their neighbours; mails and documents are indexed alone."""
     summary = ImportSummary()
     batch: list[HistoryRecord] = []
-    for record in with_context(_records(items, summary)):
+    for record in with_context(_records(items, summary), chat=chat):
         if not record.text.strip():
             summary.skipped += 1  # media-only messages: kept as neighbours' context, nothing to find
             continue
@@ -70,7 +59,7 @@ async def ingest(
     return summary
 
 
-def _records(items: Iterable[object], summary: ImportSummary) -> Iterator[HistoryRecord]:
+def _records(items: Iterable[HistoryRecord | Problem], summary: ImportSummary) -> Iterator[HistoryRecord]:
     for item in items:
         if isinstance(item, HistoryRecord):
             yield item

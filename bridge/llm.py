@@ -13,12 +13,16 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import httpx
 import openai
 from openai import AsyncOpenAI
 
 from bridge.config import ModelSettings
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     # openai 3.x reads streams through httpx2, older releases through httpx: a dropped stream raises either.
     errors: list[type[BaseException]] = [httpx.HTTPError]
     try:
-        import httpx2  # type: ignore[import-not-found]
+        import httpx2
 
         errors.append(httpx2.HTTPError)
     except ImportError:
@@ -71,7 +75,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-_RETRYABLE = (
+_RETRYABLE: tuple[type[BaseException], ...] = (
     openai.APIConnectionError,
     openai.APITimeoutError,
     openai.RateLimitError,
@@ -141,7 +145,7 @@ class ModelClient:
         finish = None
         stream = await model.client.chat.completions.create(
             model=model.settings.model,
-            messages=messages,  # type: ignore[arg-type]
+            messages=cast("list[ChatCompletionMessageParam]", messages),
             stream=True,
             stream_options={"include_usage": True},
             max_tokens=model.settings.max_tokens,

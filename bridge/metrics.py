@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.config import CHANNELS
+from bridge.platforms import channels
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class _QueueDepth(Collector):
         if self.state_path is None or not self.state_path.exists():
             yield family
             return
-        depth = dict.fromkeys(CHANNELS, 0)  # an empty queue reads 0, not "no data"
+        depth = dict.fromkeys(channels(), 0)  # an empty queue reads 0, not "no data"
         try:
             conn = sqlite3.connect(f"file:{self.state_path}?mode=ro", uri=True, timeout=1.0)
             try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.config import PersonSettings, normalize_account
+from bridge.config import PersonSettings
+from bridge.platforms import normalize_account
 
 
 class Directory:
@@ -15,9 +16,3 @@ class Directory:
 
     def name(self, person: str) -> str:
         return self._names.get(person, person)
-
-    def exists(self, person: str) -> bool:
-        return person in self._names
-
-    def ids(self) -> list[str]:
-        return list(self._names)

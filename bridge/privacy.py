@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from bridge.config import Settings
+from bridge.platforms import Endpoint, enabled_platforms
 
 # Set before any ML library is imported: they read these at import time.
 OFFLINE_ENV = {
@@ -43,15 +43,6 @@ def is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return any(address in network for network in PRIVATE_NETWORKS)
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    purpose: str
-    url: str
-    host: str
-    allowed: bool
-    why: str
-
-
 class HostNotAllowed(Exception):
     pass
 
@@ -70,25 +61,8 @@ def endpoints(settings: Settings) -> list[Endpoint]:
 
 
 def platform_endpoints(settings: Settings) -> list[Endpoint]:
-    """Chat platforms are reached where the operator configured them: listed, not judged by address."""
-    found: list[tuple[str, str]] = []
-    if settings.telegram.enabled:
-        found.append(("telegram", settings.telegram.api_base_url))
-    if settings.matrix.enabled and settings.matrix.homeserver:
-        found.append(("matrix", settings.matrix.homeserver))
-    if settings.email.imap_enabled and settings.email.imap_host:
-        found.append(("email imap", f"imap://{settings.email.imap_host}:{settings.email.imap_port}"))
-    if (settings.email.smtp_enabled or settings.email.imap_enabled) and settings.email.relay_host:
-        found.append(("email relay", f"smtp://{settings.email.relay_host}:{settings.email.relay_port}"))
-    listed = [
-        Endpoint(purpose, url, (urlsplit(url).hostname or "").lower(), True, "configured platform endpoint")
-        for purpose, url in found
-    ]
-    if (settings.email.smtp_enabled or settings.email.imap_enabled) and settings.email.verify_dkim:
-        # Not a host of ours: DKIM keys are TXT records of each sender's domain, asked of the system resolver.
-        why = "DKIM keys of senders' domains; CONFIDE_EMAIL__VERIFY_DKIM=false stops these lookups"
-        listed.append(Endpoint("email dkim", "dns: <selector>._domainkey.<sender domain> TXT", "", True, why))
-    return listed
+    """Chat platforms are reached where the operator configured them: each platform lists its own hosts."""
+    return [e for p in enabled_platforms(settings) for e in p.endpoints(getattr(settings, p.name))]
 
 
 def check_endpoints(settings: Settings) -> list[Endpoint]:

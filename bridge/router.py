@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bridge.command_table import typed
 from bridge.messages import IncomingMessage
 
-COMMANDS = ("help", "start", "reset", "sources", "forget", "model", "import", "compare", "usage")
 YES = frozenset({"yes", "y", "confirm", "ja", "oui", "si", "sí"})
 NO = frozenset({"no", "n", "cancel", "nein", "non", "stop"})
 
@@ -69,14 +69,12 @@ def _command(text: str, context: RouteContext) -> Route:
     head, *args = text[1:].split()
     # Telegram appends the bot's name in groups: /help@ConfideBot
     name, _, addressee = head.partition("@")
-    name = name.lower()
     if addressee and context.bot_names and addressee.lower() not in {b.lower().lstrip("@") for b in context.bot_names}:
         return Ignore("command for another bot")
-    if name == "start":
-        name = "help"
-    if name not in COMMANDS:
-        return Command("unknown", (name,), context.person)
-    return Command(name, tuple(args), context.person)
+    spec = typed(name)  # by name or alias (/start is /help); the internal ones cannot be typed
+    if spec is None:
+        return Command("unknown", (name.lower(),), context.person)
+    return Command(spec.name, tuple(args), context.person)
 
 
 def strip_mentions(text: str, bot_names: tuple[str, ...]) -> str:

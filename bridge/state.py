@@ -1,22 +1,36 @@
 """The state database: one SQLite file in WAL mode, used from one dedicated thread.
 
 Everything durable that is not history lives here: inbox, outbox, drafts, chat turns, chat settings,
-pending confirmations, checkpoints. Callers pass a function that runs inside a transaction on the
-database thread, so the event loop never waits on disk and writes are naturally serialized.
+pending confirmations, usage, and the adapters' own tables (named after their owner: `telegram_...`,
+`email_...`). Callers pass a function that runs inside a transaction on the database thread, so the event
+loop never waits on disk and writes are naturally serialized.
+
+Each owner's tables have a version in `schema_versions`, brought forward by an ordered list of migrations:
+version N is the N-th entry, and each runs in one transaction together with its version bump, so a crash
+leaves the old or the new version. The core's version 1 is the layout that was created with
+`CREATE TABLE IF NOT EXISTS` before versions existed, so such a database simply counts as version 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-SCHEMA = """
+# (version, SQL script or function of the connection); versions run 1, 2, 3... in the owner's list.
+Migration = tuple[int, str | Callable[[sqlite3.Connection], None]]
+
+CORE = "core"
+CORE_MIGRATIONS: list[Migration] = [
+    (
+        1,
+        """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     channel TEXT NOT NULL,
@@ -84,13 +98,104 @@ CREATE TABLE IF NOT EXISTS usage (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_person_day ON usage (person, day, model);
+""",
+    ),
+    (2, "DROP TABLE IF EXISTS checkpoints;  -- created by version 1's predecessor, never used"),
+]
 
-CREATE TABLE IF NOT EXISTS checkpoints (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
+
+class SchemaTooNew(RuntimeError):
+    """The database holds tables of a newer version than this code knows; nothing was changed."""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the state database: WAL, synchronous=FULL, transactions only where asked for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a reply or an accepted message is on disk before we acknowledge anything.
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """fn(conn) inside one BEGIN IMMEDIATE transaction: committed if it returns, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def schema_version(conn: sqlite3.Connection, owner: str) -> int:
+    """The version of the owner's tables; 0 before its first migration."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_versions'").fetchone():
+        return 0
+    row = conn.execute("SELECT version FROM schema_versions WHERE owner=?", (owner,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def apply_migrations(conn: sqlite3.Connection, owner: str, migrations: Sequence[Migration]) -> int:
+    """Bring the owner's tables to the last version of `migrations`, each step in its own transaction.
+
+    Safe to call from several connections or processes at once: the version is read inside the
+    transaction that applies the next step. Returns the version reached.
+    """
+    latest = len(migrations)
+    if [version for version, _ in migrations] != list(range(1, latest + 1)):
+        raise ValueError(f"{owner} migrations must be numbered 1, 2, 3... in order")
+
+    def next_step(conn: sqlite3.Connection) -> bool:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_versions (owner TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        current = schema_version(conn, owner)
+        if current > latest:
+            raise SchemaTooNew(
+                f"state database was written by a newer Confide ({owner} schema {current}, this version knows "
+                f"{latest}). Nothing was changed: run that newer version, or restore a backup of the data directory."
+            )
+        if current == latest:
+            return False
+        version, change = migrations[current]
+        if isinstance(change, str):
+            _execute_script(conn, change)
+        else:
+            change(conn)
+        conn.execute(
+            "INSERT INTO schema_versions (owner, version) VALUES (?, ?)"
+            " ON CONFLICT (owner) DO UPDATE SET version=excluded.version",
+            (owner, version),
+        )
+        return True
+
+    while transaction(conn, next_step):
+        pass
+    return latest
+
+
+def old_rows(path: Path | None, query: str) -> list[tuple[Any, ...]]:
+    """The rows of `query` on a SQLite file of an earlier version; none where the file or its table is gone."""
+    if path is None or not path.is_file():
+        return []
+    with closing(sqlite3.connect(path, timeout=10)) as conn:
+        try:
+            return list(conn.execute(query).fetchall())
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the open transaction first.
+    statement = ""
+    for part in script.split(";"):
+        statement += part + ";"
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
 
 
 class StateDB:
@@ -102,34 +207,30 @@ class StateDB:
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open the file (created if missing) and bring the core tables to this version's schema."""
         await self._submit(self._open_sync)
 
     def _open_sync(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a reply or an accepted message is on disk before we acknowledge anything.
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.executescript(SCHEMA)
+        conn = connect(self.path)
+        try:
+            apply_migrations(conn, CORE, CORE_MIGRATIONS)
+        except BaseException:
+            conn.close()
+            raise
         conn.row_factory = sqlite3.Row
         self._conn = conn
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._submit(lambda: self._in_transaction(fn))
+    async def migrate(self, owner: str, migrations: Sequence[Migration]) -> int:
+        """Bring an adapter's own tables (named `<owner>_...`) to the last of its migrations."""
+        return await self._submit(lambda: apply_migrations(self._open_conn(), owner, migrations))
 
-    def _in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(lambda: transaction(self._open_conn(), fn))
+
+    def _open_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
             raise RuntimeError("state database is not open")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        return self._conn
 
     async def _submit(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -14,25 +14,36 @@ from datetime import timedelta
 
 from bridge.messages import HistoryRecord
 
-CHAT_CHANNELS = frozenset({"whatsapp", "telegram", "matrix", "locomo", "signal", "sms"})
 BEFORE, AFTER = 2, 1
 # A pause this long starts a new conversation: context does not reach across it.
 SESSION_GAP = timedelta(hours=6)
+
+
+def is_chat(record: HistoryRecord) -> bool:
+    """Whether `with_context` windowed the record as a chat message (it then has neighbours, perhaps none)."""
+    return "before" in record.extra
 
 
 def line(record: HistoryRecord) -> str:
     return f"{record.author}: {record.text}" if record.author else record.text
 
 
-def with_context(records: Iterable[HistoryRecord], before: int = BEFORE, after: int = AFTER) -> Iterator[HistoryRecord]:
+def with_context(
+    records: Iterable[HistoryRecord], before: int = BEFORE, after: int = AFTER, *, chat: bool
+) -> Iterator[HistoryRecord]:
     """Chat records gain `extra["before"]`/`["after"]` (neighbouring lines) and `["prev"]`/`["next"]` (ids).
 
-    Streaming, with a window of before + after + 1 records: memory stays bounded for any export size.
+    `chat` is the caller's word (the importer's `chat`) that the records are chat messages; mails and
+    documents (chat=False) pass through untouched. Streaming, with a window of before + after + 1 records:
+    memory stays bounded for any export size.
     """
+    if not chat:
+        yield from records
+        return
     window: deque[HistoryRecord] = deque()
     emitted = 0  # how many records at the window's start were already yielded (kept only as context)
     for record in records:
-        if record.channel not in CHAT_CHANNELS or not record.text.strip():
+        if not record.text.strip():
             yield from _drain(window, emitted, before)
             window, emitted = deque(), 0
             yield record
@@ -73,11 +84,6 @@ def _same_session(a: HistoryRecord, b: HistoryRecord) -> bool:
     if "session" in a.extra or "session" in b.extra:
         return a.extra.get("session") == b.extra.get("session")
     return abs(b.time - a.time) <= SESSION_GAP
-
-
-def message_text(record: HistoryRecord) -> str:
-    """The message alone, with its author: questions name people ("what did Anna say about ...")."""
-    return line(record)
 
 
 def context_text(record: HistoryRecord, before: int, after: int) -> str:

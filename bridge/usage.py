@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from bridge.energy import EnergyUse
 from bridge.llm import Done
@@ -42,9 +41,6 @@ class AnswerUsage:
         if self.completion_tokens <= 0 or span <= 0:
             return None
         return self.completion_tokens / span
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"tokens_per_s": self.tokens_per_s}
 
     def describe(self) -> str:
         parts = [

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 import bridge  # noqa: F401  (locks the environment down before any ML import)
-from bridge.config import ModelSettings, PersonSettings, Settings
+from bridge.config import ModelSettings, PersonSettings, Settings, settings_class
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
 from bridge.store.edge import EdgeStore
-from tests.fake_openai import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
 from tests.recording_adapter import RecordingAdapter
 
@@ -52,10 +52,9 @@ def make_settings(tmp_path: Path, models: dict[str, ModelSettings], **overrides:
         "data_dir": tmp_path,
         "persons": persons,
         "models": models,
-        "stream_edit_interval_s": 0.1,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return settings_class()(_env_file=None, **values)
 
 
 @pytest.fixture

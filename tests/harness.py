@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from adapters.importers import find_source
 from bridge.adapter import Adapter
 from bridge.answer import AnswerPipeline
 from bridge.chats import Chats
 from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.history import HistoryIndex
+from bridge.importers.registry import find_source
 from bridge.inbox import Inbox
 from bridge.llm import ModelClient
 from bridge.outbox import Drafts, Outbox
 from bridge.persons import Directory
 from bridge.state import StateDB
+from bridge.usage import UsageLog
 from bridge.worker import Bridge, WorkerOptions
 from tests.recording_adapter import RecordingAdapter
 
@@ -35,6 +36,7 @@ class Harness:
         self.models = ModelClient(self.settings.models)
         default = self.settings.default_model or next(iter(self.settings.models))
         self.inbox, self.outbox = Inbox(self.db), Outbox(self.db)
+        self.pipeline = AnswerPipeline(self.history, self.models, self.settings.retrieval.limit)
         self.bridge = Bridge(
             self.inbox,
             self.outbox,
@@ -42,10 +44,10 @@ class Harness:
             Chats(self.db),
             Directory(self.settings.persons),
             self.history,
-            AnswerPipeline(self.history, self.models, self.settings.retrieval.limit),
-            Commands(self.history, self.models.names(), default, find_source),
+            self.pipeline,
+            Commands(self.history, self.pipeline, default, find_source, UsageLog(self.db)),
             [self.adapter],
-            WorkerOptions(default, self.settings.recent_turns, self.settings.index_conversations, 0.05),
+            WorkerOptions(default, self.settings.recent_turns, self.settings.index_conversations),
         )
         self.task = asyncio.create_task(self.bridge.run())
         return self

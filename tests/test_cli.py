@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tests.cli_helpers import CONFIDE, cli_env, run_cli
-from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
 NOTES = """# Household
 

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cli_helpers import CONFIDE, cli_env, run_cli
-from tests.fake_dcgm import FakeDcgm
-from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.fakes.dcgm_exporter import FakeDcgm
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
 
 def free_port() -> int:

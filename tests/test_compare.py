@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,10 +16,11 @@ from bridge.config import EnergySettings
 from bridge.energy import Energy, PrometheusSource
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
-from bridge.usage import UsageLog
+from bridge.state import StateDB
+from bridge.usage import AnswerUsage, record
 from tests.conftest import eventually, model_for
-from tests.fake_dcgm import FakeDcgm
-from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.fakes.dcgm_exporter import FakeDcgm
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
 
 WHEN = datetime(2024, 5, 3, 18, 30, tzinfo=UTC)
@@ -47,14 +49,27 @@ async def dcgm() -> AsyncIterator[FakeDcgm]:
     await server.stop()
 
 
-async def started(h: Harness, dcgm: FakeDcgm | None = None) -> Harness:
-    """The harness plus what `assemble` adds: the usage log and, when given, energy from the fake exporter."""
-    h.bridge.commands.usage = UsageLog(h.db)  # type: ignore[arg-type]
-    if dcgm is not None:
-        source = PrometheusSource(EnergySettings(source="prometheus", prometheus_url=dcgm.url))
-        gpus = {name: m.gpus for name, m in h.settings.models.items()}
-        h.bridge.pipeline.energy = Energy(source, gpus, interval_s=0.1)
-    return h
+class SteppingClock:
+    """A clock that moves on by one step each time it is read: readings, not the machine's load, make time."""
+
+    def __init__(self, step_s: float = 0.25) -> None:
+        self.step_s = step_s
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+
+def metered(h: Harness, dcgm: FakeDcgm, clock: SteppingClock) -> None:
+    """What `assemble` adds: energy from the fake exporter, here its power gauge integrated on `clock`.
+
+    The meter and the integral read the same clock, so an answer's average power is its GPU's draw exactly,
+    however late the scrapes come back.
+    """
+    settings = EnergySettings(source="prometheus", prometheus_url=dcgm.url, prometheus_mode="power")
+    gpus = {name: m.gpus for name, m in h.settings.models.items()}
+    h.pipeline.energy = Energy(PrometheusSource(settings, clock), gpus, interval_s=0.1, clock=clock)
 
 
 async def ask(h: Harness, text: str) -> str:
@@ -62,6 +77,13 @@ async def ask(h: Harness, text: str) -> str:
     await h.adapter.send("100", text)
     await eventually(lambda: len(h.adapter.delivered) > before, within_s=20)
     return h.adapter.delivered[-1].text
+
+
+async def usage_rows(h: Harness) -> list[tuple[Any, ...]]:
+    """(inbox id, person, model, energy Wh) of each recorded model answer."""
+    assert h.db is not None
+    query = "SELECT inbox_id, person, model, energy_wh FROM usage ORDER BY model"
+    return [tuple(row) for row in await h.db.run(lambda c: c.execute(query).fetchall())]
 
 
 def sections(text: str) -> dict[str, str]:
@@ -76,17 +98,19 @@ async def test_compare_streams_both_models_at_once_with_the_same_context_and_sho
     fake_llm.default = Behaviour(chunk_delay_s=0.05)
     slow_llm.default = Behaviour(chunk_delay_s=0.12)
     models = {"fast": model_for(fake_llm, gpus=[0]), "slow": model_for(slow_llm, gpus=[1])}
+    clock = SteppingClock()
     async with harness_factory(models) as h:
-        await started(h, dcgm)
+        metered(h, dcgm, clock)
         await h.adapter.send("100", "/compare fast slow where is the spare key of the cabin?")
         await eventually(lambda: fake_llm.in_flight == 1 and slow_llm.in_flight == 1)  # both at once
         await eventually(lambda: h.adapter.delivered, within_s=20)
         [reply] = h.adapter.delivered
         usage_text = await ask(h, "/usage")
-        rows = await h.db.run(
-            lambda c: c.execute("SELECT inbox_id, person, model FROM usage ORDER BY model").fetchall()
-        )  # type: ignore[union-attr]
-        done = await h.db.run(lambda c: c.execute("SELECT id FROM inbox WHERE outcome='compared'").fetchall())  # type: ignore[union-attr]
+        rows = await usage_rows(h)
+        [message_id] = {row[0] for row in rows}  # both answers belong to the one /compare message
+        assert h.db is not None
+        query = "SELECT outcome FROM inbox WHERE id=?"
+        outcome = await h.db.run(lambda c: c.execute(query, (message_id,)).fetchone()[0])
 
     assert fake_llm.requests[0]["messages"] == slow_llm.requests[0]["messages"], "one retrieval, the same prompt"
     assert "under the blue flower pot" in fake_llm.requests[0]["messages"][-1]["content"]
@@ -98,16 +122,14 @@ async def test_compare_streams_both_models_at_once_with_the_same_context_and_sho
         assert re.search(
             r"first token \d+\.\d\d s · total \d+\.\d\d s · \d+ tokens · [\d.]+ tokens/s · [\d.]+ Wh", part
         )
-    watts = {name: float(re.search(r"· (\d+) W$", part, re.M)[1]) for name, part in parts.items()}  # type: ignore[index]
-    assert watts["fast"] == pytest.approx(300, rel=0.15) and watts["slow"] == pytest.approx(100, rel=0.15)
-    usage = {u["model"]: u for u in reply.extra["usage"]}
-    assert set(usage) == {"fast", "slow"}
-    assert usage["slow"]["total_s"] > usage["fast"]["total_s"]
-    for name in usage:  # Wh = W x answer time (as measured between the meter's readings)
-        assert usage[name]["energy_wh"] == pytest.approx(watts[name] * usage[name]["total_s"] / 3600, rel=0.25)
+    watts = {name: float(re.findall(r"· (\d+) W$", part, re.M)[0]) for name, part in parts.items()}
+    assert watts == {"fast": 300.0, "slow": 100.0}, "each answer's power is its own GPU's draw"
     assert reply.citations and reply.citations[0].excerpt.startswith("The spare key")
 
-    assert [tuple(r) for r in rows] == [(done[0][0], "alice", "fast"), (done[0][0], "alice", "slow")]
+    assert outcome == "compared" and [r[1:3] for r in rows] == [("alice", "fast"), ("alice", "slow")]
+    for _, _, name, energy_wh in rows:  # Wh = W x the meter's time, a whole number of the clock's steps
+        steps = energy_wh * 3600 / watts[name] / clock.step_s
+        assert steps >= 1 and steps == pytest.approx(round(steps), abs=1e-9)
     today = datetime.now(UTC).date().isoformat()
     assert f"{today} fast: 1 answer(s)" in usage_text and f"{today} slow: 1 answer(s)" in usage_text
     assert re.search(r"Total: 2 answer\(s\), \d+ tokens, [\d.]+ Wh\.", usage_text)
@@ -119,15 +141,13 @@ async def test_a_failing_model_is_labelled_and_the_other_answer_still_shown(
     slow_llm.default = Behaviour(status=503)
     models = {"fast": model_for(fake_llm), "slow": model_for(slow_llm, retries=0)}
     async with harness_factory(models) as h:
-        await started(h)
         text = await ask(h, "/compare slow fast where is the key?")
-        reply = h.adapter.delivered[-1]
+        rows = await usage_rows(h)
     parts = sections(text)
     assert parts["slow"].startswith("⚠ slow failed: HTTP 503")
     assert "⏱" not in parts["slow"]
     assert parts["fast"].startswith("You asked: where is the key?") and "⏱ first token" in parts["fast"]
-    assert [u["model"] for u in reply.extra["usage"]] == ["fast"]
-    assert "energy_wh" in reply.extra["usage"][0] and reply.extra["usage"][0]["energy_wh"] is None
+    assert [r[2:] for r in rows] == [("fast", None)], "only the answer that came is counted; energy not measured"
 
 
 async def test_compare_without_a_question_reasks_the_last_one_and_names_unknown_models(
@@ -135,7 +155,6 @@ async def test_compare_without_a_question_reasks_the_last_one_and_names_unknown_
 ) -> None:
     models = {"fast": model_for(fake_llm), "slow": model_for(slow_llm)}
     async with harness_factory(models) as h:
-        await started(h)
         assert NO_QUESTION in await ask(h, "/compare fast slow")
         assert "no model 'nope'. Configured models: fast, slow." in await ask(h, "/compare fast nope")
         assert "Usage: /compare" in await ask(h, "/compare fast")
@@ -178,13 +197,12 @@ def test_question_and_context() -> None:
         question_and_context(CompareRequest(("a", "b"), None), [], 6)
 
 
-def test_usage_rows_live_in_the_state_schema(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from bridge.state import SCHEMA
-    from bridge.usage import AnswerUsage, record
-
-    conn = sqlite3.connect(tmp_path / "s.db")
-    conn.executescript(SCHEMA)
-    record(conn, 7, "alice", AnswerUsage("m", 10, 5, 0.1, 1.1, None, None), at=0.0)
-    assert conn.execute("SELECT inbox_id, person, model, day, energy_wh FROM usage").fetchall() == [
-        (7, "alice", "m", "1970-01-01", None)
-    ]
+async def test_usage_rows_live_in_the_state_schema(tmp_path: Path) -> None:
+    db = StateDB(tmp_path / "s.db")
+    await db.open()
+    try:
+        await db.run(lambda c: record(c, 7, "alice", AnswerUsage("m", 10, 5, 0.1, 1.1, None, None), at=0.0))
+        rows = await db.run(lambda c: c.execute("SELECT inbox_id, person, model, day, energy_wh FROM usage").fetchall())
+    finally:
+        await db.close()
+    assert [tuple(row) for row in rows] == [(7, "alice", "m", "1970-01-01", None)]

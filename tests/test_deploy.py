@@ -143,7 +143,7 @@ def settings_class() -> type[BaseModel]:
     if importlib.util.find_spec("bridge") is None:
         sys.path.insert(0, str(REPO))
     module = importlib.import_module("bridge.config")
-    settings: type[BaseModel] = module.Settings
+    settings: type[BaseModel] = module.settings_class()  # with every installed platform's section
     return settings
 
 

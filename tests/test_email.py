@@ -26,12 +26,13 @@ import pytest
 from aioimaplib import IMAP4
 
 from adapters.email.adapter import EmailAdapter
+from adapters.email.settings import EmailSettings
 from adapters.email.smtp_server import Outcome, serve_smtp
-from bridge.config import EmailSettings, PersonSettings, Settings
+from bridge.config import PersonSettings, Settings
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, utcnow
 from tests.conftest import eventually, make_settings, model_for
-from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
 from tests.mailservers import (
     CONFIDE_DOMAIN,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from adapters.attachments import safe_name
-from adapters.email.adapter import IMPORT_SUBJECT, EmailAdapter
+from adapters.email.adapter import EmailAdapter
 from adapters.email.auth import aligned, parse_authentication_results, trusted_results
 from adapters.email.loops import RateLimit, loop_reason
 from adapters.email.sender import build_reply, message_id_for
-from bridge.config import EmailSettings
+from adapters.email.settings import EmailSettings
 from bridge.messages import Citation, OutgoingReply
 from tests.conftest import make_settings
 
@@ -95,15 +95,6 @@ def test_rate_limit_is_a_sliding_hour_per_sender() -> None:
     assert limit.allow("a", 3600.5), "the first mail left the window"
     limit.forget("a")
     assert limit.allow("a", 3601)
-
-
-@pytest.mark.parametrize(
-    ("subject", "imports"),
-    [("import", True), ("[import] chats", True), ("Import: notes.md", True), ("important question", False),
-     ("imports", False), ("what did I import?", False)],
-)  # fmt: skip
-def test_import_subject_convention(subject: str, imports: bool) -> None:
-    assert bool(IMPORT_SUBJECT.match(subject)) is imports
 
 
 def test_attachment_names_stay_in_their_folder() -> None:

@@ -21,7 +21,7 @@ from bridge.energy import (
     split_interval,
     trapezoid,
 )
-from tests.fake_dcgm import ENERGY, POWER, FakeDcgm
+from tests.fakes.dcgm_exporter import ENERGY, POWER, FakeDcgm
 
 # (description, intervals of (energy J, tokens per answer), expected energy per answer)
 ATTRIBUTION = [

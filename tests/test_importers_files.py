@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.documents import PASSAGE_CHARS
-from adapters.importers import Problem, WrongKind, open_importer
+from bridge.importers.base import Problem, WrongKind
+from bridge.importers.registry import open_importer
+from bridge.importers.text import PASSAGE_CHARS
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import HTML_PAGE, docx_bytes, tiny_pdf
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.importers import Problem, WrongKind, open_importer
-from adapters.locomo import load_questions, normalized_evidence
+from bridge.importers.base import Problem, WrongKind
+from bridge.importers.locomo import load_questions, normalized_evidence
+from bridge.importers.registry import open_importer
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import telegram_chat, write_json
 

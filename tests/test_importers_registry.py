@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
-from adapters.importers import KINDS, Problem, WrongKind, detect_kind, open_importer
+from bridge.importers.base import Problem, WrongKind
+from bridge.importers.registry import detect_kind, find_source, importer_classes, kinds, open_importer
 from tests.import_fixtures import (
     ANDROID_US,
     IOS_DE,
@@ -57,7 +59,7 @@ def test_detect_kind(exports: dict[str, Path], tmp_path: Path) -> None:
 def test_every_other_kind_is_refused_before_anything(exports: dict[str, Path]) -> None:
     for name, path in exports.items():
         right = name.split("-")[0]
-        for kind in KINDS:
+        for kind in kinds():
             if kind == right or (kind == "files" and right == "whatsapp" and path.suffix == ".txt"):
                 continue  # a chat .txt is also a text document
             importer = open_importer(kind, path, "me")
@@ -79,9 +81,37 @@ def test_each_kind_yields_records_of_its_channel(exports: dict[str, Path]) -> No
         assert len({r.source for r in records if r.channel != "files"}) <= 1, name
 
 
+def test_kinds_come_from_the_entry_points_and_say_whether_they_are_chat() -> None:
+    chat = {kind: open_importer(kind, Path("x"), "me").chat for kind in kinds()}
+    assert chat == {
+        "files": False, "locomo": True, "mbox": False, "maildir": False, "telegram": True, "whatsapp": True,
+    }  # fmt: skip
+    classes = importer_classes()
+    assert list(classes) == kinds() and all(c.summary and c.path_help for c in classes.values())
+    assert classes["whatsapp"].options.keys() == {"date_order"}
+    assert max(classes, key=lambda k: classes[k].detect_order) == "files"  # it accepts any .txt: sniffed last
+
+
+def test_find_source(exports: dict[str, Path], tmp_path: Path) -> None:
+    source = find_source(exports["whatsapp"], "me")
+    assert source is not None and source.kind == "whatsapp"  # a chat .txt, though "files" accepts it too
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG")
+    assert find_source(tmp_path / "photo.png", "me") is None
+
+
+def test_the_importer_core_never_imports_adapters() -> None:
+    core = Path(__file__).resolve().parent.parent / "bridge"
+    for file in [*(core / "importers").glob("*.py"), core / "ingest.py", core / "units.py"]:
+        for node in ast.walk(ast.parse(file.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.split(".")[0] == "adapters"], file.name
+
+
 def test_unknown_kind_and_option() -> None:
-    with pytest.raises(ValueError, match="unknown kind"):
+    with pytest.raises(ValueError, match="unknown kind 'icq'; known: files, locomo, maildir, mbox, telegram, whatsapp"):
         open_importer("icq", Path("x"), "me")
+    assert open_importer("telegram", Path("x"), "me", date_order=None).kind == "telegram"  # unset: not passed
     with pytest.raises(ValueError, match="date_order"):
         open_importer("whatsapp", Path("x"), "me", date_order="ydm")
     assert str(Problem("chat.txt:3", "bad date")) == "chat.txt:3: bad date"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.importers import Problem, WrongKind, open_importer
+from bridge.importers.base import Problem, WrongKind
+from bridge.importers.registry import open_importer
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import ANDROID_US, telegram_account, telegram_chat, write_json, write_whatsapp_txt
 

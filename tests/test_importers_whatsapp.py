@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.importers import Problem, WrongKind, open_importer
+from bridge.importers.base import Problem, WrongKind
+from bridge.importers.registry import open_importer
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import ANDROID_US, IOS_DE, write_json, write_whatsapp_txt, write_whatsapp_zip
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.importers import Problem, WrongKind, open_importer
 from bridge.history import HistoryIndex, lift_neighbours
+from bridge.importers.base import Problem, WrongKind
+from bridge.importers.registry import open_importer
 from bridge.ingest import ingest
 from bridge.messages import HistoryRecord
 from bridge.store import Hit
@@ -19,11 +20,9 @@ from tests.import_fixtures import ANDROID_US, write_whatsapp_txt
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
 
 
-def chat(
-    rid: str, minutes: float, text: str = "", conversation: str = "Anna", channel: str = "whatsapp"
-) -> HistoryRecord:
+def chat(rid: str, minutes: float, text: str = "", conversation: str = "Anna") -> HistoryRecord:
     return HistoryRecord(
-        id=rid, person="alice", channel=channel, conversation=conversation, author=rid.upper(),
+        id=rid, person="alice", channel="whatsapp", conversation=conversation, author=rid.upper(),
         time=T0 + timedelta(minutes=minutes), text=text or f"message {rid}", source="whatsapp:anna.zip",
     )  # fmt: skip
 
@@ -33,18 +32,19 @@ def test_context_windows_stay_inside_one_conversation_and_session() -> None:
         chat("a", 0), chat("b", 1), chat("c", 2), chat("d", 3),
         chat("e", 600),  # ten hours later: a new session
         chat("x", 601, conversation="Ben"),
-        chat("f", 602, channel="files"),
+        chat("m", 602, text=" "),  # media only: no context of its own, and it ends the window
+        chat("y", 603, conversation="Ben"),
     ]  # fmt: skip
-    out = {r.id: r for r in with_context(records)}
-    assert [r.id for r in with_context(records[:0])] == []
-    assert list(out) == ["a", "b", "c", "d", "e", "x", "f"]
+    out = {r.id: r for r in with_context(records, chat=True)}
+    assert [r.id for r in with_context(records[:0], chat=True)] == []
+    assert list(out) == ["a", "b", "c", "d", "e", "x", "m", "y"]
     assert out["a"].extra["before"] == [] and out["a"].extra["after"] == ["B: message b"]
     assert out["c"].extra["before"] == ["A: message a", "B: message b"] and out["c"].extra["after"] == ["D: message d"]
     assert out["d"].extra["after"] == [] and out["d"].extra["next"] is None
     assert (out["c"].extra["prev"], out["c"].extra["next"]) == ("b", "d")
     assert out["e"].extra["before"] == [] and out["e"].extra["prev"] is None
-    assert out["x"].extra["before"] == []
-    assert "before" not in out["f"].extra
+    assert out["x"].extra["before"] == [] and out["x"].extra["next"] is None
+    assert "before" not in out["m"].extra and out["y"].extra["prev"] is None
     assert context_text(out["c"], before=1, after=1) == "C: message c\nB: message b\nD: message d"
 
 
@@ -54,7 +54,7 @@ def test_context_windows_stream_through_a_long_chat() -> None:
             yield chat(f"m{i}", i * 0.1)
 
     last = None
-    for last in with_context(endless()):  # noqa: B007
+    for last in with_context(endless(), chat=True):  # noqa: B007
         pass
     assert last is not None and last.extra["before"] == ["M19998: message m19998", "M19997: message m19997"][::-1]
 
@@ -65,6 +65,18 @@ def test_neighbours_of_a_strong_hit_are_lifted() -> None:
         r.extra.update(prev=prev, next=nxt)
     ranked = lift_neighbours([Hit(b, 1.0), Hit(chat("z", 9), 0.5), Hit(a, 0.45), Hit(c, 0.1)])
     assert [h.record.id for h in ranked] == ["b", "a", "z", "c"]  # a: 0.45 + 0.3 x 1.0 overtakes z
+
+
+def test_records_that_are_not_chat_pass_through_untouched() -> None:
+    records = [chat("a", 0), chat("b", 1), chat("c", 2)]
+    assert list(with_context(iter(records), chat=False)) == records
+    assert all(r.extra == {} for r in records)
+
+
+async def test_mails_and_documents_are_stored_without_neighbours(history: HistoryIndex) -> None:
+    summary = await ingest(history, "alice", [chat("a", 0), chat("b", 1)], chat=False)
+    assert summary.imported == 2
+    assert [r.extra for r in [r async for r in history.export("alice")]] == [{}, {}]
 
 
 async def test_import_twice_adds_nothing_and_reports_duplicates(tmp_path: Path, history: HistoryIndex) -> None:

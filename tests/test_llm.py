@@ -8,7 +8,7 @@ import pytest
 
 from bridge.llm import Delta, Done, ModelClient, ModelUnavailable, Restart, StreamEvent
 from tests.conftest import model_for
-from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
 MESSAGES = [{"role": "user", "content": "Question: what time is it"}]
 

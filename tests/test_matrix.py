@@ -16,13 +16,14 @@ from nio.event_builders import ToDeviceMessage
 
 from adapters.matrix import build_adapter
 from adapters.matrix.client import MatrixAdapter
-from bridge.config import MatrixSettings, PersonSettings, Settings
+from adapters.matrix.settings import MatrixSettings
+from bridge.config import PersonSettings, Settings
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
 from bridge.store.edge import EdgeStore
 from tests.cli_helpers import cli_env, run_cli
 from tests.conftest import eventually, make_settings, model_for
-from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
 from tests.synapse import Person, Synapse
 

@@ -13,7 +13,7 @@ from bridge.answer import FALLBACK_HEADER
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
 from tests.conftest import eventually, model_for
-from tests.fake_openai import Behaviour, FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
 
 WHEN = datetime(2024, 5, 3, 18, 30, tzinfo=UTC)

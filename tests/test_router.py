@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+from bridge.command_table import COMMANDS, menu
+from bridge.commands import HELP
 from bridge.messages import Attachment, IncomingMessage
 from bridge.router import Command, Ignore, Question, RouteContext, route
 
@@ -37,6 +40,8 @@ CASES = [
      Question("and Tuesday?", "alice")),
     ("help", msg("/help"), ALICE, Command("help", (), "alice")),
     ("start is help", msg("/start"), ALICE, Command("help", (), "alice")),
+    ("an alias in capitals", msg("/START@confide_bot"), ALICE, Command("help", (), "alice")),
+    ("internal commands cannot be typed", msg("/confirm"), PENDING, Command("unknown", ("confirm",), "alice")),
     ("command is case-insensitive", msg("/RESET"), ALICE, Command("reset", (), "alice")),
     ("command with args", msg("/forget since 2024-01-01"), ALICE, Command("forget", ("since", "2024-01-01"), "alice")),
     ("model with name", msg("/model qwen"), ALICE, Command("model", ("qwen",), "alice")),
@@ -71,3 +76,20 @@ CASES = [
 @pytest.mark.parametrize(("message", "context", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_route(message: IncomingMessage, context: RouteContext, expected: object) -> None:
     assert route(message, context) == expected
+
+
+def test_every_command_of_the_table_is_routed_by_its_names() -> None:
+    for spec in COMMANDS:
+        for name in () if spec.internal else (spec.name, *spec.aliases):
+            assert route(msg(f"/{name} x"), ALICE) == Command(spec.name, ("x",), "alice")
+
+
+def test_help_and_the_command_menu_come_from_the_table() -> None:
+    listed = [spec for spec in COMMANDS if spec.listed and not spec.internal]
+    assert [name for name, _ in menu()] == [spec.name for spec in listed]
+    assert {"help", "compare", "usage"} <= {name for name, _ in menu()}
+    for name, description in menu():  # Telegram's setMyCommands limits
+        assert re.fullmatch(r"[a-z0-9_]{1,32}", name) and 1 <= len(description) <= 256
+    assert all(f"/{spec.name}" in HELP for spec in listed)
+    assert "/confirm" not in HELP and "/import" not in HELP
+    assert "Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document" in HELP

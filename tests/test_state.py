@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
+from contextlib import closing
 from pathlib import Path
 
+import pytest
+
+from adapters.email.state import EmailState
+from adapters.telegram.sent import SentParts
 from bridge.inbox import Inbox
 from bridge.messages import IncomingMessage, OutgoingReply
 from bridge.outbox import Outbox
-from bridge.state import StateDB
+from bridge.state import (
+    CORE_MIGRATIONS,
+    Migration,
+    SchemaTooNew,
+    StateDB,
+    apply_migrations,
+    connect,
+    schema_version,
+)
 
 
 def message(pid: str, chat: str = "c1", text: str = "hi") -> IncomingMessage:
@@ -102,3 +118,186 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
     assert await outbox.pending("telegram") == []
     assert await inbox.unfinished() == 1
     await db.close()
+
+
+# The schema as versions before `schema_versions` created it (CREATE TABLE IF NOT EXISTS at every start).
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, platform_message_id TEXT NOT NULL,
+    chat_key TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', outcome TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, received_at REAL NOT NULL, finished_at REAL,
+    UNIQUE (channel, platform_message_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (status, chat_key, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, reply_id TEXT NOT NULL UNIQUE, inbox_id INTEGER, channel TEXT NOT NULL,
+    payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, receipt TEXT, created_at REAL NOT NULL, sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, channel, id);
+CREATE TABLE IF NOT EXISTS drafts (inbox_id INTEGER PRIMARY KEY, edit_token TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, chat_key TEXT NOT NULL, role TEXT NOT NULL, text TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turns_chat ON turns (chat_key, id);
+CREATE TABLE IF NOT EXISTS chat_state (
+    chat_key TEXT PRIMARY KEY, model TEXT, last_sources TEXT, pending_action TEXT, pending_expires REAL
+);
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, inbox_id INTEGER NOT NULL, person TEXT NOT NULL, model TEXT NOT NULL,
+    day TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, energy_wh REAL,
+    ttft_s REAL, total_s REAL NOT NULL, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_person_day ON usage (person, day, model);
+CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+"""
+
+
+def tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+async def test_a_database_of_the_unversioned_layout_keeps_its_rows_and_is_brought_forward(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    old = message("1")
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(OLD_SCHEMA)
+        conn.execute(
+            "INSERT INTO inbox (channel, platform_message_id, chat_key, payload, received_at) VALUES (?, ?, ?, ?, 1.0)",
+            (old.channel, old.platform_message_id, old.chat_key, old.model_dump_json()),
+        )
+        conn.execute("INSERT INTO checkpoints VALUES ('never', 'read', 1.0)")
+
+    db = await open_db(tmp_path)
+    assert "checkpoints" not in tables(path) and "schema_versions" in tables(path)
+    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 2
+    inbox = Inbox(db)
+    assert await inbox.put(message("1")) is False  # the old row is still there
+    claimed = await inbox.claim_next("telegram:c1")
+    assert claimed is not None and claimed.message == old
+    await db.close()
+
+
+async def test_a_fresh_database_has_the_same_tables_as_an_upgraded_one(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    with closing(sqlite3.connect(tmp_path / "old" / "state.sqlite3")) as conn:
+        conn.executescript(OLD_SCHEMA)
+    for folder in (tmp_path / "old", tmp_path / "new"):
+        db = await open_db(folder)
+        await db.close()
+    assert tables(tmp_path / "old" / "state.sqlite3") == tables(tmp_path / "new" / "state.sqlite3")
+
+
+async def test_migrations_run_once_in_order_each_with_its_version(tmp_path: Path) -> None:
+    ran: list[int] = []
+
+    def step(version: int) -> Migration:
+        def change(conn: sqlite3.Connection) -> None:
+            ran.append(version)
+            conn.execute(f"ALTER TABLE things ADD COLUMN c{version} INTEGER")
+
+        return (version, change)
+
+    first: list[Migration] = [(1, "CREATE TABLE things (id INTEGER PRIMARY KEY); -- a comment; with ';'"), step(2)]
+    db = await open_db(tmp_path)
+    assert await db.migrate("test", first) == 2
+    assert await db.migrate("test", first) == 2
+    assert ran == [2]
+    assert await db.migrate("test", [*first, step(3), step(4)]) == 4
+    assert ran == [2, 3, 4]  # only what was new, in order
+    columns = await db.run(lambda conn: [row[1] for row in conn.execute("PRAGMA table_info(things)")])
+    assert columns == ["id", "c2", "c3", "c4"]
+    await db.close()
+
+
+async def test_a_failed_migration_leaves_the_previous_version_whole(tmp_path: Path) -> None:
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE things ADD COLUMN half INTEGER")
+        raise RuntimeError("power cut")
+
+    db = await open_db(tmp_path)
+    with pytest.raises(RuntimeError, match="power cut"):
+        await db.migrate("test", [(1, "CREATE TABLE things (id INTEGER PRIMARY KEY)"), (2, broken)])
+    assert await db.run(lambda conn: schema_version(conn, "test")) == 1
+    columns = await db.run(lambda conn: [row[1] for row in conn.execute("PRAGMA table_info(things)")])
+    assert columns == ["id"]
+    await db.close()
+
+
+async def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path: Path) -> None:
+    db = await open_db(tmp_path)
+    await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=3 WHERE owner='core'"))
+    await db.close()
+    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 3, this version knows 2\)"):
+        await open_db(tmp_path)
+    with closing(connect(tmp_path / "state.sqlite3")) as conn:
+        assert schema_version(conn, "core") == 3  # nothing was changed
+        adapter: list[Migration] = [(1, "CREATE TABLE telegram_x (a)")]
+        apply_migrations(conn, "telegram", adapter)  # another owner is not held back by the core's version
+        conn.execute("UPDATE schema_versions SET version=2 WHERE owner='telegram'")
+        with pytest.raises(SchemaTooNew, match=r"\(telegram schema 2, this version knows 1\)"):
+            apply_migrations(conn, "telegram", adapter)
+
+
+async def test_each_owner_has_its_own_version(tmp_path: Path) -> None:
+    db = await open_db(tmp_path)
+    assert await db.migrate("alpha", [(1, "CREATE TABLE alpha_t (a)"), (2, "ALTER TABLE alpha_t ADD COLUMN b")]) == 2
+    assert await db.migrate("beta", [(1, "CREATE TABLE beta_t (a)")]) == 1
+    versions = await db.run(lambda conn: dict(conn.execute("SELECT owner, version FROM schema_versions").fetchall()))
+    assert versions == {"core": 2, "alpha": 2, "beta": 1}
+    with pytest.raises(ValueError, match="numbered 1, 2, 3"):
+        await db.migrate("gamma", [(2, "CREATE TABLE gamma_t (a)")])
+    await db.close()
+
+
+async def test_adapters_keep_their_tables_in_the_state_database_beside_the_core(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    db = await open_db(tmp_path)
+    sent = SentParts(path)
+    email = EmailState(path)
+    await asyncio.gather(sent.record("r1", 0, 41), email.mark_sent("r2", "<m2@x>"), Inbox(db).put(message("1")))
+    await email.save_checkpoint("INBOX", 7, 12)
+    assert await sent.parts("r1") == {0: 41}
+    assert await email.sent_message_id("r2") == "<m2@x>" and await email.checkpoint("INBOX") == (7, 12)
+    sent.close()
+    await db.close()
+    assert {"telegram_sent_parts", "email_sent", "email_imap_checkpoint", "inbox"} <= tables(path)
+    with closing(connect(path)) as conn:
+        assert schema_version(conn, "telegram") == 1 and schema_version(conn, "email") == 1
+
+
+OLD_TELEGRAM = """
+CREATE TABLE sent_parts (reply_id TEXT NOT NULL, part INTEGER NOT NULL, message_id INTEGER NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (reply_id, part));
+"""
+OLD_EMAIL = """
+CREATE TABLE sent (reply_id TEXT PRIMARY KEY, message_id TEXT NOT NULL, sent_at REAL NOT NULL);
+CREATE TABLE imap_checkpoint (
+    mailbox TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL, last_uid INTEGER NOT NULL, updated_at REAL NOT NULL
+);
+INSERT INTO sent VALUES ('r2', '<m2@x>', 1.0);
+INSERT INTO imap_checkpoint VALUES ('INBOX', 7, 12, 1.0);
+"""
+
+
+async def test_the_rows_of_the_adapters_former_files_are_taken_over(tmp_path: Path) -> None:
+    delivered, mail = tmp_path / "telegram" / "delivered.sqlite3", tmp_path / "email" / "email.sqlite3"
+    for path, script in [(delivered, OLD_TELEGRAM), (mail, OLD_EMAIL)]:
+        path.parent.mkdir()
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.executescript(script)
+    with closing(sqlite3.connect(delivered)) as conn, conn:
+        conn.execute("INSERT INTO sent_parts VALUES ('r1', 0, 41, ?)", (time.time(),))
+    state = tmp_path / "state.sqlite3"
+    sent = SentParts(state, delivered)
+    email = EmailState(state, mail)
+    assert await sent.parts("r1") == {0: 41}
+    assert await email.sent_message_id("r2") == "<m2@x>" and await email.checkpoint("INBOX") == (7, 12)
+    sent.close()
+    with closing(sqlite3.connect(mail)) as conn, conn:
+        conn.execute("DELETE FROM sent")  # taken over once: later changes to the old file are not read again
+    again = EmailState(state, mail)
+    assert await again.sent_message_id("r2") == "<m2@x>"
+    assert SentParts(tmp_path / "other.sqlite3", tmp_path / "missing.sqlite3")  # no former file: nothing to take

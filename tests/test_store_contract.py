@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,10 +13,11 @@ from hypothesis import strategies as st
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qmodels
 
+import bridge.store
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
-from bridge.store import PersonMismatch, Selector
+from bridge.store import HistoryStore, IndexIncompatible, PersonMismatch, Selector, edge, server
 from bridge.store.edge import EdgeStore
 from bridge.store.server import ServerStore
 
@@ -233,3 +235,118 @@ async def test_an_older_index_gains_the_author_index(tmp_path: Path, embedder: L
     await reopened.open(embedder.dimension)
     assert await reopened.authors("alice") == {"Anna"}
     await reopened.close()
+
+
+class Place:
+    """Where one index lives, reopened by a new store each time, as a restart of Confide would."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind, self.path = kind, tmp_path / "shard"
+        self.client = AsyncQdrantClient(location=":memory:")  # the server's stand-in, shared by the stores
+
+    async def open(self, embedder: LocalEmbedder) -> HistoryIndex:
+        store: HistoryStore = EdgeStore(self.path) if self.kind == "embedded" else ServerStore(self.client, "history")
+        try:
+            await store.open(embedder.dimension)
+        except BaseException:
+            await self.release(store)
+            raise
+        return HistoryIndex(store, embedder)
+
+    async def release(self, store: HistoryStore) -> None:
+        if isinstance(store, EdgeStore):
+            await store.close()  # a ServerStore's close would close the shared client
+
+    async def version(self) -> int | None:
+        if self.kind == "embedded":
+            path = self.path / edge.VERSION_FILE
+            return int(json.loads(path.read_text())["version"]) if path.exists() else None
+        metadata = (await self.client.get_collection("history")).config.metadata or {}
+        return metadata.get(server.VERSION_KEY)
+
+    async def set_version(self, version: int | None) -> None:
+        """None: as an index written before versions were recorded."""
+        if self.kind == "server":
+            await self.client.update_collection("history", metadata={server.VERSION_KEY: version})
+        elif version is None:
+            (self.path / edge.VERSION_FILE).unlink()
+        else:
+            (self.path / edge.VERSION_FILE).write_text(json.dumps({"version": version}))
+
+
+@pytest.fixture(params=["embedded", "server"])
+async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
+    where = Place(request.param, tmp_path)
+    yield where
+    await where.client.close()
+
+
+async def test_a_new_index_records_the_version_it_was_created_in(
+    place: Place, embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = await place.open(embedder)
+    assert await place.version() == bridge.store.index_version() == 1
+    await place.release(history.store)
+
+    ran: list[int] = []
+
+    async def never(store: HistoryStore) -> None:
+        ran.append(2)
+
+    monkeypatch.setattr(bridge.store, "INDEX_MIGRATIONS", [(2, never)])
+    other = Place(place.kind, place.path.parent / "other")
+    history = await other.open(embedder)
+    assert await other.version() == 2 and ran == []  # created in the newest layout: nothing to migrate
+    await other.release(history.store)
+    await other.client.close()
+
+
+async def test_an_unversioned_index_is_version_1_and_is_migrated_once(
+    place: Place, embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = await place.open(embedder)
+    await history.add("alice", [
+        record("alice", "1", "The boiler was fixed on Tuesday."),
+        record("alice", "2", "You asked about the boiler.", author="Confide", source="confide:telegram"),
+    ])  # fmt: skip
+    await place.release(history.store)
+    await place.set_version(None)
+    history = await place.open(embedder)  # unversioned, and no migration known: opens as it is
+    assert await history.count("alice") == 2 and await place.version() is None
+    await place.release(history.store)
+
+    ran: list[str] = []
+
+    async def migration(store: HistoryStore) -> None:  # the kind of change one makes: Confide's answers go
+        ran.append(place.kind)
+        await store.delete("alice", Selector(source="confide:telegram"))
+
+    monkeypatch.setattr(bridge.store, "INDEX_MIGRATIONS", [(2, migration)])
+    history = await place.open(embedder)
+    assert await place.version() == 2 and ran == [place.kind]
+    assert [r.id async for r in history.export("alice")] == ["1"]
+    hits = await history.search("alice", "When was the boiler fixed?", limit=5)
+    assert [h.record.id for h in hits] == ["1"]
+    await place.release(history.store)
+    history = await place.open(embedder)
+    assert ran == [place.kind]  # applied once
+    await place.release(history.store)
+
+
+async def test_an_index_of_a_newer_version_is_refused_and_left_alone(place: Place, embedder: LocalEmbedder) -> None:
+    history = await place.open(embedder)
+    await history.add("alice", [record("alice", "1", "keep me")])
+    await place.release(history.store)
+    await place.set_version(3)
+    with pytest.raises(
+        IndexIncompatible, match=r"newer version of Confide \(index version 3, this version knows 1\)"
+    ) as refused:
+        await place.open(embedder)
+    message = str(refused.value)
+    assert "Nothing was changed" in message and "confide import KIND PATH --person ID" in message
+    assert ("CONFIDE_STORE__COLLECTION" if place.kind == "server" else f"mv {place.path}") in message
+    assert await place.version() == 3
+    await place.set_version(1)
+    history = await place.open(embedder)
+    assert await history.count("alice") == 1
+    await place.release(history.store)

@@ -17,13 +17,13 @@ from telegram.error import NetworkError
 
 from adapters.telegram import build_adapter
 from adapters.telegram.redact import REDACTED
+from adapters.telegram.settings import TelegramSettings
 from bridge.commands import HELP
-from bridge.config import TelegramSettings
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
 from tests.conftest import eventually, make_settings, model_for
-from tests.fake_openai import Behaviour, FakeOpenAI
-from tests.fake_telegram import BOT_ID, FakeTelegram
+from tests.fakes.bot_api import BOT_ID, FakeTelegram
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
 
 GROUP = -5
@@ -89,7 +89,8 @@ async def test_private_question_by_polling_is_answered_with_sources_and_confirme
     assert reply.reply_to == update["message"]["message_id"]
     methods = telegram.methods()
     assert methods[:4] == ["getMe", "setMyCommands", "deleteWebhook", "getUpdates"]
-    assert [c["command"] for c in telegram.commands] == ["start", "help", "reset", "sources", "forget", "model"]
+    menu = ["help", "reset", "sources", "forget", "model", "compare", "usage"]
+    assert [c["command"] for c in telegram.commands] == menu
     assert [c.params["action"] for c in telegram.calls_of("sendChatAction")] == ["typing"]
     assert telegram.confirmed == update["update_id"]
 

@@ -17,8 +17,8 @@ import pytest
 from bridge.commands import HELP
 from tests.cli_helpers import CONFIDE, cli_env
 from tests.conftest import eventually
-from tests.fake_openai import Behaviour, FakeOpenAI
-from tests.fake_telegram import FakeTelegram
+from tests.fakes.bot_api import FakeTelegram
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
 PERSONS = [{"id": "alice", "accounts": ["telegram:100"]}, {"id": "bob", "accounts": ["telegram:200"]}]
 

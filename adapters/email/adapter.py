@@ -5,13 +5,13 @@ then `inbox.put`. Unauthenticated or spoofed mail is logged and dropped before `
 stored and no person is ever attributed a mail they did not send (rather than put with a sender that maps
 to nobody, which would keep a stranger's text in the state database for no use).
 
-Imports: a mail whose subject (without "Re:"/"Fwd:") starts with the word "import" or "[import]" hands its
-attachments to the core as the command "/import"; they are saved under DATA_DIR/attachments/email/.
-
-Comparisons: a subject "compare A B", where A and B are configured models, asks both the question in the
-body, as "/compare A B <body>"; the question may also follow the names ("compare A B: question"). With
-neither, the last question of the thread is compared. "[compare] A B" is always taken as the command (an
-unknown name gets the list of models); a plain "Compare the two offers" stays a question."""
+Subject commands (the entries of bridge/command_table.py with a `mail` rule): a subject (without "Re:"/"Fwd:")
+starting with "[NAME]", or with the bare word NAME where the rule allows it, is that command. "import" hands the
+mail's attachments to the core as "/import"; they are saved under DATA_DIR/attachments/email/. "compare A B",
+where A and B are configured models, asks both the question in the body, as "/compare A B <body>"; the question
+may also follow the names ("compare A B: question"). With neither, the last question of the thread is
+compared. "[compare] A B" is always taken as the command (an unknown name gets the list of models); a plain
+"Compare the two offers" stays a question."""
 
 from __future__ import annotations
 
@@ -32,16 +32,22 @@ from adapters.email.auth import DnsFunc, authenticate
 from adapters.email.imap_reader import ImapReader
 from adapters.email.loops import RateLimit, is_own_message_id, loop_reason
 from adapters.email.sender import ReplySender, domain_of
+from adapters.email.settings import email_settings
 from adapters.email.smtp_server import Outcome, serve_smtp
 from adapters.email.state import EmailState
+from bridge import command_table
 from bridge.adapter import Capabilities, InboxPort
 from bridge.config import Settings
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
 
 log = logging.getLogger(__name__)
 
-IMPORT_SUBJECT = re.compile(r"^\[?import\b", re.IGNORECASE)
-COMPARE_SUBJECT = re.compile(r"^(\[compare\]|compare)\s+(\S+)\s+([^\s:]+):?\s*(.*)$", re.IGNORECASE | re.DOTALL)
+# "[name] rest" or "name rest" ("[import" too, as before); the name is looked up in the command table.
+_SUBJECT = re.compile(
+    r"^(?P<open>\[)?(?P<name>[a-z]+)(?P<close>\])?(?!\w)[:\s]*(?P<rest>.*)$", re.IGNORECASE | re.DOTALL
+)
+# A model name ends at a space or a colon: "compare A B: question".
+_MODEL = r"([^\s:]+)(?=[\s:]|$):?\s*"
 
 
 class EmailAdapter:
@@ -51,9 +57,9 @@ class EmailAdapter:
 
     def __init__(self, settings: Settings, dnsfunc: DnsFunc | None = None) -> None:
         self.settings = settings
-        self.email = settings.email
+        self.email = email_settings(settings)
         self.dnsfunc = dnsfunc  # None: the system resolver (tests serve their own DKIM keys)
-        self.state = EmailState(settings.data_dir / "email")
+        self.state = EmailState(settings.state_path, settings.data_dir / "email" / "email.sqlite3")
         self.sender = ReplySender(self.email, self.state)
         self.rate = RateLimit(self.email.rate_limit_per_hour)
         self.own_addresses = {a.lower() for a in [*self.email.addresses, self.email.from_address or ""] if a}
@@ -122,14 +128,13 @@ class EmailAdapter:
         subject = mime.header(msg, "Subject")
         root = mime.thread_root(msg)
         parent = mime.message_ids(mime.header(msg, "In-Reply-To"))
-        if IMPORT_SUBJECT.match(mime.normalized_subject(subject)):
-            text, attachments = "/import", await self._save_attachments(msg, mail_id)
-        elif command := compare_command(mime.normalized_subject(subject), mime.mail_text(msg).new_text, self.models):
-            text, attachments = command, []
+        topic, body = mime.normalized_subject(subject), mime.mail_text(msg).new_text
+        if command := subject_command(topic, body, self.models):
+            text, files = command
+            attachments = await self._save_attachments(msg, mail_id) if files else []
         else:
-            body = mime.mail_text(msg)
             # A question may be the subject alone ("When is the dinner?" with an empty body).
-            text, attachments = body.new_text or mime.normalized_subject(subject), []
+            text, attachments = body or topic, []
         return IncomingMessage(
             channel=self.channel,
             chat_id=f"{sender}/{root}",  # one chat per person and thread: "yes" to /forget stays in its thread
@@ -162,16 +167,22 @@ class EmailAdapter:
         return saved
 
 
-def compare_command(subject: str, body: str, models: Collection[str]) -> str | None:
-    """The chat command a "compare A B" subject stands for; None for any other subject."""
-    match = COMPARE_SUBJECT.match(subject.strip())
-    if match is None:
+def subject_command(subject: str, body: str, models: Collection[str]) -> tuple[str, bool] | None:
+    """The chat command a subject stands for, and whether the mail's attachments are its input; None for an
+    ordinary subject."""
+    match = _SUBJECT.match(subject.strip())
+    spec = command_table.typed(match["name"]) if match else None
+    if match is None or spec is None or spec.mail is None:
         return None
-    keyword, first, second, rest = match.groups()
-    if keyword.lower() == "compare" and not (first in models and second in models):
-        return None  # an ordinary subject that happens to start with "compare"
-    question = " ".join((body.strip() or rest.strip()).split())
-    return f"/compare {first} {second} {question}".strip()
+    if spec.mail.files:
+        return f"/{spec.name}", True
+    bracketed = bool(match["open"] and match["close"])
+    named = re.match(_MODEL * spec.mail.models + "(.*)$", match["rest"], re.DOTALL)
+    if named is None or not (bracketed or all(name in models for name in named.groups()[:-1])):
+        # "[compare] A" gets the command's usage; a bare "Compare the two offers" is an ordinary subject.
+        return (" ".join([f"/{spec.name}", *match["rest"].split()]), False) if bracketed else None
+    question = " ".join((body.strip() or named.groups()[-1]).split())
+    return " ".join([f"/{spec.name}", *named.groups()[:-1], question]).strip(), False
 
 
 def _sent_at(msg: EmailMessage) -> datetime:

@@ -17,9 +17,9 @@ import ssl
 from aioimaplib import IMAP4, IMAP4_SSL, STOP_WAIT_SERVER_PUSH, Response
 
 from adapters.email.sender import tls_client_context
+from adapters.email.settings import EmailSettings
 from adapters.email.smtp_server import Accept, Outcome
 from adapters.email.state import EmailState
-from bridge.config import EmailSettings
 
 log = logging.getLogger(__name__)
 

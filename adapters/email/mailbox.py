@@ -12,7 +12,7 @@ import mailbox
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage, Message
@@ -20,7 +20,6 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
-from adapters.documents import SUFFIXES, extract_text, passages
 from adapters.email.mime import (
     MailAttachment,
     attachments,
@@ -31,10 +30,11 @@ from adapters.email.mime import (
     normalized_subject,
     thread_root,
 )
-from adapters.importers import Problem, WrongKind, stable_id
+from bridge.importers.base import Problem, WrongKind, stable_id
+from bridge.importers.text import SUFFIXES, extract_text, passages
 from bridge.messages import HistoryRecord
 
-SNIFF_BYTES = 4096
+MBOX_HEAD_BYTES = 4096  # an mbox starts with its first "From " line
 QUOTED_CHARS = 20_000  # a long thread's quote is repeated in every reply: keep extra small in the index
 THREAD_MEMORY = 100_000  # message ids remembered to thread replies that lack References
 _MAIL_HEADERS = ("from", "date", "subject", "message-id", "to")
@@ -151,7 +151,7 @@ def _parse(data: bytes, fallback_time: datetime | None) -> tuple[EmailMessage, d
     time = _mail_time(msg) or fallback_time
     if time is None:
         return "no readable date (neither a Date header nor one from the archive)"
-    return msg, time  # type: ignore[return-value]  (policy.default makes EmailMessage)
+    return msg, time
 
 
 def _mail_time(msg: Message) -> datetime | None:
@@ -179,6 +179,11 @@ def _from_line_time(line: str) -> datetime | None:
 
 class MboxImporter:
     kind = "mbox"
+    chat = False
+    detect_order = 50
+    summary = "Import mails from an mbox file."
+    path_help = "An mbox file"
+    options: Mapping[str, str] = {}
 
     def __init__(self, path: Path, person: str) -> None:
         # Apple Mail exports "Name.mbox" folders with the messages in a file called "mbox".
@@ -191,7 +196,7 @@ class MboxImporter:
         if not self.file.is_file():
             raise WrongKind(f"{self.file} is not an mbox file")
         with self.file.open("rb") as handle:
-            head = handle.read(SNIFF_BYTES).lstrip(b"\r\n")
+            head = handle.read(MBOX_HEAD_BYTES).lstrip(b"\r\n")
         if not head.startswith(b"From "):
             raise WrongKind(f"{self.name} is not an mbox file: it does not start with a 'From ' line")
 
@@ -212,6 +217,11 @@ class MboxImporter:
 
 class MaildirImporter:
     kind = "maildir"
+    chat = False
+    detect_order = 40
+    summary = "Import mails from a Maildir."
+    path_help = "A Maildir folder"
+    options: Mapping[str, str] = {}
 
     def __init__(self, path: Path, person: str) -> None:
         self.path = path

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from adapters.documents import html_to_text
+from bridge.importers.text import html_to_text
 
 
 @dataclass

@@ -10,8 +10,8 @@ from email.utils import format_datetime
 import aiosmtplib
 
 from adapters.email.mime import normalized_subject
+from adapters.email.settings import EmailSettings
 from adapters.email.state import EmailState
-from bridge.config import EmailSettings
 from bridge.messages import OutgoingReply, utcnow
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from bridge.config import EmailSettings
+from adapters.email.settings import EmailSettings
 
 log = logging.getLogger(__name__)
 

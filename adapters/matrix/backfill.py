@@ -1,4 +1,7 @@
-"""`confide import matrix`: a room's past messages into a person's history, decrypted where keys exist.
+"""`confide import matrix`: a room's past messages, decrypted where keys exist, for a person's history.
+
+Only fetching lives here; storing goes through the same ingest, progress and summary as every import
+(bridge.cli.import_records).
 
 Logs in as Confide's stored device (the one the live adapter uses), so the room keys it received are
 used. Record ids come from event ids: importing a room twice adds nothing. Confide's own answers are
@@ -9,6 +12,7 @@ imported in its latest version.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,15 +26,11 @@ from nio import (
     RoomMessagesResponse,
     RoomResolveAliasResponse,
 )
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adapters.matrix.events import CHANNEL, relations
 from adapters.matrix.render import permalink
 from adapters.matrix.session import login
-from bridge.app import open_history
 from bridge.config import Settings
-from bridge.ingest import ImportSummary, ingest
 from bridge.messages import HistoryRecord
 
 log = logging.getLogger(__name__)
@@ -49,33 +49,30 @@ class RoomHistory:
     undecryptable: int = 0
 
 
-async def import_room(settings: Settings, room: str, person: str, console: Console) -> ImportSummary:
-    """Fetch the room's messages, then store them in the person's history, with progress bars."""
-    matrix_accounts = [a.removeprefix(f"{CHANNEL}:") for p in settings.persons if p.id == person for a in p.accounts]
-    async with open_history(settings) as history:  # first: refuses at once if `confide serve` holds the data
-        with _progress(console) as bar:
-            client = await login(settings)
-            try:
-                fetched = await _fetch(client, room, person, matrix_accounts, bar)
-            finally:
-                await client.close()
-            task = bar.add_task(f"Importing {fetched.name}", total=len(fetched.records))
-            summary = await ingest(history, person, fetched.records, on_batch=lambda n: bar.advance(task, n))
-    if fetched.undecryptable:
-        console.print(
-            f"{fetched.undecryptable} encrypted message(s) could not be decrypted: Confide's device has no key "
-            "for them. Share the room keys with it and import again."
-        )
-    console.print(summary.describe())
-    return summary
+async def fetch_room(
+    settings: Settings, room: str, person: str, on_page: Callable[[int], None] | None = None
+) -> RoomHistory:
+    """Log in as Confide's device and read the room's messages, oldest first; `on_page` counts events read."""
+    accounts = [a.removeprefix(f"{CHANNEL}:") for p in settings.persons if p.id == person for a in p.accounts]
+    client = await login(settings)
+    try:
+        return await _fetch(client, room, person, accounts, on_page)
+    finally:
+        await client.close()
 
 
-def _progress(console: Console) -> Progress:
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=console)
+def undecryptable_note(fetched: RoomHistory) -> str | None:
+    if not fetched.undecryptable:
+        return None
+    return (
+        f"{fetched.undecryptable} encrypted message(s) could not be decrypted: Confide's device has no key "
+        "for them. Share the room keys with it and import again."
+    )
 
 
-async def _fetch(client: AsyncClient, room: str, person: str, accounts: list[str], bar: Progress) -> RoomHistory:
+async def _fetch(
+    client: AsyncClient, room: str, person: str, accounts: list[str], on_page: Callable[[int], None] | None
+) -> RoomHistory:
     room_id = await _resolve(client, room)
     members = await client.joined_members(room_id)
     if not isinstance(members, JoinedMembersResponse):
@@ -85,7 +82,6 @@ async def _fetch(client: AsyncClient, room: str, person: str, accounts: list[str
         # The import puts a room into one person's history: only a room that person is in.
         raise BackfillError(f"none of {person}'s Matrix accounts ({', '.join(accounts) or 'none'}) is in {room}")
     fetched = RoomHistory(room_id, await _room_name(client, room_id))
-    task = bar.add_task(f"Fetching {fetched.name}", total=None)
     newest_edits: dict[str, dict[str, Any]] = {}
     start: str | None = None
     while True:
@@ -94,7 +90,8 @@ async def _fetch(client: AsyncClient, room: str, person: str, accounts: list[str
             raise BackfillError(f"fetching the messages of {room} failed: {page}")
         for event in page.chunk:
             await _take(client, fetched, names, newest_edits, person, event)
-        bar.advance(task, len(page.chunk))
+        if on_page:
+            on_page(len(page.chunk))
         if not page.chunk or not page.end or page.end == start:
             break
         start = page.end

@@ -38,6 +38,7 @@ from adapters.attachments import safe_name
 from adapters.matrix import files, render
 from adapters.matrix.events import CHANNEL, Me, relations, to_incoming
 from adapters.matrix.session import login
+from adapters.matrix.settings import matrix_settings
 from adapters.matrix.state import SyncState, store_dir
 from bridge.adapter import Capabilities, InboxPort
 from bridge.config import Settings
@@ -62,11 +63,12 @@ class MatrixAdapter:
     channel = CHANNEL
 
     def __init__(self, settings: Settings) -> None:
-        assert settings.matrix.user_id
+        own = matrix_settings(settings)
+        assert own.user_id
         self.settings = settings
         self.capabilities = Capabilities(can_edit=True, edit_interval_s=1.0)
         self.directory = Directory(settings.persons)
-        self.me = Me(settings.matrix.user_id, "")
+        self.me = Me(own.user_id, "")
         self.rate_limited = 0  # 429 answers seen, each waited out and retried
         self.client: AsyncClient | None = None
         self._state = SyncState.load(store_dir(settings))
@@ -76,7 +78,7 @@ class MatrixAdapter:
         self._own_events: OrderedDict[str, bool] = OrderedDict()  # event id -> sent by us (bounded cache)
         self._files_dir = settings.data_dir / "attachments" / CHANNEL
         self._filter = {
-            "room": {"timeline": {"limit": settings.matrix.sync_timeline_limit}, "ephemeral": {"not_types": ["*"]}},
+            "room": {"timeline": {"limit": own.sync_timeline_limit}, "ephemeral": {"not_types": ["*"]}},
             "presence": {"not_types": ["*"]},
         }
 
@@ -106,7 +108,7 @@ class MatrixAdapter:
 
     async def _connect(self) -> None:
         self.client = await login(self.settings)
-        self.client.add_response_callback(self._on_error_response, ErrorResponse)  # type: ignore[arg-type]
+        self.client.add_response_callback(self._on_error_response, ErrorResponse)
         self._state = SyncState.load(store_dir(self.settings))
         profile = await self.client.get_displayname()
         if isinstance(profile, ProfileGetDisplayNameResponse) and profile.displayname:
@@ -202,7 +204,8 @@ class MatrixAdapter:
 
     async def _incoming(self, event: RoomMessage, room: MatrixRoom) -> IncomingMessage | None:
         reply_to, _, _ = relations(event.source.get("content", {}))
-        replies_to_bot = bool(reply_to) and room.member_count > 2 and await self._is_own_event(room.room_id, reply_to)
+        in_group = room.member_count > 2
+        replies_to_bot = reply_to is not None and in_group and await self._is_own_event(room.room_id, reply_to)
         message = to_incoming(event, room, self.me, replies_to_bot)
         if message is not None and self._may_fetch(message):
             message = await self._with_file(message, event.source.get("content", {}))
@@ -265,7 +268,8 @@ class MatrixAdapter:
         told = f"{room.room_id}|{event.sender}|{event.session_id}"
         if told in self._state.told or self.directory.person_for(f"{CHANNEL}:{event.sender}") is None:
             return  # told once per missing session; strangers are told nothing
-        text = render.UNDECRYPTABLE.format(device=f"{self.settings.matrix.device_name}, {self._client().device_id}")
+        device = f"{matrix_settings(self.settings).device_name}, {self._client().device_id}"
+        text = render.UNDECRYPTABLE.format(device=device)
         extra = {"event_id": event.event_id, "sender": event.sender}
         content = render.new_message(render.notice(text), extra, event.event_id)
         try:

@@ -16,6 +16,11 @@ CHANNEL = "matrix"
 ANSWERABLE = frozenset({"m.text", "m.emote", "m.image", "m.file", "m.audio", "m.video"})
 
 
+def as_dict(value: object) -> dict[str, Any]:
+    """A JSON object of an event's content, or an empty one where the sender put something else."""
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True)
 class Me:
     user_id: str
@@ -31,7 +36,8 @@ class Me:
             return True
         if self.user_id in text or f"https://matrix.to/#/{self.user_id}" in str(content.get("formatted_body", "")):
             return True
-        return bool(self.display_name) and re.search(rf"(?<!\w){re.escape(self.display_name)}(?!\w)", text, re.I)
+        pattern = rf"(?<!\w){re.escape(self.display_name)}(?!\w)"
+        return bool(self.display_name) and re.search(pattern, text, re.I) is not None
 
 
 def relations(content: dict[str, Any]) -> tuple[str | None, str | None, bool]:
@@ -60,8 +66,8 @@ def strip_reply_fallback(body: str) -> str:
 def _attachments(content: dict[str, Any], msgtype: str) -> list[Attachment]:
     if msgtype in ("m.text", "m.emote", "m.notice"):
         return []
-    info = content.get("info") if isinstance(content.get("info"), dict) else {}
-    url = content.get("url") or (content.get("file") or {}).get("url")
+    info = as_dict(content.get("info"))
+    url = content.get("url") or as_dict(content.get("file")).get("url")
     return [
         Attachment(
             name=str(content.get("filename") or content.get("body") or "attachment"),

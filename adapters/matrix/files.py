@@ -13,6 +13,7 @@ from nio.crypto.attachments import decrypt_attachment
 from nio.exceptions import EncryptionError
 
 from adapters.attachments import write_atomically
+from adapters.matrix.events import as_dict
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,11 @@ class FileUnavailable(Exception):
 
 async def fetch(client: AsyncClient, content: dict[str, Any], path: Path) -> int:
     """Download the file of an m.file event's content to `path`; its size in bytes."""
-    encrypted = content.get("file") if isinstance(content.get("file"), dict) else None
+    encrypted = as_dict(content.get("file")) or None
     url = (encrypted or content).get("url")
     if not isinstance(url, str) or not url.startswith("mxc://"):
         raise FileUnavailable("the message carries no file address")
-    info = content.get("info") if isinstance(content.get("info"), dict) else {}
+    info = as_dict(content.get("info"))
     if isinstance(info.get("size"), int) and info["size"] > MAX_FILE_BYTES:
         raise FileUnavailable(
             f"it is {info['size'] // 2**20} MB; files over {MAX_FILE_BYTES // 2**20} MB are not fetched"

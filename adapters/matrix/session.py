@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nio import AsyncClient, AsyncClientConfig, ErrorResponse, KeysUploadError, LoginResponse, WhoamiResponse
 
+from adapters.matrix.settings import matrix_settings
 from adapters.matrix.state import Credentials, store_dir
 from bridge.config import Settings
 
@@ -22,7 +23,7 @@ class MatrixLoginError(Exception):
 
 
 def new_client(settings: Settings, device_id: str | None = None) -> AsyncClient:
-    matrix = settings.matrix
+    matrix = matrix_settings(settings)
     assert matrix.homeserver and matrix.user_id, "MatrixSettings validation guarantees these when enabled"
     directory = store_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ def new_client(settings: Settings, device_id: str | None = None) -> AsyncClient:
 
 async def login(settings: Settings) -> AsyncClient:
     """A logged-in client with its crypto store loaded and its device keys published."""
-    matrix = settings.matrix
+    matrix = matrix_settings(settings)
     assert matrix.user_id
     directory = store_dir(settings)
     stored = Credentials.load(directory, matrix.user_id)
@@ -54,7 +55,7 @@ async def login(settings: Settings) -> AsyncClient:
 
 
 async def _fresh_login(settings: Settings, client: AsyncClient, directory: Path) -> None:
-    matrix = settings.matrix
+    matrix = matrix_settings(settings)
     assert matrix.user_id
     if matrix.access_token is not None:
         token = matrix.access_token.get_secret_value()

@@ -7,28 +7,21 @@ version, never half of one. Credentials are readable by the owner only.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.attachments import write_atomically
+from adapters.matrix.settings import matrix_settings
 from bridge.config import Settings
 
 
 def store_dir(settings: Settings) -> Path:
-    return settings.matrix.store_dir or settings.data_dir / "matrix"
+    return matrix_settings(settings).store_dir or settings.data_dir / "matrix"
 
 
-def write_atomically(path: Path, data: dict[str, Any], private: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    descriptor = os.open(temporary, flags, 0o600 if private else 0o644)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def write_json(path: Path, data: dict[str, Any], private: bool = False) -> None:
+    write_atomically(path, json.dumps(data).encode("utf-8"), private=private)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -54,7 +47,7 @@ class Credentials:
         return cls(data["user_id"], data["device_id"], data["access_token"])
 
     def save(self, directory: Path) -> None:
-        write_atomically(directory / "credentials.json", self.__dict__, private=True)
+        write_json(directory / "credentials.json", self.__dict__, private=True)
 
 
 @dataclass
@@ -74,4 +67,4 @@ class SyncState:
 
     def save(self) -> None:
         data = {"next_batch": self.next_batch, "pending": self.pending, "told": self.told[-1000:]}
-        write_atomically(self.path, data)
+        write_json(self.path, data)

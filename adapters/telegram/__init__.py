@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from adapters.telegram.settings import TelegramSettings
+from bridge.platforms import Endpoint, Platform, configured, section
+
 if TYPE_CHECKING:
     from adapters.telegram.bot import TelegramAdapter
     from bridge.config import Settings
@@ -14,4 +17,22 @@ def build_adapter(settings: Settings) -> TelegramAdapter:
     from adapters.telegram.bot import TelegramAdapter
     from bridge.persons import Directory
 
-    return TelegramAdapter(settings.telegram, settings.data_dir, Directory(settings.persons))
+    own = section(settings, "telegram", TelegramSettings)
+    return TelegramAdapter(own, settings.data_dir, Directory(settings.persons))
+
+
+def _enabled(own: TelegramSettings) -> bool:
+    return own.enabled
+
+
+def _endpoints(own: TelegramSettings) -> list[Endpoint]:
+    return [configured("telegram", own.api_base_url)]
+
+
+PLATFORM = Platform(
+    name="telegram",
+    settings=TelegramSettings,
+    build=build_adapter,
+    enabled=_enabled,
+    endpoints=_endpoints,
+)

@@ -29,8 +29,9 @@ from adapters.telegram import redact
 from adapters.telegram.convert import CHANNEL, Media, media_of, to_incoming
 from adapters.telegram.render import preview, reply_parts, to_html
 from adapters.telegram.sent import SentParts
+from adapters.telegram.settings import TelegramSettings
 from bridge.adapter import Capabilities, InboxPort
-from bridge.config import TelegramSettings
+from bridge.command_table import menu
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply
 from bridge.persons import Directory
 
@@ -38,18 +39,11 @@ log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-COMMANDS = [
-    BotCommand("start", "What I can do"),
-    BotCommand("help", "What I can do"),
-    BotCommand("reset", "Start this conversation afresh (your history stays)"),
-    BotCommand("sources", "What my last answer was based on"),
-    BotCommand("forget", "Delete from your history: all | source NAME | since DATE | last 2h"),
-    BotCommand("model", "Show or choose the model for this chat"),
-]
+COMMANDS = [BotCommand(name, description) for name, description in menu()]  # the command menu, from the table
 _MAX_BACKOFF_S = 30.0
 
 
-def make_bot(settings: TelegramSettings) -> ExtBot[None]:
+def make_bot(settings: TelegramSettings) -> ExtBot[int]:
     assert settings.token is not None
     base = settings.api_base_url.rstrip("/")
     return ExtBot(
@@ -72,7 +66,7 @@ class TelegramAdapter:
     channel = CHANNEL
 
     def __init__(
-        self, settings: TelegramSettings, data_dir: Path, directory: Directory, bot: ExtBot[None] | None = None
+        self, settings: TelegramSettings, data_dir: Path, directory: Directory, bot: ExtBot[int] | None = None
     ) -> None:
         assert settings.token is not None, "TelegramSettings validates that a token is set"
         token = settings.token.get_secret_value()
@@ -83,7 +77,8 @@ class TelegramAdapter:
         self._directory = directory  # whose documents are downloaded
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
-        self._sent = SentParts(self._state_dir / "delivered.sqlite3")
+        # Its table lives in the state database; rows of an older install's own file are taken over once.
+        self._sent = SentParts(data_dir / "state.sqlite3", self._state_dir / "delivered.sqlite3")
         self._identity_path = self._state_dir / "bot.json"
         # The token starts with the bot's id; the username is remembered from the last getMe, so that
         # messages left from a previous run are routed right before this run has asked Telegram again.

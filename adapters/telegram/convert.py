@@ -31,7 +31,7 @@ def message_key(chat_id: int, message_id: int) -> str:
 def is_addressed(message: Message, bot_id: int, username: str) -> bool:
     """A mention of @username, a text_mention of the bot, or a /command@username."""
     handle = "@" + username.lower()
-    types = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION, MessageEntity.BOT_COMMAND]
+    types: list[str | None] = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION, MessageEntity.BOT_COMMAND]
     found = {**message.parse_entities(types), **message.parse_caption_entities(types)}
     for entity, text in found.items():
         if entity.type == MessageEntity.MENTION and text.lower() == handle:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.importers import Problem, WrongKind, stable_id, text_head
+from bridge.importers.base import Problem, WrongKind, stable_id, text_head
 from bridge.messages import HistoryRecord
 
 _KEYS = re.compile(r'"(?:messages|chats|personal_information|left_chats)"\s*:')
@@ -22,6 +22,11 @@ _NOT_INCLUDED = "(File not included"
 
 class TelegramImporter:
     kind = "telegram"
+    chat = True
+    detect_order = 20
+    summary = "Import a Telegram Desktop export in JSON."
+    path_help = "result.json of a Telegram Desktop export (one chat or all)"
+    options: Mapping[str, str] = {}
 
     def __init__(self, path: Path, person: str) -> None:
         # Telegram Desktop saves `result.json` in a folder like "ChatExport_2023-12-31"; both may be given.
@@ -109,7 +114,7 @@ def _chats(data: Any) -> list[Any] | None:
     if not isinstance(data, dict):
         return None
     if isinstance(data.get("chats"), dict):
-        left = data.get("left_chats") if isinstance(data.get("left_chats"), dict) else {}
+        left = data["left_chats"] if isinstance(data.get("left_chats"), dict) else {}
         return [*data["chats"].get("list", []), *left.get("list", [])]
     if isinstance(data.get("messages"), list):
         return [data]

@@ -3,6 +3,8 @@
 Telegram has no idempotency key: the outbox retries a reply whose delivery raised (say, part 2 of 2
 failed) or whose receipt was not recorded before a crash. Each part is written here as soon as
 Telegram returned its message id, so a retry continues with the first part not yet sent.
+
+The rows live in the state database (table `telegram_sent_parts`, owner "telegram" in its versions).
 """
 
 from __future__ import annotations
@@ -12,26 +14,40 @@ import sqlite3
 import time
 from pathlib import Path
 
+from bridge.state import Migration, apply_migrations, connect, old_rows
+
+OWNER = "telegram"
 _KEEP_S = 30 * 24 * 3600  # the outbox gives up long before this
 
 
-class SentParts:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS sent_parts (reply_id TEXT NOT NULL, part INTEGER NOT NULL, "
+def migrations(old_file: Path | None = None) -> list[Migration]:
+    """This adapter's tables; version 1 takes over the rows of the file earlier versions kept them in."""
+
+    def create(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE telegram_sent_parts (reply_id TEXT NOT NULL, part INTEGER NOT NULL, "
             "message_id INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (reply_id, part))"
         )
-        self._conn.execute("DELETE FROM sent_parts WHERE at < ?", (time.time() - _KEEP_S,))
+        rows = old_rows(old_file, "SELECT reply_id, part, message_id, at FROM sent_parts")
+        conn.executemany("INSERT OR IGNORE INTO telegram_sent_parts VALUES (?, ?, ?, ?)", rows)
+
+    return [(1, create)]
+
+
+class SentParts:
+    """`state_path`: the state database; `old_file`: delivered.sqlite3 of an earlier version, read once."""
+
+    def __init__(self, state_path: Path, old_file: Path | None = None) -> None:
+        self._conn = connect(state_path)
+        apply_migrations(self._conn, OWNER, migrations(old_file))
+        self._conn.execute("DELETE FROM telegram_sent_parts WHERE at < ?", (time.time() - _KEEP_S,))
         self._lock = asyncio.Lock()
 
     async def parts(self, reply_id: str) -> dict[int, int]:
         async with self._lock:
             rows = await asyncio.to_thread(
                 lambda: self._conn.execute(
-                    "SELECT part, message_id FROM sent_parts WHERE reply_id = ?", (reply_id,)
+                    "SELECT part, message_id FROM telegram_sent_parts WHERE reply_id = ?", (reply_id,)
                 ).fetchall()
             )
         return {part: message_id for part, message_id in rows}
@@ -40,7 +56,7 @@ class SentParts:
         async with self._lock:
             await asyncio.to_thread(
                 self._conn.execute,
-                "INSERT OR REPLACE INTO sent_parts VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO telegram_sent_parts VALUES (?, ?, ?, ?)",
                 (reply_id, part, message_id, time.time()),
             )
 

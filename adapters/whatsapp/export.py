@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from adapters.importers import SNIFF_BYTES, Occurrences, Problem, WrongKind, stable_id
+from bridge.importers.base import SNIFF_BYTES, Occurrences, Problem, WrongKind, stable_id
 from bridge.messages import HistoryRecord
 
 DATE_ORDERS = ("dmy", "mdy", "ymd")
@@ -72,6 +72,13 @@ class _Pending:
 
 class WhatsAppImporter:
     kind = "whatsapp"
+    chat = True
+    detect_order = 30
+    summary = "Import a WhatsApp chat export (Android or iOS, with or without media)."
+    path_help = "A chat export .txt or the .zip WhatsApp produces"
+    options: Mapping[str, str] = {
+        "date_order": "Force the date order of a WhatsApp export: dmy, mdy or ymd (default: detect)"
+    }
 
     def __init__(self, path: Path, person: str, date_order: str | None = None) -> None:
         if date_order is not None and date_order not in DATE_ORDERS:

@@ -2,12 +2,18 @@
 
 Every call takes the person as a required argument and every backend adds the person to every filter
 it runs: there is no call path that reads or deletes across persons.
+
+Each index records the version of its layout (edge: a JSON file in the shard folder; server: the
+collection's metadata). An index that records none was written before versions were: version 1. At open,
+the migrations in INDEX_MIGRATIONS the index has not had yet run in order, in place, and the version is
+saved after each; an index newer than this code is refused with IndexIncompatible, and left alone.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,6 +27,8 @@ _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0b-4f5e-9c53-8f1d2b0c7a11")
 INDEXED_KEYWORDS = ("person", "channel", "conversation", "source", "author")
 # How many distinct authors of one person a search knows by name (the most frequent first).
 MAX_AUTHORS = 10_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,42 @@ class HistoryStore(Protocol):
     async def count(self, person: str, selector: Selector | None = None) -> int: ...
     def export(self, person: str) -> AsyncIterator[HistoryRecord]: ...
     async def close(self) -> None: ...
+
+
+# (version, fn): fn(store) turns an index of the version before into this one; the list starts at version 2.
+# A new index is created in the newest layout and skips them all; an index a crash left between a
+# migration and the saving of its version runs that migration again, so each must be safe to repeat.
+IndexMigration = tuple[int, Callable[[HistoryStore], Awaitable[None]]]
+INDEX_MIGRATIONS: list[IndexMigration] = []
+UNVERSIONED = 1  # what an index that records no version is
+
+
+def index_version() -> int:
+    """The layout this code writes: the last migration's version."""
+    versions = [version for version, _ in INDEX_MIGRATIONS]
+    if versions != list(range(UNVERSIONED + 1, UNVERSIONED + 1 + len(versions))):
+        raise ValueError(f"INDEX_MIGRATIONS must be numbered {UNVERSIONED + 1}, {UNVERSIONED + 2}... in order")
+    return UNVERSIONED + len(versions)
+
+
+def refuse_newer(found: int, where: str, instead: str) -> None:
+    """IndexIncompatible for an index written by a newer Confide; `instead`: what to run about it."""
+    if found > (known := index_version()):
+        raise IndexIncompatible(
+            f"{where} was written by a newer version of Confide (index version {found}, this version knows "
+            f"{known}). Nothing was changed. Run that newer version of Confide, or {instead}"
+        )
+
+
+async def migrate_index(
+    store: HistoryStore, found: int, where: str, instead: str, save: Callable[[int], Awaitable[None]]
+) -> None:
+    """Bring an open index of version `found` to index_version(), saving the version after each step."""
+    refuse_newer(found, where, instead)
+    for version, migrate in INDEX_MIGRATIONS[found - UNVERSIONED :]:
+        log.info("bringing %s to index version %d", where, version)
+        await migrate(store)
+        await save(version)
 
 
 def point_id(person: str, record_id: str) -> str:

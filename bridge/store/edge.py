@@ -1,17 +1,19 @@
 """Embedded backend: the Qdrant engine in-process (qdrant-edge-py), on disk under the data directory.
 
 qdrant-edge has no network code paths of its own (no cloud sync is configured or called here); a
-shard directory belongs to one process at a time, which `bridge.runtime` enforces with a lock file.
+shard directory belongs to one process at a time, which `bridge.app.data_dir_lock` enforces with a lock file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import qdrant_edge as qe
 
@@ -20,6 +22,7 @@ from bridge.store import (
     INDEXED_KEYWORDS,
     MAX_AUTHORS,
     SPARSE_VECTORS,
+    UNVERSIONED,
     Hit,
     IndexIncompatible,
     Selector,
@@ -27,11 +30,15 @@ from bridge.store import (
     Vectorized,
     check_deletable,
     from_payload,
+    index_version,
+    migrate_index,
     point_id,
+    refuse_newer,
     to_payload,
 )
 
 log = logging.getLogger(__name__)
+VERSION_FILE = "confide-index.json"  # in the shard folder, so the version moves with it
 
 
 def _filter(person: str, selector: Selector | None) -> qe.Filter:
@@ -59,6 +66,11 @@ class EdgeStore:
         self.path = path
         self.rrf_k = rrf_k
         self._shard: qe.EdgeShard | None = None
+        self._where = f"the index at {path}"
+        self._instead = (
+            f"start an empty index: move that folder away (mv {path} {path}.old) and import your history again "
+            "(confide import KIND PATH --person ID)."
+        )
         # Writes go through one thread (one writer per shard); reads may run beside them.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-edge-write")
 
@@ -69,14 +81,17 @@ class EdgeStore:
         return self._shard
 
     async def open(self, dimension: int) -> None:
-        self._shard = await self._write(lambda: self._open_sync(dimension))
+        self._shard, found = await self._write(lambda: self._open_sync(dimension))
+        await migrate_index(self, found, self._where, self._instead, self._save_version)
 
-    def _open_sync(self, dimension: int) -> qe.EdgeShard:
+    def _open_sync(self, dimension: int) -> tuple[qe.EdgeShard, int]:
         config = qe.EdgeConfig(
             vectors={name: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine) for name in DENSE_VECTORS},
             sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTORS},
         )
         if self.path.exists() and any(self.path.iterdir()):
+            found = self._read_version()
+            refuse_newer(found, self._where, self._instead)
             try:
                 shard = qe.EdgeShard.load(str(self.path), config)
             except Exception as exc:  # qdrant-edge raises a bare Exception for an incompatible shard
@@ -89,6 +104,8 @@ class EdgeStore:
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             shard = qe.EdgeShard.create(str(self.path), config)
+            found = index_version()
+            self._write_version(found)
         schema = shard.info().payload_schema
         for key in INDEXED_KEYWORDS:
             if key not in schema:
@@ -96,7 +113,29 @@ class EdgeStore:
                 shard.update(qe.UpdateOperation.create_field_index(key, params))
         if "ts" not in schema:
             shard.update(qe.UpdateOperation.create_field_index("ts", qe.PayloadSchemaType.Float))
-        return shard
+        return shard, found
+
+    def _read_version(self) -> int:
+        try:
+            return int(json.loads((self.path / VERSION_FILE).read_text(encoding="utf-8"))["version"])
+        except FileNotFoundError:
+            return UNVERSIONED
+
+    def _write_version(self, version: int) -> None:
+        # Atomically (temp file, fsync, rename): a crash leaves the old version or the new one.
+        temporary = self.path / (VERSION_FILE + ".tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump({"version": version}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path / VERSION_FILE)
+
+    async def _save_version(self, version: int) -> None:
+        def save() -> None:
+            self.shard.flush()  # whatever the migration changed is on disk before the version that says so
+            self._write_version(version)
+
+        await self._write(save)
 
     async def upsert(self, person: str, items: Sequence[Vectorized]) -> int:
         if not items:
@@ -144,7 +183,8 @@ class EdgeStore:
             ]
         request = qe.QueryRequest(
             limit=limit,
-            query=qe.Fusion.Rrf(k=self.rrf_k),
+            # qdrant-edge's stub declares Rrf beside Fusion; at run time it is one of Fusion's variants.
+            query=cast(qe.Fusion, qe.Fusion.Rrf(k=self.rrf_k)),
             prefetches=prefetches,
             filter=where,
             with_payload=True,
@@ -194,7 +234,12 @@ class EdgeStore:
     async def close(self) -> None:
         if self._shard is not None:
             shard, self._shard = self._shard, None
-            await self._write(lambda: (shard.flush(), shard.close()))
+
+            def close() -> None:
+                shard.flush()
+                shard.close()
+
+            await self._write(close)
         self._writer.shutdown(wait=True)
 
     async def _write(self, fn: Any) -> Any:

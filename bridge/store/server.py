@@ -13,6 +13,7 @@ from bridge.store import (
     INDEXED_KEYWORDS,
     MAX_AUTHORS,
     SPARSE_VECTORS,
+    UNVERSIONED,
     Hit,
     IndexIncompatible,
     Selector,
@@ -20,11 +21,15 @@ from bridge.store import (
     Vectorized,
     check_deletable,
     from_payload,
+    index_version,
+    migrate_index,
     point_id,
+    refuse_newer,
     to_payload,
 )
 
 log = logging.getLogger(__name__)
+VERSION_KEY = "confide_index_version"  # in the collection's metadata
 
 
 def _filter(person: str, selector: Selector | None) -> models.Filter:
@@ -60,9 +65,18 @@ class ServerStore:
         return cls(client, collection, rrf_k)
 
     async def open(self, dimension: int) -> None:
+        where = f"collection {self.collection!r}"
+        instead = (
+            "start an empty index: set CONFIDE_STORE__COLLECTION to a new name and import your history again "
+            "(confide import KIND PATH --person ID)."
+        )
         if await self.client.collection_exists(self.collection):
+            metadata = (await self.client.get_collection(self.collection)).config.metadata or {}
+            found = int(metadata.get(VERSION_KEY) or UNVERSIONED)
+            refuse_newer(found, where, instead)
             await self._check_vectors()
         else:
+            found = index_version()
             await self.client.create_collection(
                 self.collection,
                 vectors_config={
@@ -71,8 +85,13 @@ class ServerStore:
                 sparse_vectors_config={
                     name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in SPARSE_VECTORS
                 },
+                metadata={VERSION_KEY: found},
             )
         await self._ensure_indexes()
+        await migrate_index(self, found, where, instead, self._save_version)
+
+    async def _save_version(self, version: int) -> None:
+        await self.client.update_collection(self.collection, metadata={VERSION_KEY: version})  # merged with the rest
 
     async def _ensure_indexes(self) -> None:
         """Payload indexes the filters and facets need; one added by a later version is created here."""

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.loopback_http import serve_on_loopback
+from tests.fakes.loopback import serve_on_loopback
 
 TOKEN = "123456789:AAH-fake-token-for-tests_0123456789ab"
 BOT_ID = 123456789

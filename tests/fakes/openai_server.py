@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.loopback_http import serve_on_loopback
+from tests.fakes.loopback import serve_on_loopback
 
 
 @dataclass

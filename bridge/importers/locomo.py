@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.importers import Problem, WrongKind, stable_id, text_head
+from bridge.importers.base import Problem, WrongKind, stable_id, text_head
 from bridge.messages import HistoryRecord
 
 _SESSION = re.compile(r"^session_(\d+)$")
@@ -25,6 +25,11 @@ DATE_FORMAT = "%I:%M %p on %d %B, %Y"  # "1:56 pm on 8 May, 2023"
 
 class LocomoImporter:
     kind = "locomo"
+    chat = True
+    detect_order = 10
+    summary = "Import a LoCoMo benchmark conversation (the retrieval benchmark's format)."
+    path_help = "A LoCoMo conversation .json"
+    options: Mapping[str, str] = {}
 
     def __init__(self, path: Path, person: str) -> None:
         self.path = path

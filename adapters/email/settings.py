@@ -1,0 +1,63 @@
+"""Email's settings section: CONFIDE_EMAIL__*."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from bridge.platforms import section
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
+
+
+class EmailSettings(BaseModel):
+    # Receiving, mode 1: Confide's own SMTP server (aiosmtpd), directly or behind an MTA.
+    smtp_enabled: bool = False
+    smtp_listen: str = "127.0.0.1"
+    smtp_port: int = Field(2525, ge=1, le=65535)
+    addresses: list[str] = Field(default_factory=list, description="Addresses Confide receives mail for")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    implicit_tls: bool = False
+    auth_required: bool = False
+    auth_users: dict[str, SecretStr] = Field(default_factory=dict, description="SMTP AUTH logins (only over TLS)")
+    max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    # Receiving, mode 2: a mailbox over IMAP (aioimaplib).
+    imap_enabled: bool = False
+    imap_host: str | None = None
+    imap_port: int = Field(993, ge=1, le=65535)
+    imap_tls: bool = True
+    imap_user: str | None = None
+    imap_password: SecretStr | None = None
+    imap_folder: str = "INBOX"
+    imap_poll_interval_s: float = Field(60.0, gt=0)
+    # Sending replies through a relay (aiosmtplib).
+    relay_host: str | None = None
+    relay_port: int = Field(587, ge=1, le=65535)
+    relay_security: Literal["starttls", "tls", "none"] = "starttls"
+    relay_user: str | None = None
+    relay_password: SecretStr | None = None
+    from_address: str | None = None
+    # Who vouches for a sender: DKIM of the sender's domain, or these MTAs' Authentication-Results.
+    trusted_authserv_ids: list[str] = Field(default_factory=list)
+    verify_dkim: bool = Field(True, description="Check DKIM signatures (DNS TXT lookups of sender domains)")
+    rate_limit_per_hour: int = Field(20, ge=1)
+    ca_file: Path | None = Field(None, description="CA bundle for the relay's and IMAP server's certificates")
+
+    @model_validator(mode="after")
+    def _complete(self) -> EmailSettings:
+        if (self.smtp_enabled or self.imap_enabled) and not (self.relay_host and self.from_address):
+            raise ValueError("email needs relay_host and from_address to send replies")
+        if self.imap_enabled and not (self.imap_host and self.imap_user and self.imap_password):
+            raise ValueError("IMAP mode needs imap_host, imap_user and imap_password")
+        if self.auth_required and not self.tls_cert:
+            raise ValueError("auth_required needs tls_cert and tls_key: AUTH is only offered over TLS")
+        return self
+
+
+def email_settings(settings: Settings) -> EmailSettings:
+    """The email section of the whole settings, typed."""
+    return section(settings, "email", EmailSettings)

@@ -1,0 +1,94 @@
+"""Importer for documents (.txt, .md, .pdf, .docx, .html): each file becomes passages of a few paragraphs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bridge.importers.base import Problem, WrongKind
+from bridge.importers.text import SUFFIXES, Section, extract_text, passages
+from bridge.messages import HistoryRecord
+
+
+class NotDocuments(ValueError):
+    pass
+
+
+def find_documents(path: Path) -> list[Path]:
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
+    else:
+        raise NotDocuments(f"{path} does not exist")
+    found = [f for f in files if f.suffix.lower() in SUFFIXES]
+    if not found:
+        raise NotDocuments(f"{path} holds no documents of a known kind ({', '.join(sorted(SUFFIXES))})")
+    return found
+
+
+def _hidden(relative: Path) -> bool:
+    # ".git/...", ".DS_Store", and Word's "~$name.docx" lock files are not the person's documents.
+    return any(part.startswith((".", "~$")) for part in relative.parts)
+
+
+def document_items(path: Path, person: str) -> Iterator[HistoryRecord | Problem]:
+    """Records of every document under `path`, and a `Problem` for each that cannot be read."""
+    root = path if path.is_dir() else path.parent
+    for file in find_documents(path):
+        relative = str(file.relative_to(root))
+        try:
+            sections = extract_text(file.name, file.read_bytes())
+        except Exception as exc:  # PDF and docx readers raise many kinds; one bad file must not stop the rest
+            yield Problem(relative, f"unreadable {file.suffix.lower()} file: {type(exc).__name__}: {exc}")
+            continue
+        if not any(text.strip() for _, text in sections):
+            yield Problem(relative, "no text in it (a scanned PDF or an empty file?)")
+            continue
+        yield from _records(file, relative, sections, person)
+
+
+def _records(file: Path, relative: str, sections: list[Section], person: str) -> Iterator[HistoryRecord]:
+    when = datetime.fromtimestamp(file.stat().st_mtime, UTC)
+    number = 0
+    for page, text in sections:
+        for passage in passages(text):
+            digest = hashlib.sha1(f"{relative}\x00{number}\x00{passage}".encode()).hexdigest()[:20]
+            yield HistoryRecord(
+                id=f"file:{digest}",
+                person=person,
+                channel="files",
+                conversation=file.name,
+                author="",
+                time=when,
+                text=passage,
+                source=f"file:{file.resolve()}",
+                link=f"{relative}#passage-{number + 1}",
+                extra={"page": page} if page is not None else {},
+            )
+            number += 1
+
+
+class FilesImporter:
+    kind = "files"
+    chat = False
+    detect_order = 90  # last: it accepts any .txt, chat exports included
+    summary = "Import documents: .txt, .md, .pdf, .docx, .html."
+    path_help = "A document or a folder of documents"
+    options: Mapping[str, str] = {}
+
+    def __init__(self, path: Path, person: str) -> None:
+        self.path = path
+        self.person = person
+
+    def check(self) -> None:
+        try:
+            find_documents(self.path)
+        except NotDocuments as exc:
+            raise WrongKind(str(exc)) from None
+
+    def items(self) -> Iterator[HistoryRecord | Problem]:
+        self.check()
+        yield from document_items(self.path, self.person)
