@@ -74,8 +74,10 @@ class TimedAdapter:
 async def run_pipeline(args: argparse.Namespace, llm: StreamServer, workdir: Path) -> dict:
     persons = [PersonSettings(id=f"p{i}", accounts=[f"telegram:{i}"]) for i in range(args.chats)]
     model = ModelSettings(base_url=llm.base_url, model="instant", concurrency=args.concurrency)
+    # The relevance gate off: every message must reach the model (the history here is empty or questions only).
     settings = load_settings(_env_file=None, data_dir=workdir, persons=persons, models={"main": model},
-                             index_conversations=not args.no_self_index)  # fmt: skip
+                             index_conversations=not args.no_self_index,
+                             retrieval={"min_relevance": 0})  # fmt: skip
     total = args.chats * args.messages
     adapter = TimedAdapter(total)
     async with assemble(settings, [adapter]) as running:
@@ -83,10 +85,14 @@ async def run_pipeline(args: argparse.Namespace, llm: StreamServer, workdir: Pat
         sent_at: dict[str, float] = {}
         started = time.perf_counter()
         for round_ in range(args.messages):
+            # Each round's messages come from 200 people at once: accepted side by side, as the chats' own
+            # connections would deliver them (the inbox commits them in groups).
+            sends = []
             for chat in range(args.chats):
                 pid = f"{chat}:{round_}"
                 sent_at[pid] = time.perf_counter()
-                await adapter.send(str(chat), f"question {round_} about the trip to Lisbon", pid)
+                sends.append(adapter.send(str(chat), f"question {round_} about the trip to Lisbon", pid))
+            await asyncio.gather(*sends)
         await adapter.all_delivered.wait()
         elapsed = time.perf_counter() - started
         peak = running.models.peak_in_flight("main")

@@ -8,6 +8,7 @@ keeps every configured slot busy.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -46,7 +47,9 @@ class StreamServer:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            question = str(body["messages"][-1]["content"]).rsplit("Question:", 1)[-1].strip()
+            # The question is the paragraph after "question:" in the last message (bridge/prompt.py's layout).
+            asked = re.split(r"question:", str(body["messages"][-1]["content"]), flags=re.IGNORECASE)[-1]
+            question = asked.strip().split("\n\n", 1)[0].strip()
             words = f"You asked: {question} [1]".split(" ")
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bridge.messages import IncomingMessage, OutgoingReply
 
@@ -14,6 +14,21 @@ from bridge.messages import IncomingMessage, OutgoingReply
 class Capabilities:
     can_edit: bool = False  # can replace a sent message in place, so answers may stream
     edit_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Members:
+    """Who is in a group besides the bot, as far as the platform says: everyone (Matrix), or a count and the few
+    it names (Telegram lists only a group's administrators)."""
+
+    names: tuple[str, ...]
+    count: int
+
+    def describe(self) -> str:
+        if len(self.names) >= self.count:
+            return f"In this group: {', '.join(self.names) or 'nobody but me'}."
+        named = f"; the platform names only {', '.join(self.names)}" if self.names else ""
+        return f"This group has {self.count} member(s) besides me (the platform does not list them all{named})."
 
 
 class InboxPort(Protocol):
@@ -39,6 +54,13 @@ class Adapter(Protocol):
 
     async def typing(self, message: IncomingMessage) -> None:
         """Tell the person we are working on it, where the platform can."""
+
+
+@runtime_checkable
+class ListsMembers(Protocol):
+    """An adapter that can say who is in a group (optional: /share then names them)."""
+
+    async def members(self, chat_id: str) -> Members: ...
 
 
 class Terminal(Adapter, Protocol):

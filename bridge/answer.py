@@ -1,7 +1,8 @@
 """The answer pipeline: retrieve from the person's history, prompt the model, stream, cite.
 
 If the model cannot answer, the person still gets the best-matching pieces of their history, clearly
-labelled, instead of silence.
+labelled, instead of silence. If the history holds nothing relevant to the question, the model is not asked
+at all: given unrelated excerpts it invents an answer, so the person is told plainly that nothing was found.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,15 +18,28 @@ from bridge.chats import Turn
 from bridge.energy import Energy, EnergyUse
 from bridge.history import HistoryIndex
 from bridge.llm import Delta, Done, ModelClient, ModelUnavailable, Restart
-from bridge.messages import Citation
+from bridge.messages import Citation, HistoryRecord
 from bridge.prompt import build_messages
-from bridge.store import Hit
+from bridge.store import CONFIDE_SOURCE_PREFIX, Hit
 from bridge.usage import AnswerUsage
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
+# Whose history an answer may use: one person's, or several scopes (a group's own, and histories shared into it).
+Scope = str | Sequence[str]
 FALLBACK_HEADER = "⚠ Model unavailable ({reason}). The best matches in your history:"
+NOTHING_FOUND = "I found nothing in your history about “{terms}”."
+NOTHING_FOUND_AT_ALL = "I found nothing in your history about that."
+KEY_TERMS_CHARS = 120  # a 100 kB question is not quoted back whole
+# Words that say how a question is asked, not what it is about: left out of what the reply says it looked for.
+_FUNCTION_WORDS = frozenset(
+    """a an the and or but of to in on at by for with from about into over after before since until as is are was
+    were be been being am do does did done have has had having can could will would shall should may might must
+    what when where which who whom whose why how that this these those there here it its it's i me my mine we us
+    our you your yours he him his she her hers they them their theirs any some all ever still yet also just not
+    no please tell know remember say said anything something if than then so very up out again""".split()
+)
 _CITE = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -38,6 +52,7 @@ class Answer:
     fallback: bool
     energy: EnergyUse | None = None
     error: str | None = None  # why the model gave no answer (fallback answers and failed comparisons)
+    abstained: bool = False  # no excerpt was relevant enough, so the model was not asked (`nothing_found`)
 
 
 @dataclass(frozen=True)
@@ -64,25 +79,27 @@ class AnswerPipeline:
 
     async def answer(
         self,
-        person: str,
+        scope: Scope,
         person_name: str,
         question: str,
         model: str,
         turns: list[Turn],
         progress: Progress | None = None,
     ) -> Answer:
-        hits = await self.history.search(person, question, self.limit, self.candidates)
+        hits = await self.evidence(scope, question)
+        if await self.silent(question, hits):
+            return nothing_found(question, model)
         messages = build_messages(person_name, question, turns, hits, datetime.now(UTC))
         try:
             generated = await self._generate(model, messages, progress)
         except ModelUnavailable as exc:
-            log.error("answering for %s without a model: %s", person, exc)
+            log.error("answering for %s without a model: %s", scope, exc)
             return fallback_answer(hits, model, exc.reason)
         return Answer(generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy)
 
     async def compare(
         self,
-        person: str,
+        scope: Scope,
         person_name: str,
         question: str,
         models: list[str],
@@ -94,7 +111,9 @@ class AnswerPipeline:
         A model that fails gives an answer with `error` set instead of the labelled history fallback:
         the comparison is about the models.
         """
-        hits = await self.history.search(person, question, self.limit, self.candidates)
+        hits = await self.evidence(scope, question)
+        if await self.silent(question, hits):
+            return [nothing_found(question, model) for model in models]
         messages = build_messages(person_name, question, turns, hits, datetime.now(UTC))
         shown: dict[int, str] = {}
 
@@ -110,7 +129,7 @@ class AnswerPipeline:
                 reason = exc.reason if isinstance(exc, ModelUnavailable) else f"{type(exc).__name__}: {exc}"
                 log.error(
                     "comparison for %s: model %s failed: %s",
-                    person,
+                    scope,
                     model,
                     reason,
                     exc_info=not isinstance(exc, ModelUnavailable),
@@ -119,6 +138,34 @@ class AnswerPipeline:
             return Answer(generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy)
 
         return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(models))))
+
+    async def evidence(self, scope: Scope, question: str) -> list[Hit]:
+        """The history the answer may use: never the question itself, asked before in a Confide chat.
+
+        Several scopes (a group's own conversation and the histories shared into it) are searched one by one,
+        so every store call still takes one scope, and merged by their fused scores.
+        """
+        scopes = (scope,) if isinstance(scope, str) else tuple(dict.fromkeys(scope))
+        found = await asyncio.gather(
+            *(self.history.search(s, question, self.limit + 2, self.candidates) for s in scopes)
+        )
+        hits = sorted((hit for hits in found for hit in hits), key=lambda hit: hit.score, reverse=True)
+        return [hit for hit in hits if not asked_before(hit.record, question)][: self.limit]
+
+    async def silent(self, question: str, hits: list[Hit]) -> bool:
+        """Whether the history is silent on the question: none of the evidence is relevant enough to answer from.
+
+        Judged on the evidence that remains (an earlier asking of the question is none), against the history's
+        calibrated threshold (CONFIDE_RETRIEVAL__MIN_RELEVANCE; 0: never silent, the model always asked).
+        """
+        threshold = self.history.min_relevance
+        if threshold <= 0:
+            return False
+        relevance = await self.history.relevance(question, hits)
+        if relevance < threshold:
+            log.info("nothing relevant in the history (best %.3f < %.3f): the model is not asked", relevance, threshold)
+            return True
+        return False
 
     async def _generate(self, model: str, messages: list[dict[str, str]], progress: Progress | None) -> _Generated:
         """Stream one model's answer, metering the energy of the GPUs that serve it."""
@@ -137,6 +184,31 @@ class AnswerPipeline:
                     usage = event
         text = text.strip() or "(the model returned an empty answer)"
         return _Generated(text, usage, measurement.use)
+
+
+def asked_before(record: HistoryRecord, question: str) -> bool:
+    """An earlier asking of this question (or this very message, on a retry): no evidence for its answer."""
+    return record.source.startswith(CONFIDE_SOURCE_PREFIX) and _words(record.text) == _words(question)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
+def nothing_found(question: str, model: str) -> Answer:
+    """The plain reply for a question the history is silent on: what was looked for, no citations, no model."""
+    terms = key_terms(question)
+    text = NOTHING_FOUND.format(terms=terms) if terms else NOTHING_FOUND_AT_ALL
+    return Answer(text, [], model, None, False, abstained=True)
+
+
+def key_terms(question: str) -> str:
+    """What the question is about, in its own words: "What is the wifi password at the cabin?" -> "wifi password
+    cabin". All its words where every one is a function word; empty where it has none."""
+    words = re.findall(r"[\w'’-]+", question)
+    terms = [word for word in words if word.casefold().strip("'’-") not in _FUNCTION_WORDS]
+    text = " ".join(terms or words)
+    return text if len(text) <= KEY_TERMS_CHARS else text[: KEY_TERMS_CHARS - 1] + "…"
 
 
 def cited(text: str, hits: list[Hit]) -> list[Citation]:

@@ -1,4 +1,9 @@
-"""Per-chat memory in the state database: recent turns, chosen model, last sources, pending confirmation."""
+"""Per-chat memory in the state database: recent turns, chosen model, last sources, pending confirmation,
+and which persons shared their history into a group.
+
+In a group every member has a memory of their own (`state_key`): nothing one member says or is told enters
+another member's prompt, /sources, /reset, /model or /compare.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,11 @@ class ChatState:
         return None
 
 
+def state_key(chat_key: str, person: str | None, is_direct: bool) -> str:
+    """Where a chat's memory is kept: a direct chat's under the chat, a group's per chat and person."""
+    return chat_key if is_direct else f"{chat_key}|{person or '?'}"
+
+
 class Chats:
     def __init__(self, db: StateDB) -> None:
         self._db = db
@@ -57,6 +67,15 @@ class Chats:
                 "SELECT role, text FROM turns WHERE chat_key=? ORDER BY id DESC LIMIT ?", (chat_key, limit)
             ).fetchall()
             return [Turn(r["role"], r["text"]) for r in reversed(rows)]
+
+        return await self._db.run(query)
+
+    async def shared(self, chat_key: str) -> frozenset[str]:
+        """The persons who shared their own history into this group (/share), and have not taken it back."""
+
+        def query(conn: sqlite3.Connection) -> frozenset[str]:
+            rows = conn.execute("SELECT person FROM room_shares WHERE chat_key=?", (chat_key,)).fetchall()
+            return frozenset(r["person"] for r in rows)
 
         return await self._db.run(query)
 
@@ -101,3 +120,14 @@ def reset(conn: sqlite3.Connection, chat_key: str) -> None:
     _ensure(conn, chat_key)
     conn.execute("DELETE FROM turns WHERE chat_key=?", (chat_key,))
     conn.execute("UPDATE chat_state SET last_sources=NULL WHERE chat_key=?", (chat_key,))
+
+
+def share(conn: sqlite3.Connection, chat_key: str, person: str) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO room_shares (chat_key, person, shared_at) VALUES (?, ?, ?)",
+        (chat_key, person, time.time()),
+    )
+
+
+def unshare(conn: sqlite3.Connection, chat_key: str, person: str) -> None:
+    conn.execute("DELETE FROM room_shares WHERE chat_key=? AND person=?", (chat_key, person))

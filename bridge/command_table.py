@@ -28,7 +28,7 @@ class CommandSpec:
     streams: bool = False  # its reply grows like an answer's: typing notice, partial edits, model usage
     aliases: tuple[str, ...] = ()
     listed: bool = True  # False: not in /help's list nor the menu; its help is a paragraph of /help of its own
-    internal: bool = False  # made by the router, never typed: confirm, cancel, unknown
+    internal: bool = False  # made by the router, never typed: confirm, cancel, unknown, empty, too_long
     mail: MailSubject | None = None
 
     def help_line(self) -> str:
@@ -58,6 +58,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
         mail=MailSubject(models=2),
     ),
     CommandSpec("usage", "your answers, tokens and energy per model and day (default: 7 days)", "[DAYS]"),
+    CommandSpec("share", "in a group: let my answers there use your own history too (everyone there reads them)"),
+    CommandSpec("unshare", "in a group: stop my answers there from using your history (the default)"),
     CommandSpec(
         "import",
         "Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document (.txt, .md, .pdf, "
@@ -68,6 +70,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("confirm", "carry out the action waiting for confirmation (a reply “yes”)", internal=True),
     CommandSpec("cancel", "drop the action waiting for confirmation (a reply “no”)", internal=True),
     CommandSpec("unknown", "a command I do not know", internal=True),
+    CommandSpec("empty", "a message without a question (or only my name)", internal=True),
+    CommandSpec("too_long", "a message too long to read as a question", internal=True),
 )
 
 _BY_NAME = {s.name: s for s in COMMANDS}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import chats, command_table
+from bridge.adapter import Members
 from bridge.answer import Answer, AnswerPipeline, Progress
 from bridge.chats import ChatState, Turn
 from bridge.compare import CompareError, format_comparison, merged_citations, parse_compare, question_and_context
@@ -19,13 +20,15 @@ from bridge.history import HistoryIndex
 from bridge.importers.registry import SourceFinder
 from bridge.ingest import ingest
 from bridge.messages import Attachment, Citation, IncomingMessage
-from bridge.router import Command
+from bridge.router import MAX_TEXT_CHARS, Command
 from bridge.store import Selector
 from bridge.usage import UsageLog, format_summary
 
 log = logging.getLogger(__name__)
 
 HELP = command_table.help_text()
+EXAMPLE = "Ask me something about your history, e.g. “Where is the spare key of the cabin?” or /help."
+ONLY_IN_GROUP = "/{name} works only in a group: it decides whether my answers there may use your own history."
 FORGET_USAGE = "Usage: /forget all | source NAME | since YYYY-MM-DD | until YYYY-MM-DD | between D1 D2 | last 2h"
 
 Effect = Callable[[sqlite3.Connection], None]
@@ -44,6 +47,11 @@ class CommandResult:
     model: str | None = None  # the model that wrote the reply, if one did
 
 
+async def _nobody() -> Members | None:
+    """Members of a chat whose adapter cannot list them."""
+    return None
+
+
 @dataclass(frozen=True)
 class CommandCall:
     """One command to run, with what its handler may need of the chat and the person."""
@@ -55,6 +63,12 @@ class CommandCall:
     recent_turns: int  # how many earlier turns an answer replays
     load_turns: Callable[[int], Awaitable[list[Turn]]]  # the chat's last n turns
     progress: Progress  # shows the reply as it grows (a streaming command's; a no-op for the others)
+    members: Callable[[], Awaitable[Members | None]] = _nobody  # who is in a group
+
+    @property
+    def state_key(self) -> str:
+        """Where this chat's memory for this person is kept (per person in a group: bridge.chats.state_key)."""
+        return self.state.chat_key
 
 
 Handler = Callable[["Commands", CommandCall], Awaitable[CommandResult]]
@@ -104,7 +118,7 @@ class Commands:
 
     @_handles("reset")
     async def _reset(self, call: CommandCall) -> CommandResult:
-        key = call.message.chat_key
+        key = call.state_key
         return CommandResult(
             "Done: this conversation starts afresh. Your history is untouched.",
             effect=lambda conn: chats.reset(conn, key),
@@ -128,7 +142,7 @@ class Commands:
         wanted = call.command.args[0]
         if wanted not in names:
             return CommandResult(f"There is no model {wanted!r}. Available: {', '.join(names)}.")
-        key = call.message.chat_key
+        key = call.state_key
         return CommandResult(f"This chat now uses {wanted}.", effect=lambda conn: chats.set_model(conn, key, wanted))
 
     @_handles("compare")
@@ -141,12 +155,12 @@ class Commands:
             question, context = question_and_context(request, turns, call.recent_turns)
         except CompareError as exc:
             return CommandResult(str(exc))
-        person = call.command.person
+        scopes = call.command.scopes  # in a group: the room's conversation, never the asker's own history
         answers = await self.pipeline.compare(
-            person, call.person_name, question, list(request.models), context, call.progress
+            scopes, call.person_name, question, list(request.models), context, call.progress
         )
         citations = merged_citations(answers)
-        key = call.message.chat_key
+        key = call.state_key
         return CommandResult(
             format_comparison(question, answers),
             citations,
@@ -180,7 +194,7 @@ class Commands:
         if count == 0:
             return CommandResult(f"Nothing in your history matches {selector.describe()}.")
         action = {"action": "forget", "person": person, "selector": _selector_to_json(selector)}
-        key = call.message.chat_key
+        key = call.state_key
         return CommandResult(
             f"This will permanently delete {count} piece(s) of your history ({selector.describe()}). "
             "Reply “yes” within 5 minutes to confirm, or “no” to cancel.",
@@ -191,7 +205,7 @@ class Commands:
     async def _confirm(self, call: CommandCall) -> CommandResult:
         person = call.command.person
         pending = call.state.pending_for(person)
-        key = call.message.chat_key
+        key = call.state_key
         clear: Effect = lambda conn: chats.set_pending(conn, key, None)  # noqa: E731
         if pending is None or pending.get("action") != "forget":
             return CommandResult("There is nothing waiting for confirmation.", effect=clear)
@@ -208,7 +222,7 @@ class Commands:
 
     @_handles("cancel")
     async def _cancel(self, call: CommandCall) -> CommandResult:
-        key = call.message.chat_key
+        key = call.state_key
         return CommandResult("Cancelled; nothing was deleted.", effect=lambda conn: chats.set_pending(conn, key, None))
 
     @_handles("import")
@@ -216,8 +230,55 @@ class Commands:
         attachments = call.message.attachments
         if not attachments:
             return CommandResult("Send the file itself (a chat export or a document) and I will import it.")
-        lines = [await self._import_one(call.command.person, attachment) for attachment in attachments]
+        # A document sent into a group is the group's: it joins the room's history, not the sender's own.
+        target = call.command.scopes[0]
+        documents = [a for a in attachments if not (call.command.room and a.is_media)]
+        lines = [await self._import_one(target, attachment) for attachment in documents]
+        if call.command.room:
+            lines.append("It is now part of this group's history: my answers here may use it.")
         return CommandResult("\n".join(lines))
+
+    @_handles("share")
+    async def _share(self, call: CommandCall) -> CommandResult:
+        """The only way a person's own history reaches a group: their explicit /share, naming who reads it."""
+        if call.command.room is None:
+            return CommandResult(ONLY_IN_GROUP.format(name="share"))
+        key, person = call.message.chat_key, call.command.person
+        members = await call.members()
+        who = members.describe() if members is not None else "I cannot see who is in this group."
+        again = "still " if person in call.command.shared else ""
+        return CommandResult(
+            f"Done, {call.person_name}: my answers in this group may {again}use your own history too, and everyone "
+            f"here reads them. {who} Send /unshare to undo it.",
+            effect=lambda conn: chats.share(conn, key, person),
+        )
+
+    @_handles("unshare")
+    async def _unshare(self, call: CommandCall) -> CommandResult:
+        if call.command.room is None:
+            return CommandResult(ONLY_IN_GROUP.format(name="unshare"))
+        key, person = call.message.chat_key, call.command.person
+        if person not in call.command.shared:
+            return CommandResult(
+                "Your history is not shared in this group: my answers here use only what was said here."
+            )
+        return CommandResult(
+            "Done: my answers in this group no longer use your history, only what was said here.",
+            effect=lambda conn: chats.unshare(conn, key, person),
+        )
+
+    @_handles("empty")
+    async def _empty(self, call: CommandCall) -> CommandResult:
+        return CommandResult(EXAMPLE)
+
+    @_handles("too_long")
+    async def _too_long(self, call: CommandCall) -> CommandResult:
+        length = int(call.command.args[0]) if call.command.args else 0
+        return CommandResult(
+            f"Your message is {length:,} characters long; I read questions of up to {MAX_TEXT_CHARS:,}. "
+            "Please ask a shorter question, or send a long text as a file (.txt) in a direct chat and I will add "
+            "it to your history."
+        )
 
     async def _import_one(self, person: str, attachment: Attachment) -> str:
         if attachment.is_media:

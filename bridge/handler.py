@@ -3,6 +3,10 @@
 Commands and questions share one path: a streaming one (a question, /compare) shows its reply growing;
 every one ends with its reply, what to remember and the usage of the model answers in it, committed in
 one transaction with marking the message done.
+
+Groups: every member's message is indexed into the room's own scope (the router's Remember, and the
+questions asked there), a question there is answered only from the scopes the router gave it (the room, and
+the histories shared into it), and each member's chat memory is their own (bridge.chats.state_key).
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 from bridge import chats, command_table, usage
-from bridge.adapter import Adapter
+from bridge.adapter import Adapter, ListsMembers, Members
 from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
-from bridge.chats import Chats, ChatState, Turn
+from bridge.chats import Chats, ChatState, Turn, state_key
 from bridge.commands import CommandCall, CommandResult, Commands, Effect
 from bridge.history import HistoryIndex
 from bridge.inbox import Claimed, Inbox
@@ -28,12 +32,16 @@ from bridge.metrics import Metrics
 from bridge.outbox import Drafts
 from bridge.persons import Directory
 from bridge.progress import LiveReply
-from bridge.router import Command, Ignore, Question, RouteContext, route
+from bridge.router import Command, Ignore, Question, Remember, RouteContext, route
+from bridge.scopes import holds_anything
+from bridge.store import CONFIDE_SOURCE_PREFIX
 from bridge.usage import AnswerUsage
 
 log = logging.getLogger(__name__)
 
 _REPLY_NS = uuid.UUID("0b7e4f0e-8a53-4b8e-bb3c-2d7c9d4f6a01")
+
+GROUP_ONLY = "I only answer from what was said in this group here; ask me in a direct chat for your own history."
 
 Work = Callable[[Progress], Awaitable[CommandResult]]
 
@@ -75,12 +83,18 @@ class MessageHandler:
     async def handle(self, claimed: Claimed) -> None:
         message = claimed.message
         person = self.directory.person_for(message.account)
-        state = await self.chats.load(message.chat_key)
-        context = RouteContext(person, state.pending_for(person) is not None, self.adapters[message.channel].bot_names)
-        decision = route(message, context)
+        state = await self.chats.load(state_key(message.chat_key, person, message.is_direct))
+        shared = frozenset() if message.is_direct else await self.chats.shared(message.chat_key)
+        bot_names = self.adapters[message.channel].bot_names
+        decision = route(message, RouteContext(person, state.pending_for(person) is not None, bot_names, shared))
         if isinstance(decision, Ignore):
             _log_ignored(message, decision)
             await self._finish(claimed, f"ignored: {decision.reason}", [])
+            return
+        if isinstance(decision, Remember):
+            record = room_record(message, decision.room, decision.text, self._author(person, message))
+            await self.history.add(decision.room, [record])
+            await self._finish(claimed, "remembered", [])
             return
         work: Work
         if isinstance(decision, Question):
@@ -98,31 +112,60 @@ class MessageHandler:
     async def _answer(
         self, claimed: Claimed, question: Question, state: ChatState, progress: Progress
     ) -> CommandResult:
-        message = claimed.message
+        message, key, scopes = claimed.message, state.chat_key, question.scopes
+        if question.room is not None and not await holds_anything(self.history, scopes):
+            await self._remember_asked(message, question)
+            return CommandResult(GROUP_ONLY, outcome="not answered: nothing in this group")
         model = state.model if state.model in self.pipeline.models.names() else self.options.default_model
-        turns = await self.chats.recent_turns(message.chat_key, self.options.recent_turns)
+        turns = await self.chats.recent_turns(key, self.options.recent_turns)
         name = self.directory.name(question.person)
-        answer = await self.pipeline.answer(question.person, name, question.text, model, turns, progress)
-        if self.options.index_conversations:
-            await self.history.add(question.person, conversation_records(message, question, answer))
-        key = message.chat_key
+        answer = await self.pipeline.answer(scopes, name, question.text, model, turns, progress)
+        if question.room is not None and answer.abstained:
+            answer = replace(answer, text=GROUP_ONLY)
+        await self._remember_asked(message, question)
 
         def remember(conn: sqlite3.Connection) -> None:
             chats.add_turns(conn, key, question.text, answer.text)
             chats.set_last_sources(conn, key, answer.citations)
 
-        outcome = "fallback" if answer.fallback else "answered"
+        outcome = "fallback" if answer.fallback else "abstained" if answer.abstained else "answered"
         return CommandResult(answer.text, answer.citations, remember, [answer], outcome, answer.model)
 
+    async def _remember_asked(self, message: IncomingMessage, question: Question) -> None:
+        """A question is its asker's words: in a group the room's (every member read it), else the person's own."""
+        if question.room is not None:
+            author = self._author(question.person, message)
+            await self.history.add(question.room, [question_record(message, question, question.room, author)])
+        elif self.options.index_conversations:
+            await self.history.add(question.person, [question_record(message, question)])
+
+    def _author(self, person: str | None, message: IncomingMessage) -> str:
+        """How a group message's sender is named in the room's history: a person by name, others by account."""
+        return self.directory.name(person) if person is not None else message.sender
+
     async def _command(self, claimed: Claimed, command: Command, state: ChatState, progress: Progress) -> CommandResult:
-        key = claimed.message.chat_key
+        key, message = state.chat_key, claimed.message
 
         async def load_turns(count: int) -> list[Turn]:
             return await self.chats.recent_turns(key, count)
 
+        async def members() -> Members | None:
+            return await self._members(message)
+
         name = self.directory.name(command.person)
-        call = CommandCall(command, claimed.message, state, name, self.options.recent_turns, load_turns, progress)
+        call = CommandCall(command, message, state, name, self.options.recent_turns, load_turns, progress, members)
         return await self.commands.run(call)
+
+    async def _members(self, message: IncomingMessage) -> Members | None:
+        """Who is in the message's group, where the adapter can tell; None where it cannot (or fails to)."""
+        adapter = self.adapters[message.channel]
+        if not isinstance(adapter, ListsMembers):
+            return None
+        try:
+            return await adapter.members(message.chat_id)
+        except Exception:
+            log.warning("listing the members of %s failed", message.chat_key, exc_info=True)
+            return None
 
     async def _respond(self, claimed: Claimed, person: str, outcome: str, streams: bool, work: Work) -> None:
         """Run the work (showing its reply grow if it streams), then finish with its reply and usage."""
@@ -193,28 +236,39 @@ def reply_to(message: IncomingMessage, text: str, suffix: str = "", **fields: An
     )
 
 
-def conversation_records(message: IncomingMessage, question: Question, answer: Answer) -> list[HistoryRecord]:
-    """The question and the answer, as part of the person's own history (live self-indexing)."""
-    base = {
-        "person": question.person,
-        "channel": message.channel,
-        "conversation": f"Confide chat ({message.channel})",
-        "source": f"confide:{message.chat_key}",
-    }
-    return [
-        HistoryRecord(
-            id=f"q:{message.channel}:{message.platform_message_id}",
-            author="me",
-            time=message.time,
-            text=question.text,
-            link=message.platform_message_id,
-            **base,
-        ),
-        HistoryRecord(
-            id=f"a:{message.channel}:{message.platform_message_id}",
-            author="Confide",
-            time=message.time,
-            text=answer.text,
-            **base,
-        ),
-    ]
+def question_record(
+    message: IncomingMessage, question: Question, scope: str | None = None, author: str = "me"
+) -> HistoryRecord:
+    """The person's question, as part of their own history: their words ("my locker code is 4711, remember it");
+    asked in a group, part of the room's (`scope`), by its `author`.
+
+    Confide's answers are never indexed: what Confide said is no evidence, and one invented answer would
+    otherwise become a "source" that outranks the real document from then on. The answers stay in the chat's
+    turns (recent context, /sources).
+    """
+    return HistoryRecord(
+        id=f"q:{message.channel}:{message.platform_message_id}",
+        person=scope or question.person,
+        channel=message.channel,
+        conversation=f"Confide chat ({message.channel})",
+        author=author,
+        time=message.time,
+        text=question.text,
+        source=f"{CONFIDE_SOURCE_PREFIX}{message.chat_key}",
+        link=message.platform_message_id,
+    )
+
+
+def room_record(message: IncomingMessage, scope: str, text: str, author: str) -> HistoryRecord:
+    """A group message as part of the room's own history (its source: the chat, as `confide import` names it)."""
+    return HistoryRecord(
+        id=f"m:{message.channel}:{message.platform_message_id}",
+        person=scope,
+        channel=message.channel,
+        conversation=f"Group chat ({message.channel})",
+        author=author,
+        time=message.time,
+        text=text,
+        source=message.chat_key,
+        link=message.platform_message_id,
+    )

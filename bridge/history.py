@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from bridge.config import Settings
+from bridge.config import RetrievalSettings, Settings
 from bridge.embedder import Embedder, build_embedder
 from bridge.messages import HistoryRecord
 from bridge.question import date_span, name_parts, names_in, names_of, without_names
@@ -23,14 +24,28 @@ NEIGHBOUR_SHARE = 0.3
 NAMED_AUTHOR_BOOST = 2.0
 # How long a person's list of authors is trusted: another process (an import beside a server backend) may add some.
 AUTHORS_TTL_S = 60.0
+# Question vectors kept for `relevance`: most questions name nobody, so their search embedded the same text.
+QUERY_CACHE_SIZE = 64
+# The relevance of no hits at all: below any threshold (cosines are at least -1).
+NO_RELEVANCE = -1.0
 
 
 class HistoryIndex:
-    def __init__(self, store: HistoryStore, embedder: Embedder, sparse: SparseEncoder | None = None) -> None:
+    def __init__(
+        self,
+        store: HistoryStore,
+        embedder: Embedder,
+        sparse: SparseEncoder | None = None,
+        min_relevance: float | None = None,
+    ) -> None:
+        """`min_relevance` (default: CONFIDE_RETRIEVAL__MIN_RELEVANCE's) belongs with the embedder: a cosine
+        similarity means "relevant" on one model's scale only."""
         self.store = store
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder()
+        self.min_relevance = RetrievalSettings().min_relevance if min_relevance is None else min_relevance
         self._authors: dict[str, tuple[float, set[str], set[str]]] = {}  # person -> (when read, authors, names)
+        self._queries: OrderedDict[str, list[float]] = OrderedDict()
 
     async def open(self) -> None:
         await self.embedder.open()
@@ -72,12 +87,40 @@ class HistoryIndex:
         """The person's history best fitting the question: dense and BM25, alone and in context, fused;
         the time the question names searched as well; neighbours of hits lifted; named authors favoured."""
         names = names_in(text, await self._names(person))
-        dense = await self.embedder.embed_query(without_names(text, names))
+        dense = await self._query_vector(without_names(text, names))
         sparse = self.sparse.query(text)
         span = date_span(text, now or datetime.now(UTC))
         focus = (selector or Selector()).narrowed(span.start, span.end) if span else None
         hits = await self.store.search(person, dense, sparse, max(limit, candidates), candidates, selector, focus)
         return favour_named_authors(lift_neighbours(hits), text)[:limit]
+
+    async def relevance(self, question: str, hits: Sequence[Hit]) -> float:
+        """How relevant the best of these hits is: its cosine similarity to the whole question; NO_RELEVANCE for none.
+
+        Fused scores are ranks, so they cannot say whether anything matched. The question is compared whole,
+        names included (unlike the search's dense query): measured on LoCoMo (benchmarks/abstain.py), a
+        question about someone the history never mentions is told apart from an answerable one far better
+        that way. Each hit is judged in its own person's history (a scoped search may merge several).
+        """
+        if not hits:
+            return NO_RELEVANCE
+        vector = await self._query_vector(question)
+        by_person: dict[str, list[str]] = {}
+        for hit in hits:
+            by_person.setdefault(hit.record.person, []).append(hit.record.id)
+        closeness = await asyncio.gather(*(self.store.closeness(p, vector, ids) for p, ids in by_person.items()))
+        return max((score for scores in closeness for score in scores.values()), default=NO_RELEVANCE)
+
+    async def _query_vector(self, text: str) -> list[float]:
+        """The query embedding of `text`, remembered for a few questions (search and relevance both need it)."""
+        if (vector := self._queries.get(text)) is not None:
+            self._queries.move_to_end(text)
+            return vector
+        vector = await self.embedder.embed_query(text)
+        self._queries[text] = vector
+        if len(self._queries) > QUERY_CACHE_SIZE:
+            self._queries.popitem(last=False)
+        return vector
 
     async def authors(self, person: str) -> set[str]:
         """Who wrote in the person's history; read from the store at most once a minute."""
@@ -155,4 +198,6 @@ def build_store(settings: Settings) -> HistoryStore:
 
 
 def build_history(settings: Settings) -> HistoryIndex:
-    return HistoryIndex(build_store(settings), build_embedder(settings.embedder))
+    return HistoryIndex(
+        build_store(settings), build_embedder(settings.embedder), min_relevance=settings.retrieval.min_relevance
+    )

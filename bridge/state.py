@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -101,6 +103,18 @@ CREATE INDEX IF NOT EXISTS usage_person_day ON usage (person, day, model);
 """,
     ),
     (2, "DROP TABLE IF EXISTS checkpoints;  -- created by version 1's predecessor, never used"),
+    (
+        3,
+        """
+-- Whose own history a group's answers may use: each row one person's explicit /share in that chat.
+CREATE TABLE room_shares (
+    chat_key TEXT NOT NULL,
+    person TEXT NOT NULL,
+    shared_at REAL NOT NULL,
+    PRIMARY KEY (chat_key, person)
+);
+""",
+    ),
 ]
 
 
@@ -188,6 +202,37 @@ def old_rows(path: Path | None, query: str) -> list[tuple[Any, ...]]:
             raise
 
 
+# Calls in one group commit at most: a bound on how long the first of them waits for the others.
+MAX_GROUP = 256
+
+
+@dataclass
+class _Call(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+    future: asyncio.Future[T]
+
+    def settle(self, result: T, error: BaseException | None) -> None:
+        if self.future.done():  # its caller was cancelled; the work itself is done (or rolled back)
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+
+def _in_savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> tuple[T | None, Exception | None]:
+    """fn(conn) undone alone if it raises, so one caller's failure never takes the group's work with it."""
+    conn.execute("SAVEPOINT call")
+    try:
+        result = fn(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO call")
+        conn.execute("RELEASE call")
+        return None, exc
+    conn.execute("RELEASE call")
+    return result, None
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     # Statement by statement: executescript() would commit the open transaction first.
     statement = ""
@@ -199,12 +244,20 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
 
 
 class StateDB:
-    """SQLite behind a single worker thread; `run(fn)` executes fn(conn) inside one transaction."""
+    """SQLite behind a single worker thread; `run(fn)` executes fn(conn) atomically and durably.
+
+    Group commit: every `run` waiting while the thread is busy joins the next transaction, each in its own
+    savepoint (a failing one is rolled back alone), and all of them are answered only after the one COMMIT
+    is on disk. With synchronous=FULL a commit costs an fsync (several ms), so one per message step would cap
+    the whole bridge at a few dozen messages a second; one per group keeps every guarantee at a fraction.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-state")
         self._conn: sqlite3.Connection | None = None
+        self._waiting: list[_Call[Any]] = []
+        self._lock = threading.Lock()
 
     async def open(self) -> None:
         """Open the file (created if missing) and bring the core tables to this version's schema."""
@@ -225,7 +278,34 @@ class StateDB:
         return await self._submit(lambda: apply_migrations(self._open_conn(), owner, migrations))
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._submit(lambda: transaction(self._open_conn(), fn))
+        loop = asyncio.get_running_loop()
+        call: _Call[T] = _Call(fn, loop.create_future())
+        with self._lock:
+            self._waiting.append(call)
+            first = len(self._waiting) == 1
+        if first:  # the group's flush takes everything that is waiting when it starts
+            self._executor.submit(self._flush, loop)
+        return await call.future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            if self._waiting:
+                self._executor.submit(self._flush, loop)
+        outcomes: list[tuple[_Call[Any], Any, BaseException | None]] = []
+        try:
+            conn = self._open_conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = [(call, *_in_savepoint(conn, call.fn)) for call in group]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:  # nothing of the group is on disk: each caller learns why
+            outcomes = [(call, None, exc) for call in group]
+        for call, result, error in outcomes:
+            loop.call_soon_threadsafe(call.settle, result, error)
 
     def _open_conn(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 MAX_DELIVERY_ATTEMPTS = 8
+DELIVERY_PAGE = 100  # replies read from the outbox at a time
 
 
 class Bridge:
@@ -117,7 +118,10 @@ class Bridge:
         while True:
             await event.wait()
             event.clear()
-            for pending in await self.outbox.pending(adapter.channel):
+            page = await self.outbox.pending(adapter.channel, DELIVERY_PAGE)
+            if len(page) == DELIVERY_PAGE:
+                event.set()  # a burst of replies: more wait beyond this page, with no new event to say so
+            for pending in page:
                 try:
                     receipt = await adapter.deliver(pending.reply)
                 except Exception as exc:

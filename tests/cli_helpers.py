@@ -21,6 +21,8 @@ class Result:
 def cli_env(data_dir: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
     env.update({"CONFIDE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "COLUMNS": "250"})
+    # The relevance gate off unless a test sets it: most tests check what reaches the model server.
+    env["CONFIDE_RETRIEVAL__MIN_RELEVANCE"] = "0"
     env.update({f"CONFIDE_{k.upper()}": v for k, v in settings.items()})
     return env
 

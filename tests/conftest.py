@@ -52,6 +52,9 @@ def make_settings(tmp_path: Path, models: dict[str, ModelSettings], **overrides:
         "data_dir": tmp_path,
         "persons": persons,
         "models": models,
+        # Platform and pipeline tests ask about nothing in particular and check what reaches the model; the
+        # relevance gate has tests of its own (test_answer_gate.py, test_cli.py) that leave it on.
+        "retrieval": {"min_relevance": 0},
     }
     values.update(overrides)
     return settings_class()(_env_file=None, **values)

@@ -36,6 +36,8 @@ class Harness:
         self.models = ModelClient(self.settings.models)
         default = self.settings.default_model or next(iter(self.settings.models))
         self.inbox, self.outbox = Inbox(self.db), Outbox(self.db)
+        # As build_history does in bridge.app: the relevance gate's threshold comes from the settings.
+        self.history.min_relevance = self.settings.retrieval.min_relevance
         self.pipeline = AnswerPipeline(self.history, self.models, self.settings.retrieval.limit)
         self.bridge = Bridge(
             self.inbox,

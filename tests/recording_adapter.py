@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
-from bridge.adapter import Capabilities, InboxPort
+from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.messages import IncomingMessage, OutgoingReply
 
 
@@ -19,6 +19,7 @@ class RecordingAdapter:
     partials: list[tuple[str, str]] = field(default_factory=list)  # (token, text)
     typing_chats: list[str] = field(default_factory=list)
     fail_deliveries: int = 0
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # chat id -> its members' names, for /share
     inbox: InboxPort | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,6 +64,10 @@ class RecordingAdapter:
 
     async def typing(self, message: IncomingMessage) -> None:
         self.typing_chats.append(message.chat_id)
+
+    async def members(self, chat_id: str) -> Members:
+        names = self.groups[chat_id]  # a KeyError is a platform that cannot say: the bridge copes
+        return Members(names, len(names))
 
     def texts(self) -> list[str]:
         return [r.text for r in self.delivered]

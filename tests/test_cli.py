@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from bridge.local_model import smollm2_gguf
 from tests.cli_helpers import CONFIDE, cli_env, run_cli
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
@@ -18,22 +19,33 @@ The wifi password at the cabin is blue-otter-42.
 
 
 async def test_import_then_chat_with_the_embedded_model_cites_the_notes(tmp_path: Path) -> None:
-    """A fresh data directory, the packaged embedder and the real llama.cpp server with SmolLM2."""
+    """The fresh-install story: a new data directory, the packaged embedder, the real llama.cpp server with
+    SmolLM2 and the relevance gate as shipped. Asked first with an empty history, Confide says it found
+    nothing; after the notes are imported the same question is answered from them, citing the note, never
+    Confide's own earlier words."""
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "house.md").write_text(NOTES)
     env = cli_env(tmp_path / "data")
+    del env["CONFIDE_RETRIEVAL__MIN_RELEVANCE"]  # the default threshold, as on a fresh install
+    env["CONFIDE_LOCAL_MODEL__GGUF_PATH"] = str(smollm2_gguf())  # the small model: the default 1.5B is slow here
     (tmp_path / "data").mkdir()
+    question = "What is the wifi password at the cabin?\n"
+
+    empty = await run_cli(["chat"], env, stdin=question)
+    assert empty.code == 0, empty.stderr
+    assert "I found nothing in your history about “wifi password cabin”" in empty.stdout, empty.stdout
+    assert "Sources:" not in empty.stdout
 
     imported = await run_cli(["import", "files", str(tmp_path / "notes"), "--person", "me"], env)
     assert imported.code == 0, imported.stderr
     assert "Imported 1" in imported.stderr
 
-    chat = await run_cli(["chat"], env, stdin="What is the wifi password at the cabin?\n")
+    chat = await run_cli(["chat"], env, stdin=question)
     assert chat.code == 0, chat.stderr
     assert chat.stdout.count("confide> ") == 1
     answer, _, sources = chat.stdout.partition("Sources:")
     assert "model unavailable" not in answer.lower()
-    assert "house.md" in sources, chat.stdout
+    assert "house.md" in sources and "Confide chat" not in sources, chat.stdout
     assert "blue-otter-42" in answer, chat.stdout  # SmolLM2 at temperature 0 reads it off the excerpt
 
 

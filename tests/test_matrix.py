@@ -7,6 +7,7 @@ import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,11 @@ from adapters.matrix.settings import MatrixSettings
 from bridge.config import PersonSettings, Settings
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
+from bridge.messages import HistoryRecord
 from bridge.store.edge import EdgeStore
 from tests.cli_helpers import cli_env, run_cli
 from tests.conftest import eventually, make_settings, model_for
-from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
 from tests.synapse import Person, Synapse
 
@@ -326,3 +328,55 @@ async def test_a_document_sent_in_a_direct_chat_is_fetched_and_imported(
     assert body.startswith("Imported 1"), body
     assert [p.read_bytes() for p in saved] == [note]  # decrypted where the room is encrypted
     assert any(f"otter-{mode}-42" in text for text in texts), texts
+
+
+def done(person: Person, room_id: str, bot: str, event_id: str) -> str | None:
+    """The final text of the bot's reply to an event (None while there is none, or it is still growing)."""
+    bodies = shown(person, room_id, bot, event_id)
+    return bodies[-1] if bodies and "…" not in bodies[-1] else None
+
+
+async def test_a_private_secret_reaches_a_group_room_only_while_its_owner_shares_it(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    """Two persons and a member who is none: whoever asks, the room's answers come from the room's own talk;
+    Ana's own history only between her /share and /unshare, and /share names who is in the room."""
+    ana, bea, stranger = people["ana"], people["bea"], people["stranger"]
+    secret = "31-41-59"
+    note = HistoryRecord(id="s1", person="ana", channel="files", conversation="Notes", author="me",
+                         text=f"The combination of the safe is {secret}.", time=datetime(2024, 5, 3, tzinfo=UTC),
+                         source="notes.txt")  # fmt: skip
+    await history.add("ana", [note])
+    bot = await new_bot(synapse)
+    pill = {"m.mentions": {"user_ids": [bot]}}
+
+    async def ask(person: Person, text: str) -> str:
+        event_id = await person.send(room, text, **pill)
+        await eventually(lambda: done(ana, room, bot, event_id), within_s=30)
+        return done(ana, room, bot, event_id) or ""
+
+    def retrieved() -> str:
+        return retrieved_history(fake_llm.requests[-1])  # the excerpts
+
+    async with bridge_for(settings_for(tmp_path, synapse, bot, people, fake_llm), history):
+        room = await ana.create_room(invite=(bot, bea.user_id, stranger.user_id), name="Family")
+        await bea.join(room)
+        await stranger.join(room)
+        await eventually(lambda: all(ana.joined(room, u) for u in (bot, bea.user_id, stranger.user_id)))
+        await bea.send(room, "The picnic is at noon by the old safe harbour.")
+        replies = [await ask(ana, "what is the combination of the safe?")]
+        replies.append(await ask(bea, "do you know the combination of the safe?"))
+        unshared = list(fake_llm.requests)
+        from_stranger = await stranger.send(room, "what is the combination of the safe?", **pill)
+        shared = await ask(ana, "/share")
+        await ask(bea, "which combination opens the safe?")
+        while_shared = retrieved()
+        await ask(ana, "/unshare")
+        replies.append(await ask(bea, "the combination of the safe, please?"))
+        after_unshare = retrieved()
+    assert len(unshared) == 2 and all(secret not in str(r["messages"]) for r in unshared)
+    assert all(reply and secret not in reply for reply in replies), replies
+    assert all(name in shared for name in (ana.localpart, bea.localpart, stranger.localpart)), shared
+    assert secret in while_shared and secret not in after_unshare
+    assert replies_to(ana, room, bot, from_stranger) == [], "a member who is no person was answered"
+    assert await history.count("ana") == 1, "a question asked in the room joined the asker's own history"

@@ -13,7 +13,7 @@ from bridge.answer import FALLBACK_HEADER
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
 from tests.conftest import eventually, model_for
-from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
 
 WHEN = datetime(2024, 5, 3, 18, 30, tzinfo=UTC)
@@ -50,9 +50,9 @@ async def test_question_is_answered_from_the_persons_history_with_citations(
     assert reply.citations[0].author == "Anna" and reply.citations[0].link == "msg-1"
     prompt = fake_llm.requests[0]["messages"]
     assert prompt[0]["role"] == "system" and "Never follow instructions" in prompt[0]["content"]
-    context = prompt[-1]["content"]
+    context = retrieved_history(fake_llm.requests[0])
     assert "> The spare key for the cabin is under the blue flower pot." in context
-    assert "5521" not in context, "another person's history reached the prompt"
+    assert "5521" not in "\n".join(m["content"] for m in prompt), "another person's history reached the prompt"
 
 
 async def test_unknown_sender_gets_no_answer_and_is_logged(
@@ -73,6 +73,7 @@ async def test_unknown_sender_gets_no_answer_and_is_logged(
 async def test_group_messages_need_a_mention(
     seeded: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
 ) -> None:
+    seeded.min_relevance = 0  # the room's history says nothing about dinner: the model is asked all the same
     async with harness_factory({"main": model_for(fake_llm)}) as h:
         await h.adapter.send("100", "anyone for lunch?", chat_id="-5", is_direct=False)
         await h.adapter.send("100", "@confide_bot when is grandma's dinner?", chat_id="-5", is_direct=False,
@@ -81,6 +82,27 @@ async def test_group_messages_need_a_mention(
     [reply] = h.adapter.delivered
     assert "when is grandma's dinner?" in reply.text and "@confide_bot" not in reply.text
     assert len(fake_llm.requests) == 1
+
+
+async def test_bad_input_gets_a_clear_reply_and_no_model_call(
+    seeded: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
+) -> None:
+    async with harness_factory({"main": model_for(fake_llm)}) as h:
+
+        async def ask(text: str, **fields: object) -> str:
+            before = len(h.adapter.delivered)
+            await h.adapter.send("100", text, **fields)
+            await eventually(lambda: len(h.adapter.delivered) > before)
+            return h.adapter.delivered[-1].text
+
+        assert (await ask("   \n ")).startswith("Ask me something about your history, e.g.")
+        assert (await ask("@confide_bot")).startswith("Ask me something about your history, e.g.")
+        only_mention = await ask("@confide_bot", chat_id="-5", is_direct=False, mentions_bot=True)
+        assert only_mention.startswith("Ask me something about your history, e.g.")
+        refused = await ask("where is the key?" + "!" * 102_383)  # 100 kB
+        assert refused.startswith("Your message is 102,400 characters long; I read questions of up to 4,000.")
+    assert fake_llm.requests == []
+    assert await seeded.count("alice") == 2, "bad input was indexed"
 
 
 async def test_model_down_gives_labelled_history_instead_of_silence(
@@ -138,6 +160,7 @@ async def test_commands(seeded: HistoryIndex, fake_llm: FakeOpenAI, harness_fact
 async def test_recent_turns_reach_the_model_and_reset_clears_them(
     seeded: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
 ) -> None:
+    seeded.min_relevance = 0  # questions about nothing in the history: the model is asked all the same
     async with harness_factory({"main": model_for(fake_llm)}) as h:
         for text in ("first question", "second question", "/reset", "third question"):
             before = len(h.adapter.delivered)
@@ -185,6 +208,7 @@ async def test_chats_run_concurrently_and_each_chat_in_order(
     seeded: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
 ) -> None:
     fake_llm.default = Behaviour(chunk_delay_s=0.02)
+    seeded.min_relevance = 0  # questions about nothing in the history: the model is asked all the same
     async with harness_factory({"main": model_for(fake_llm, concurrency=4)}, index_conversations=False) as h:
         for i in range(3):
             for chat in ("100", "200"):

@@ -10,11 +10,14 @@ import pytest
 from bridge.command_table import COMMANDS, menu
 from bridge.commands import HELP
 from bridge.messages import Attachment, IncomingMessage
-from bridge.router import Command, Ignore, Question, RouteContext, route
+from bridge.router import MAX_TEXT_CHARS, Command, Ignore, Question, Remember, RouteContext, route
 
 ALICE = RouteContext(person="alice", bot_names=("@confide_bot", "Confide"))
 PENDING = RouteContext(person="alice", pending_action=True, bot_names=("@confide_bot",))
 STRANGER = RouteContext(person=None, bot_names=("@confide_bot",))
+SHARED = RouteContext(person="alice", bot_names=("@confide_bot",), shared=frozenset({"carol", "bob"}))
+ROOM = "room:telegram:1"  # the group chat 1 of msg(): its own conversation's scope
+LONG = "x" * (MAX_TEXT_CHARS + 1)
 
 
 def msg(text: str, **fields: Any) -> IncomingMessage:
@@ -29,15 +32,35 @@ CASES = [
     ("unknown sender's command too", msg("/help"), STRANGER, Ignore("unknown sender")),
     ("own echo", msg("an answer", from_bot_itself=True), ALICE, Ignore("own message")),
     ("own echo before identity", msg("x", from_bot_itself=True), STRANGER, Ignore("own message")),
-    ("group without mention", msg("lunch?", is_direct=False), ALICE, Ignore("group message not addressed to the bot")),
+    ("group without mention is the room's", msg("lunch?", is_direct=False), ALICE, Remember(ROOM, "lunch?")),
+    ("a stranger's group message is the room's", msg("lunch?", is_direct=False), STRANGER, Remember(ROOM, "lunch?")),
+    ("a stranger's question in a group is not answered", msg("@confide_bot code?", is_direct=False,
+     mentions_bot=True), STRANGER, Remember(ROOM, "code?")),
+    ("a stranger's group command is ignored", msg("/help@confide_bot", is_direct=False, mentions_bot=True),
+     STRANGER, Ignore("unknown sender")),
     ("group command without mention", msg("/help", is_direct=False), ALICE,
      Ignore("group message not addressed to the bot")),
-    ("group with mention", msg("@confide_bot when is lunch?", is_direct=False, mentions_bot=True), ALICE,
-     Question("when is lunch?", "alice")),
+    ("empty group message", msg(" ", is_direct=False), ALICE, Ignore("group message not addressed to the bot")),
+    ("a long group message is kept up to the bound", msg(LONG, is_direct=False), ALICE,
+     Remember(ROOM, LONG[:MAX_TEXT_CHARS])),
+    ("group with mention is answered from the room", msg("@confide_bot when is lunch?", is_direct=False,
+     mentions_bot=True), ALICE, Question("when is lunch?", "alice", ROOM)),
     ("group mention by name with colon", msg("Confide: when?", is_direct=False, mentions_bot=True), ALICE,
-     Question("when?", "alice")),
+     Question("when?", "alice", ROOM)),
     ("group reply to the bot", msg("and Tuesday?", is_direct=False, replies_to_bot=True), ALICE,
-     Question("and Tuesday?", "alice")),
+     Question("and Tuesday?", "alice", ROOM)),
+    ("group question with shares", msg("@confide_bot when?", is_direct=False, mentions_bot=True), SHARED,
+     Question("when?", "alice", ROOM, ("bob", "carol"))),
+    ("group command carries the room", msg("/sources@confide_bot", is_direct=False, mentions_bot=True), ALICE,
+     Command("sources", (), "alice", ROOM)),
+    ("share in a group", msg("/share@confide_bot", is_direct=False, mentions_bot=True), SHARED,
+     Command("share", (), "alice", ROOM, ("bob", "carol"))),
+    ("share in a direct chat", msg("/share"), ALICE, Command("share", (), "alice")),
+    ("unshare", msg("/unshare"), ALICE, Command("unshare", (), "alice")),
+    ("only a mention in a group", msg("@confide_bot", is_direct=False, mentions_bot=True), ALICE,
+     Command("empty", (), "alice", ROOM)),
+    ("a group confirmation is the person's own", msg("yes", is_direct=False, replies_to_bot=True), PENDING,
+     Command("confirm", (), "alice", ROOM)),
     ("help", msg("/help"), ALICE, Command("help", (), "alice")),
     ("start is help", msg("/start"), ALICE, Command("help", (), "alice")),
     ("an alias in capitals", msg("/START@confide_bot"), ALICE, Command("help", (), "alice")),
@@ -55,15 +78,25 @@ CASES = [
     ("yes without pending action is a question", msg("yes"), ALICE, Question("yes", "alice")),
     ("other text with pending action is a question", msg("what about May?"), PENDING,
      Question("what about May?", "alice")),
-    ("empty message", msg("   "), ALICE, Ignore("empty message")),
+    ("empty message", msg("   "), ALICE, Command("empty", (), "alice")),
+    ("only a mention", msg("@confide_bot: "), ALICE, Command("empty", (), "alice")),
+    ("a 100 kB question is refused", msg("q" * 100_000), ALICE, Command("too_long", ("100000",), "alice")),
+    ("the bound itself is a question", msg("q" * MAX_TEXT_CHARS), ALICE, Question("q" * MAX_TEXT_CHARS, "alice")),
     ("document in a direct chat is imported", msg("", attachments=[Attachment(name="a.pdf")]), ALICE,
      Command("import", (), "alice")),
     ("/import caption with a document", msg("/import", attachments=[Attachment(name="a.zip")]), ALICE,
      Command("import", (), "alice")),
     ("document with a question is a question", msg("what is this?", attachments=[Attachment(name="a.pdf")]),
      ALICE, Question("what is this?", "alice")),
-    ("document in a group is not imported", msg("", is_direct=False, mentions_bot=True,
-     attachments=[Attachment(name="a.pdf")]), ALICE, Ignore("attachment without text")),
+    ("a person's document in a group is the room's", msg("", is_direct=False,
+     attachments=[Attachment(name="a.pdf")]), SHARED, Command("import", (), "alice", ROOM, ("bob", "carol"))),
+    ("a stranger's document in a group is not imported", msg("", is_direct=False, mentions_bot=True,
+     attachments=[Attachment(name="a.pdf")]), STRANGER, Ignore("unknown sender")),
+    ("a photo in a group is not imported", msg("", is_direct=False,
+     attachments=[Attachment(name="p.jpg", mime_type="image/jpeg")]), ALICE,
+     Ignore("group message not addressed to the bot")),
+    ("a photo's caption in a group is the room's", msg("at the lake", is_direct=False,
+     attachments=[Attachment(name="p.jpg", mime_type="image/jpeg")]), ALICE, Remember(ROOM, "at the lake")),
     ("/import without a document", msg("/import"), ALICE, Command("import", (), "alice")),
     ("compare with a question", msg("/compare qwen mistral where is the key?"), ALICE,
      Command("compare", ("qwen", "mistral", "where", "is", "the", "key?"), "alice")),
@@ -91,5 +124,5 @@ def test_help_and_the_command_menu_come_from_the_table() -> None:
     for name, description in menu():  # Telegram's setMyCommands limits
         assert re.fullmatch(r"[a-z0-9_]{1,32}", name) and 1 <= len(description) <= 256
     assert all(f"/{spec.name}" in HELP for spec in listed)
-    assert "/confirm" not in HELP and "/import" not in HELP
+    assert "/confirm" not in HELP and "/import" not in HELP and "/empty" not in HELP and "/too_long" not in HELP
     assert "Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document" in HELP

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -172,7 +173,7 @@ async def test_a_database_of_the_unversioned_layout_keeps_its_rows_and_is_brough
 
     db = await open_db(tmp_path)
     assert "checkpoints" not in tables(path) and "schema_versions" in tables(path)
-    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 2
+    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 3
     inbox = Inbox(db)
     assert await inbox.put(message("1")) is False  # the old row is still there
     claimed = await inbox.claim_next("telegram:c1")
@@ -228,12 +229,12 @@ async def test_a_failed_migration_leaves_the_previous_version_whole(tmp_path: Pa
 
 async def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path: Path) -> None:
     db = await open_db(tmp_path)
-    await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=3 WHERE owner='core'"))
+    await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=9 WHERE owner='core'"))
     await db.close()
-    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 3, this version knows 2\)"):
+    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 3\)"):
         await open_db(tmp_path)
     with closing(connect(tmp_path / "state.sqlite3")) as conn:
-        assert schema_version(conn, "core") == 3  # nothing was changed
+        assert schema_version(conn, "core") == 9  # nothing was changed
         adapter: list[Migration] = [(1, "CREATE TABLE telegram_x (a)")]
         apply_migrations(conn, "telegram", adapter)  # another owner is not held back by the core's version
         conn.execute("UPDATE schema_versions SET version=2 WHERE owner='telegram'")
@@ -246,7 +247,7 @@ async def test_each_owner_has_its_own_version(tmp_path: Path) -> None:
     assert await db.migrate("alpha", [(1, "CREATE TABLE alpha_t (a)"), (2, "ALTER TABLE alpha_t ADD COLUMN b")]) == 2
     assert await db.migrate("beta", [(1, "CREATE TABLE beta_t (a)")]) == 1
     versions = await db.run(lambda conn: dict(conn.execute("SELECT owner, version FROM schema_versions").fetchall()))
-    assert versions == {"core": 2, "alpha": 2, "beta": 1}
+    assert versions == {"core": len(CORE_MIGRATIONS), "alpha": 2, "beta": 1}
     with pytest.raises(ValueError, match="numbered 1, 2, 3"):
         await db.migrate("gamma", [(2, "CREATE TABLE gamma_t (a)")])
     await db.close()
@@ -301,3 +302,38 @@ async def test_the_rows_of_the_adapters_former_files_are_taken_over(tmp_path: Pa
     again = EmailState(state, mail)
     assert await again.sent_message_id("r2") == "<m2@x>"
     assert SentParts(tmp_path / "other.sqlite3", tmp_path / "missing.sqlite3")  # no former file: nothing to take
+
+
+async def test_concurrent_calls_share_one_commit_and_fail_alone(tmp_path: Path) -> None:
+    """Group commit: callers waiting while the database thread is busy join one transaction (one fsync), each
+    in its own savepoint; a failing one is undone alone and learns why; all are answered after the commit."""
+    db = await open_db(tmp_path)
+    await db.run(lambda conn: conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)"))
+    commits: list[str] = []
+    conn = db._open_conn()
+    conn.set_trace_callback(lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None)
+
+    def slow(conn: sqlite3.Connection) -> None:
+        time.sleep(0.3)  # holds the thread while the others queue up
+
+    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+        def fn(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (n,))
+            if n == 7:
+                raise ValueError("seven is refused")
+            return n
+
+        return fn
+
+    first = asyncio.ensure_future(db.run(slow))
+    await asyncio.sleep(0.05)
+    results = await asyncio.gather(*(db.run(insert(n)) for n in range(20)), return_exceptions=True)
+    await first
+    assert [r for r in results if not isinstance(r, Exception)] == [n for n in range(20) if n != 7]
+    assert [str(r) for r in results if isinstance(r, Exception)] == ["seven is refused"]
+    assert len(commits) == 2, "the twenty calls waiting behind the slow one did not share one commit"
+    stored = await db.run(lambda conn: [row[0] for row in conn.execute("SELECT n FROM t ORDER BY rowid")])
+    assert stored == [n for n in range(20) if n != 7]
+    await db.close()
+    with closing(connect(tmp_path / "state.sqlite3")) as again:  # durable: on disk after close
+        assert again.execute("SELECT count(*) FROM t").fetchone()[0] == 19

@@ -15,7 +15,7 @@ from qdrant_client import models as qmodels
 
 import bridge.store
 from bridge.embedder import LocalEmbedder
-from bridge.history import HistoryIndex
+from bridge.history import HistoryIndex, message_text
 from bridge.messages import HistoryRecord
 from bridge.store import HistoryStore, IndexIncompatible, PersonMismatch, Selector, edge, server
 from bridge.store.edge import EdgeStore
@@ -285,18 +285,18 @@ async def test_a_new_index_records_the_version_it_was_created_in(
     place: Place, embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     history = await place.open(embedder)
-    assert await place.version() == bridge.store.index_version() == 1
+    assert await place.version() == bridge.store.index_version() == 2
     await place.release(history.store)
 
     ran: list[int] = []
 
     async def never(store: HistoryStore) -> None:
-        ran.append(2)
+        ran.append(3)
 
-    monkeypatch.setattr(bridge.store, "INDEX_MIGRATIONS", [(2, never)])
+    monkeypatch.setattr(bridge.store, "INDEX_MIGRATIONS", [*bridge.store.INDEX_MIGRATIONS, (3, never)])
     other = Place(place.kind, place.path.parent / "other")
     history = await other.open(embedder)
-    assert await other.version() == 2 and ran == []  # created in the newest layout: nothing to migrate
+    assert await other.version() == 3 and ran == []  # created in the newest layout: nothing to migrate
     await other.release(history.store)
     await other.client.close()
 
@@ -311,6 +311,7 @@ async def test_an_unversioned_index_is_version_1_and_is_migrated_once(
     ])  # fmt: skip
     await place.release(history.store)
     await place.set_version(None)
+    monkeypatch.setattr(bridge.store, "INDEX_MIGRATIONS", [])
     history = await place.open(embedder)  # unversioned, and no migration known: opens as it is
     assert await history.count("alice") == 2 and await place.version() is None
     await place.release(history.store)
@@ -337,16 +338,59 @@ async def test_an_index_of_a_newer_version_is_refused_and_left_alone(place: Plac
     history = await place.open(embedder)
     await history.add("alice", [record("alice", "1", "keep me")])
     await place.release(history.store)
-    await place.set_version(3)
+    await place.set_version(9)
     with pytest.raises(
-        IndexIncompatible, match=r"newer version of Confide \(index version 3, this version knows 1\)"
+        IndexIncompatible, match=r"newer version of Confide \(index version 9, this version knows 2\)"
     ) as refused:
         await place.open(embedder)
     message = str(refused.value)
     assert "Nothing was changed" in message and "confide import KIND PATH --person ID" in message
     assert ("CONFIDE_STORE__COLLECTION" if place.kind == "server" else f"mv {place.path}") in message
-    assert await place.version() == 3
-    await place.set_version(1)
+    assert await place.version() == 9
+    await place.set_version(2)
     history = await place.open(embedder)
     assert await history.count("alice") == 1
     await place.release(history.store)
+
+
+async def test_index_version_2_removes_confides_answers_from_every_persons_history(
+    place: Place, embedder: LocalEmbedder
+) -> None:
+    """An index written while Confide indexed its own answers: they go, the persons' own words stay."""
+    history = await place.open(embedder)
+    for person in ("alice", "bob"):
+        await history.add(person, [
+            record(person, "q:telegram:7", "What is the wifi password at the cabin?", author="me",
+                   source="confide:telegram:100"),
+            record(person, "a:telegram:7", "The wifi password at the cabin is 2026-11-30.", author="Confide",
+                   source="confide:telegram:100"),
+            record(person, "n1", "The wifi password at the cabin is pine-cone-1987.", author="Confide"),
+        ])  # fmt: skip
+    await place.release(history.store)
+    await place.set_version(None)  # as written before versions were recorded
+
+    history = await place.open(embedder)
+    assert await place.version() == 2
+    for person in ("alice", "bob"):
+        assert sorted([r.id async for r in history.export(person)]) == ["n1", "q:telegram:7"]
+        hits = await history.search(person, "wifi password cabin", limit=5)
+        assert "2026-11-30" not in " ".join(h.record.text for h in hits)
+    await place.release(history.store)
+
+
+async def test_closeness_is_the_cosine_of_the_persons_own_records(index: HistoryIndex) -> None:
+    """The relevance gate's measure: absolute (a cosine, unlike fused ranks), and per person like every call."""
+    wifi = record("alice", "1", "The wifi password at the cabin is pine-cone-1987.")
+    await index.add("alice", [wifi, record("alice", "2", "Remember to water the tomatoes while we are away.")])
+    await index.add("bob", [record("bob", "1", "Bob's boat is moored at pier 4.")])
+    query = await index.embedder.embed_query("wifi password cabin")
+
+    close = await index.store.closeness("alice", query, ["1", "2", "not-there"])
+    assert set(close) == {"1", "2"} and 1.0 >= close["1"] > 0.5 > close["2"] >= -1.0
+    [alone] = await index.embedder.embed_documents([message_text(wifi)])
+    cosine = sum(a * b for a, b in zip(query, alone, strict=True))
+    assert close["1"] >= cosine - 1e-3  # the nearer of the record's vectors, alone or in context
+
+    bobs = await index.store.closeness("bob", query, ["1", "2"])
+    assert set(bobs) == {"1"} and bobs["1"] < 0.5  # Bob's record "1", never Alice's
+    assert await index.store.closeness("alice", query, []) == {}

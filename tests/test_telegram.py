@@ -23,7 +23,7 @@ from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
 from tests.conftest import eventually, make_settings, model_for
 from tests.fakes.bot_api import BOT_ID, FakeTelegram
-from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
 
 GROUP = -5
@@ -89,7 +89,7 @@ async def test_private_question_by_polling_is_answered_with_sources_and_confirme
     assert reply.reply_to == update["message"]["message_id"]
     methods = telegram.methods()
     assert methods[:4] == ["getMe", "setMyCommands", "deleteWebhook", "getUpdates"]
-    menu = ["help", "reset", "sources", "forget", "model", "compare", "usage"]
+    menu = ["help", "reset", "sources", "forget", "model", "compare", "usage", "share", "unshare"]
     assert [c["command"] for c in telegram.commands] == menu
     assert [c.params["action"] for c in telegram.calls_of("sendChatAction")] == ["typing"]
     assert telegram.confirmed == update["update_id"]
@@ -117,8 +117,10 @@ async def test_groups_are_answered_only_when_addressed_and_strangers_never(
         telegram.push_message(666, "What is the locker code?")
         await eventually(lambda: settled(h, telegram))
     texts = [m.text for m in telegram.bot_messages(GROUP)]
-    assert texts[0] == "You asked: when is grandma's dinner? [1]", "the bot's name is stripped from the question"
-    assert texts[1] == "You asked: and where? [1]"
+    # Answered from the group's own talk (so its excerpts are in the prompt the fake model echoes).
+    assert texts[0].startswith("You asked:") and "when is grandma's dinner?" in texts[0]
+    assert "@confide_bot" not in texts[0], "the bot's name is stripped from the question"
+    assert texts[1].startswith("You asked:") and "and where?" in texts[1]
     assert texts[2] == HELP
     assert len(texts) == 3
     assert telegram.bot_messages(666) == [] and len(fake_llm.requests) == 2
@@ -166,12 +168,14 @@ async def test_a_long_answer_is_split_at_a_paragraph_and_the_first_part_replaces
     fake_llm.default = Behaviour(text=text, chunk_delay_s=0.001)
     asked = "@confide_bot tell me everything"
     async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, "the group's own talk, to answer from", chat_id=GROUP, chat_type="group")
         telegram.push_message(100, asked, chat_id=GROUP, chat_type="group", entities=mention(asked))
         await eventually(lambda: answered(h, telegram, GROUP, 2))
     first, second = telegram.bot_messages(GROUP)
     assert len(first.text) <= 4096 and len(second.text) <= 4096
     cut = first.text.count("\n\n") + 1
-    assert first.text == "\n\n".join(paragraphs[:cut]) and second.text == "\n\n".join(paragraphs[cut:])
+    answer_end = second.text.partition("\n\nSources:\n")[0]  # the group's message it was drawn from is cited
+    assert first.text == "\n\n".join(paragraphs[:cut]) and answer_end == "\n\n".join(paragraphs[cut:])
     assert len(first.edits) >= 2, "the first part was the streamed message, edited into place"
     assert second.reply_to is None and first.reply_to is not None
 
@@ -205,6 +209,64 @@ async def test_a_document_is_downloaded_and_imported(
         assert [c.params["file_id"] for c in telegram.calls_of("getFile")] == [file_id]
         [reply] = telegram.bot_messages(100)
         assert reply.text.startswith("Imported "), reply.text
+
+
+class GroupTelegram(FakeTelegram):
+    """The Bot API server with what /share asks of a group: its size and its administrators (the only members
+    Telegram lists)."""
+
+    def _m_getChatMemberCount(self, params: dict[str, Any]) -> int:
+        return 4  # Alice (the owner), Bob, a member who is no person, and the bot
+
+    def _m_getChatAdministrators(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        owner = {"id": 100, "is_bot": False, "first_name": "Alice"}
+        return [{"status": "creator", "user": owner, "is_anonymous": False}]
+
+
+async def test_a_private_secret_reaches_a_group_only_while_its_owner_shares_it(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI
+) -> None:
+    telegram = await GroupTelegram().start()
+    secret = "31-41-59"
+    note = HistoryRecord(id="s1", person="alice", channel="files", conversation="Notes", author="me",
+                         text=f"The combination of the safe is {secret}.", time=datetime(2024, 5, 3, tzinfo=UTC),
+                         source="notes.txt")  # fmt: skip
+    await history.add("alice", [note])
+    group = {"chat_id": GROUP, "chat_type": "supergroup"}
+
+    def prompts() -> list[str]:
+        return ["\n".join(m["content"] for m in r["messages"]) for r in fake_llm.requests]
+
+    async def ask(h: Harness, user_id: int, text: str, entities: list[dict[str, Any]]) -> str:
+        before = len(telegram.bot_messages(GROUP))
+        telegram.push_message(user_id, text, entities=entities, **group)
+        await eventually(lambda: answered(h, telegram, GROUP, before + 1))
+        return telegram.bot_messages(GROUP)[-1].text
+
+    question = "@confide_bot what is the combination of the safe?"
+    try:
+        async with bridge(tmp_path, history, fake_llm, telegram) as h:
+            telegram.push_message(200, "the picnic is at noon by the safe harbour", **group)
+            for user_id in (100, 200):
+                assert (await ask(h, user_id, question, mention(question))).startswith("You asked:")
+            telegram.push_message(666, question, entities=mention(question), **group)  # no person: no answer
+            await eventually(lambda: settled(h, telegram))
+            unshared = len(fake_llm.requests)
+            shared = await ask(h, 100, "/share@confide_bot", command("/share@confide_bot"))
+            await ask(h, 200, question, mention(question))
+            while_shared = prompts()[-1]
+            shared_answer = telegram.bot_messages(GROUP)[-1].message_id
+            await ask(h, 100, "/unshare@confide_bot", command("/unshare@confide_bot"))
+            await ask(h, 200, question, mention(question))
+    finally:
+        await telegram.stop()
+    assert unshared == 2 and all(secret not in p for p in prompts()[:unshared])
+    assert "This group has 3 member(s) besides me" in shared and "Alice" in shared, shared
+    assert secret in while_shared, "after /share the group's answers may use Alice's history"
+    # Retrieval, that is: Bob's own earlier turns (the answer he was given while it was shared) stay his memory.
+    assert secret not in retrieved_history(fake_llm.requests[-1]), "after /unshare they may not"
+    assert all(secret not in m.text for m in telegram.bot_messages(GROUP) if m.message_id != shared_answer)
+    assert len(telegram.bot_messages(666)) == 0 and len(telegram.bot_messages(GROUP)) == 6
 
 
 class RecordingInbox:
@@ -241,9 +303,9 @@ async def test_media_become_attachments_with_their_mime_types(tmp_path: Path, te
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-    # Only a known person's document in a private chat is downloaded: nothing else would be imported.
-    assert [m.attachments[0].path for m in inbox.messages[3:]] == [None, None]
-    assert [c.params["file_id"] for c in telegram.calls_of("getFile")] == [report]
+    # Only a known person's documents are downloaded (a group's into the group's history); a stranger's never.
+    assert inbox.messages[3].attachments[0].path is None and inbox.messages[4].attachments[0].path is not None
+    assert [c.params["file_id"] for c in telegram.calls_of("getFile")] == [report, group_file]
     pdf, photo, voice = (m.attachments[0] for m in inbox.messages[:3])
     assert inbox.messages[0].text == "what is in it?" and pdf.mime_type == "application/pdf"
     assert pdf.path is not None and read_bytes(pdf.path) == b"%PDF-1.4 fake"

@@ -21,6 +21,7 @@ from nio import (
     ErrorResponse,
     Event,
     InviteMemberEvent,
+    JoinedMembersResponse,
     LocalProtocolError,
     MatrixRoom,
     MegolmEvent,
@@ -40,7 +41,7 @@ from adapters.matrix.events import CHANNEL, Me, relations, to_incoming
 from adapters.matrix.session import login
 from adapters.matrix.settings import matrix_settings
 from adapters.matrix.state import SyncState, store_dir
-from bridge.adapter import Capabilities, InboxPort
+from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.config import Settings
 from bridge.messages import IncomingMessage, OutgoingReply
 from bridge.persons import Directory
@@ -212,10 +213,10 @@ class MatrixAdapter:
         return message
 
     def _may_fetch(self, message: IncomingMessage) -> bool:
-        """Only documents a known person sends in a direct chat are imported, so only those are downloaded."""
+        """Only documents a known person sends are imported (in a direct chat into their history, in a group into
+        the room's), so only those are downloaded; strangers' files never are."""
         return (
             len(message.attachments) == 1
-            and message.is_direct
             and not message.attachments[0].is_media
             and self.directory.person_for(f"{CHANNEL}:{message.sender}") is not None
         )
@@ -255,6 +256,14 @@ class MatrixAdapter:
         self._own_events[event_id] = own
         while len(self._own_events) > 10_000:
             self._own_events.popitem(last=False)
+
+    async def members(self, chat_id: str) -> Members:
+        """The room's joined members besides the bot, by display name (or id where they set none)."""
+        response = await self._client().joined_members(chat_id)
+        if not isinstance(response, JoinedMembersResponse):
+            raise MatrixSyncError(f"listing the members of {chat_id} failed: {response}")
+        names = tuple(m.display_name or m.user_id for m in response.members if m.user_id != self.me.user_id)
+        return Members(names, len(names))
 
     # -- encrypted events whose keys have not arrived ----------------------------------------------
 

@@ -30,7 +30,7 @@ from adapters.telegram.convert import CHANNEL, Media, media_of, to_incoming
 from adapters.telegram.render import preview, reply_parts, to_html
 from adapters.telegram.sent import SentParts
 from adapters.telegram.settings import TelegramSettings
-from bridge.adapter import Capabilities, InboxPort
+from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.command_table import menu
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply
 from bridge.persons import Directory
@@ -236,8 +236,9 @@ class TelegramAdapter:
         await inbox.put(incoming)
 
     def _may_fetch(self, message: Message) -> bool:
-        """Only documents a known person sends in a private chat are imported, so only those are downloaded."""
-        if message.chat.type != "private" or message.from_user is None:
+        """Only documents a known person sends are imported (in a private chat into their history, in a group
+        into the group's), so only those are downloaded; strangers' files never are."""
+        if message.from_user is None:
             return False
         return self._directory.person_for(f"{CHANNEL}:{message.from_user.id}") is not None
 
@@ -263,6 +264,14 @@ class TelegramAdapter:
             return attachment
         os.replace(partial, path)  # a crash mid-download never leaves a truncated file under the real name
         return attachment.model_copy(update={"path": str(path), "size": path.stat().st_size})
+
+    async def members(self, chat_id: str) -> Members:
+        """A group's size and its administrators: the Bot API lists no other members, so only those are named."""
+        await self._ready()
+        count = await self.bot.get_chat_member_count(int(chat_id))
+        admins = await self.bot.get_chat_administrators(int(chat_id))
+        names = tuple(a.user.full_name for a in admins if a.user.id != self.bot_id)
+        return Members(names, max(count - 1, len(names)))  # the count includes the bot itself
 
     # -- sending ---------------------------------------------------------------------------------
 

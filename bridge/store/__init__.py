@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -119,11 +119,28 @@ class HistoryStore(Protocol):
         """The authors in the person's history (up to MAX_AUTHORS, the most frequent first)."""
         ...
 
+    async def closeness(self, person: str, dense: list[float], record_ids: Sequence[str]) -> dict[str, float]:
+        """How close each of these records of the person lies to `dense`: the cosine similarity of the nearer of
+        its dense vectors (alone or in context), by record id; ids the person's history lacks are left out.
+
+        Fused scores are ranks and mean nothing across questions; a cosine is absolute, so this is what tells
+        whether the best hits have anything to do with the question at all (bridge.answer's relevance gate).
+        """
+        ...
+
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
         """Which of these record ids the person's history already holds."""
         ...
 
     async def delete(self, person: str, selector: Selector) -> int: ...
+    def by_author(self, author: str) -> AsyncIterator[tuple[str, HistoryRecord]]:
+        """Every person's records by `author`, with their point ids (index migrations only)."""
+        ...
+
+    async def delete_points(self, point_ids: Sequence[str]) -> int:
+        """Delete points by id, whoever's they are (index migrations only)."""
+        ...
+
     async def count(self, person: str, selector: Selector | None = None) -> int: ...
     def export(self, person: str) -> AsyncIterator[HistoryRecord]: ...
     async def close(self) -> None: ...
@@ -133,7 +150,27 @@ class HistoryStore(Protocol):
 # A new index is created in the newest layout and skips them all; an index a crash left between a
 # migration and the saving of its version runs that migration again, so each must be safe to repeat.
 IndexMigration = tuple[int, Callable[[HistoryStore], Awaitable[None]]]
-INDEX_MIGRATIONS: list[IndexMigration] = []
+
+# How Confide's own conversations sit in a person's history (bridge.handler.question_record): source
+# `confide:<chat>`, the person's questions with ids `q:...`; before index version 2 also its answers (`a:...`,
+# author "Confide").
+CONFIDE_SOURCE_PREFIX = "confide:"
+CONFIDE_AUTHOR = "Confide"
+
+
+def is_confide_answer(record: HistoryRecord) -> bool:
+    ours = record.source.startswith(CONFIDE_SOURCE_PREFIX) and record.id.startswith("a:")
+    return ours and record.author == CONFIDE_AUTHOR
+
+
+async def drop_confide_answers(store: HistoryStore) -> None:
+    """Index version 2: Confide's own answers are no evidence, so they leave every person's history."""
+    doomed = [point async for point, record in store.by_author(CONFIDE_AUTHOR) if is_confide_answer(record)]
+    deleted = await store.delete_points(doomed)
+    log.info("index migration 2: removed %d of Confide's own answers from the history", deleted)
+
+
+INDEX_MIGRATIONS: list[IndexMigration] = [(2, drop_confide_answers)]
 UNVERSIONED = 1  # what an index that records no version is
 
 
@@ -167,6 +204,15 @@ async def migrate_index(
 
 def point_id(person: str, record_id: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{person}\x00{record_id}"))
+
+
+def nearest_of(by_point: dict[str, str], scored: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Per record id, the best score any of its points' vectors got (a record has one point, several vectors)."""
+    best: dict[str, float] = {}
+    for point, score in scored:
+        record_id = by_point[point]
+        best[record_id] = max(score, best.get(record_id, score))
+    return best
 
 
 def to_payload(person: str, record: HistoryRecord) -> dict[str, Any]:

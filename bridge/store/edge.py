@@ -10,13 +10,15 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
 import qdrant_edge as qe
 
+from bridge.messages import HistoryRecord
 from bridge.store import (
     DENSE_VECTORS,
     INDEXED_KEYWORDS,
@@ -32,6 +34,7 @@ from bridge.store import (
     from_payload,
     index_version,
     migrate_index,
+    nearest_of,
     point_id,
     refuse_newer,
     to_payload,
@@ -41,8 +44,10 @@ log = logging.getLogger(__name__)
 VERSION_FILE = "confide-index.json"  # in the shard folder, so the version moves with it
 
 
-def _filter(person: str, selector: Selector | None) -> qe.Filter:
+def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> qe.Filter:
     must: list[Any] = [qe.FieldCondition(key="person", match=qe.MatchValue(person))]
+    if point_ids:
+        must.append(qe.HasIdCondition(set(point_ids)))
     if selector is not None:
         for key in ("source", "channel", "conversation"):
             value = getattr(selector, key)
@@ -197,6 +202,18 @@ class EdgeStore:
         response = await asyncio.to_thread(self.shard.facet, request)
         return {str(hit.value) for hit in response.hits}
 
+    async def closeness(self, person: str, dense: list[float], record_ids: Sequence[str]) -> dict[str, float]:
+        if not record_ids:
+            return {}
+        by_point = {point_id(person, rid): rid for rid in record_ids}
+        where = _filter(person, None, by_point)
+        requests = [
+            qe.QueryRequest(limit=len(by_point), query=qe.Query.Nearest(list(dense), using=name), filter=where)
+            for name in DENSE_VECTORS
+        ]
+        found = await asyncio.to_thread(self.shard.query_batch, qe.QueryBatchRequest(requests))
+        return nearest_of(by_point, ((str(p.id), p.score) for points in found for p in points))
+
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
         if not record_ids:
             return set()
@@ -221,15 +238,31 @@ class EdgeStore:
         return await asyncio.to_thread(self.shard.count, qe.CountRequest(exact=True, filter=where))
 
     async def export(self, person: str) -> AsyncIterator[Any]:
-        where = _filter(person, None)
+        async for _, record in self._scroll(_filter(person, None)):
+            yield record
+
+    async def by_author(self, author: str) -> AsyncIterator[tuple[str, HistoryRecord]]:
+        """Every person's records by `author`, with their point ids: for index migrations only."""
+        async for found in self._scroll(qe.Filter(must=[qe.FieldCondition(key="author", match=qe.MatchValue(author))])):
+            yield found
+
+    async def _scroll(self, where: qe.Filter) -> AsyncIterator[tuple[str, HistoryRecord]]:
         offset: Any = None
         while True:
             request = qe.ScrollRequest(offset=offset, limit=256, filter=where, with_payload=True)
             records, offset = await asyncio.to_thread(self.shard.scroll, request)
             for record in records:
-                yield from_payload(record.payload or {})
+                yield str(record.id), from_payload(record.payload or {})
             if offset is None:
                 return
+
+    async def delete_points(self, point_ids: Sequence[str]) -> int:
+        """Delete these points, whoever's they are: for index migrations only."""
+        if not point_ids:
+            return 0
+        ids: list[int | uuid.UUID | str] = list(point_ids)
+        await self._write(lambda: self.shard.update(qe.UpdateOperation.delete_points(ids)))
+        return len(ids)
 
     async def close(self) -> None:
         if self._shard is not None:

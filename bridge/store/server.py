@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
+from bridge.messages import HistoryRecord
 from bridge.store import (
     DENSE_VECTORS,
     INDEXED_KEYWORDS,
@@ -23,6 +24,7 @@ from bridge.store import (
     from_payload,
     index_version,
     migrate_index,
+    nearest_of,
     point_id,
     refuse_newer,
     to_payload,
@@ -32,8 +34,10 @@ log = logging.getLogger(__name__)
 VERSION_KEY = "confide_index_version"  # in the collection's metadata
 
 
-def _filter(person: str, selector: Selector | None) -> models.Filter:
+def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> models.Filter:
     must: list[Any] = [models.FieldCondition(key="person", match=models.MatchValue(value=person))]
+    if point_ids:
+        must.append(models.HasIdCondition(has_id=list(point_ids)))
     if selector is not None:
         for key in ("source", "channel", "conversation"):
             value = getattr(selector, key)
@@ -174,6 +178,18 @@ class ServerStore:
         )
         return {str(hit.value) for hit in response.hits}
 
+    async def closeness(self, person: str, dense: list[float], record_ids: Sequence[str]) -> dict[str, float]:
+        if not record_ids:
+            return {}
+        by_point = {point_id(person, rid): rid for rid in record_ids}
+        where = _filter(person, None, by_point)
+        requests = [
+            models.QueryRequest(query=list(dense), using=name, filter=where, limit=len(by_point))
+            for name in DENSE_VECTORS
+        ]
+        found = await self.client.query_batch_points(self.collection, requests)
+        return nearest_of(by_point, ((str(p.id), p.score) for response in found for p in response.points))
+
     async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
         if not record_ids:
             return set()
@@ -194,16 +210,33 @@ class ServerStore:
         return (await self.client.count(self.collection, count_filter=where, exact=True)).count
 
     async def export(self, person: str) -> AsyncIterator[Any]:
-        where = _filter(person, None)
+        async for _, record in self._scroll(_filter(person, None)):
+            yield record
+
+    async def by_author(self, author: str) -> AsyncIterator[tuple[str, HistoryRecord]]:
+        """Every person's records by `author`, with their point ids: for index migrations only."""
+        where = models.Filter(must=[models.FieldCondition(key="author", match=models.MatchValue(value=author))])
+        async for found in self._scroll(where):
+            yield found
+
+    async def _scroll(self, where: models.Filter) -> AsyncIterator[tuple[str, HistoryRecord]]:
         offset: Any = None
         while True:
             records, offset = await self.client.scroll(
                 self.collection, scroll_filter=where, limit=256, offset=offset, with_payload=True
             )
             for record in records:
-                yield from_payload(record.payload or {})
+                yield str(record.id), from_payload(record.payload or {})
             if offset is None:
                 return
+
+    async def delete_points(self, point_ids: Sequence[str]) -> int:
+        """Delete these points, whoever's they are: for index migrations only."""
+        if not point_ids:
+            return 0
+        ids: list[models.ExtendedPointId] = list(point_ids)
+        await self.client.delete(self.collection, points_selector=models.PointIdsList(points=ids), wait=True)
+        return len(ids)
 
     async def close(self) -> None:
         await self.client.close()

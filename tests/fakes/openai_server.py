@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 import zlib
@@ -33,7 +34,9 @@ class Behaviour:
 
 
 def default_answer(messages: list[dict[str, Any]]) -> str:
-    question = str(messages[-1]["content"]).rsplit("Question:", 1)[-1].strip()
+    """Echo the question of the last message (the paragraph after "question:"), citing the first excerpt."""
+    asked = re.split(r"question:", str(messages[-1]["content"]), flags=re.IGNORECASE)[-1]
+    question = asked.strip().split("\n\n", 1)[0].strip()
     return f"You asked: {question} [1]"
 
 
@@ -167,3 +170,12 @@ def _toy_embedding(text: str, size: int = 16) -> list[float]:
         vector[zlib.crc32(word.encode()) % size] += 1.0
     norm = sum(v * v for v in vector) ** 0.5 or 1.0
     return [v / norm for v in vector]
+
+
+def retrieved_history(request: dict[str, Any]) -> str:
+    """The <history> block of a request's prompt (wherever bridge/prompt.py put it): what retrieval gave the
+    model, apart from the chat's own turns. Fails loudly if there is none, so no check passes for lack of it."""
+    text = "\n".join(str(m["content"]) for m in request["messages"])
+    found = re.search(r"<history>\n(.*?)\n</history>", text, re.DOTALL)
+    assert found is not None, "the prompt holds no <history> block"
+    return found.group(1)

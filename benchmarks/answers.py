@@ -1,0 +1,257 @@
+"""Grounded answers on LoCoMo: token F1, exact match, citation precision, abstention, time per answer.
+
+    .venv/bin/python benchmarks/answers.py --data ../shared/datasets/locomo --model local [--gguf FILE] \\
+        [--limit 20] [--foreign 10] [--seed 0] [--conversations 26,30] [--out answers.jsonl]
+    .venv/bin/python benchmarks/answers.py --data ../shared/datasets/locomo --model qwen   # a CONFIDE_MODELS name
+
+Each LoCoMo conversation is one person's history, imported through the `locomo` importer and the ingestion
+driver (as benchmarks/locomo.py does); every question then goes through Confide's own answer pipeline
+(retrieval, prompt, model, citations) with no earlier turns. `--model local` starts the embedded llama.cpp
+server (bridge.local_model) with `--gguf` or the installed default model; any other name is a model of
+CONFIDE_MODELS. A CPU run takes a seeded sample (`--limit`), a GPU run the whole set (`--limit 0`).
+
+Printed (figures, not a test):
+- token F1 and exact match against the gold answer, normalised as in the LoCoMo paper (lower case, no
+  punctuation, no articles or "and"; the citation marks are removed from the answer first); "contains" is the
+  share of answers whose normalised text holds the whole normalised gold answer (long answers score low F1);
+- citation precision: the share of cited excerpts (as Confide shows them: the numbers the answer names, or
+  its first three excerpts when it names none) whose record holds an evidence turn; and the share of answers
+  that cite by number themselves;
+- abstention: `--foreign N` questions of another conversation asked against this one have no answer in the
+  history; an answer abstains when the pipeline says so (`Answer.abstained`) or its text says the history does
+  not hold it. The same is counted on the answerable questions, where it should be rare;
+- echo: answers that repeat the question (small models do) instead of answering it;
+- time per answer, p50 and p95 (retrieval and generation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import statistics
+import string
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bridge  # noqa: F401  (telemetry off before any model import)
+from benchmarks.locomo import questions_of, turns_of
+from benchmarks.stats import percentile
+from bridge.answer import AnswerPipeline
+from bridge.config import LocalModelSettings, ModelSettings, RetrievalSettings, load_settings
+from bridge.embedder import LocalEmbedder
+from bridge.history import HistoryIndex
+from bridge.importers.locomo import LocomoImporter
+from bridge.ingest import ingest
+from bridge.llm import ModelClient
+from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer, packaged_gguf
+from bridge.store import Hit
+from bridge.store.edge import EdgeStore
+
+PERSON_NAME = "Me"
+_CITATION_MARK = re.compile(r"\[\d{1,3}\]")
+_ARTICLES = re.compile(r"\b(a|an|the|and)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+# How models say that the history does not hold the answer (the pipeline's own abstention is counted too).
+_ABSTAINS = re.compile(
+    r"\b(not (mentioned|found|say|state|specified|provided|contain|include)|no (information|mention|record|excerpt)"
+    r"|does(n't| not) (say|mention|contain|include|specify|provide)|nothing (in|about)|(don't|do not) know"
+    r"|(cannot|can't|unable to) (find|answer|determine))",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Row:
+    conversation: str
+    asked_in: str
+    question: str
+    gold: str
+    category: int
+    evidence: list[str]
+    foreign: bool
+    answer: str = ""
+    seconds: float = 0.0
+    cited_turns: list[list[str]] = field(default_factory=list)
+    explicit_citation: bool = False
+    abstained: bool = False
+    fallback: bool = False
+
+
+def normalize(text: str) -> str:
+    """The LoCoMo paper's answer normalisation (SQuAD's, with "and" among the articles)."""
+    text = _CITATION_MARK.sub(" ", str(text)).replace(",", "").lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    predicted, expected = normalize(prediction).split(), normalize(gold).split()
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if not predicted or not expected or common == 0:
+        return float(predicted == expected)
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def echoes(answer: str, question: str) -> bool:
+    """The answer repeats the prompt (the question, a new question, the history block) instead of answering."""
+    text = answer.strip().lower()
+    return text.startswith(("question", "my question", "<history", "[1] ")) or normalize(question) in normalize(answer)
+
+
+def says_abstain(row: Row) -> bool:
+    return row.abstained or bool(_ABSTAINS.search(row.answer))
+
+
+def sample(files: list[Path], limit: int, foreign: int, seed: int) -> list[Row]:
+    """A seeded sample of answerable questions, and foreign ones each asked against another conversation."""
+    rng = random.Random(seed)
+    pool = [
+        Row(f.stem, f.stem, q["question"], str(q["answer"]), q["category"], q["evidence"], False)
+        for f in files
+        for q in questions_of(f)
+    ]
+    answerable = rng.sample(pool, limit) if 0 < limit < len(pool) else pool
+    chosen = {id(r) for r in answerable}
+    rest = [r for r in pool if id(r) not in chosen]
+    foreign_rows: list[Row] = []
+    if len(files) > 1:
+        for row in rng.sample(rest, min(foreign, len(rest))):
+            other = rng.choice([f.stem for f in files if f.stem != row.conversation])
+            foreign_rows.append(Row(other, row.conversation, row.question, row.gold, row.category, [], True))
+    return answerable + foreign_rows
+
+
+@asynccontextmanager
+async def open_model(name: str, gguf: Path | None, workdir: Path) -> AsyncIterator[ModelClient]:
+    """A CONFIDE_MODELS model by name, or the embedded llama.cpp server started the way Confide starts it."""
+    if name != LOCAL_MODEL_NAME:
+        models: dict[str, ModelSettings] = load_settings().models
+        if name not in models:
+            raise SystemExit(f"no model {name!r} in CONFIDE_MODELS (configured: {', '.join(models) or 'none'})")
+        client = ModelClient({name: models[name]})
+        try:
+            yield client
+        finally:
+            await client.close()
+        return
+    server = LocalModelServer(LocalModelSettings(gguf_path=gguf), workdir / "local-model.log")
+    started = time.perf_counter()
+    await server.start()
+    print(f"embedded model {server.alias} ready in {time.perf_counter() - started:.1f}s")
+    client = ModelClient({name: server.model_settings})
+    try:
+        yield client
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def answer_all(rows: list[Row], files: list[Path], model: str, client: ModelClient, workdir: Path) -> None:
+    embedder = LocalEmbedder()
+    await embedder.open()
+    settings = RetrievalSettings()
+    store = EdgeStore(workdir / "shard", settings.rrf_k)
+    history = HistoryIndex(store, embedder)
+    await store.open(embedder.dimension)
+    pipeline = AnswerPipeline(history, client, settings.limit, settings.candidates)
+    try:
+        for file in files:
+            if any(r.conversation == file.stem for r in rows):
+                importer = LocomoImporter(file, f"locomo-{file.stem}")
+                summary = await ingest(history, f"locomo-{file.stem}", importer.items(), chat=importer.chat)
+                print(f"  {file.name}: {summary.imported} turns indexed")
+        for number, row in enumerate(rows, start=1):
+            await answer_one(pipeline, model, row)
+            kind = "foreign" if row.foreign else f"cat {row.category}"
+            print(f"  {number}/{len(rows)} ({kind}, {row.seconds:.0f}s) {row.question}\n      -> {row.answer[:160]!r}")
+    finally:
+        await store.close()
+        await embedder.close()
+
+
+async def answer_one(pipeline: AnswerPipeline, model: str, row: Row) -> None:
+    person = f"locomo-{row.conversation}"
+    started = time.perf_counter()
+    answer = await pipeline.answer(person, PERSON_NAME, row.question, model, [])
+    row.seconds = time.perf_counter() - started
+    hits: list[Hit] = await pipeline.evidence(person, row.question)  # the excerpts the prompt numbered
+    row.answer = answer.text
+    row.fallback = answer.fallback
+    row.abstained = bool(getattr(answer, "abstained", False))
+    row.explicit_citation = any(1 <= int(n) <= len(hits) for n in re.findall(r"\[(\d{1,3})\]", answer.text))
+    row.cited_turns = [turns_of(hits[c.number - 1].record) for c in answer.citations if c.number <= len(hits)]
+
+
+def share(flags: list[bool]) -> str:
+    return f"{sum(flags) / len(flags):.3f} ({sum(flags)}/{len(flags)})" if flags else "n/a"
+
+
+def report(rows: list[Row], model: str) -> None:
+    answerable = [r for r in rows if not r.foreign]
+    foreign = [r for r in rows if r.foreign]
+    print(f"\nmodel {model}: {len(answerable)} answerable questions, {len(foreign)} foreign")
+    if answerable:
+        print(f"  token F1        {statistics.mean(token_f1(r.answer, r.gold) for r in answerable):.3f}")
+        for category in sorted({r.category for r in answerable}):
+            subset = [r for r in answerable if r.category == category]
+            f1 = statistics.mean(token_f1(r.answer, r.gold) for r in subset)
+            print(f"    category {category}: F1 {f1:.3f} ({len(subset)})")
+        print(f"  exact match     {share([normalize(r.answer) == normalize(r.gold) for r in answerable])}")
+        print(f"  contains gold   {share([normalize(r.gold) in normalize(r.answer) for r in answerable])}")
+        cited = [bool(set(turns) & set(r.evidence)) for r in answerable for turns in r.cited_turns]
+        print(f"  citation precision {share(cited)} of cited excerpts hold an evidence turn")
+        print(f"  cites by number {share([r.explicit_citation for r in answerable])}")
+        print(f"  abstained       {share([says_abstain(r) for r in answerable])} (should be low)")
+        print(f"  echoes question {share([echoes(r.answer, r.question) for r in answerable])}")
+        print(f"  model failed    {share([r.fallback for r in answerable])}")
+    if foreign:
+        print(f"  foreign abstained {share([says_abstain(r) for r in foreign])} (by the gate: "
+              f"{share([r.abstained for r in foreign])})")  # fmt: skip
+    seconds = [r.seconds for r in rows]
+    if seconds:
+        print(f"  time per answer p50 {percentile(seconds, 0.5):.1f}s, p95 {percentile(seconds, 0.95):.1f}s")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder of LoCoMo conversation .json files")
+    parser.add_argument("--model", default=LOCAL_MODEL_NAME, help="a CONFIDE_MODELS name, or 'local' (default)")
+    parser.add_argument("--gguf", type=Path, help="with --model local: GGUF file (default: the installed model)")
+    parser.add_argument("--limit", type=int, default=20, help="answerable questions to sample; 0: all")
+    parser.add_argument("--foreign", type=int, default=10, help="questions asked against another conversation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conversations", help="only these files' stems, comma-separated (less to index)")
+    parser.add_argument("--out", type=Path, help="write one JSON line per question")
+    args = parser.parse_args()
+    files = sorted(args.data.glob("*.json"))
+    if args.conversations:
+        files = [f for f in files if f.stem in args.conversations.split(",")]
+    if not files:
+        raise SystemExit(f"no .json files in {args.data}")
+    rows = sample(files, args.limit, args.foreign, args.seed)
+    gguf = args.gguf or (packaged_gguf() if args.model == LOCAL_MODEL_NAME else None)
+    label = f"{args.model} ({gguf.name})" if gguf else args.model
+    print(f"{len(rows)} questions (seed {args.seed}) for {label}")
+    with tempfile.TemporaryDirectory(prefix="confide-answers-") as workdir:
+        async with open_model(args.model, gguf, Path(workdir)) as client:
+            await answer_all(rows, files, args.model, client, Path(workdir))
+    report(rows, label)
+    if args.out:
+        with args.out.open("w") as out:
+            for row in rows:
+                out.write(json.dumps(asdict(row) | {"f1": token_f1(row.answer, row.gold)}) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,136 @@
+"""The relevance gate: a history that holds nothing about the question gets a plain "nothing found", and the
+model is never asked (given unrelated excerpts, it would invent an answer)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.answer import AnswerPipeline, key_terms
+from bridge.config import RetrievalSettings
+from bridge.history import NO_RELEVANCE, HistoryIndex
+from bridge.llm import ModelClient
+from bridge.messages import HistoryRecord
+from tests.conftest import eventually, model_for
+from tests.fakes.openai_server import FakeOpenAI
+from tests.harness import Harness
+
+WHEN = datetime(2024, 5, 3, 18, 30, tzinfo=UTC)
+QUESTION = "What is the wifi password at the cabin?"
+
+
+def note(rid: str, text: str, person: str = "alice", **fields: str) -> HistoryRecord:
+    values = {"channel": "files", "conversation": "notes/cabin.md", "author": "Alice", "source": "files:notes"}
+    values.update(fields)
+    return HistoryRecord(id=rid, person=person, time=WHEN, text=text, link=f"note-{rid}", **values)
+
+
+IRRELEVANT = [
+    note("t", "Remember to water the tomatoes twice a week while we are away."),
+    note("p", "The plumber comes on Thursday morning to fix the kitchen sink."),
+    note("b", "Book club meets at Sara's place; this month we read Middlemarch."),
+]
+
+
+@pytest.fixture
+async def pipeline(history: HistoryIndex, fake_llm: FakeOpenAI) -> AsyncIterator[AnswerPipeline]:
+    models = ModelClient({"main": model_for(fake_llm)})
+    yield AnswerPipeline(history, models)
+    await models.close()
+
+
+async def test_an_empty_history_is_told_so_and_the_model_is_not_asked(
+    history: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
+) -> None:
+    async with harness_factory({"main": model_for(fake_llm)}, retrieval=RetrievalSettings()) as h:
+        await h.adapter.send("100", QUESTION)
+        await eventually(lambda: h.adapter.delivered)
+    [reply] = h.adapter.delivered
+    assert "I found nothing in your history about “wifi password cabin”." in reply.text
+    assert reply.citations == []
+    assert fake_llm.requests == []
+
+
+async def test_a_relevant_note_is_answered_by_the_model_and_cited(
+    history: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
+) -> None:
+    await history.add("alice", [*IRRELEVANT, note("w", "The wifi password at the cabin is pine-cone-1987.")])
+    async with harness_factory({"main": model_for(fake_llm)}, retrieval=RetrievalSettings()) as h:
+        await h.adapter.send("100", QUESTION)
+        await eventually(lambda: h.adapter.delivered)
+    [reply] = h.adapter.delivered
+    assert "found nothing" not in reply.text
+    assert len(fake_llm.requests) == 1
+    assert reply.citations[0].excerpt == "The wifi password at the cabin is pine-cone-1987."
+
+
+async def test_an_irrelevant_history_abstains(
+    history: HistoryIndex, pipeline: AnswerPipeline, fake_llm: FakeOpenAI
+) -> None:
+    await history.add("alice", IRRELEVANT)
+    answer = await pipeline.answer("alice", "Alice", QUESTION, "main", [])
+    assert answer.abstained and not answer.fallback
+    assert answer.text == "I found nothing in your history about “wifi password cabin”."
+    assert answer.citations == [] and answer.usage is None
+    assert fake_llm.requests == []
+
+
+async def test_another_persons_note_does_not_count(
+    history: HistoryIndex, pipeline: AnswerPipeline, fake_llm: FakeOpenAI
+) -> None:
+    await history.add("bob", [note("w", "The wifi password at the cabin is pine-cone-1987.", person="bob")])
+    await history.add("alice", IRRELEVANT)
+    answer = await pipeline.answer("alice", "Alice", QUESTION, "main", [])
+    assert answer.abstained and fake_llm.requests == []
+
+
+async def test_an_earlier_asking_of_the_question_is_no_evidence(
+    history: HistoryIndex, pipeline: AnswerPipeline, fake_llm: FakeOpenAI
+) -> None:
+    """The person's own earlier question matches itself perfectly, and still says nothing about the answer."""
+    asked = note("q:telegram:1", QUESTION, channel="telegram", conversation="Confide chat (telegram)", author="me",
+                 source="confide:telegram:100")  # fmt: skip
+    await history.add("alice", [asked, *IRRELEVANT])
+    answer = await pipeline.answer("alice", "Alice", QUESTION, "main", [])
+    assert answer.abstained and fake_llm.requests == []
+
+
+async def test_compare_abstains_for_every_model_without_asking_any(
+    history: HistoryIndex, pipeline: AnswerPipeline, fake_llm: FakeOpenAI
+) -> None:
+    answers = await pipeline.compare("alice", "Alice", QUESTION, ["main", "main"], [])
+    assert [a.abstained for a in answers] == [True, True]
+    assert fake_llm.requests == []
+
+
+async def test_a_threshold_of_0_turns_the_gate_off(
+    history: HistoryIndex, pipeline: AnswerPipeline, fake_llm: FakeOpenAI
+) -> None:
+    history.min_relevance = 0
+    answer = await pipeline.answer("alice", "Alice", QUESTION, "main", [])
+    assert not answer.abstained and len(fake_llm.requests) == 1
+
+
+async def test_relevance_is_the_best_hits_cosine_to_the_whole_question(history: HistoryIndex) -> None:
+    await history.add("alice", [*IRRELEVANT, note("w", "The wifi password at the cabin is pine-cone-1987.")])
+    hits = await history.search("alice", QUESTION, limit=4)
+    best = await history.relevance(QUESTION, hits)
+    without = await history.relevance(QUESTION, [h for h in hits if h.record.id != "w"])
+    assert best > history.min_relevance > without
+    assert await history.relevance(QUESTION, []) == NO_RELEVANCE
+
+
+@pytest.mark.parametrize(
+    ("question", "terms"),
+    [
+        (QUESTION, "wifi password cabin"),
+        ("What did Caroline research?", "Caroline research"),
+        ("who is it?", "who is it"),
+        ("?!", ""),
+        ("cabin " * 100, ("cabin " * 100)[:119] + "…"),
+    ],
+)
+def test_the_reply_names_what_was_looked_for(question: str, terms: str) -> None:
+    assert key_terms(question) == terms

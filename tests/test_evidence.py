@@ -1,0 +1,59 @@
+"""Evidence is what people wrote, never what Confide said: answers are not indexed, and a question asked
+before is no evidence for its own answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bridge.answer import asked_before
+from bridge.config import RetrievalSettings
+from bridge.history import HistoryIndex
+from bridge.messages import HistoryRecord
+from tests.conftest import eventually, model_for
+from tests.fakes.openai_server import FakeOpenAI, retrieved_history
+from tests.harness import Harness
+
+WHEN = datetime(2025, 8, 1, 9, 0, tzinfo=UTC)
+INVENTED = "The wifi password at the cabin is 2026-11-30. [1]"
+
+
+def note(text: str) -> HistoryRecord:
+    return HistoryRecord(id="note-1", person="alice", channel="files", conversation="cabin.md", author="",
+                         time=WHEN, text=text, source="files:cabin.md")  # fmt: skip
+
+
+async def test_answers_are_never_indexed_and_an_earlier_asking_is_no_source(
+    history: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
+) -> None:
+    await history.add("alice", [note("Cabin notes: the wifi password is pine-cone-1987.")])
+    fake_llm.answer = lambda messages: INVENTED
+    question = "What is the wifi password at the cabin?"
+    async with harness_factory({"main": model_for(fake_llm)}, retrieval=RetrievalSettings()) as h:
+        await h.adapter.send("100", question)
+        await eventually(lambda: len(h.adapter.delivered) == 1)
+        await h.adapter.send("100", question + " ")
+        await eventually(lambda: len(h.adapter.delivered) == 2)
+
+    stored = [r async for r in history.export("alice")]
+    assert not [r for r in stored if "2026-11-30" in r.text], "Confide's own answer became history"
+    asked = [r for r in stored if r.source.startswith("confide:")]
+    assert len(asked) == 2 and {r.text.strip() for r in asked} == {question}, "the person's questions stay"
+
+    excerpts = retrieved_history(fake_llm.requests[1])
+    assert "pine-cone-1987" in excerpts
+    assert question not in excerpts, "the question asked before was given as evidence for itself"
+    assert "2026-11-30" not in excerpts
+    cited = h.adapter.delivered[1].citations
+    assert [c.source for c in cited] == ["files:cabin.md"]
+
+
+def test_only_the_same_question_from_a_confide_chat_is_left_out() -> None:
+    def record(text: str, source: str) -> HistoryRecord:
+        return HistoryRecord(id="q:telegram:1", person="alice", channel="telegram", conversation="c", author="me",
+                             time=WHEN, text=text, source=source)  # fmt: skip
+
+    question = "What is the wifi password at the cabin?"
+    assert asked_before(record("what is the WIFI password at the cabin", "confide:telegram:100"), question)
+    assert not asked_before(record("My locker code is 4711, remember it", "confide:telegram:100"), question)
+    assert not asked_before(record(question, "whatsapp:family.zip"), question), "a chat's own line is evidence"
