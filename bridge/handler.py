@@ -125,7 +125,10 @@ class MessageHandler:
         await self._remember_asked(message, question)
 
         def remember(conn: sqlite3.Connection) -> None:
-            chats.add_turns(conn, key, question.text, answer.text)
+            # "Nothing found" is no turn of the conversation: replayed, it talks the model out of evidence that
+            # arrives later (a small model repeats it although the note is now in its excerpts).
+            if not answer.abstained:
+                chats.add_turns(conn, key, question.text, answer.text)
             chats.set_last_sources(conn, key, answer.citations)
 
         outcome = "fallback" if answer.fallback else "abstained" if answer.abstained else "answered"
@@ -135,9 +138,9 @@ class MessageHandler:
         """A question is its asker's words: in a group the room's (every member read it), else the person's own."""
         if question.room is not None:
             author = self._author(question.person, message)
-            await self.history.add(question.room, [question_record(message, question, question.room, author)])
+            await self.history.add_asked(question.room, question_record(message, question, question.room, author))
         elif self.options.index_conversations:
-            await self.history.add(question.person, [question_record(message, question)])
+            await self.history.add_asked(question.person, question_record(message, question))
 
     def _author(self, person: str | None, message: IncomingMessage) -> str:
         """How a group message's sender is named in the room's history: a person by name, others by account."""

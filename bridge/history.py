@@ -56,14 +56,31 @@ class HistoryIndex:
             return 0
         alone = [message_text(r) for r in records]
         dense_context = [context_text(r, before=2, after=1) for r in records]
-        sparse_context = [context_text(r, before=1, after=1) for r in records]
         dense = await self.embedder.embed_documents(alone + dense_context)
+        n = len(records)
+        return await self._store(person, records, [(dense[i], dense[n + i]) for i in range(n)])
+
+    async def add_asked(self, person: str, record: HistoryRecord) -> int:
+        """A question just put to Confide, into `person`'s history (a person's, or a group's).
+
+        Its dense vectors are the question's own query vector, which answering it has just computed (MiniLM
+        embeds a query and a document alike): on a CPU the encoder is what limits the live bridge, and this runs
+        it once per question instead of three times. A question has no chat neighbours to add context."""
+        vector = await self._query_vector(record.text)
+        return await self._store(person, [record], [(vector, vector)])
+
+    async def _store(
+        self, person: str, records: Sequence[HistoryRecord], dense: Sequence[tuple[list[float], list[float]]]
+    ) -> int:
+        """Records with their dense vectors (alone, in context), and BM25 vectors of both, into the store."""
+        alone = [message_text(r) for r in records]
+        sparse_context = [context_text(r, before=1, after=1) for r in records]
         sparse = await asyncio.to_thread(lambda: [self.sparse.document(t) for t in alone + sparse_context])
         n = len(records)
         items = [
             Vectorized(
                 record,
-                dense={"dense": dense[i], "dense_ctx": dense[n + i]},
+                dense={"dense": dense[i][0], "dense_ctx": dense[i][1]},
                 sparse={"sparse": sparse[i], "sparse_ctx": sparse[n + i]},
             )
             for i, record in enumerate(records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 from bridge.local_model import smollm2_gguf
@@ -25,6 +26,7 @@ async def test_import_then_chat_with_the_embedded_model_cites_the_notes(tmp_path
     Confide's own earlier words."""
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "house.md").write_text(NOTES)
+    os.utime(tmp_path / "notes" / "house.md", (1_700_000_000, 1_700_000_000))  # the same excerpt header every run
     env = cli_env(tmp_path / "data")
     del env["CONFIDE_RETRIEVAL__MIN_RELEVANCE"]  # the default threshold, as on a fresh install
     env["CONFIDE_LOCAL_MODEL__GGUF_PATH"] = str(smollm2_gguf())  # the small model: the default 1.5B is slow here

@@ -3,13 +3,16 @@ before is no evidence for its own answer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bridge.answer import asked_before
 from bridge.config import RetrievalSettings
+from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
+from bridge.store.edge import EdgeStore
 from tests.conftest import eventually, model_for
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
 from tests.harness import Harness
@@ -57,3 +60,57 @@ def test_only_the_same_question_from_a_confide_chat_is_left_out() -> None:
     assert asked_before(record("what is the WIFI password at the cabin", "confide:telegram:100"), question)
     assert not asked_before(record("My locker code is 4711, remember it", "confide:telegram:100"), question)
     assert not asked_before(record(question, "whatsapp:family.zip"), question), "a chat's own line is evidence"
+
+
+async def test_a_question_is_stored_with_the_vector_its_search_just_computed(
+    tmp_path: Path, embedder: LocalEmbedder
+) -> None:
+    """The CPU encoder limits the live bridge: asking and then indexing a question embeds it once, not three times."""
+    texts: list[str] = []
+
+    class Counting:
+        dimension = embedder.dimension
+
+        async def open(self) -> None: ...
+        async def close(self) -> None: ...
+
+        async def embed_documents(self, batch: Sequence[str]) -> list[list[float]]:
+            texts.extend(batch)
+            return await embedder.embed_documents(batch)
+
+        async def embed_query(self, text: str) -> list[float]:
+            texts.append(text)
+            return await embedder.embed_query(text)
+
+    store = EdgeStore(tmp_path / "shard")
+    await store.open(embedder.dimension)
+    history = HistoryIndex(store, Counting())
+    try:
+        question = "Which bakery sells the rye bread with caraway?"
+        await history.search("alice", question, limit=3)
+        asked = HistoryRecord(id="q:telegram:1", person="alice", channel="telegram", conversation="Confide chat",
+                              author="me", time=WHEN, text=question, source="confide:telegram:100")  # fmt: skip
+        await history.add_asked("alice", asked)
+        assert texts == [question]
+        hits = await history.search("alice", "rye bread caraway bakery", limit=3)
+        assert [h.record.id for h in hits] == ["q:telegram:1"]
+    finally:
+        await store.close()
+
+
+async def test_nothing_found_is_no_turn_the_model_is_shown_later(
+    history: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
+) -> None:
+    """Asked before the note was imported, the gate said "nothing found"; asked after, the model must not be
+    shown that reply as an earlier turn (a small model repeats it, although the note is in its excerpts)."""
+    question = "What is the wifi password at the cabin?"
+    async with harness_factory({"main": model_for(fake_llm)}, retrieval=RetrievalSettings()) as h:
+        await h.adapter.send("100", question)
+        await eventually(lambda: len(h.adapter.delivered) == 1)
+        assert h.adapter.delivered[0].text.startswith("I found nothing in your history about")
+        await history.add("alice", [note("Cabin notes: the wifi password is pine-cone-1987.")])
+        await h.adapter.send("100", question)
+        await eventually(lambda: len(h.adapter.delivered) == 2)
+    [request] = fake_llm.requests
+    shown = "\n".join(m["content"] for m in request["messages"])
+    assert "pine-cone-1987" in shown and "I found nothing" not in shown
