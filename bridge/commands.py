@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 HELP = command_table.help_text()
 EXAMPLE = "Ask me something about your history, e.g. “Where is the spare key of the cabin?” or /help."
 ONLY_IN_GROUP = "/{name} works only in a group: it decides whether my answers there may use your own history."
+# What a person's own history holds (counts, usage) is nobody else's business: never told where a group reads it.
+ONLY_IN_DIRECT = (
+    "/{name} works only in a direct chat with me: it is about your own history, which this group does not see."
+)
 FORGET_USAGE = "Usage: /forget all | source NAME | since YYYY-MM-DD | until YYYY-MM-DD | between D1 D2 | last 2h"
 
 Effect = Callable[[sqlite3.Connection], None]
@@ -172,6 +176,8 @@ class Commands:
 
     @_handles("usage")
     async def _usage(self, call: CommandCall) -> CommandResult:
+        if call.command.room is not None:
+            return CommandResult(ONLY_IN_DIRECT.format(name="usage"))
         if self.usage is None:
             return CommandResult("Usage is not recorded here.")
         args = call.command.args
@@ -185,6 +191,8 @@ class Commands:
 
     @_handles("forget")
     async def _forget(self, call: CommandCall) -> CommandResult:
+        if call.command.room is not None:
+            return CommandResult(ONLY_IN_DIRECT.format(name="forget"))
         person = call.command.person
         try:
             selector = parse_forget(call.command.args, datetime.now(UTC))

@@ -209,16 +209,14 @@ async def test_each_member_of_a_group_has_a_memory_of_their_own(
         assert "starts afresh" in await say("200", "@confide_bot /reset")
         assert "My last answer was based on" in await say("100", "@confide_bot /sources")
         assert await say("100", "@confide_bot and who comes?") == "from the other model"
-        assert "delete 1 piece(s)" in await say("200", "@confide_bot /forget all")
-        assert "nothing waiting" not in await say("100", "@confide_bot no")  # Bob's pending is Bob's alone
-        assert "Deleted 1" in await say("200", "@confide_bot yes")
+        assert "only in a direct chat" in await say("200", "@confide_bot /forget all")  # no pending to share
     await other.stop()
     bobs = [m["content"] for m in fake_llm.requests[0]["messages"]]
     assert bobs[1:-1] == [], "Alice's turns reached Bob's prompt"
     alices_turns = [m["content"] for m in other.requests[1]["messages"]][1:-1]  # between system prompt and question
     assert "when is the barbecue?" in alices_turns, "a member's own earlier turn is replayed to them"
     assert not any("weather" in text for text in alices_turns), "Bob's turn reached Alice's prompt"
-    assert await secrets.count("bob") == 0 and await secrets.count("alice") == 1
+    assert await secrets.count("bob") == 1 and await secrets.count("alice") == 1, "a group changes no private history"
 
 
 async def test_a_document_sent_into_a_group_is_the_groups(
@@ -233,3 +231,19 @@ async def test_a_document_sent_into_a_group_is_the_groups(
     [reply] = h.adapter.delivered
     assert reply.text.startswith("Imported 1") and "this group's history" in reply.text, reply.text
     assert [r.text async for r in secrets.export(ROOM)] and await secrets.count("alice") == 1
+
+
+async def test_forget_and_usage_are_refused_where_a_group_reads_the_reply(
+    secrets: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
+) -> None:
+    """How much of your history there is, or what you asked of which model, is not the group's to read."""
+    async with harness_factory({"main": model_for(fake_llm)}) as h:
+        for command in ("/forget all", "/usage"):
+            before = len(h.adapter.delivered)
+            await h.adapter.send("100", f"@confide_bot {command}", chat_id=GROUP, is_direct=False, mentions_bot=True)
+            await eventually(lambda before=before: len(h.adapter.delivered) > before)
+            reply = h.adapter.delivered[-1].text
+            assert "only in a direct chat" in reply and not any(ch.isdigit() for ch in reply), reply
+        assert await secrets.count("alice") > 0, "nothing of Alice's history was touched"
+        assert await h.db.run(lambda c: c.execute("SELECT count(*) FROM chat_state WHERE pending_action IS NOT NULL")
+                              .fetchone()[0]) == 0  # fmt: skip

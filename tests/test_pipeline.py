@@ -176,16 +176,19 @@ async def test_forget_needs_confirmation_from_the_same_person(
 ) -> None:
     async with harness_factory({"main": model_for(fake_llm)}, index_conversations=False) as h:
 
-        async def say(sender: str, text: str) -> str:
+        async def say(sender: str, text: str, group: bool = False) -> str:
             before = len(h.adapter.delivered)
-            await h.adapter.send(sender, text, chat_id="-9", is_direct=False, mentions_bot=True)
+            await h.adapter.send(sender, text, chat_id="-9" if group else sender, is_direct=not group,
+                                 mentions_bot=group)  # fmt: skip
             await eventually(lambda: len(h.adapter.delivered) > before)
             return h.adapter.delivered[-1].text
 
+        assert "only in a direct chat" in await say("100", "/forget all", group=True)
         assert "not a date" in await say("100", "/forget since yesterday")
         assert "delete 2 piece(s)" in await say("100", "/forget all")
-        # Bob says "yes" in the same group: that is a question of his, not a confirmation of Alice's deletion.
+        # Bob says "yes" (in his own chat, or in a group): a question of his, never a confirmation of Alice's.
         await say("200", "yes")
+        await say("200", "yes", group=True)
         assert await seeded.count("alice") == 2
         assert "Deleted 2" in await say("100", "yes")
         assert await seeded.count("alice") == 0
