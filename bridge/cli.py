@@ -51,7 +51,7 @@ def settings_or_exit() -> Settings:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "httpcore", "openai", "sentence_transformers"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     return settings
 
