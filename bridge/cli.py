@@ -289,15 +289,23 @@ async def import_records(
     items: Callable[[], Items | Awaitable[Items]],
     total: int | None = None,
     chat: bool = True,
+    twin: Callable[[HistoryRecord], str] | None = None,
 ) -> None:
     """Open the index (refused at once if `confide serve` holds it), then read, store and report: every
-    import, files or a platform's own (e.g. a Matrix room), shows the same progress and summary."""
+    import, files or a platform's own (e.g. a Matrix room), shows the same progress and summary.
+
+    `twin`: the id under which a record may already be stored in another form (a group message that was a
+    question to Confide); such records are left out."""
     from bridge.app import open_history
     from bridge.ingest import ingest
 
     async with open_history(settings) as history:
         produced = items()
         records = await produced if inspect.isawaitable(produced) else produced
+        if twin is not None:
+            listed = list(records)
+            stored = await history.existing(person, [twin(r) for r in listed if isinstance(r, HistoryRecord)])
+            records = [r for r in listed if not (isinstance(r, HistoryRecord) and twin(r) in stored)]
         if total is None and isinstance(records, Sized):
             total = len(records)
         with Progress(

@@ -293,6 +293,65 @@ async def test_import_backfills_a_room_with_the_stored_device(
     assert record.link == f"https://matrix.to/#/{room}/{asked}" and record.author == ana.localpart
 
 
+async def test_import_backfills_a_group_into_the_rooms_own_history(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path,
+    embedder: LocalEmbedder,
+) -> None:  # fmt: skip
+    """`--group`: what members said before Confide joined becomes the room's history, under the ids the live
+    adapter gives; a question indexed live is not added twice; nothing enters a person's own history."""
+    ana, bea, stranger = people["ana"], people["bea"], people["stranger"]
+    bot = await new_bot(synapse)
+    async with bridge_for(settings_for(tmp_path, synapse, bot, people, fake_llm), history):
+        room = await ana.create_room(invite=(bea.user_id, stranger.user_id), name="Picnic")
+        await bea.join(room)
+        await stranger.join(room)
+        await bea.send(room, "The picnic is at noon by the old harbour.")
+        await stranger.send(room, "I will bring the lemonade.")
+        await ana.send(room, "/poll who comes?")  # a command: none of the room's talk
+        await ana.invite(room, bot)
+        await eventually(lambda: ana.joined(room, bot))
+        asked = await ana.send(room, "when is the picnic?", **{"m.mentions": {"user_ids": [bot]}})
+        await eventually(lambda: done(ana, room, bot, asked), within_s=30)
+    scope = f"room:matrix:{room}"
+    live = [r async for r in history.export(scope)]
+    assert [r.text for r in live] == ["when is the picnic?"], "the live adapter indexed more or less than the question"
+
+    (tmp_path / "cli").mkdir()
+    store = EdgeStore(tmp_path / "cli" / "qdrant")
+    await store.open(embedder.dimension)
+    try:
+        await HistoryIndex(store, embedder).add(scope, live)  # the CLI's index holds what the live bridge indexed
+    finally:
+        await store.close()
+    persons = json.dumps(
+        [{"id": n, "name": n.title(), "accounts": [f"matrix:{people[n].user_id}"]} for n in ("ana", "bea")]
+    )
+    env = cli_env(tmp_path / "cli", persons=persons, matrix__homeserver=synapse.url, matrix__user_id=bot,
+                  matrix__password=PASSWORD, matrix__store_dir=str(tmp_path / "matrix"))  # fmt: skip
+    both = await run_cli(["import", "matrix", "--room", room, "--group", "--person", "ana"], env)
+    assert both.code == 2 and "either --person" in both.stderr, both.stderr
+    for expected in ("Imported 2, already there 0", "Imported 0, already there 2"):
+        result = await run_cli(["import", "matrix", "--room", room, "--group"], env)
+        assert result.code == 0, result.stderr
+        assert expected in result.stderr, result.stderr
+
+    store = EdgeStore(tmp_path / "cli" / "qdrant")
+    await store.open(embedder.dimension)
+    try:
+        index = HistoryIndex(store, embedder)
+        records = sorted([r async for r in index.export(scope)], key=lambda r: r.time)
+        own = await index.count("ana") + await index.count("bea")
+    finally:
+        await store.close()
+    assert [(r.author, r.text) for r in records] == [
+        ("Bea", "The picnic is at noon by the old harbour."),
+        (stranger.user_id, "I will bring the lemonade."),
+        ("Ana", "when is the picnic?"),
+    ]
+    assert all(r.id.startswith("m:matrix:") and r.source == f"matrix:{room}" for r in records[:2]), records
+    assert own == 0, "a group's backfill entered a person's own history"
+
+
 @pytest.mark.parametrize("mode", ["plain", "encrypted", "tampered"])
 async def test_a_document_sent_in_a_direct_chat_is_fetched_and_imported(
     synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path,
