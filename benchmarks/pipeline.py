@@ -1,10 +1,11 @@
 """The whole pipeline under load: 200 chats at once against an instant local OpenAI-compatible stream server.
 
-    .venv/bin/python benchmarks/pipeline.py [--chats 200] [--messages 5] [--concurrency 32]
+    .venv/bin/python benchmarks/pipeline.py [--chats 200] [--messages 5] [--concurrency 32] [--rounds 3]
 
 Prints messages/s, p50/p95 latency per message (inbox put -> reply delivered), the peak number of LLM requests
 in flight (it must reach the configured concurrency: LLM calls are never serialized), and, in the same run, a
 baseline: the same number of streamed requests made directly with the openai client at the same concurrency.
+Both are run `--rounds` times in turn and the median round of each is shown (the ratio is of the medians).
 The pipeline's work per message is real: state database, routing, hybrid retrieval (embedding the question),
 prompt, streaming, outbox, delivery, and indexing the question and answer into the history.
 """
@@ -122,6 +123,10 @@ async def run_direct(args: argparse.Namespace, llm: StreamServer) -> dict:
     return {"rate": len(latencies) / elapsed, "latencies": latencies, "peak": peak, "elapsed": elapsed}
 
 
+def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(results, key=lambda r: r["rate"])[len(results) // 2]
+
+
 def show(name: str, result: dict[str, Any]) -> None:
     lat = [x * 1000 for x in result["latencies"]]
     print(
@@ -136,12 +141,19 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=5, help="messages per chat, sent at once (kept in order)")
     parser.add_argument("--concurrency", type=int, default=32, help="the model's configured concurrency")
     parser.add_argument("--no-self-index", action="store_true", help="do not add questions and answers to history")
+    parser.add_argument("--rounds", type=int, default=3, help="pipeline and direct loop taken in turn; medians shown")
     args = parser.parse_args()
     llm = await StreamServer(words_per_chunk=4).start()
-    with tempfile.TemporaryDirectory(prefix="confide-bench-") as workdir:
-        pipeline = await run_pipeline(args, llm, Path(workdir))
-    direct = await run_direct(args, llm)
+    pipelines, directs = [], []
+    for _ in range(args.rounds):
+        # In turn, so a slow spell of this machine falls on both; the direct loop alone varies by a third.
+        with tempfile.TemporaryDirectory(prefix="confide-bench-") as workdir:
+            pipelines.append(await run_pipeline(args, llm, Path(workdir)))
+        directs.append(await run_direct(args, llm))
     await llm.stop()
+    pipeline, direct = _median_run(pipelines), _median_run(directs)
+    print("rounds (msg/s): pipeline " + " ".join(f"{r['rate']:.1f}" for r in pipelines)
+          + " | direct " + " ".join(f"{r['rate']:.1f}" for r in directs))  # fmt: skip
     print(f"{args.chats} chats x {args.messages} messages, model concurrency {args.concurrency}")
     show("Confide pipeline", pipeline)
     show("direct client loop", direct)

@@ -30,6 +30,8 @@ class CommandSpec:
     listed: bool = True  # False: not in /help's list nor the menu; its help is a paragraph of /help of its own
     internal: bool = False  # made by the router, never typed: confirm, cancel, unknown, empty, too_long
     mail: MailSubject | None = None
+    # Deletes from or adds to a history: only for a sender the platform proves (IncomingMessage.sender_proven).
+    changes_history: bool = False
 
     def help_line(self) -> str:
         return f"/{self.name} {self.args}".rstrip() + f" – {self.help}"
@@ -47,6 +49,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "forget",
         "delete from your history (asks for confirmation)",
         "all | source NAME | since DATE | until DATE | between DATE DATE | last 2h/3d",
+        changes_history=True,
     ),
     CommandSpec("model", "show or choose the model for this chat", "[NAME]"),
     CommandSpec(
@@ -66,12 +69,16 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ".docx, .html) and I add it to your history.",
         listed=False,
         mail=MailSubject(files=True),
+        changes_history=True,
     ),
-    CommandSpec("confirm", "carry out the action waiting for confirmation (a reply “yes”)", internal=True),
+    CommandSpec(
+        "confirm", "carry out the action waiting for confirmation (a reply “yes”)", internal=True, changes_history=True
+    ),
     CommandSpec("cancel", "drop the action waiting for confirmation (a reply “no”)", internal=True),
     CommandSpec("unknown", "a command I do not know", internal=True),
     CommandSpec("empty", "a message without a question (or only my name)", internal=True),
     CommandSpec("too_long", "a message too long to read as a question", internal=True),
+    CommandSpec("unproven", "a history-changing command from a sender the platform does not prove", internal=True),
 )
 
 _BY_NAME = {s.name: s for s in COMMANDS}

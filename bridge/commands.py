@@ -288,6 +288,16 @@ class Commands:
             "it to your history."
         )
 
+    @_handles("unproven")
+    async def _unproven(self, call: CommandCall) -> CommandResult:
+        what = call.command.args[0] if call.command.args else "that"
+        action = "Confirming" if what == "confirm" else f"/{what}"
+        return CommandResult(
+            f"{action} changes your history, so I take it only from a sender I can prove myself. This message was "
+            "vouched for only by another server's word. By mail: send it from your own provider with a DKIM "
+            "signature of your domain (most providers sign every mail)."
+        )
+
     async def _import_one(self, person: str, attachment: Attachment) -> str:
         if attachment.is_media:
             kind = "voice messages" if attachment.mime_type.startswith("audio/") else "photos and videos"

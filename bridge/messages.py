@@ -40,6 +40,12 @@ class IncomingMessage(BaseModel):
     mentions_bot: bool = False
     replies_to_bot: bool = False
     from_bot_itself: bool = False
+    sender_proven: bool = Field(
+        True,
+        description="The sender is proven by the platform itself (a login, a signature Confide verified); False "
+        "where only another server's word vouches for it (mail by Authentication-Results). Commands that change a "
+        "history need True.",
+    )
     attachments: list[Attachment] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict, description="Adapter data needed to reply")
 

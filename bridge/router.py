@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bridge import command_table
 from bridge.command_table import typed
 from bridge.messages import IncomingMessage
 
@@ -84,6 +85,14 @@ def room_scope(message: IncomingMessage) -> str:
 
 
 def route(message: IncomingMessage, context: RouteContext) -> Route:
+    decided = _route(message, context)
+    if isinstance(decided, Command) and not message.sender_proven and command_table.spec(decided.name).changes_history:
+        # Only a sender the platform proves may delete from or add to a history (forged mail must not).
+        return Command("unproven", (decided.name,), decided.person, decided.room, decided.shared)
+    return decided
+
+
+def _route(message: IncomingMessage, context: RouteContext) -> Route:
     if message.from_bot_itself:
         return Ignore("own message")
     if message.is_direct:

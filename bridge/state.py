@@ -220,6 +220,11 @@ class _Call(Generic[T]):
             self.future.set_result(result)
 
 
+def _settle_all(outcomes: list[tuple[_Call[Any], Any, BaseException | None]]) -> None:
+    for call, result, error in outcomes:
+        call.settle(result, error)
+
+
 def _in_savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> tuple[T | None, Exception | None]:
     """fn(conn) undone alone if it raises, so one caller's failure never takes the group's work with it."""
     conn.execute("SAVEPOINT call")
@@ -304,8 +309,7 @@ class StateDB:
                 raise
         except BaseException as exc:  # nothing of the group is on disk: each caller learns why
             outcomes = [(call, None, exc) for call in group]
-        for call, result, error in outcomes:
-            loop.call_soon_threadsafe(call.settle, result, error)
+        loop.call_soon_threadsafe(_settle_all, outcomes)  # one wake-up of the loop for the whole group
 
     def _open_conn(self) -> sqlite3.Connection:
         if self._conn is None:

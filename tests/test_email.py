@@ -292,6 +292,81 @@ async def test_spoofed_unsigned_and_automatic_mail_get_no_answer_and_leave_no_da
     assert "locker" not in caplog.text, "mail content reached the log"
 
 
+async def test_authentication_results_that_came_with_the_mail_are_never_believed(
+    tmp_path: Path, servers: MailServers, keys: dict[str, DkimKey], dns: Any, seeded: HistoryIndex,
+    fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture, alice: str,
+) -> None:  # fmt: skip
+    """Confide is the receiving MTA: a header naming the trusted MTA, written by the sender, is ignored, whether
+    sent straight to Confide's port or through Postfix (no trusted relay is configured), in any spelling."""
+    caplog.set_level(logging.INFO, logger="adapters.email")
+    settings = settings_for(tmp_path, servers, fake_llm, alice, trusted_authserv_ids=["mx.test"])
+    forgeries = [
+        f"mx.test; dmarc=pass header.from={PEOPLE_DOMAIN}",
+        f"MX.Test (trusted, honest); DMARC=Pass header.from={PEOPLE_DOMAIN.upper()}",
+        f"mx.test; dkim=pass header.d={PEOPLE_DOMAIN}; spf=pass smtp.mailfrom={alice}",
+    ]
+    direct = {"sender": alice, "recipients": [CONFIDE], "hostname": "127.0.0.1", "port": servers.confide_port}
+    h = await started(settings, seeded, dns)
+    try:
+        async with Mailbox(servers, alice) as box:
+            sent = []
+            for n, forged in enumerate(forgeries):
+                for route in ("direct", "postfix"):
+                    forged_mail = mail(f"forged {n}", "/forget all", alice, Authentication_Results=forged)
+                    if route == "direct":
+                        await aiosmtplib.send(forged_mail.as_bytes(), start_tls=False, **direct)
+                    else:
+                        await via_postfix(servers, forged_mail.as_bytes(), alice)
+                    sent.append(forged_mail["Message-ID"].strip("<>"))
+            await eventually(lambda: all(f"{i} claiming" in caplog.text for i in sent), within_s=20)
+            await via_postfix(servers, signed(mail("genuine", "/help", alice), keys[PEOPLE_DOMAIN]), alice)
+            replies = await answered_in(box, 1)
+            assert await stored(h) == 1, "a forged mail was stored"
+    finally:
+        await h.stop()
+    assert [r["Subject"] for r in replies] == ["Re: genuine"]
+    assert await seeded.count("alice") == 1
+
+
+async def test_changing_a_history_by_mail_needs_a_sender_confide_proves(
+    tmp_path: Path, servers: MailServers, keys: dict[str, DkimKey], dns: Any, seeded: HistoryIndex,
+    fake_llm: FakeOpenAI, alice: str,
+) -> None:  # fmt: skip
+    """Behind a trusted relay, its Authentication-Results vouch for a sender: enough for a question, not for
+    /forget or for confirming one; only the topmost header of its id counts. A DKIM signature proves the sender."""
+    settings = settings_for(tmp_path, servers, fake_llm, alice, trusted_authserv_ids=["mx.test"],
+                            trusted_relays=["127.0.0.1/32"])  # fmt: skip
+    vouched = f"mx.test; dmarc=pass header.from={PEOPLE_DOMAIN}"
+    own = keys[PEOPLE_DOMAIN]
+    h = await started(settings, seeded, dns)
+    try:
+        async with Mailbox(servers, alice) as box:
+            await via_postfix(servers, mail("tidy", "/forget all", alice, Authentication_Results=vouched).as_bytes(),
+                              alice)  # fmt: skip
+            [refused] = await answered_in(box, 1)
+            first = mail("tidy up", "/forget all", alice)
+            await via_postfix(servers, signed(first, own), alice)
+            asked = (await answered_in(box, 2))[-1]
+            thread = {"In_Reply_To": first["Message-ID"], "References": first["Message-ID"]}
+            await via_postfix(servers, mail("Re: tidy up", "yes", alice, Authentication_Results=vouched,
+                                            **thread).as_bytes(), alice)  # fmt: skip
+            refused_yes = (await answered_in(box, 3))[-1]
+            # Two headers of the trusted id: the topmost (the relay's) says fail; the pass below came with the mail.
+            duplicated = mail("Re: tidy up", "yes", alice, **thread)
+            duplicated["Authentication-Results"] = f"mx.test; dmarc=fail header.from={PEOPLE_DOMAIN}"
+            duplicated["Authentication-Results"] = vouched
+            await via_postfix(servers, duplicated.as_bytes(), alice)
+            assert await seeded.count("alice") == 1
+            await via_postfix(servers, signed(mail("Re: tidy up", "yes", alice, **thread), own), alice)
+            done = (await answered_in(box, 4))[-1]
+            assert await stored(h) == 4, "the mail with the duplicated header was stored"
+    finally:
+        await h.stop()
+    assert "changes your history" in body(refused) and "DKIM" in body(refused)
+    assert "yes" in body(asked) and "Confirming changes your history" in body(refused_yes)
+    assert done["Subject"] == "Re: tidy up" and await seeded.count("alice") == 0, body(done)
+
+
 async def test_html_only_and_non_utf8_mail_is_read_as_text(
     tmp_path: Path, servers: MailServers, keys: dict[str, DkimKey], dns: Any, history: HistoryIndex,
     fake_llm: FakeOpenAI, alice: str,
@@ -373,7 +448,7 @@ async def test_implicit_tls_server_offers_auth_and_takes_mail(servers: MailServe
     )  # fmt: skip
     taken: list[bytes] = []
 
-    async def accept(raw: bytes, envelope_sender: str | None) -> Outcome:
+    async def accept(raw: bytes, envelope_sender: str | None, peer: str | None) -> Outcome:
         taken.append(raw)
         return Outcome.STORED
 

@@ -13,6 +13,7 @@ from adapters.attachments import safe_name
 from adapters.email.adapter import EmailAdapter
 from adapters.email.auth import aligned, parse_authentication_results, trusted_results
 from adapters.email.loops import RateLimit, loop_reason
+from adapters.email.mime import unreadable
 from adapters.email.sender import build_reply, message_id_for
 from adapters.email.settings import EmailSettings
 from bridge.messages import Citation, OutgoingReply
@@ -55,6 +56,42 @@ def test_authentication_results_are_parsed_with_comments_and_properties() -> Non
 def test_only_a_trusted_mta_vouches_and_only_for_the_from_domain(header: str, vouched: bool) -> None:
     msg = parsed(f"From: alice@example.test\nAuthentication-Results: {header}")
     assert (trusted_results(msg, "example.test", ["mx.test"]) is not None) is vouched
+
+
+@pytest.mark.parametrize(
+    ("headers", "vouched"),
+    [
+        # The trusted MTA's own header is the topmost of its id; a pass further down came with the mail.
+        ("Authentication-Results: mx.test; dmarc=fail header.from=example.test\n"
+         "Authentication-Results: mx.test; dmarc=pass header.from=example.test", False),
+        ("Authentication-Results: mx.test; dmarc=pass header.from=example.test\n"
+         "Authentication-Results: mx.test; dmarc=fail header.from=example.test", True),
+        # An untrusted id above is skipped, not taken as the topmost trusted one.
+        ("Authentication-Results: evil.test; dmarc=pass header.from=example.test\n"
+         "Authentication-Results: mx.test; spf=fail smtp.mailfrom=alice@example.test", False),
+        ("authentication-results: Mx.Test; DKIM=Pass header.d=example.test", True),
+        ("Authentication-Results: mx.test; none\nAuthentication-Results: mx.test; dkim=pass header.d=example.test",
+         False),
+    ],
+)  # fmt: skip
+def test_only_the_topmost_header_of_a_trusted_mta_counts(headers: str, vouched: bool) -> None:
+    msg = parsed(f"From: alice@example.test\n{headers}")
+    assert (trusted_results(msg, "example.test", ["mx.test"]) is not None) is vouched
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"From: a@example.test\r\nSubject: hi\r\n\r\nhello -- there\r\n-- \r\nAlice\r\n", None),
+        (b"X-Pad: " + b"x" * 70_000 + b"\r\n\r\nbody", "header is over"),
+        (b"From: " + b", ".join(b"a%d@example.test" % i for i in range(500)) + b"\r\n\r\nx", "From header is"),
+        (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\nx\r\n" * 1200 + b"--b--\r\n",
+         "MIME parts"),
+    ],
+)  # fmt: skip
+def test_a_mail_too_costly_to_parse_is_recognised_from_its_bytes(raw: bytes, reason: str | None) -> None:
+    found = unreadable(raw, max_header_bytes=64 * 1024, max_parts=500)
+    assert (found is None) if reason is None else (found is not None and reason in found), found
 
 
 def test_alignment_allows_the_domain_and_its_parents_only() -> None:

@@ -103,6 +103,16 @@ CASES = [
     ("compare without a question", msg("/Compare qwen mistral"), ALICE,
      Command("compare", ("qwen", "mistral"), "alice")),
     ("usage", msg("/usage 30"), ALICE, Command("usage", ("30",), "alice")),
+    # A sender only vouched for (mail by another server's Authentication-Results) may ask, not change a history.
+    ("unproven sender's question", msg("where?", sender_proven=False), ALICE, Question("where?", "alice")),
+    ("unproven sender's /forget", msg("/forget all", sender_proven=False), ALICE,
+     Command("unproven", ("forget",), "alice")),
+    ("unproven sender's yes", msg("yes", sender_proven=False), PENDING, Command("unproven", ("confirm",), "alice")),
+    ("unproven sender's no cancels", msg("no", sender_proven=False), PENDING, Command("cancel", (), "alice")),
+    ("unproven sender's document", msg("", sender_proven=False, attachments=[Attachment(name="a.pdf")]), ALICE,
+     Command("unproven", ("import",), "alice")),
+    ("unproven sender's /import", msg("/import", sender_proven=False), ALICE,
+     Command("unproven", ("import",), "alice")),
 ]  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import re
 from collections.abc import Collection
@@ -90,22 +91,29 @@ class EmailAdapter:
 
     # -- taking a mail ---------------------------------------------------------------------------
 
-    async def accept(self, raw: bytes, envelope_sender: str | None) -> Outcome:
-        """Decide about one received mail and put it in the inbox if it is to be answered."""
+    async def accept(self, raw: bytes, envelope_sender: str | None, peer: str | None = None) -> Outcome:
+        """Decide about one received mail and put it in the inbox if it is to be answered. `peer`: the SMTP
+        client that handed it over (None: read from the IMAP mailbox)."""
         assert self._inbox is not None, "accept before run"
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
-        assert isinstance(msg, EmailMessage)
-        mail_id = mime.message_id(msg) or "sha256:" + hashlib.sha256(raw).hexdigest()
-        addresses = [a.lower() for _, a in getaddresses([mime.header(msg, "From")]) if "@" in a]
-        if len(addresses) != 1:
-            log.warning("mail %s dropped: From names %d addresses", mail_id, len(addresses))
+        if reason := mime.unreadable(raw, self.email.max_header_bytes, self.email.max_mime_parts):
+            log.warning("mail of %d bytes from peer %s dropped unread: %s", len(raw), peer or "imap", reason)
             return Outcome.DROPPED
-        sender = addresses[0]
+        try:
+            # Parsing is CPU work that a hostile mail can make long: off the event loop, within a budget.
+            msg, sender_count, sender = await asyncio.wait_for(asyncio.to_thread(_read, raw), self.email.parse_budget_s)
+        except TimeoutError:
+            log.warning("mail of %d bytes from peer %s dropped: not read within %.0f s", len(raw), peer or "imap",
+                        self.email.parse_budget_s)  # fmt: skip
+            return Outcome.DROPPED
+        mail_id = mime.message_id(msg) or "sha256:" + hashlib.sha256(raw).hexdigest()
+        if sender is None:
+            log.warning("mail %s dropped: From names %d addresses", mail_id, sender_count)
+            return Outcome.DROPPED
         if reason := loop_reason(msg, envelope_sender, self.own_addresses, self.own_domain):
             log.info("mail %s from %s not answered: %s", mail_id, sender, reason)
             return Outcome.DROPPED
         verdict = await authenticate(
-            raw, msg, domain_of(sender), self.email.trusted_authserv_ids, self.email.verify_dkim, self.dnsfunc
+            raw, msg, domain_of(sender), self._authserv_ids_for(peer), self.email.verify_dkim, self.dnsfunc
         )
         if not verdict.authenticated:
             log.warning("mail %s claiming to be from %s dropped: not authenticated (%s)", mail_id, sender, verdict.how)
@@ -114,7 +122,7 @@ class EmailAdapter:
             log.warning("mail %s from %s refused: over %d mails per hour", mail_id, sender, self.rate.per_hour)
             return Outcome.RATE_LIMITED
         try:
-            message = await self._incoming(msg, mail_id, sender)
+            message = await self._incoming(msg, mail_id, sender, verdict.proven)
             created = await self._inbox.put(message)
         except BaseException:
             self.rate.forget(sender)
@@ -124,11 +132,24 @@ class EmailAdapter:
         log.info("mail %s from %s %s (%s)", mail_id, sender, "queued" if created else "was queued before", verdict.how)
         return Outcome.STORED if created else Outcome.DUPLICATE
 
-    async def _incoming(self, msg: EmailMessage, mail_id: str, sender: str) -> IncomingMessage:
+    def _authserv_ids_for(self, peer: str | None) -> list[str]:
+        """Whose Authentication-Results count for a mail from `peer`: in SMTP mode Confide is the receiving MTA, and
+        a header that came with the mail was written by whoever sent it, unless a trusted relay handed it over."""
+        if peer is None:
+            return self.email.trusted_authserv_ids  # IMAP: the mailbox provider's MTA received it
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return []
+        if any(address in network for network in self.email.trusted_relays):
+            return self.email.trusted_authserv_ids
+        return []
+
+    async def _incoming(self, msg: EmailMessage, mail_id: str, sender: str, proven: bool) -> IncomingMessage:
         subject = mime.header(msg, "Subject")
         root = mime.thread_root(msg)
         parent = mime.message_ids(mime.header(msg, "In-Reply-To"))
-        topic, body = mime.normalized_subject(subject), mime.mail_text(msg).new_text
+        topic, body = mime.normalized_subject(subject), (await asyncio.to_thread(mime.mail_text, msg)).new_text
         if command := subject_command(topic, body, self.models):
             text, files = command
             attachments = await self._save_attachments(msg, mail_id) if files else []
@@ -145,6 +166,7 @@ class EmailAdapter:
             reply_to=parent[0] if parent else None,
             thread_id=root,
             is_direct=True,
+            sender_proven=proven,
             replies_to_bot=bool(parent) and is_own_message_id(parent[0], self.own_domain),
             attachments=attachments,
             extra={
@@ -165,6 +187,14 @@ class EmailAdapter:
             await asyncio.to_thread(write_atomically, path, part.data)
             saved.append(Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path)))
         return saved
+
+
+def _read(raw: bytes) -> tuple[EmailMessage, int, str | None]:
+    """The parsed mail, how many addresses its From names, and the one sender (None unless exactly one)."""
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    addresses = [a.lower() for _, a in getaddresses([mime.header(msg, "From")]) if "@" in a]
+    return msg, len(addresses), addresses[0] if len(addresses) == 1 else None
 
 
 def subject_command(subject: str, body: str, models: Collection[str]) -> tuple[str, bool] | None:

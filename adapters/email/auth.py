@@ -2,12 +2,17 @@
 
 A From header alone proves nothing, and answering it would hand a person's history to whoever typed their
 address. A mail counts as the From address's only if
-- it carries a DKIM signature that verifies, made by the From domain or a parent of it (relaxed alignment),
-  covering the whole body (signatures with `l=` are ignored: content could be appended after them); or
-- an Authentication-Results header whose authserv-id the operator named as trusted shows dkim=pass for that
-  domain, dmarc=pass with header.from of that domain, or spf=pass for an envelope sender in that domain.
-  The trusted MTA must remove Authentication-Results headers with its own id from incoming mail (RFC 8601
-  section 5; OpenDMARC, rspamd and authentication_milter do), or anyone could forge them.
+- it carries a DKIM signature that Confide verifies itself, made by the From domain or a parent of it (relaxed
+  alignment), covering the whole body (signatures with `l=` are ignored: content could be appended after them).
+  That is a *proven* sender, the only kind whose mail may change a history (forget, import, confirming); or
+- an Authentication-Results header that a trusted MTA wrote shows dkim=pass for that domain, dmarc=pass with
+  header.from of that domain, or spf=pass for an envelope sender in that domain. That is a *vouched* sender:
+  answered, but only on another server's word. Which header counts:
+  - SMTP mode: Confide is the receiving MTA, so any such header came with the mail and the sender could have
+    written it. They are read only when the connecting peer is a configured trusted relay (`trusted_relays`).
+  - IMAP mode (and from a trusted relay): only the topmost header whose authserv-id is trusted counts; one further
+    down arrived with the mail. The trusted MTA must remove headers with its own id from incoming mail (RFC 8601
+    section 5; OpenDMARC, rspamd and authentication_milter do), or a sender could forge the topmost one.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ _COMMENT = re.compile(r"\([^()]*\)")
 class Verdict:
     authenticated: bool
     how: str  # what vouched for the sender, or why nothing did
+    proven: bool = False  # a DKIM signature Confide verified itself (not another server's word)
 
 
 def aligned(signer: str, domain: str) -> bool:
@@ -47,15 +53,18 @@ async def authenticate(
     verify_dkim: bool,
     dnsfunc: DnsFunc | None = None,
 ) -> Verdict:
-    if by_results := trusted_results(msg, from_domain, trusted_authserv_ids):
-        return Verdict(True, by_results)
+    """Confide's own DKIM check first (it proves the sender); else a trusted MTA's word (`trusted_authserv_ids`
+    empty: no Authentication-Results header is read at all)."""
+    refused = "unsigned and not vouched for by a trusted MTA"
     if verify_dkim and msg.get_all("DKIM-Signature"):
         # dkimpy is synchronous and may wait on DNS: keep it off the event loop.
         signers = await asyncio.to_thread(dkim_signers, raw, len(msg.get_all("DKIM-Signature", [])), dnsfunc)
         if any(aligned(signer, from_domain) for signer in signers):
-            return Verdict(True, f"dkim d={next(s for s in signers if aligned(s, from_domain))}")
-        return Verdict(False, f"no valid DKIM signature of {from_domain} (valid signers: {signers or 'none'})")
-    return Verdict(False, "unsigned and not vouched for by a trusted MTA")
+            return Verdict(True, f"dkim d={next(s for s in signers if aligned(s, from_domain))}", proven=True)
+        refused = f"no valid DKIM signature of {from_domain} (valid signers: {signers or 'none'})"
+    if by_results := trusted_results(msg, from_domain, trusted_authserv_ids):
+        return Verdict(True, by_results)
+    return Verdict(False, refused)
 
 
 def dkim_signers(raw: bytes, count: int, dnsfunc: DnsFunc | None) -> list[str]:
@@ -82,7 +91,8 @@ def _has_length_limit(fields: dict[bytes, bytes] | None) -> bool:
 
 
 def trusted_results(msg: Message, domain: str, trusted_ids: list[str]) -> str | None:
-    """How a trusted MTA vouched for `domain`, or None."""
+    """How a trusted MTA vouched for `domain`, or None. Only the topmost header with a trusted authserv-id is
+    read: the trusted MTA added it above everything that came with the mail (RFC 8601 sections 5 and 7.1)."""
     trusted = {t.lower() for t in trusted_ids}
     if not trusted:
         return None
@@ -93,6 +103,7 @@ def trusted_results(msg: Message, domain: str, trusted_ids: list[str]) -> str | 
         for method, result, props in results:
             if result == "pass" and _vouches(method, props, domain):
                 return f"{authserv_id}: {method}=pass"
+        return None  # a pass in a header further down arrived with the mail: the sender may have written it
     return None
 
 

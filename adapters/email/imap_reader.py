@@ -117,7 +117,7 @@ class ImapReader:
             log.warning("mail UID %d in %s is %d bytes, over the limit; not taken", uid, self.where, size)
         else:
             raw = _literal(_ok(await client.uid("fetch", str(uid), "(BODY.PEEK[])"), f"UID FETCH {uid} BODY"))
-            outcome = await self.accept(raw, None)
+            outcome = await self.accept(raw, None, None)
             log.debug("mail UID %d in %s: %s", uid, self.where, outcome.value)
             if outcome is Outcome.RATE_LIMITED:
                 log.warning("mail UID %d in %s dropped: its sender is over the hourly limit", uid, self.where)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, model_validator
 
 from bridge.platforms import section
 
@@ -43,6 +43,15 @@ class EmailSettings(BaseModel):
     from_address: str | None = None
     # Who vouches for a sender: DKIM of the sender's domain, or these MTAs' Authentication-Results.
     trusted_authserv_ids: list[str] = Field(default_factory=list)
+    trusted_relays: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="SMTP mode: addresses (or networks) of the MTAs in front of Confide whose Authentication-Results "
+        "headers are read; from any other peer they are ignored, since the sender could have written them",
+    )
+    # Read before a mail is parsed: bounds that keep a hostile mail from stalling the server.
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    max_mime_parts: int = Field(500, ge=1)
+    parse_budget_s: float = Field(10.0, gt=0, description="Most seconds one mail may take to read")
     verify_dkim: bool = Field(True, description="Check DKIM signatures (DNS TXT lookups of sender domains)")
     rate_limit_per_hour: int = Field(20, ge=1)
     ca_file: Path | None = Field(None, description="CA bundle for the relay's and IMAP server's certificates")

@@ -30,7 +30,8 @@ class Outcome(Enum):
     RATE_LIMITED = "rate limited"
 
 
-Accept = Callable[[bytes, str | None], Awaitable[Outcome]]
+# (the mail, its envelope sender, the connecting peer's address: None where no SMTP peer handed it over (IMAP))
+Accept = Callable[[bytes, str | None, str | None], Awaitable[Outcome]]
 
 RESPONSES = {
     Outcome.STORED: "250 2.0.0 OK: queued",
@@ -59,13 +60,18 @@ class Handler:
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
         try:
-            outcome = await self.accept(raw, envelope.mail_from)
+            outcome = await self.accept(raw, envelope.mail_from, _peer_address(session))
         except Exception:
             log.exception(
                 "could not take mail from %s (peer %s); the sender will retry", envelope.mail_from, session.peer
             )
             return "451 4.3.0 Temporary failure; try again later"
         return RESPONSES[outcome]
+
+
+def _peer_address(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
 
 def server_tls_context(settings: EmailSettings) -> ssl.SSLContext | None:
