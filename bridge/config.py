@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Non-private hosts Confide may contact (comma-separated)"
     )
+    proxy_url: str | None = Field(
+        None,
+        description="HTTP proxy for every HTTP client (judged and listed like every endpoint); proxy environment "
+        "variables are ignored",
+    )
     persons: list[PersonSettings] = Field(
         default_factory=lambda: [PersonSettings(id="me", name="Me", accounts=["console:me"])]
     )

@@ -27,7 +27,10 @@ async def run_doctor(settings: Settings, console: Console) -> bool:
     for e in checked:
         hosts.add_row(e.purpose, e.url, "yes" if e.allowed else "[red]NO[/red]", e.why)
     console.print(hosts)
-    console.print("Telemetry: off (HF_HUB_OFFLINE=1, DO_NOT_TRACK=1, no usage stats); nothing else is contacted.")
+    console.print(
+        "Telemetry: off (HF_HUB_OFFLINE=1, DO_NOT_TRACK=1, ORT_DISABLE_TELEMETRY=1, no usage stats); proxy variables "
+        "of the environment are ignored; nothing else is contacted."
+    )
 
     results = Table(title="Checks")
     for column in ("check", "result"):
@@ -51,7 +54,7 @@ async def run_doctor(settings: Settings, console: Console) -> bool:
 def _checks(settings: Settings) -> list[Check]:
     checks: list[Check] = []
     if settings.models:
-        client = ModelClient(settings.models)
+        client = ModelClient(settings.models, settings.proxy_url)
         for name, model in settings.models.items():
             checks.append((f"model {name}", _model_check(client, name, model.model)))
     else:
@@ -115,7 +118,7 @@ def _local_model_check(settings: Settings) -> Callable[[], Awaitable[str]]:
 
 def _embedder_check(settings: Settings) -> Callable[[], Awaitable[str]]:
     async def check() -> str:
-        embedder = build_embedder(settings.embedder)
+        embedder = build_embedder(settings.embedder, settings.proxy_url)
         await embedder.open()
         try:
             vector = await embedder.embed_query("doctor")

@@ -116,10 +116,19 @@ class LocalEmbedder:
 class OpenAIEmbedder:
     """Embeddings from an OpenAI-compatible /v1/embeddings endpoint (vLLM, TEI)."""
 
-    def __init__(self, base_url: str, model: str, api_key: str, batch_size: int, dimension: int | None) -> None:
+    def __init__(
+        self, base_url: str, model: str, api_key: str, batch_size: int, dimension: int | None, proxy: str | None = None
+    ) -> None:
         from openai import AsyncOpenAI
 
-        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=2)
+        from bridge.llm import openai_http_client
+
+        self._client = AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            max_retries=2,
+            http_client=openai_http_client(proxy),
+        )
         self.model = model
         self.batch_size = batch_size
         self.dimension = dimension or 0
@@ -143,7 +152,7 @@ class OpenAIEmbedder:
         await self._client.close()
 
 
-def build_embedder(settings: EmbedderSettings) -> Embedder:
+def build_embedder(settings: EmbedderSettings, proxy: str | None = None) -> Embedder:
     if settings.backend == "openai":
         assert settings.base_url is not None
         return OpenAIEmbedder(
@@ -152,5 +161,6 @@ def build_embedder(settings: EmbedderSettings) -> Embedder:
             settings.api_key.get_secret_value(),
             settings.batch_size,
             settings.dimension,
+            proxy,
         )
     return LocalEmbedder(settings.model_path, settings.batch_size)

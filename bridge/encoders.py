@@ -107,6 +107,7 @@ class OnnxEncoder:
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(self.max_tokens)
         self._tokenizer.no_padding()
+        onnxruntime.disable_telemetry_events()  # ETW events; ORT_DISABLE_TELEMETRY (bridge.privacy) stops the rest
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = len(os.sched_getaffinity(0))  # the CPUs this process may use, not the host's
         options.log_severity_level = 3  # warnings about unused initializers are noise here

@@ -216,5 +216,7 @@ def build_store(settings: Settings) -> HistoryStore:
 
 def build_history(settings: Settings) -> HistoryIndex:
     return HistoryIndex(
-        build_store(settings), build_embedder(settings.embedder), min_relevance=settings.retrieval.min_relevance
+        build_store(settings),
+        build_embedder(settings.embedder, settings.proxy_url),
+        min_relevance=settings.retrieval.min_relevance,
     )

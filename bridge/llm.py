@@ -94,8 +94,8 @@ class _Model:
 
 
 class ModelClient:
-    def __init__(self, models: dict[str, ModelSettings]) -> None:
-        self._models = {name: _build(settings) for name, settings in models.items()}
+    def __init__(self, models: dict[str, ModelSettings], proxy: str | None = None) -> None:
+        self._models = {name: _build(settings, proxy) for name, settings in models.items()}
 
     def names(self) -> list[str]:
         return list(self._models)
@@ -181,13 +181,23 @@ class ModelClient:
             raise ModelUnavailable(name, f"no model named {name!r} is configured") from None
 
 
-def _build(settings: ModelSettings) -> _Model:
+def openai_http_client(proxy: str | None) -> openai.DefaultAsyncHttpxClient:
+    """The HTTP client of every OpenAI-compatible endpoint: proxy variables of the environment (HTTPS_PROXY, ...)
+    are never read, so a request carrying a person's history cannot go to a host nobody configured; a proxy is
+    used only when configured (CONFIDE_PROXY_URL), and then it is an endpoint like any other."""
+    if proxy:
+        return openai.DefaultAsyncHttpxClient(trust_env=False, proxy=proxy)
+    return openai.DefaultAsyncHttpxClient(trust_env=False)
+
+
+def _build(settings: ModelSettings, proxy: str | None) -> _Model:
     timeout = openai.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
     client = AsyncOpenAI(
         base_url=settings.base_url,
         api_key=settings.api_key.get_secret_value(),
         timeout=timeout,
         max_retries=0,  # retries are ours: they must know whether text was already shown
+        http_client=openai_http_client(proxy),
     )
     return _Model(settings, client, asyncio.Semaphore(settings.concurrency))
 

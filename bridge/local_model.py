@@ -220,7 +220,7 @@ class LocalModelServer:
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(trust_env=False) as client:  # loopback: never through a proxy
             while time.monotonic() < deadline:
                 if self._process is not None and self._process.returncode is not None:
                     raise LocalModelError(f"local model server exited; see {self.log_path}")

@@ -23,6 +23,9 @@ OFFLINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
+    # onnxruntime's Linux builds carry Microsoft's 1DS telemetry: a running encoder resolved and called
+    # mobile.events.data.microsoft.com every few seconds. This stops it (disable_telemetry_events() alone did not).
+    "ORT_DISABLE_TELEMETRY": "1",
 }
 
 
@@ -56,6 +59,8 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         found.append(("store", settings.store.url))
     if settings.energy.source == "prometheus" and settings.energy.prometheus_url:
         found.append(("energy prometheus", settings.energy.prometheus_url))
+    if settings.proxy_url:
+        found.append(("proxy (every HTTP client)", settings.proxy_url))
     judged = [_judge(purpose, url, settings.allowed_hosts) for purpose, url in found]
     return judged + platform_endpoints(settings)
 

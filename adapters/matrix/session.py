@@ -31,7 +31,10 @@ def new_client(settings: Settings, device_id: str | None = None) -> AsyncClient:
     config = AsyncClientConfig(
         encryption_enabled=True, store_sync_tokens=False, max_limit_exceeded=None, request_timeout=60
     )
-    return AsyncClient(matrix.homeserver, matrix.user_id, device_id or "", str(directory), config=config)
+    # aiohttp reads no proxy variables (trust_env is off by default); only a configured proxy is used.
+    return AsyncClient(
+        matrix.homeserver, matrix.user_id, device_id or "", str(directory), config=config, proxy=settings.proxy_url
+    )
 
 
 async def login(settings: Settings) -> AsyncClient:

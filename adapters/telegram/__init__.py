@@ -18,7 +18,7 @@ def build_adapter(settings: Settings) -> TelegramAdapter:
     from bridge.persons import Directory
 
     own = section(settings, "telegram", TelegramSettings)
-    return TelegramAdapter(own, settings.data_dir, Directory(settings.persons))
+    return TelegramAdapter(own, settings.data_dir, Directory(settings.persons), proxy=settings.proxy_url)
 
 
 def _enabled(own: TelegramSettings) -> bool:

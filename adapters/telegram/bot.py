@@ -43,15 +43,17 @@ COMMANDS = [BotCommand(name, description) for name, description in menu()]  # th
 _MAX_BACKOFF_S = 30.0
 
 
-def make_bot(settings: TelegramSettings) -> ExtBot[int]:
+def make_bot(settings: TelegramSettings, proxy: str | None = None) -> ExtBot[int]:
     assert settings.token is not None
     base = settings.api_base_url.rstrip("/")
+    # Proxy environment variables are never read (httpx would): only a configured proxy (CONFIDE_PROXY_URL).
+    http = {"proxy": proxy, "httpx_kwargs": {"trust_env": False}}
     return ExtBot(
         token=settings.token.get_secret_value(),
         base_url=base + "/bot",
         base_file_url=base + "/file/bot",
-        request=HTTPXRequest(connection_pool_size=16, read_timeout=20, pool_timeout=10),
-        get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=10),
+        request=HTTPXRequest(connection_pool_size=16, read_timeout=20, pool_timeout=10, **http),  # type: ignore[arg-type]
+        get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=10, **http),  # type: ignore[arg-type]
         # A 429 waits its retry_after and the call goes on; other calls pause meanwhile, as Telegram asks.
         rate_limiter=AIORateLimiter(max_retries=5),
     )
@@ -66,14 +68,19 @@ class TelegramAdapter:
     channel = CHANNEL
 
     def __init__(
-        self, settings: TelegramSettings, data_dir: Path, directory: Directory, bot: ExtBot[int] | None = None
+        self,
+        settings: TelegramSettings,
+        data_dir: Path,
+        directory: Directory,
+        bot: ExtBot[int] | None = None,
+        proxy: str | None = None,
     ) -> None:
         assert settings.token is not None, "TelegramSettings validates that a token is set"
         token = settings.token.get_secret_value()
         redact.install(token)
         self.settings = settings
         self.capabilities = Capabilities(can_edit=True, edit_interval_s=settings.edit_interval_s)
-        self.bot = bot or make_bot(settings)
+        self.bot = bot or make_bot(settings, proxy)
         self._directory = directory  # whose documents are downloaded
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
