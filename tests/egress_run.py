@@ -32,7 +32,7 @@ from tests.synapse import Person, Synapse
 PROXY = "http://10.9.9.9:3128"
 PROXY_ENV = {name: PROXY for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")}
 TRACED = "connect,sendto,sendmsg,sendmmsg"
-SERVE_S = 15.0  # onnxruntime's telemetry called home a few seconds into a run: serve long enough to see it
+SERVE_S = 25.0  # onnxruntime's telemetry first called home about 10 s into a run: serve long enough to see it
 CONFIDE_MAIL = "confide@confide.test"
 ALICE_MAIL = "alice@people.test"
 
