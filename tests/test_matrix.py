@@ -166,13 +166,18 @@ async def test_group_room_is_answered_only_when_mentioned_or_replied_to(
         [answer] = replies_to(ana, room, bot, by_pill)
         bea_says = await bea.send(room, "I can bring dessert")
         to_bea = await ana.send(room, "great, thanks", **{"m.relates_to": {"m.in_reply_to": {"event_id": bea_says}}})
-        by_name = await ana.send(room, f"{bot_name}: what is the locker code?")
+        by_name = await ana.send(room, f"{bot_name}: is the locker code still 1234?")  # a word, no mention
+        in_passing = await ana.send(room, f"I would never tell {bot_name} my locker code")
+        pill = f'<a href="https://matrix.to/#/{bot}">{bot_name}</a>: what is the locker code?'
+        by_link = await ana.send(  # a client without m.mentions links the name (a pill)
+            room, f"{bot_name}: what is the locker code?", format="org.matrix.custom.html", formatted_body=pill
+        )
         follow_up = await ana.send(
             room, "and which gym?", **{"m.relates_to": {"m.in_reply_to": {"event_id": answer.event_id}}}
         )
-        await eventually(lambda: final_answer(ana, room, bot, by_name, "what is the locker code?"))
+        await eventually(lambda: final_answer(ana, room, bot, by_link, "what is the locker code?"))
         await eventually(lambda: final_answer(ana, room, bot, follow_up, "and which gym?"))
-    for ignored in (lunch, bea_says, to_bea):
+    for ignored in (lunch, bea_says, to_bea, by_name, in_passing):
         assert replies_to(ana, room, bot, ignored) == []
 
 

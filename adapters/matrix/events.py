@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,13 +30,12 @@ class Me:
         return tuple(dict.fromkeys(n for n in (self.user_id, self.display_name, localpart) if n))
 
     def mentioned_in(self, content: dict[str, Any], text: str) -> bool:
+        """Only an explicit mention: `m.mentions`, a pill (a matrix.to link in the HTML) or the full user id. A
+        display name is a word ("I would never confide in him"), so its mere appearance addresses no one."""
         mentions = content.get("m.mentions")
         if isinstance(mentions, dict) and self.user_id in (mentions.get("user_ids") or []):
             return True
-        if self.user_id in text or f"https://matrix.to/#/{self.user_id}" in str(content.get("formatted_body", "")):
-            return True
-        pattern = rf"(?<!\w){re.escape(self.display_name)}(?!\w)"
-        return bool(self.display_name) and re.search(pattern, text, re.I) is not None
+        return self.user_id in text or f"https://matrix.to/#/{self.user_id}" in str(content.get("formatted_body", ""))
 
 
 def relations(content: dict[str, Any]) -> tuple[str | None, str | None, bool]:
