@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 class Claimed:
     inbox_id: int
     message: IncomingMessage
-    attempts: int
+    attempts: int  # how often its handling was started, this time included (restarts count)
+    failures: int = 0  # how often its handling failed with an error (restarts do not count)
 
 
 class Inbox:
@@ -83,15 +84,15 @@ class Inbox:
 
         def claim(conn: sqlite3.Connection) -> Claimed | None:
             row = conn.execute(
-                "SELECT id, payload, attempts FROM inbox WHERE chat_key=? AND status IN ('pending','working')"
-                " ORDER BY id LIMIT 1",
+                "SELECT id, payload, attempts, failures FROM inbox"
+                " WHERE chat_key=? AND status IN ('pending','working') ORDER BY id LIMIT 1",
                 (chat_key,),
             ).fetchone()
             if row is None:
                 return None
             conn.execute("UPDATE inbox SET status='working', attempts=attempts+1 WHERE id=?", (row["id"],))
             message = IncomingMessage.model_validate_json(row["payload"])
-            return Claimed(row["id"], message, row["attempts"] + 1)
+            return Claimed(row["id"], message, row["attempts"] + 1, row["failures"])
 
         return await self._db.run(claim)
 
@@ -115,6 +116,15 @@ class Inbox:
             )
 
         await self._db.run(commit)
+
+    async def failed(self, inbox_id: int) -> int:
+        """Count one failure of a message's handling; returns how many it has had."""
+
+        def count(conn: sqlite3.Connection) -> int:
+            conn.execute("UPDATE inbox SET failures=failures+1 WHERE id=?", (inbox_id,))
+            return int(conn.execute("SELECT failures FROM inbox WHERE id=?", (inbox_id,)).fetchone()[0])
+
+        return await self._db.run(count)
 
     async def unfinished(self, channel: str | None = None) -> int:
         """Messages accepted and not yet finished (the queue depth)."""

@@ -8,6 +8,7 @@ when retries run out the caller gets `ModelUnavailable` and falls back to showin
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -80,6 +81,7 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     openai.InternalServerError,
     StreamCut,
     TimeoutError,
+    json.JSONDecodeError,  # a malformed stream event (a proxy's or a server bug's): the next attempt may be whole
     *_transport_errors(),
 )
 

@@ -115,6 +115,14 @@ CREATE TABLE room_shares (
 );
 """,
     ),
+    (
+        4,
+        """
+-- Failures of a message's handling, apart from `attempts` (how often it was started): a stop or a crash
+-- that interrupts an answer is no failure of that message and must not use up its retries.
+ALTER TABLE inbox ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+""",
+    ),
 ]
 
 

@@ -23,7 +23,10 @@ from bridge.persons import Directory
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # failures of one message's handling before the person is told it failed
+# Starts of one message's handling (restarts included) before it is given up: a message that takes the whole
+# process down each time (it never fails in Python, so never counts as failed) must not do so forever.
+MAX_STARTS = 10
 MAX_DELIVERY_ATTEMPTS = 8
 DELIVERY_PAGE = 100  # replies read from the outbox at a time
 
@@ -92,21 +95,27 @@ class Bridge:
 
     async def _work_message(self, claimed: Claimed) -> None:
         message = claimed.message
+        if claimed.attempts > MAX_STARTS:
+            log.error("message %s/%s was started %d times without finishing; giving up", message.channel,
+                      message.platform_message_id, claimed.attempts - 1)  # fmt: skip
+            await self.handler.give_up(claimed, RuntimeError("interrupted too often"))
+            return
         try:
             await self.handler.handle(claimed)
         except Exception as exc:
             self.metrics.error("message")
+            failures = await self.inbox.failed(claimed.inbox_id)
             log.exception(
-                "message %s/%s failed (attempt %d/%d)",
+                "message %s/%s failed (failure %d/%d)",
                 message.channel,
                 message.platform_message_id,
-                claimed.attempts,
+                failures,
                 MAX_ATTEMPTS,
             )
-            if claimed.attempts >= MAX_ATTEMPTS:
+            if failures >= MAX_ATTEMPTS:
                 await self.handler.give_up(claimed, exc)
             else:
-                await asyncio.sleep(0.5 * claimed.attempts)
+                await asyncio.sleep(0.5 * failures)
 
     # -- delivery --------------------------------------------------------------------------------
 

@@ -53,6 +53,16 @@ async def test_429_waits_retry_after_then_succeeds(fake_llm: FakeOpenAI) -> None
     assert "what time is it" in text_of(events)
 
 
+async def test_a_malformed_stream_event_is_retried_and_the_shown_text_restarts(fake_llm: FakeOpenAI) -> None:
+    fake_llm.script = [Behaviour(malformed_after_chunks=1)]
+    client = ModelClient({"m": model_for(fake_llm)})
+    events = await collect(client)
+    await client.close()
+    assert len(fake_llm.requests) == 2
+    assert any(isinstance(e, Restart) for e in events), "the text shown before the garbage was not taken back"
+    assert "what time is it" in text_of(events)
+
+
 async def test_server_errors_exhaust_retries(fake_llm: FakeOpenAI) -> None:
     fake_llm.default = Behaviour(status=500)
     client = ModelClient({"m": model_for(fake_llm, retries=2)})

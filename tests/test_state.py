@@ -82,6 +82,15 @@ async def test_unfinished_work_survives_a_restart(tmp_path: Path) -> None:
     assert await inbox.recover() == 1
     again = await inbox.claim_next("telegram:c1")
     assert again is not None and again.inbox_id == claimed.inbox_id and again.attempts == 2
+    assert again.failures == 0, "an interrupted attempt was counted as a failure"
+    assert await inbox.failed(again.inbox_id) == 1
+    await db.close()
+
+    db = await open_db(tmp_path)
+    inbox = Inbox(db)
+    await inbox.recover()
+    third = await inbox.claim_next("telegram:c1")
+    assert third is not None and (third.attempts, third.failures) == (3, 1)
     await db.close()
 
 
@@ -173,7 +182,7 @@ async def test_a_database_of_the_unversioned_layout_keeps_its_rows_and_is_brough
 
     db = await open_db(tmp_path)
     assert "checkpoints" not in tables(path) and "schema_versions" in tables(path)
-    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 3
+    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 4
     inbox = Inbox(db)
     assert await inbox.put(message("1")) is False  # the old row is still there
     claimed = await inbox.claim_next("telegram:c1")
@@ -231,7 +240,7 @@ async def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path:
     db = await open_db(tmp_path)
     await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=9 WHERE owner='core'"))
     await db.close()
-    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 3\)"):
+    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 4\)"):
         await open_db(tmp_path)
     with closing(connect(tmp_path / "state.sqlite3")) as conn:
         assert schema_version(conn, "core") == 9  # nothing was changed

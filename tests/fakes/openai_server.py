@@ -30,6 +30,7 @@ class Behaviour:
     chunk_delay_s: float = 0.0
     cut_after_chunks: int | None = None  # drop the connection after this many content chunks
     no_finish: bool = False  # end the stream cleanly but without finish_reason and [DONE]
+    malformed_after_chunks: int | None = None  # then one event whose data is not JSON (a proxy's or a bug's garbage)
     text: str | None = None  # None: use the server's answer function
 
 
@@ -130,6 +131,8 @@ class FakeOpenAI:
                 assert request.transport is not None
                 request.transport.abort()  # the connection drops mid-stream, as when a server dies
                 return response
+            if behaviour.malformed_after_chunks is not None and number == behaviour.malformed_after_chunks:
+                await response.write(b'data: {"id": "chatcmpl-x", "choices": [{"delta": {"content": "tru\n\n')
             if behaviour.chunk_delay_s:
                 await asyncio.sleep(behaviour.chunk_delay_s)
             await send([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
