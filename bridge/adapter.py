@@ -57,6 +57,17 @@ class Adapter(Protocol):
 
 
 @runtime_checkable
+class StopsIntake(Protocol):
+    """An adapter that can stop taking new messages while it still delivers (optional: a graceful stop uses it).
+
+    The platform keeps what is not taken (an MTA retries after SMTP 421; Telegram and Matrix keep events that
+    were not fetched). An adapter without it keeps taking messages into the durable inbox until it is cancelled,
+    and they are answered after the next start."""
+
+    async def stop_intake(self) -> None: ...
+
+
+@runtime_checkable
 class ListsMembers(Protocol):
     """An adapter that can say who is in a group (optional: /share then names them)."""
 

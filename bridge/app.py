@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -146,3 +149,38 @@ async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator
             metrics.serve(settings.metrics.port)
             stack.callback(metrics.stop)
         yield Running(bridge, db, inbox, outbox, history, models, metrics)
+
+
+async def run_until_signalled(bridge: Bridge, grace_s: float) -> None:
+    """`confide serve`: run the bridge until SIGTERM or SIGINT, then stop gracefully (`Bridge.drain`, at most
+    `grace_s`); a second signal stops at once. systemd, docker and compose stop a service with SIGTERM."""
+    loop = asyncio.get_running_loop()
+    work = asyncio.create_task(bridge.run(), name="confide-bridge")
+    signalled = asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if signalled.is_set():
+            log.warning("%s again: stopping now", signum.name)
+            work.cancel()
+            return
+        log.info("%s: stopping (answers in flight may finish within %.0f s; signal again to stop now)",
+                 signum.name, grace_s)  # fmt: skip
+        signalled.set()
+
+    stops = (signal.SIGTERM, signal.SIGINT)
+    for signum in stops:
+        loop.add_signal_handler(signum, on_signal, signum)
+    waiting = asyncio.create_task(signalled.wait())
+    try:
+        await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if signalled.is_set() and not work.done():
+            drain = asyncio.create_task(bridge.drain(grace_s), name="confide-drain")
+            await asyncio.wait({work, drain}, return_when=asyncio.FIRST_COMPLETED)
+            drain.cancel()
+    finally:
+        waiting.cancel()
+        for signum in stops:
+            loop.remove_signal_handler(signum)
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work  # a crash of the bridge itself is raised here

@@ -141,13 +141,13 @@ def serve() -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    from bridge.app import assemble
+    from bridge.app import assemble, run_until_signalled
 
     adapters = build_platform_adapters(settings)
     if not adapters:
         raise fail("No platform adapter is configured yet. `confide chat` talks to Confide in this terminal.", 2)
     async with assemble(settings, adapters) as running:
-        await running.bridge.run()
+        await run_until_signalled(running.bridge, settings.shutdown_grace_s)
 
 
 def build_platform_adapters(settings: Settings) -> list[Adapter]:

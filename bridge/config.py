@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     index_conversations: bool = Field(True, description="Add each question asked to the history (never answers)")
     recent_turns: int = Field(6, ge=0, le=50, description="Chat turns replayed to the model")
+    shutdown_grace_s: float = Field(
+        20.0, ge=0, description="On SIGTERM/SIGINT: how long answers in flight may finish and queued replies go out"
+    )
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

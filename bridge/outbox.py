@@ -62,11 +62,12 @@ class Outbox:
             )
         )
 
-    async def unsent(self, channel: str) -> int:
+    async def unsent(self, channel: str, ready_only: bool = False) -> int:
+        """Replies of a channel not sent yet; `ready_only`: only those that never failed (none in a back-off)."""
+
         def count(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "SELECT COUNT(*) FROM outbox WHERE status='pending' AND channel=?", (channel,)
-            ).fetchone()[0]
+            sql = "SELECT COUNT(*) FROM outbox WHERE status='pending' AND channel=?"
+            return conn.execute(sql + (" AND attempts=0" if ready_only else ""), (channel,)).fetchone()[0]
 
         return await self._db.run(count)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bridge.adapter import Adapter
+from bridge.adapter import Adapter, StopsIntake
 from bridge.answer import AnswerPipeline
 from bridge.chats import Chats
 from bridge.commands import Commands
@@ -54,6 +54,7 @@ class Bridge:
         self.handler = MessageHandler(*handler_args, self.metrics, self._wake_delivery)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._delivery_events = {channel: asyncio.Event() for channel in self.adapters}
+        self._stopping = False  # a graceful stop began: no message is started any more
 
     async def run(self) -> None:
         """Recover, then dispatch, deliver and run every adapter until cancelled."""
@@ -75,7 +76,7 @@ class Bridge:
     # -- dispatch -------------------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        while True:
+        while not self._stopping:
             self.inbox.changed.clear()
             for chat_key in await self.inbox.pending_chats(exclude=set(self._running)):
                 if chat_key.partition(":")[0] not in self.adapters:
@@ -85,7 +86,7 @@ class Bridge:
 
     async def _work_chat(self, chat_key: str) -> None:
         try:
-            while (claimed := await self.inbox.claim_next(chat_key)) is not None:
+            while not self._stopping and (claimed := await self.inbox.claim_next(chat_key)) is not None:
                 await self._work_message(claimed)
         except Exception:
             log.exception("chat %s stopped on an unexpected error; it resumes on the next message", chat_key)
@@ -116,6 +117,45 @@ class Bridge:
                 await self.handler.give_up(claimed, exc)
             else:
                 await asyncio.sleep(0.5 * failures)
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    async def drain(self, grace_s: float) -> None:
+        """A graceful stop, before `run` is cancelled: take no new messages, let the answers in flight finish and
+        the queued replies go out, all within `grace_s`; what is left is worked on after the next start."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self._stopping = True
+        self.inbox.changed.set()  # the dispatcher wakes up and ends
+        for adapter in self.adapters.values():
+            if isinstance(adapter, StopsIntake):
+                try:
+                    await adapter.stop_intake()
+                except Exception:
+                    log.exception("stopping the intake of %s failed; it is cancelled with the rest", adapter.channel)
+        in_flight = list(self._running.values())
+        finished = cut = 0
+        if in_flight:
+            done, pending = await asyncio.wait(in_flight, timeout=max(0.0, deadline - loop.time()))
+            finished, cut = len(done), len(pending)
+        while loop.time() < deadline and await self._undelivered(deliverable_only=True):
+            for event in self._delivery_events.values():
+                event.set()
+            await asyncio.sleep(0.05)
+        log.info(
+            "stopped within %.1f s: %d chat(s) finished their answer, %d cut off; %d message(s) and %d reply(ies) "
+            "wait for the next start",
+            grace_s - max(0.0, deadline - loop.time()),
+            finished,
+            cut,
+            await self.inbox.unfinished(),
+            await self._undelivered(),
+        )
+
+    async def _undelivered(self, deliverable_only: bool = False) -> int:
+        """Replies queued and not sent (for `deliverable_only`, none waiting out a retry's back-off counts)."""
+        counts = [await self.outbox.unsent(channel, ready_only=deliverable_only) for channel in self.adapters]
+        return sum(counts)
 
     # -- delivery --------------------------------------------------------------------------------
 

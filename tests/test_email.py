@@ -469,6 +469,34 @@ async def test_implicit_tls_server_offers_auth_and_takes_mail(servers: MailServe
     assert len(taken) == 1 and taken[0].endswith(b"hello\r\n")
 
 
+async def test_a_stopping_server_defers_mail_with_421(servers: MailServers, alice: str) -> None:
+    """During a graceful stop the sending MTA keeps the mail and retries: nothing is taken that would wait."""
+    settings = EmailSettings(smtp_enabled=True, smtp_port=free_port(), addresses=[CONFIDE], relay_host="127.0.0.1",
+                             from_address=CONFIDE)  # fmt: skip
+    taken: list[bytes] = []
+    accepting = True
+
+    async def accept(raw: bytes, envelope_sender: str | None, peer: str | None) -> Outcome:
+        taken.append(raw)
+        return Outcome.STORED
+
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve_smtp(settings, accept, ready, lambda: accepting))
+    send = {"sender": alice, "recipients": [CONFIDE], "hostname": "127.0.0.1", "port": settings.smtp_port,
+            "start_tls": False}  # fmt: skip
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        await aiosmtplib.send(b"Subject: x\r\n\r\nbefore\r\n", **send)
+        accepting = False
+        with pytest.raises(aiosmtplib.SMTPResponseException) as deferred:
+            await aiosmtplib.send(b"Subject: x\r\n\r\nduring the stop\r\n", **send)
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+    assert deferred.value.code == 421
+    assert len(taken) == 1 and taken[0].endswith(b"before\r\n")
+
+
 async def test_crash_after_250_is_answered_exactly_once_after_restart(
     tmp_path: Path, servers: MailServers, keys: dict[str, DkimKey], dns: Any, history: HistoryIndex,
     fake_llm: FakeOpenAI, alice: str,

@@ -69,16 +69,25 @@ class EmailAdapter:
         self.models = set(settings.models)
         self.smtp_started = asyncio.Event()
         self.imap: ImapReader | None = None
+        self._imap_task: asyncio.Task[None] | None = None
+        self._intake_stopped = False
         self._inbox: InboxPort | None = None
 
     async def run(self, inbox: InboxPort) -> None:
         self._inbox = inbox
         async with asyncio.TaskGroup() as group:
             if self.email.smtp_enabled:
-                group.create_task(serve_smtp(self.email, self.accept, self.smtp_started), name="confide-email-smtp")
+                smtp = serve_smtp(self.email, self.accept, self.smtp_started, lambda: not self._intake_stopped)
+                group.create_task(smtp, name="confide-email-smtp")
             if self.email.imap_enabled:
                 self.imap = ImapReader(self.email, self.state, self.accept)
-                group.create_task(self.imap.run(), name="confide-email-imap")
+                self._imap_task = group.create_task(self.imap.run(), name="confide-email-imap")
+
+    async def stop_intake(self) -> None:
+        """A graceful stop: SMTP defers new mail (421, the sending MTA retries); the mailbox is read no more."""
+        self._intake_stopped = True
+        if self._imap_task is not None:
+            self._imap_task.cancel()  # a mail taken but not checkpointed is read again: `put` is idempotent
 
     async def deliver(self, reply: OutgoingReply) -> str | None:
         return await self.sender.deliver(reply)

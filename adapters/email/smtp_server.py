@@ -43,10 +43,23 @@ RESPONSES = {
 }
 
 
+STOPPING = "421 4.3.2 Confide is restarting; try again later"
+
+
 class Handler:
-    def __init__(self, addresses: list[str], accept: Accept) -> None:
+    def __init__(self, addresses: list[str], accept: Accept, accepting: Callable[[], bool]) -> None:
         self.addresses = {a.lower() for a in addresses}
         self.accept = accept
+        self.accepting = accepting  # False during a graceful stop: the sending MTA keeps the mail and retries
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if not self.accepting():
+            return STOPPING
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -57,6 +70,8 @@ class Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if not self.accepting():
+            return STOPPING
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
         try:
@@ -99,12 +114,17 @@ class Authenticator:
         return AuthResult(success=ok, handled=False)
 
 
-async def serve_smtp(settings: EmailSettings, accept: Accept, started: asyncio.Event | None = None) -> None:
-    """Listen until cancelled."""
+async def serve_smtp(
+    settings: EmailSettings,
+    accept: Accept,
+    started: asyncio.Event | None = None,
+    accepting: Callable[[], bool] = lambda: True,
+) -> None:
+    """Listen until cancelled; while `accepting()` is False, every mail is deferred (421)."""
     loop = asyncio.get_running_loop()
     tls = server_tls_context(settings)
     users = {login: secret.get_secret_value() for login, secret in settings.auth_users.items()}
-    handler = Handler(settings.addresses, accept)
+    handler = Handler(settings.addresses, accept, accepting)
     hostname = settings.from_address.rpartition("@")[2] if settings.from_address else None
 
     def protocol() -> SMTP:

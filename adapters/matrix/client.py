@@ -71,6 +71,7 @@ class MatrixAdapter:
         self.directory = Directory(settings.persons)
         self.me = Me(own.user_id, "")
         self.rate_limited = 0  # 429 answers seen, each waited out and retried
+        self._intake_stopped = False  # a graceful stop: sync no more
         self.client: AsyncClient | None = None
         self._state = SyncState.load(store_dir(settings))
         self._ready = asyncio.Event()
@@ -93,7 +94,7 @@ class MatrixAdapter:
         try:
             await self._connect()
             backoff = 1.0
-            while True:
+            while not self._intake_stopped:
                 try:
                     await self._sync_once(inbox)
                     backoff = 1.0
@@ -102,10 +103,15 @@ class MatrixAdapter:
                     log.exception("Matrix sync of %s failed; retrying in %.0f s", self.me.user_id, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
+            await asyncio.Event().wait()  # stopped syncing: the client stays logged in for deliveries until cancelled
         finally:
             self._ready.clear()
             if self.client is not None:
                 await self.client.close()
+
+    async def stop_intake(self) -> None:
+        """A graceful stop: no further sync (the homeserver keeps the events); replies still go out."""
+        self._intake_stopped = True
 
     async def _connect(self) -> None:
         self.client = await login(self.settings)

@@ -81,6 +81,7 @@ class TelegramAdapter:
         self.settings = settings
         self.capabilities = Capabilities(can_edit=True, edit_interval_s=settings.edit_interval_s)
         self.bot = bot or make_bot(settings, proxy)
+        self._intake_stopped = False
         self._directory = directory  # whose documents are downloaded
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
@@ -164,12 +165,16 @@ class TelegramAdapter:
         self._initialized = False
         self._sent.close()
 
+    async def stop_intake(self) -> None:
+        """A graceful stop: fetch no more updates (Telegram keeps the unconfirmed ones); replies still go out."""
+        self._intake_stopped = True
+
     async def _poll(self, inbox: InboxPort) -> None:
         """Long polling; an update's offset is passed (confirmed) only after it is in the inbox."""
         await self.bot.delete_webhook(drop_pending_updates=False)
         offset: int | None = None
         failures = 0
-        while True:
+        while not self._intake_stopped:
             try:
                 updates = await self.bot.get_updates(
                     offset=offset, timeout=self.settings.poll_timeout_s, allowed_updates=ALLOWED_UPDATES
@@ -192,6 +197,7 @@ class TelegramAdapter:
                 delay = min(2.0 ** (failures - 1), _MAX_BACKOFF_S)
                 log.warning("Telegram polling failed at offset %s (%r); retrying in %.0f s", offset, exc, delay)
                 await asyncio.sleep(delay)
+        await asyncio.Event().wait()  # stopped taking updates: the client stays open for deliveries until cancelled
 
     async def _serve_webhook(self, inbox: InboxPort) -> None:
         assert self.settings.webhook_url and self.settings.webhook_secret, "validated by TelegramSettings"
@@ -213,6 +219,8 @@ class TelegramAdapter:
 
     def _webhook_handler(self, inbox: InboxPort, secret: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
+            if self._intake_stopped:
+                return web.Response(status=503)  # stopping: Telegram posts the update again later
             given = request.headers.get(SECRET_HEADER, "")
             if not hmac.compare_digest(given.encode(), secret.encode()):
                 log.warning("webhook request from %s without the right secret token: refused", request.remote)
