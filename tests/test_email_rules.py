@@ -6,6 +6,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from adapters.email.sender import build_reply, message_id_for
 from adapters.email.settings import EmailSettings
 from bridge.messages import Citation, OutgoingReply
 from tests.conftest import make_settings
+from tests.mailservers import free_port
 
 OWN = {"confide@confide.test"}
 
@@ -169,3 +171,50 @@ def test_serve_builds_the_email_adapter_from_settings(tmp_path: Path) -> None:
     [adapter] = build_platform_adapters(make_settings(tmp_path, {}, email=email, local_model={"enabled": True}))
     assert isinstance(adapter, EmailAdapter) and adapter.channel == "email"
     assert adapter.capabilities.can_edit is False
+
+
+async def test_a_reply_whose_send_was_cut_off_goes_again_with_its_message_id_and_is_counted(tmp_path: Path) -> None:
+    """The relay took the mail, then Confide stopped before recording it: the reply is in doubt. It is sent again
+    with the same Message-ID (a mail client shows one) and counted; a refused send is a plain retry."""
+    from aiosmtpd.controller import Controller
+
+    from adapters.email.sender import ReplySender
+    from adapters.email.state import EmailState
+
+    received: list[bytes] = []
+    refuse = [True]
+
+    class Relay:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            if refuse[0]:
+                refuse[0] = False
+                return "451 4.3.0 try later"
+            received.append(envelope.content)
+            return "250 OK"
+
+    port = free_port()
+    relay = Controller(Relay(), hostname="127.0.0.1", port=port)
+    relay.start()
+    try:
+        settings = EmailSettings(relay_host="127.0.0.1", relay_port=port, relay_security="none",
+                                 from_address="confide@confide.test")  # fmt: skip
+        state = EmailState(tmp_path / "state.sqlite3")
+        reply = OutgoingReply(reply_id="r-9", channel="email", chat_id="c", text="The key is under the pot.",
+                              extra={"from": "alice@example.test", "subject": "key"})  # fmt: skip
+        sender = ReplySender(settings, state)
+        with pytest.raises(Exception, match="451"):
+            await sender.deliver(reply)  # refused: not in doubt
+        await sender.deliver(reply)
+        assert sender.in_doubt == 0 and len(received) == 1
+        # A second reply reaches the relay, and the process stops before the send is recorded.
+        cut = reply.model_copy(update={"reply_id": "r-10"})
+        await state.mark_sending("r-10", message_id_for("r-10", "confide.test"))
+        await ReplySender(settings, state)._send(build_reply(cut, "confide@confide.test"))
+        restarted = ReplySender(settings, EmailState(tmp_path / "state.sqlite3"))
+        await restarted.deliver(cut)
+        await restarted.deliver(cut)  # the outbox retrying once more sends nothing
+    finally:
+        relay.stop()
+    assert restarted.in_doubt == 1
+    ids = [BytesParser(policy=policy.default).parsebytes(raw)["Message-ID"] for raw in received]
+    assert ids == [message_id_for("r-9", "confide.test")] + [message_id_for("r-10", "confide.test")] * 2

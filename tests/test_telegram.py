@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from telegram.error import NetworkError
+from telegram.error import Forbidden, NetworkError
 
 from adapters.telegram import build_adapter
 from adapters.telegram.redact import REDACTED
@@ -357,6 +357,29 @@ async def test_delivery_is_idempotent_and_resumes_after_a_failed_part(tmp_path: 
     assert len(telegram.calls_of("editMessageText")) == 2 and len(telegram.bot_messages(100)) == 2
     assert telegram.bot_messages(100)[0].text == "Short answer"
     await adapter.bot.shutdown()
+
+
+async def test_a_part_cut_off_by_a_stop_is_sent_again_and_counted_in_doubt(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """Telegram took the message, then the process stopped before its id was recorded: the Bot API cannot list the
+    chat to check, so the part goes again, counted and logged as in doubt; a refused send is no doubt."""
+    settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))
+    first = build_adapter(settings)
+    reply = OutgoingReply(reply_id="r9", channel="telegram", chat_id="100", text="The key is under the pot.",
+                          extra={"chat_id": 100})  # fmt: skip
+    telegram.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
+    with pytest.raises(Forbidden):
+        await first.deliver(reply)
+    assert await first._sent.begin("r9", 0) is False, "a refused send was left in doubt"
+    await first._send(100, reply.text, reply.extra, reply_to=False)  # Telegram takes it; the stop comes now
+    await first.bot.shutdown()
+    restarted = build_adapter(settings)
+    receipt = await restarted.deliver(reply)
+    assert await restarted.deliver(reply) == receipt  # retried once more: nothing is sent
+    await restarted.bot.shutdown()
+    assert restarted.in_doubt == 1
+    assert [m.text for m in telegram.bot_messages(100)] == ["The key is under the pot."] * 2
 
 
 async def test_the_token_never_reaches_the_logs(

@@ -63,6 +63,7 @@ class ReplySender:
     def __init__(self, settings: EmailSettings, state: EmailState) -> None:
         self.settings = settings
         self.state = state
+        self.in_doubt = 0  # replies sent again because an earlier send's outcome was not recorded
 
     async def deliver(self, reply: OutgoingReply) -> str | None:
         """Send once per reply_id; returns the reply's Message-ID."""
@@ -75,7 +76,17 @@ class ReplySender:
             return None
         assert self.settings.from_address is not None
         msg = build_reply(reply, self.settings.from_address)
-        await self._send(msg)
+        if await self.state.mark_sending(reply.reply_id, msg["Message-ID"]):
+            # The relay may have taken it before the stop: SMTP cannot say. The same Message-ID lets the
+            # person's mail client show one mail if both arrive.
+            self.in_doubt += 1
+            log.warning("reply %s may have been sent before the last stop; sending it again as %s (in doubt)",
+                        reply.reply_id, msg["Message-ID"])  # fmt: skip
+        try:
+            await self._send(msg)
+        except Exception:
+            await self.state.sending_failed(reply.reply_id)
+            raise
         await self.state.mark_sent(reply.reply_id, msg["Message-ID"])
         log.info("reply %s sent as %s", reply.reply_id, msg["Message-ID"])
         return str(msg["Message-ID"])

@@ -37,7 +37,12 @@ def migrations(old_file: Path | None = None) -> list[Migration]:
         checkpoints = old_rows(old_file, "SELECT mailbox, uidvalidity, last_uid, updated_at FROM imap_checkpoint")
         conn.executemany("INSERT INTO email_imap_checkpoint VALUES (?, ?, ?, ?)", checkpoints)
 
-    return [(1, create)]
+    # Version 2: a reply is recorded as being sent before the relay gets it. A stop between the relay's 250 and
+    # the record of the send leaves it "in doubt": it is sent again (same Message-ID) and counted.
+    sending = (
+        "CREATE TABLE email_sending (reply_id TEXT PRIMARY KEY, message_id TEXT NOT NULL, started_at REAL NOT NULL)"
+    )
+    return [(1, create), (2, sending)]
 
 
 class EmailState:
@@ -63,12 +68,32 @@ class EmailState:
 
         return await asyncio.to_thread(self._run, query)
 
+    async def mark_sending(self, reply_id: str, message_id: str) -> bool:
+        """Record that this reply goes to the relay now; True if it went before and its end was never recorded."""
+
+        def record(conn: sqlite3.Connection) -> bool:
+            before = conn.execute("SELECT 1 FROM email_sending WHERE reply_id=?", (reply_id,)).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO email_sending (reply_id, message_id, started_at) VALUES (?, ?, ?)",
+                (reply_id, message_id, time.time()),
+            )
+            return before is not None
+
+        return await asyncio.to_thread(self._run, record)
+
+    async def sending_failed(self, reply_id: str) -> None:
+        """The relay refused it or could not be reached: not in doubt, a plain retry follows."""
+        await asyncio.to_thread(
+            self._run, lambda conn: conn.execute("DELETE FROM email_sending WHERE reply_id=?", (reply_id,))
+        )
+
     async def mark_sent(self, reply_id: str, message_id: str) -> None:
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR IGNORE INTO email_sent (reply_id, message_id, sent_at) VALUES (?, ?, ?)",
                 (reply_id, message_id, time.time()),
             )
+            conn.execute("DELETE FROM email_sending WHERE reply_id=?", (reply_id,))
 
         await asyncio.to_thread(self._run, insert)
 

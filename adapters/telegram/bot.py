@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from telegram import BotCommand, Message, ReplyParameters, Update
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 
@@ -82,6 +82,7 @@ class TelegramAdapter:
         self.capabilities = Capabilities(can_edit=True, edit_interval_s=settings.edit_interval_s)
         self.bot = bot or make_bot(settings, proxy)
         self._intake_stopped = False
+        self.in_doubt = 0  # parts sent again because an earlier send's outcome was not recorded
         self._directory = directory  # whose documents are downloaded
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
@@ -336,10 +337,28 @@ class TelegramAdapter:
                 # The first part replaces the message that showed the answer growing.
                 message_id = await self._edit(chat_id, int(token[2:]), to_html(part), ParseMode.HTML, part)
             else:
-                message_id = await self._send(chat_id, part, extra, reply_to=number == 0)
+                message_id = await self._send_once(reply.reply_id, number, chat_id, part, extra)
             await self._sent.record(reply.reply_id, number, message_id)
             ids.append(message_id)
         return f"{chat_id}:{ids[0]}"
+
+    async def _send_once(self, reply_id: str, number: int, chat_id: int, part: str, extra: dict[str, Any]) -> int:
+        """A fresh message for one part, its sending recorded first: after a stop in between, it is in doubt."""
+        if await self._sent.begin(reply_id, number):
+            self.in_doubt += 1
+            log.warning(
+                "part %d of reply %s may have reached chat %s before the last stop; the Bot API cannot list a "
+                "chat's messages to check, so it is sent again (in doubt)",
+                number,
+                reply_id,
+                chat_id,
+            )
+        try:
+            return await self._send(chat_id, part, extra, reply_to=number == 0)
+        except TelegramError as exc:
+            if not isinstance(exc, NetworkError):  # Telegram answered with an error: it did not take the part
+                await self._sent.failed(reply_id, number)
+            raise
 
     async def _send(self, chat_id: int, part: str, extra: dict[str, Any], reply_to: bool) -> int:
         options: dict[str, Any] = {"message_thread_id": extra.get("thread_id")}

@@ -31,7 +31,12 @@ def migrations(old_file: Path | None = None) -> list[Migration]:
         rows = old_rows(old_file, "SELECT reply_id, part, message_id, at FROM sent_parts")
         conn.executemany("INSERT OR IGNORE INTO telegram_sent_parts VALUES (?, ?, ?, ?)", rows)
 
-    return [(1, create)]
+    # Version 2: a part is recorded as being sent before the call. A stop after Telegram took it and before its
+    # message id was recorded leaves it "in doubt": sent again and counted (the Bot API cannot list a chat).
+    sending = (
+        "CREATE TABLE telegram_sending (reply_id TEXT NOT NULL, part INTEGER NOT NULL, PRIMARY KEY (reply_id, part))"
+    )
+    return [(1, create), (2, sending)]
 
 
 class SentParts:
@@ -52,13 +57,39 @@ class SentParts:
             )
         return {part: message_id for part, message_id in rows}
 
-    async def record(self, reply_id: str, part: int, message_id: int) -> None:
+    async def begin(self, reply_id: str, part: int) -> bool:
+        """This part goes to Telegram now; True if it went before and its outcome was never recorded."""
+
+        def mark() -> bool:
+            with self._conn:
+                before = self._conn.execute(
+                    "SELECT 1 FROM telegram_sending WHERE reply_id = ? AND part = ?", (reply_id, part)
+                ).fetchone()
+                self._conn.execute("INSERT OR IGNORE INTO telegram_sending VALUES (?, ?)", (reply_id, part))
+            return before is not None
+
         async with self._lock:
-            await asyncio.to_thread(
-                self._conn.execute,
-                "INSERT OR REPLACE INTO telegram_sent_parts VALUES (?, ?, ?, ?)",
-                (reply_id, part, message_id, time.time()),
-            )
+            return await asyncio.to_thread(mark)
+
+    async def failed(self, reply_id: str, part: int) -> None:
+        """Telegram answered with an error: the part was not sent, a retry is no doubt."""
+        async with self._lock:
+            await asyncio.to_thread(self._forget_sending, reply_id, part)
+
+    async def record(self, reply_id: str, part: int, message_id: int) -> None:
+        def store() -> None:
+            with self._conn:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO telegram_sent_parts VALUES (?, ?, ?, ?)",
+                    (reply_id, part, message_id, time.time()),
+                )
+                self._forget_sending(reply_id, part)
+
+        async with self._lock:
+            await asyncio.to_thread(store)
+
+    def _forget_sending(self, reply_id: str, part: int) -> None:
+        self._conn.execute("DELETE FROM telegram_sending WHERE reply_id = ? AND part = ?", (reply_id, part))
 
     def close(self) -> None:
         self._conn.close()
