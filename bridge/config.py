@@ -154,6 +154,50 @@ class MetricsSettings(BaseModel):
     port: int = Field(0, ge=0, le=65535, description="Loopback port of Confide's own /metrics; 0: off")
 
 
+MiB = 1024 * 1024
+
+
+class ImportSettings(BaseSettings):
+    """Bounds on what one import reads, so that a hostile or broken export costs a reported problem, never the
+    process: each is checked as the bytes are read (decompressed sizes are counted, since zip headers lie).
+
+    Read by the importers themselves (`ImportSettings()` takes CONFIDE_IMPORTS__* from the environment), and
+    the same section of `Settings`. The defaults are far above real exports: WhatsApp caps a message at 65,536
+    characters and an export at 40,000 messages, Telegram a message at 4,096.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONFIDE_IMPORTS__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,
+    )
+
+    max_file_bytes: int = Field(
+        512 * MiB, ge=1024, description="Bytes read whole from one file (a Telegram result.json, a document)"
+    )
+    max_mail_bytes: int = Field(64 * MiB, ge=1024, description="Bytes of one mail in an mbox or Maildir")
+    max_member_bytes: int = Field(
+        32 * MiB, ge=1024, description="Bytes decompressed from one zip member (a WhatsApp chat's text, a .docx part)"
+    )
+    max_archive_bytes: int = Field(128 * MiB, ge=1024, description="Bytes decompressed from one .docx in all")
+    max_json_depth: int = Field(64, ge=8, le=500, description="Nesting of a JSON export (Telegram's is 6 deep)")
+    max_message_chars: int = Field(
+        1_000_000, ge=1000, description="Characters of one chat message or mail body; the rest is cut, reported"
+    )
+    max_text_chars: int = Field(
+        10_000_000, ge=1000, description="Characters of one document or attachment; the rest is cut, reported"
+    )
+    max_mime_parts: int = Field(500, ge=1, description="MIME parts of one mail; a mail with more is skipped")
+    max_mail_header_bytes: int = Field(64 * 1024, ge=1024, description="Header bytes of one mail")
+    max_attachment_bytes: int = Field(32 * MiB, ge=1024, description="Decoded bytes of one mail attachment")
+    max_pdf_pages: int = Field(2000, ge=1, description="Pages read of one PDF; later pages are cut, reported")
+    max_document_seconds: float = Field(
+        20.0, gt=0, description="Reading time of one document or attachment; the text so far is kept, reported"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CONFIDE_",
@@ -185,6 +229,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     energy: EnergySettings = EnergySettings()
     metrics: MetricsSettings = MetricsSettings()
+    imports: ImportSettings = Field(default_factory=ImportSettings)
     index_conversations: bool = Field(True, description="Add each question asked to the history (never answers)")
     recent_turns: int = Field(6, ge=0, le=50, description="Chat turns replayed to the model")
     shutdown_grace_s: float = Field(

@@ -3,6 +3,9 @@
 Android writes `31/12/2023, 21:05 - Anna: text` (or `12/31/23, 9:05 PM - ...`), iOS writes
 `[31.12.23, 21:05:09] Anna: text`; the date layout follows the phone's locale and is not written down, so the
 day/month order is read off the dates themselves (a first field above 12 means day-first).
+
+The text is read in bounded pieces, never whole: a line is kept up to CONFIDE_IMPORTS__MAX_MESSAGE_CHARS, a
+message too, and a zip's chat text is inflated up to CONFIDE_IMPORTS__MAX_MEMBER_BYTES; what is cut is reported.
 """
 
 from __future__ import annotations
@@ -11,17 +14,32 @@ import io
 import re
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from bridge.importers.base import SNIFF_BYTES, Occurrences, Problem, WrongKind, stable_id
+from bridge.config import ImportSettings
+from bridge.importers.archive import Capped, refusal
+from bridge.importers.base import (
+    READ_ERRORS,
+    SNIFF_BYTES,
+    Occurrences,
+    Problem,
+    WrongKind,
+    cut_problem,
+    describe,
+    guarded,
+    limits,
+    stable_id,
+)
 from bridge.messages import HistoryRecord
 
 DATE_ORDERS = ("dmy", "mdy", "ymd")
 SNIFF_LINES = 20
+LINE_PIECE_CHARS = 1 << 16  # a line is read in pieces this long: a file without line ends is no one line
+MEDIA_NOTE_CHARS = 1000  # "<name> • 3 pages document omitted" and the like are short; longer text is a message
 
 # Bidi marks: iOS puts U+200E before system texts and attachments, and wraps phone-number names in U+202A..C.
 _MARKS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -68,6 +86,24 @@ class _Pending:
     author: str
     marked: bool  # iOS: the text began with U+200E, as system texts and attachments do
     lines: list[str] = field(default_factory=list)
+    size: int = 0  # characters in `lines`
+    dropped: int = 0  # characters left out past the bound
+
+    def add(self, text: str, dropped: int, limit: int) -> None:
+        """A line of the message, kept while the message stays within `limit` characters."""
+        room = max(0, limit - self.size)
+        self.lines.append(text[:room])
+        self.size += min(room, len(text)) + 1
+        self.dropped += max(0, len(text) - room) + dropped
+
+
+class _Unopenable(Exception):
+    """The chat text inside a zip cannot be opened: where, and why."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(why)
+        self.where = where
+        self.why = why
 
 
 class WhatsAppImporter:
@@ -80,22 +116,30 @@ class WhatsAppImporter:
         "date_order": "Force the date order of a WhatsApp export: dmy, mdy or ymd (default: detect)"
     }
 
-    def __init__(self, path: Path, person: str, date_order: str | None = None) -> None:
+    def __init__(
+        self, path: Path, person: str, date_order: str | None = None, limits: ImportSettings | None = None
+    ) -> None:
         if date_order is not None and date_order not in DATE_ORDERS:
             raise ValueError(f"date_order must be one of {', '.join(DATE_ORDERS)}, not {date_order!r}")
         self.path = path
         self.person = person
         self.date_order = date_order
         self.source = f"whatsapp:{path.name}"
+        self.limits = limits(limits)
 
     # -- sniffing -------------------------------------------------------------------------------------------
 
     def check(self) -> None:
         if not self.path.is_file():
             raise WrongKind(f"{self.path} is not a file: a WhatsApp export is a .txt or the .zip WhatsApp makes")
-        with self._raw() as (_, raw):
-            # A bounded read: a big binary file given by mistake has no line ends to stop at.
-            head = raw.read(SNIFF_BYTES).decode("utf-8", errors="replace").splitlines()
+        try:
+            with self._raw() as (_, raw):
+                # A bounded read: a big binary file given by mistake has no line ends to stop at.
+                head = raw.read(SNIFF_BYTES).decode("utf-8", errors="replace").splitlines()
+        except _Unopenable as exc:
+            if _chat_name(exc.where):
+                return  # WhatsApp's chat text that cannot be read: `items()` reports why
+            raise WrongKind(f"{self.path.name} is not a readable WhatsApp export: {exc.why}") from None
         if not any(_header(text) for text in [line for line in head if line.strip()][:SNIFF_LINES]):
             raise WrongKind(
                 f"{self.path.name} does not look like a WhatsApp chat export: none of its first lines reads like "
@@ -104,23 +148,44 @@ class WhatsAppImporter:
 
     @contextmanager
     def _raw(self) -> Iterator[tuple[str, IO[bytes]]]:
-        """The chat text's name and its bytes, from the .txt or from inside the .zip."""
-        if zipfile.is_zipfile(self.path):
-            with zipfile.ZipFile(self.path) as archive:
-                member = _chat_member(archive)
-                if member is None:
-                    raise WrongKind(f"{self.path.name} is a zip without a chat .txt in it")
-                with archive.open(member) as raw:
-                    yield f"{self.path.name}/{member}", raw
-        else:
+        """The chat text's name and its bytes, from the .txt or from inside the .zip (inflated at most
+        CONFIDE_IMPORTS__MAX_MEMBER_BYTES; raises `_Unopenable` when it cannot be)."""
+        if not zipfile.is_zipfile(self.path):
             with self.path.open("rb") as raw:
                 yield self.path.name, raw
+            return
+        with ExitStack() as stack:
+            try:
+                archive = stack.enter_context(zipfile.ZipFile(self.path))
+            except READ_ERRORS as exc:  # a damaged central directory: is_zipfile only saw its end record
+                raise _Unopenable(self.path.name, f"a damaged zip ({describe(exc)})") from None
+            member = _chat_member(archive)
+            if member is None:
+                raise WrongKind(f"{self.path.name} is a zip without a chat .txt in it")
+            name = f"{self.path.name}/{member.filename}"
+            why = refusal(member, limit=member.file_size)  # its size is no reason: it is read up to the bound
+            try:
+                if why:
+                    raise _Unopenable(name, why)
+                raw = stack.enter_context(Capped(archive.open(member), self.limits.max_member_bytes))
+            except READ_ERRORS as exc:  # a damaged local header, a name that differs from the directory's
+                raise _Unopenable(name, f"cannot be opened ({describe(exc)})") from None
+            yield name, raw
 
     @contextmanager
-    def _lines(self) -> Iterator[tuple[str, Iterator[tuple[int, str]]]]:
-        """The chat text's name and its numbered lines, read lazily."""
+    def _lines(self, problems: list[Problem]) -> Iterator[tuple[str, Iterator[tuple[int, str, int]]]]:
+        """The chat text's name and its numbered lines, read lazily: (number, line, characters cut off it).
+        A read error (a damaged or truncated zip) ends the lines with a `Problem` in `problems`; so does
+        reaching the bound on what a zip member may inflate to."""
         with self._raw() as (name, raw):
-            yield name, _numbered(raw)
+            yield name, _until_error(_numbered(raw, self.limits.max_message_chars), name, problems)
+            if isinstance(raw, Capped) and raw.cut:
+                limit = self.limits.max_member_bytes
+                problems.append(
+                    Problem(
+                        name, f"inflates past {limit:,} bytes (CONFIDE_IMPORTS__MAX_MEMBER_BYTES): the rest is not read"
+                    )
+                )
 
     # -- reading --------------------------------------------------------------------------------------------
 
@@ -131,52 +196,76 @@ class WhatsAppImporter:
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
         self.check()
+        yield from guarded(self._items(), self.path.name)
+
+    def _items(self) -> Iterator[HistoryRecord | Problem]:
         order, assumed = self._date_order()
         if assumed:
             yield Problem(self.path.name, f"day and month order cannot be told from the dates; read them as {order}")
         occurrences = Occurrences()
-        with self._lines() as (name, lines):
-            pending: _Pending | None = None
-            dropping = False  # continuation lines of a header we could not read belong to its Problem
-            for number, raw in lines:
-                header = _header(raw)
-                if header is None:
-                    if pending is not None:
-                        pending.lines.append(_MARKS.sub("", raw))
-                    elif raw.strip() and not dropping:
-                        yield Problem(f"{name}:{number}", "text outside any message")
-                    continue
+        problems: list[Problem] = []
+        try:
+            with self._lines(problems) as (name, lines):
+                yield from self._messages(name, lines, order, occurrences)
+        except _Unopenable as exc:
+            yield Problem(exc.where, exc.why)
+        yield from problems
+
+    def _messages(
+        self, name: str, lines: Iterator[tuple[int, str, int]], order: str, occurrences: Occurrences
+    ) -> Iterator[HistoryRecord | Problem]:
+        limit = self.limits.max_message_chars
+        pending: _Pending | None = None
+        dropping = False  # continuation lines of a header we could not read belong to its Problem
+        for number, raw, dropped in lines:
+            header = _header(raw)
+            if header is None:
                 if pending is not None:
-                    yield from self._finish(pending, name, occurrences)
-                pending, dropping = None, False
-                try:
-                    pending = _start(number, header, order)
-                except ValueError as exc:
-                    dropping = True
-                    yield Problem(f"{name}:{number}", f"unreadable date or time: {exc}")
+                    pending.add(_MARKS.sub("", raw), dropped, limit)
+                elif raw.strip() and not dropping:
+                    yield Problem(f"{name}:{number}", "text outside any message")
+                continue
             if pending is not None:
                 yield from self._finish(pending, name, occurrences)
+            pending, dropping = None, False
+            try:
+                pending = _start(number, header, order)
+                pending.dropped += dropped
+            except (ValueError, OverflowError) as exc:
+                dropping = True
+                yield Problem(f"{name}:{number}", f"unreadable date or time: {exc}")
+        if pending is not None:
+            yield from self._finish(pending, name, occurrences)
 
     def _date_order(self) -> tuple[str, bool]:
         """The order the dates are in, from the file when any date settles it; whether it was assumed."""
-        with self._lines() as (_, lines):
-            for _, raw in lines:
-                header = _header(raw)
-                if header is not None and (found := _order_evidence(header["date"])):
-                    return found, False
+        try:
+            with self._lines([]) as (_, lines):  # read errors are reported by the reading that follows
+                for _, raw, _ in lines:
+                    header = _header(raw)
+                    if header is not None and (found := _order_evidence(header["date"])):
+                        return found, False
+        except _Unopenable:
+            pass
         if self.date_order:
             return self.date_order, False
         return "dmy", True
 
-    def _finish(self, pending: _Pending, name: str, occurrences: Occurrences) -> Iterator[HistoryRecord]:
+    def _finish(self, pending: _Pending, name: str, occurrences: Occurrences) -> Iterator[HistoryRecord | Problem]:
         text = "\n".join(pending.lines).strip()
+        if pending.dropped:
+            length = pending.size + pending.dropped
+            yield cut_problem(
+                f"{name}:{pending.line}", "a message", length, self.limits.max_message_chars, "max_message_chars"
+            )
         if pending.author == "" or _DELETED.match(text):
             return  # system line, or a deleted message: nothing of the person's to remember
         if pending.marked and _SYSTEM.search(text) and not _ATTACHED.search(text):
             return  # iOS system text: it carries the group name as author, and a leading U+200E
         extra: dict[str, Any] = {"line": pending.line}
-        if _EDITED.search(text):
-            text, extra["edited"] = _EDITED.sub("", text), True
+        # Only the end is searched: `\s*` before the note, tried at each of a million spaces, is quadratic.
+        if edited := _EDITED.search(text[-100:]):
+            text, extra["edited"] = text[: len(text) - len(edited.group())], True
         text, attachments, omitted = _split_media(text)
         if attachments:
             extra["attachments"] = attachments
@@ -198,23 +287,58 @@ class WhatsAppImporter:
         )
 
 
-def _numbered(raw: IO[bytes]) -> Iterator[tuple[int, str]]:
+def _numbered(raw: IO[bytes], limit: int) -> Iterator[tuple[int, str, int]]:
+    """Numbered lines without their ends, each cut at `limit` characters, with how many were cut off: a file
+    without line ends is read in pieces, never held whole."""
     # utf-8-sig: some exports start with a BOM; errors="replace" so a stray byte costs one character, not the chat.
     text = io.TextIOWrapper(cast(BinaryIO, raw), encoding="utf-8-sig", errors="replace", newline=None)
-    for number, line in enumerate(text, start=1):
-        yield number, line.rstrip("\n")
+    piece = min(LINE_PIECE_CHARS, limit)
+    number = 0
+    while chunk := text.readline(piece):
+        number += 1
+        parts, kept, dropped = [chunk], len(chunk), 0
+        while not chunk.endswith("\n"):
+            chunk = text.readline(piece)
+            if not chunk:
+                break
+            room = max(0, limit - kept)
+            parts.append(chunk[:room])
+            kept += min(room, len(chunk))
+            dropped += max(0, len(chunk.rstrip("\n")) - room)
+        yield number, "".join(parts).rstrip("\n"), dropped
 
 
-def _chat_member(archive: zipfile.ZipFile) -> str | None:
+def _until_error(
+    lines: Iterator[tuple[int, str, int]], name: str, problems: list[Problem]
+) -> Iterator[tuple[int, str, int]]:
+    """`lines` until one cannot be read: a truncated or corrupt zip member (EOFError, zlib.error, a bad CRC)
+    ends them with a `Problem`, and what was read before is kept."""
+    number = 0
+    try:
+        for number, line, dropped in lines:
+            yield number, line, dropped
+    except READ_ERRORS as exc:
+        problems.append(Problem(f"{name}:{number + 1}", f"the rest cannot be read: {describe(exc)}"))
+
+
+def _chat_member(archive: zipfile.ZipFile) -> zipfile.ZipInfo | None:
     """`_chat.txt` (iOS), else the chat .txt (Android names it like the zip); media files are ignored."""
-    texts = [n for n in archive.namelist() if n.lower().endswith(".txt") and not n.startswith("__MACOSX/")]
-    for name in texts:
-        if Path(name).name == "_chat.txt":
-            return name
-    for name in texts:
-        if Path(name).name.startswith("WhatsApp"):
-            return name
+    texts = [
+        i for i in archive.infolist() if i.filename.lower().endswith(".txt") and not i.filename.startswith("__MACOSX/")
+    ]
+    for info in texts:
+        if Path(info.filename).name == "_chat.txt":
+            return info
+    for info in texts:
+        if Path(info.filename).name.startswith("WhatsApp"):
+            return info
     return texts[0] if texts else None
+
+
+def _chat_name(where: str) -> bool:
+    """Whether a zip member's path names WhatsApp's chat text (so the zip is an export, even unreadable)."""
+    name = Path(where).name
+    return where != name and (name == "_chat.txt" or name.startswith("WhatsApp"))
 
 
 def _header(line: str) -> re.Match[str] | None:
@@ -273,6 +397,8 @@ def _split_media(text: str) -> tuple[str, list[str], bool]:
     if match := _FILE_ATTACHED.match(first):
         names.append(match["name"])
         text = rest.strip()
+    if len(text) > MEDIA_NOTE_CHARS:  # no note; and the patterns below backtrack on long text
+        return text, names, False
     if _OMITTED.match(text):
         return "", names, True
     if match := _DOCUMENT_OMITTED.match(text):

@@ -1,23 +1,46 @@
-"""What every importer shares: the `Importer` protocol, `Problem`, `WrongKind`, and stable ids.
+"""What every importer shares: the `Importer` protocol, `Problem`, `WrongKind`, stable ids, and the bounds.
 
 An importer only reads and parses; `bridge.ingest` batches, embeds and stores what it yields. Each importer is
 cheap to build (`Cls(path, person, **options)`): `check()` sniffs the path and raises `WrongKind` before
-anything is yielded, `items()` streams.
+anything is yielded, `items()` streams. Nothing in a malformed file may stop an import: what cannot be read
+becomes a `Problem` where it arises, and `guarded` turns anything missed into one last `Problem`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from bridge.config import ImportSettings
 from bridge.messages import HistoryRecord
+
+log = logging.getLogger(__name__)
 
 # How much of a file `check()` reads to tell its kind: a bounded read, whatever was given by mistake.
 SNIFF_BYTES = 64 * 1024
+# What readers of broken files raise: zip (damaged, encrypted: RuntimeError, unknown method: NotImplementedError,
+# truncated: EOFError, corrupt deflate: zlib.error), JSON (ValueError, RecursionError), dates (OverflowError,
+# OSError EOVERFLOW), fields of the wrong type (TypeError, KeyError, AttributeError), text (UnicodeError).
+READ_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RuntimeError,
+    zlib.error,
+    zipfile.BadZipFile,
+)
 
 
 class WrongKind(ValueError):
@@ -56,6 +79,39 @@ class Importer(Protocol):
     def check(self) -> None: ...
 
     def items(self) -> Iterator[HistoryRecord | Problem]: ...
+
+
+def limits(given: ImportSettings | None = None) -> ImportSettings:
+    """The bounds an importer reads with: the ones given (tests, benchmarks), else CONFIDE_IMPORTS__*."""
+    return given if given is not None else ImportSettings()
+
+
+def guarded(items: Iterator[HistoryRecord | Problem], where: str) -> Iterator[HistoryRecord | Problem]:
+    """An importer's items, where an exception no reader caught ends the file with one `Problem` instead of the
+    import: what was yielded before is kept. `WrongKind` (from `check()`, before anything) still propagates."""
+    try:
+        yield from items
+    except WrongKind:
+        raise
+    except Exception as exc:  # the last resort: each reader catches its own errors where they arise
+        log.exception("reading %s stopped", where)
+        yield Problem(where, f"reading stopped: {describe(exc)}")
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for a `Problem`: its kind and a bounded message (some carry a whole line of the file)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def cut(text: str, limit: int) -> tuple[str, bool]:
+    """`text` up to `limit` characters, and whether anything was left out."""
+    return (text, False) if len(text) <= limit else (text[:limit], True)
+
+
+def cut_problem(where: str, what: str, length: int, limit: int, setting: str) -> Problem:
+    """The `Problem` of a text cut at a bound, naming the setting that raises it."""
+    return Problem(where, f"{what} of {length:,} characters cut at {limit:,} (CONFIDE_IMPORTS__{setting.upper()})")
 
 
 def text_head(path: Path) -> str:

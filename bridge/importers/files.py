@@ -7,7 +7,8 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge.importers.base import Problem, WrongKind
+from bridge.config import ImportSettings
+from bridge.importers.base import Problem, WrongKind, describe, guarded, limits
 from bridge.importers.text import SUFFIXES, Section, extract_text, passages
 from bridge.messages import HistoryRecord
 
@@ -34,20 +35,40 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith((".", "~$")) for part in relative.parts)
 
 
-def document_items(path: Path, person: str) -> Iterator[HistoryRecord | Problem]:
-    """Records of every document under `path`, and a `Problem` for each that cannot be read."""
+def document_items(path: Path, person: str, bounds: ImportSettings | None = None) -> Iterator[HistoryRecord | Problem]:
+    """Records of every document under `path`, and a `Problem` for each that cannot be read (or only in part)."""
+    bounds = limits(bounds)
     root = path if path.is_dir() else path.parent
     for file in find_documents(path):
         relative = str(file.relative_to(root))
-        try:
-            sections = extract_text(file.name, file.read_bytes())
-        except Exception as exc:  # PDF and docx readers raise many kinds; one bad file must not stop the rest
-            yield Problem(relative, f"unreadable {file.suffix.lower()} file: {type(exc).__name__}: {exc}")
-            continue
-        if not any(text.strip() for _, text in sections):
-            yield Problem(relative, "no text in it (a scanned PDF or an empty file?)")
-            continue
-        yield from _records(file, relative, sections, person)
+        yield from guarded(_document(file, relative, person, bounds), relative)
+
+
+def _document(file: Path, relative: str, person: str, bounds: ImportSettings) -> Iterator[HistoryRecord | Problem]:
+    try:
+        data = _read(file, bounds.max_file_bytes)
+        extracted = extract_text(file.name, data, bounds)
+    except Exception as exc:  # PDF and docx readers raise many kinds; one bad file must not stop the rest
+        yield Problem(relative, f"unreadable {file.suffix.lower()} file: {describe(exc)}")
+        return
+    del data
+    for why in extracted.cut:
+        yield Problem(relative, why)
+    if not any(text.strip() for _, text in extracted.sections):
+        yield Problem(relative, "no text in it (a scanned PDF or an empty file?)")
+        return
+    yield from _records(file, relative, extracted.sections, person)
+
+
+def _read(file: Path, limit: int) -> bytes:
+    """A document's bytes, refused past `limit` (read bounded: the file may grow while it is read)."""
+    if file.stat().st_size > limit:
+        raise ValueError(f"{file.stat().st_size:,} bytes (at most {limit:,}: CONFIDE_IMPORTS__MAX_FILE_BYTES)")
+    with file.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"over {limit:,} bytes (CONFIDE_IMPORTS__MAX_FILE_BYTES)")
+    return data
 
 
 def _records(file: Path, relative: str, sections: list[Section], person: str) -> Iterator[HistoryRecord]:
@@ -55,7 +76,9 @@ def _records(file: Path, relative: str, sections: list[Section], person: str) ->
     number = 0
     for page, text in sections:
         for passage in passages(text):
-            digest = hashlib.sha1(f"{relative}\x00{number}\x00{passage}".encode()).hexdigest()[:20]
+            digest = hashlib.sha1(f"{relative}\x00{number}\x00{passage}".encode("utf-8", "surrogatepass")).hexdigest()[
+                :20
+            ]
             yield HistoryRecord(
                 id=f"file:{digest}",
                 person=person,
@@ -79,9 +102,10 @@ class FilesImporter:
     path_help = "A document or a folder of documents"
     options: Mapping[str, str] = {}
 
-    def __init__(self, path: Path, person: str) -> None:
+    def __init__(self, path: Path, person: str, limits: ImportSettings | None = None) -> None:
         self.path = path
         self.person = person
+        self.limits = limits
 
     def check(self) -> None:
         try:
@@ -91,4 +115,4 @@ class FilesImporter:
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
         self.check()
-        yield from document_items(self.path, self.person)
+        yield from guarded(document_items(self.path, self.person, self.limits), self.path.name)
