@@ -156,6 +156,37 @@ def build_platform_adapters(settings: Settings) -> list[Adapter]:
 
 
 @app.command()
+def health(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for readiness (0: ask once)")] = 0.0,
+) -> None:
+    """Exit 0 when the running `confide serve` takes and answers messages (its /readyz), else 1. For the compose
+    healthcheck and the systemd unit; needs CONFIDE_METRICS__PORT."""
+    import time
+
+    import httpx
+
+    settings = settings_or_exit()
+    if not settings.metrics.port:
+        raise fail("Set CONFIDE_METRICS__PORT: readiness is served beside the metrics, on loopback.", 2)
+    url = f"http://127.0.0.1:{settings.metrics.port}/readyz"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            status = httpx.get(url, timeout=5, trust_env=False).status_code
+        except httpx.HTTPError as exc:
+            status, why = 0, f"not reachable ({exc})"
+        else:
+            why = "not ready (starting or stopping)"
+        if status == 200:
+            print("ready")
+            raise typer.Exit(0)
+        if time.monotonic() >= deadline:
+            err.print(f"confide serve at {url}: {why}")
+            raise typer.Exit(1)
+        time.sleep(1.0)
+
+
+@app.command()
 def doctor() -> None:
     """Check every configured endpoint and model; list every host Confide will contact."""
     from bridge.doctor import run_doctor

@@ -1,7 +1,8 @@
-"""Confide's own Prometheus metrics, served on a loopback port when CONFIDE_METRICS__PORT is set.
+"""Confide's own Prometheus metrics, served on a loopback port when CONFIDE_METRICS__PORT is set, with its health.
 
 An own registry (not the process-global one), so nothing a library registers is exposed, and tests can
-build several bridges in one process.
+build several bridges in one process. Beside /metrics: /healthz (the process answers) and /readyz (the bridge
+takes and answers messages: not while it starts or stops), for the compose healthcheck and the systemd unit.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -83,6 +86,7 @@ class Metrics:
         self.registry.register(_QueueDepth(state_path))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self.ready = False  # set by the bridge once it takes messages, cleared when it stops
 
     def message(self, channel: str, outcome: str) -> None:
         # "command: help" and "ignored: own message" count as command and ignored: few label values.
@@ -101,15 +105,41 @@ class Metrics:
         self.errors.labels(kind).inc()
 
     def serve(self, port: int) -> None:
-        """Serve /metrics on 127.0.0.1 only: the figures say when people talk to Confide."""
+        """Serve /metrics, /healthz and /readyz on 127.0.0.1 only: the figures say when people talk to Confide."""
         try:
-            self._server, self._thread = start_http_server(port, addr=LISTEN, registry=self.registry)
+            server = make_server(LISTEN, port, self._app(), _ThreadingServer, handler_class=_QuietHandler)
         except OSError as exc:
             raise MetricsPortError(f"cannot serve metrics on {LISTEN}:{port} (CONFIDE_METRICS__PORT): {exc}") from None
-        log.info("metrics on http://%s:%d/metrics", LISTEN, port)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="confide-metrics", daemon=True)
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", LISTEN, port)
+
+    def _app(self) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+        metrics = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path in ("/healthz", "/readyz"):
+                ok = path == "/healthz" or self.ready
+                status = "200 OK" if ok else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+                return [b"ok\n" if ok else b"not ready\n"]
+            return metrics(environ, start_response)
+
+        return app
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Health checks every few seconds are no news for the log."""

@@ -66,7 +66,9 @@ class Bridge:
                     self._delivery_events[channel].set()  # deliver what a previous run left behind
                     group.create_task(self._deliver(adapter), name=f"confide-deliver-{channel}")
                     group.create_task(adapter.run(self.inbox), name=f"confide-adapter-{channel}")
+                self.metrics.ready = True
         finally:
+            self.metrics.ready = False
             # Chat tasks live outside the group (they come and go); they stop with the bridge.
             chats = list(self._running.values())
             for task in chats:
@@ -126,6 +128,7 @@ class Bridge:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         self._stopping = True
+        self.metrics.ready = False
         self.inbox.changed.set()  # the dispatcher wakes up and ends
         for adapter in self.adapters.values():
             if isinstance(adapter, StopsIntake):

@@ -239,7 +239,8 @@ def test_confide_waits_for_healthy_backends(services: dict[str, dict[str, Any]])
     assert isinstance(depends_on, dict)
     for backend in BACKENDS:
         assert depends_on[backend]["condition"] == "service_healthy", backend
-    assert services["confide"]["healthcheck"]["test"][1:] == ["confide", "doctor"]
+    assert services["confide"]["healthcheck"]["test"][1:] == ["confide", "health"]
+    assert services["confide"]["environment"]["CONFIDE_METRICS__PORT"], "readiness is served beside the metrics"
 
 
 def _published_host_ip(port: str | int | dict[str, Any]) -> str | None:

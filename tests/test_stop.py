@@ -10,12 +10,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.cli_helpers import CONFIDE, cli_env
+from tests.cli_helpers import CONFIDE, cli_env, run_cli
 from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.mailservers import free_port
 
 USER = 100
 
@@ -32,6 +34,7 @@ def serve_env(tmp_path: Path, telegram: FakeTelegram, llm: FakeOpenAI, grace_s: 
     models = {"main": {"base_url": llm.base_url, "model": llm.model, "timeout_s": 60}}
     return cli_env(
         tmp_path, persons=json.dumps(persons), models=json.dumps(models), shutdown_grace_s=str(grace_s),
+        metrics__port=str(free_port()),
         telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
         telegram__poll_timeout_s="1", telegram__drafts="false", log_level="INFO",
     )  # fmt: skip
@@ -41,6 +44,11 @@ async def start_serve(env: dict[str, str], log: Path) -> asyncio.subprocess.Proc
     return await asyncio.create_subprocess_exec(
         *CONFIDE, "serve", env=env, cwd=env["CONFIDE_DATA_DIR"], stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT
     )
+
+
+async def probe(env: dict[str, str], path: str) -> int:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        return (await client.get(f"http://127.0.0.1:{env['CONFIDE_METRICS__PORT']}{path}")).status_code
 
 
 def answers(telegram: FakeTelegram, question: str) -> list[str]:
@@ -61,6 +69,8 @@ async def test_sigterm_lets_the_answer_in_flight_finish_and_exits_0(
     try:
         telegram.push_message(USER, "where is the spare key?")
         await eventually(lambda: fake_llm.requests, within_s=60)
+        ready = await run_cli(["health"], env)
+        health = await probe(env, "/healthz")
         stopped_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 30)
@@ -68,6 +78,9 @@ async def test_sigterm_lets_the_answer_in_flight_finish_and_exits_0(
     finally:
         if process.returncode is None:
             process.kill()
+    assert (ready.code, ready.stdout.strip(), health) == (0, "ready", 200), ready.stderr
+    gone = await run_cli(["health"], env)
+    assert gone.code == 1 and "not reachable" in gone.stderr, "a stopped Confide was reported ready"
     output = log.read_text()
     assert code == 0, output[-3000:]
     assert took < 20, f"the stop took {took:.1f} s, more than the grace period"
