@@ -90,7 +90,7 @@ async def open_models(settings: Settings) -> AsyncIterator[tuple[ModelClient, st
         local = LocalModelServer(settings.local_model, settings.data_dir / "logs" / "local-model.log")
         await local.start()
         models[LOCAL_MODEL_NAME] = local.model_settings
-    client = ModelClient(models, settings.proxy_url)
+    client = ModelClient(models, settings.proxy_url, settings.model_wait_s)
     try:
         yield client, settings.default_model or next(iter(models))
     finally:

@@ -8,12 +8,13 @@ when retries run out the caller gets `ModelUnavailable` and falls back to showin
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import httpx
@@ -86,6 +87,11 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
+_PROBE_ERRORS: tuple[type[BaseException], ...] = (openai.APIError, TimeoutError, *_transport_errors())
+BREAKER_FAILURES = 3  # consecutive failed requests that open a model's circuit
+PROBE_MAX_S = 30.0  # the longest pause between two health probes of a model that is down
+
+
 @dataclass
 class _Model:
     settings: ModelSettings
@@ -93,11 +99,25 @@ class _Model:
     limit: asyncio.Semaphore
     in_flight: int = 0
     peak_in_flight: int = 0
+    # The circuit breaker: after BREAKER_FAILURES failures in a row no request is sent; a probe asks the server
+    # (GET /models, cheap) with back-off, and the first success lets the waiting questions through again.
+    failures: int = 0
+    trial: bool = False  # half-open: a probe succeeded; one more failure opens the circuit again at once
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    probe: asyncio.Task[None] | None = None
+    probes: int = 0
+
+    def __post_init__(self) -> None:
+        self.up.set()
 
 
 class ModelClient:
-    def __init__(self, models: dict[str, ModelSettings], proxy: str | None = None) -> None:
+    """`wait_s`: how long a question waits for a model that is down (its circuit open) before ModelUnavailable;
+    0: only the model's own `retries`."""
+
+    def __init__(self, models: dict[str, ModelSettings], proxy: str | None = None, wait_s: float = 0.0) -> None:
         self._models = {name: _build(settings, proxy) for name, settings in models.items()}
+        self.wait_s = wait_s
 
     def names(self) -> list[str]:
         return list(self._models)
@@ -108,10 +128,17 @@ class ModelClient:
     def peak_in_flight(self, name: str) -> int:
         return self._model(name).peak_in_flight
 
+    def probes(self, name: str) -> int:
+        return self._model(name).probes
+
     async def stream(self, name: str, messages: list[dict[str, str]]) -> AsyncIterator[StreamEvent]:
         model = self._model(name)
         retries = model.settings.retries
-        for attempt in range(retries + 1):
+        deadline = time.monotonic() + self.wait_s
+        reason = "its circuit is open"
+        for attempt in itertools.count():
+            if not await self._wait_until_up(model, deadline):
+                raise ModelUnavailable(name, f"down for over {self.wait_s:.0f} s ({reason})")
             shown = False
             try:
                 async with model.limit:
@@ -122,20 +149,58 @@ class ModelClient:
                             async for event in self._attempt(name, model, messages):
                                 shown = shown or isinstance(event, Delta)
                                 yield event
+                        model.failures, model.trial = 0, False
                         return
                     finally:
                         model.in_flight -= 1
             except _RETRYABLE as exc:
                 reason = _describe(exc)
-                if attempt == retries:
+                self._failed(name, model, reason)
+                if attempt >= retries and time.monotonic() >= deadline:
                     raise ModelUnavailable(name, reason) from exc
-                delay = _retry_delay(exc, attempt)
-                log.warning("model %s failed (%s); retry %d/%d in %.1fs", name, reason, attempt + 1, retries, delay)
+                delay = _retry_delay(exc, min(attempt, 4))
+                log.warning("model %s failed (%s); retry %d in %.1fs", name, reason, attempt + 1, delay)
                 if shown:
                     yield Restart(reason)
                 await asyncio.sleep(delay)
             except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
                 raise ModelUnavailable(name, _describe(exc)) from exc
+
+    def _failed(self, name: str, model: _Model, reason: str) -> None:
+        model.failures += 1
+        if (model.trial or model.failures >= BREAKER_FAILURES) and model.up.is_set():
+            log.error("model %s failed %d times in a row (%s): no more requests until it answers a probe",
+                      name, model.failures, reason)  # fmt: skip
+            model.up.clear()
+            model.probe = asyncio.create_task(self._probe(name, model), name=f"confide-probe-{name}")
+
+    async def _wait_until_up(self, model: _Model, deadline: float) -> bool:
+        """Whether the model's circuit is closed, waiting for it until `deadline`."""
+        if model.up.is_set():
+            return True
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await model.up.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _probe(self, name: str, model: _Model) -> None:
+        """Ask a model that is down whether it is back, with back-off; close its circuit when it is."""
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            model.probes += 1
+            try:
+                await model.client.models.list(timeout=model.settings.connect_timeout_s + 5)
+            except _PROBE_ERRORS as exc:
+                log.info("model %s still down (%s); next probe in %.0f s", name, _describe(exc), delay)
+                delay = min(delay * 2, PROBE_MAX_S)
+                continue
+            log.info("model %s answers again: requests resume", name)
+            model.failures, model.trial = 0, True
+            model.up.set()
+            return
 
     async def _attempt(self, name: str, model: _Model, messages: list[dict[str, str]]) -> AsyncIterator[StreamEvent]:
         started = time.monotonic()
@@ -174,6 +239,9 @@ class ModelClient:
 
     async def close(self) -> None:
         for model in self._models.values():
+            if model.probe is not None:
+                model.probe.cancel()
+                await asyncio.gather(model.probe, return_exceptions=True)
             await model.client.close()
 
     def _model(self, name: str) -> _Model:

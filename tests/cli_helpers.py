@@ -23,6 +23,7 @@ def cli_env(data_dir: Path, **settings: str) -> dict[str, str]:
     env.update({"CONFIDE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "COLUMNS": "250"})
     # The relevance gate off unless a test sets it: most tests check what reaches the model server.
     env["CONFIDE_RETRIEVAL__MIN_RELEVANCE"] = "0"
+    env["CONFIDE_MODEL_WAIT_S"] = "0"  # a model that is down gives the fallback at once, unless a test waits
     env.update({f"CONFIDE_{k.upper()}": v for k, v in settings.items()})
     return env
 

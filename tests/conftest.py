@@ -55,6 +55,7 @@ def make_settings(tmp_path: Path, models: dict[str, ModelSettings], **overrides:
         # Platform and pipeline tests ask about nothing in particular and check what reaches the model; the
         # relevance gate has tests of its own (test_answer_gate.py, test_cli.py) that leave it on.
         "retrieval": {"min_relevance": 0},
+        "model_wait_s": 0,  # a model that is down gives the fallback at once, unless a test waits for it
     }
     values.update(overrides)
     return settings_class()(_env_file=None, **values)

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from bridge.llm import Delta, Done, ModelClient, ModelUnavailable, Restart, StreamEvent
-from tests.conftest import model_for
+from bridge.llm import BREAKER_FAILURES, Delta, Done, ModelClient, ModelUnavailable, Restart, StreamEvent
+from tests.conftest import eventually, model_for
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
 MESSAGES = [{"role": "user", "content": "Question: what time is it"}]
@@ -61,6 +61,36 @@ async def test_a_malformed_stream_event_is_retried_and_the_shown_text_restarts(f
     assert len(fake_llm.requests) == 2
     assert any(isinstance(e, Restart) for e in events), "the text shown before the garbage was not taken back"
     assert "what time is it" in text_of(events)
+
+
+async def test_a_model_that_is_down_is_waited_for_without_being_hammered(fake_llm: FakeOpenAI) -> None:
+    """Its circuit opens after a few failures: no request is sent while probes ask whether it is back; the question
+    waits (CONFIDE_MODEL_WAIT_S) and gets the real answer, not the fallback."""
+    fake_llm.default = Behaviour(status=503)
+    client = ModelClient({"m": model_for(fake_llm, retries=1)}, wait_s=30)
+    asking = asyncio.create_task(collect(client))
+    await eventually(lambda: len(fake_llm.requests) >= BREAKER_FAILURES)
+    await asyncio.sleep(2.5)
+    while_open = len(fake_llm.requests)
+    fake_llm.default = Behaviour()  # the model is back
+    events = await asyncio.wait_for(asking, 40)
+    probes = client.probes("m")
+    await client.close()
+    assert while_open == BREAKER_FAILURES, "requests were sent while the circuit was open"
+    assert probes >= 1 and "what time is it" in text_of(events)
+
+
+async def test_a_model_down_longer_than_the_wait_gives_up(fake_llm: FakeOpenAI) -> None:
+    fake_llm.default = Behaviour(status=503)
+    client = ModelClient({"m": model_for(fake_llm, retries=1)}, wait_s=2)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ModelUnavailable, match=r"HTTP 503|down for over"):
+        await collect(client)
+    waited = asyncio.get_running_loop().time() - started
+    with pytest.raises(ModelUnavailable, match="down for over 2 s"):
+        await collect(client)  # the circuit is open: no request at all
+    await client.close()
+    assert 2 <= waited < 10 and len(fake_llm.requests) == BREAKER_FAILURES
 
 
 async def test_server_errors_exhaust_retries(fake_llm: FakeOpenAI) -> None:

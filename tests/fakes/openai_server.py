@@ -72,6 +72,8 @@ class FakeOpenAI:
             await self._runner.cleanup()
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.default.status != 200:  # a server that is down (the default) answers no endpoint
+            return _error(self.default.status, "scripted failure", "ServerError", self.default.retry_after)
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _embeddings(self, request: web.Request) -> web.Response:
