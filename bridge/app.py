@@ -151,36 +151,52 @@ async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator
         yield Running(bridge, db, inbox, outbox, history, models, metrics)
 
 
-async def run_until_signalled(bridge: Bridge, grace_s: float) -> None:
-    """`confide serve`: run the bridge until SIGTERM or SIGINT, then stop gracefully (`Bridge.drain`, at most
-    `grace_s`); a second signal stops at once. systemd, docker and compose stop a service with SIGTERM."""
-    loop = asyncio.get_running_loop()
-    work = asyncio.create_task(bridge.run(), name="confide-bridge")
-    signalled = asyncio.Event()
+class Stopper:
+    """SIGTERM and SIGINT for `confide serve`, from the first moment: a signal while it starts stops it as soon as
+    it has started (nothing is in flight yet); once running, the first signal starts a graceful stop and a second
+    one stops at once. systemd, docker and compose stop a service with SIGTERM."""
 
-    def on_signal(signum: signal.Signals) -> None:
-        if signalled.is_set():
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, grace_s: float, early: list[signal.Signals] | None = None) -> None:
+        self.grace_s = grace_s
+        self.requested = asyncio.Event()
+        if early:  # a signal came before the event loop ran (`confide serve` remembers it)
+            log.info("%s while starting: stopping once started", early[0].name)
+            self.requested.set()
+        self._target = asyncio.current_task()  # what a second signal cancels: the start, then the bridge
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        if self.requested.is_set():
             log.warning("%s again: stopping now", signum.name)
-            work.cancel()
+            if self._target is not None:
+                self._target.cancel()
             return
         log.info("%s: stopping (answers in flight may finish within %.0f s; signal again to stop now)",
-                 signum.name, grace_s)  # fmt: skip
-        signalled.set()
+                 signum.name, self.grace_s)  # fmt: skip
+        self.requested.set()
 
-    stops = (signal.SIGTERM, signal.SIGINT)
-    for signum in stops:
-        loop.add_signal_handler(signum, on_signal, signum)
-    waiting = asyncio.create_task(signalled.wait())
-    try:
-        await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        if signalled.is_set() and not work.done():
-            drain = asyncio.create_task(bridge.drain(grace_s), name="confide-drain")
-            await asyncio.wait({work, drain}, return_when=asyncio.FIRST_COMPLETED)
-            drain.cancel()
-    finally:
-        waiting.cancel()
-        for signum in stops:
+    def remove(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
             loop.remove_signal_handler(signum)
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work  # a crash of the bridge itself is raised here
+
+    async def run(self, bridge: Bridge) -> None:
+        """Run the bridge until a signal, then drain it (`Bridge.drain`, at most `grace_s`)."""
+        work = asyncio.create_task(bridge.run(), name="confide-bridge")
+        self._target = work
+        waiting = asyncio.create_task(self.requested.wait())
+        try:
+            await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if self.requested.is_set() and not work.done():
+                drain = asyncio.create_task(bridge.drain(self.grace_s), name="confide-drain")
+                await asyncio.wait({work, drain}, return_when=asyncio.FIRST_COMPLETED)
+                drain.cancel()
+        finally:
+            waiting.cancel()
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work  # a crash of the bridge itself is raised here

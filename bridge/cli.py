@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sized
 from datetime import datetime
@@ -135,19 +136,38 @@ def _terminal(settings: Settings) -> Terminal:
 
 @app.command()
 def serve() -> None:
-    """Run every configured platform adapter until stopped."""
+    """Run every configured platform adapter until stopped (SIGTERM or SIGINT: gracefully; twice: at once)."""
+    early: list[signal.Signals] = []
+
+    def remember(signum: int, frame: object) -> None:
+        # Before the event loop runs (imports, settings), a stop is remembered and carried out once started.
+        if early:
+            raise KeyboardInterrupt
+        early.append(signal.Signals(signum))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, remember)
     settings = settings_or_exit()
-    run_async(_serve(settings))
+    run_async(_serve(settings, early))
 
 
-async def _serve(settings: Settings) -> None:
-    from bridge.app import assemble, run_until_signalled
+async def _serve(settings: Settings, early: list[signal.Signals]) -> None:
+    from bridge.app import Stopper, assemble
 
     adapters = build_platform_adapters(settings)
     if not adapters:
         raise fail("No platform adapter is configured yet. `confide chat` talks to Confide in this terminal.", 2)
-    async with assemble(settings, adapters) as running:
-        await run_until_signalled(running.bridge, settings.shutdown_grace_s)
+    stopper = Stopper(settings.shutdown_grace_s, early)
+    try:
+        async with assemble(settings, adapters) as running:
+            if stopper.requested.is_set():
+                logging.getLogger(__name__).info("stopped while starting: nothing was in flight")
+                return
+            await stopper.run(running.bridge)
+    except asyncio.CancelledError:
+        logging.getLogger(__name__).warning("stopped while starting")
+    finally:
+        stopper.remove()
 
 
 def build_platform_adapters(settings: Settings) -> list[Adapter]:

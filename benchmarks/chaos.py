@@ -1,0 +1,40 @@
+"""Chaos at length: the suite's chaos test (tests/test_chaos.py) with many kill/stop cycles per platform.
+
+    .venv/bin/python benchmarks/chaos.py [--cycles 50] [--seed N]
+
+Runs `confide serve` against the same real peers as the suite (the Bot API server of the tests, Postfix), so it
+runs the test module rather than a copy of it, and prints one line per platform:
+`chaos: PLATFORM cycles C accepted A lost L duplicated D drain S s` (S: the longest graceful stop), with the
+in-doubt sends the README documents and how many stops were SIGTERMs. Each cycle sends 4 messages and stops
+the process (SIGKILL or SIGTERM, seeded) at a random moment; the last start answers what is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cycles", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=20261130)
+    args = parser.parse_args()
+    env = {**os.environ, "CONFIDE_CHAOS_CYCLES": str(args.cycles), "CONFIDE_CHAOS_SEED": str(args.seed)}
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/test_chaos.py"]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("chaos:")]
+    for line in lines:
+        print(line.removesuffix("."))
+    if run.returncode != 0:
+        print(run.stdout[-4000:], run.stderr[-2000:], sep="\n", file=sys.stderr)
+    return run.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

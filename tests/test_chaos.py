@@ -1,0 +1,223 @@
+"""Chaos: `confide serve` as a subprocess, killed with SIGKILL and stopped with SIGTERM at random (seeded) moments
+while people write to it through real peers (the Bot API server of the tests; Postfix), then started again.
+
+Every message a platform accepted is answered; an answer goes out twice only in the case the README documents
+(a send cut off between the platform taking it and Confide recording it, logged "in doubt" and counted). A few
+cycles per platform here; `benchmarks/chaos.py --cycles 50` runs many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import CONFIDE, cli_env
+from tests.fakes.bot_api import FakeTelegram
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.mailservers import CONFIDE_DOMAIN, PASSWORD, PEOPLE_DOMAIN, MailServers
+
+SEED = int(os.environ.get("CONFIDE_CHAOS_SEED", "20261130"))
+CYCLES = int(os.environ.get("CONFIDE_CHAOS_CYCLES", "3"))  # benchmarks/chaos.py sets more
+PER_CYCLE = 4  # messages sent in each cycle, while the process may be starting, answering or being stopped
+SENDERS = 3
+CONFIDE_MAIL = f"confide@{CONFIDE_DOMAIN}"
+
+
+@dataclass
+class Outcome:
+    accepted: list[str] = field(default_factory=list)  # the questions the platform accepted
+    answers: Counter[str] = field(default_factory=Counter)  # final answers seen per question
+    in_doubt: int = 0  # sends the logs counted as in doubt
+    drains: list[float] = field(default_factory=list)  # seconds each graceful stop took, from its log line
+    sigterm_codes: list[int] = field(default_factory=list)
+
+    @property
+    def lost(self) -> list[str]:
+        return [q for q in self.accepted if self.answers[q] == 0]
+
+    @property
+    def duplicated(self) -> int:
+        return sum(n - 1 for n in self.answers.values() if n > 1)
+
+
+async def chaos(
+    env: dict[str, str],
+    log: Path,
+    send: Callable[[str], Awaitable[None]],
+    count_answers: Callable[[], Counter[str]],
+    cycles: int = CYCLES,
+    seed: int = SEED,
+) -> Outcome:
+    """Start, send, kill or stop at a random moment, again; finally run until everything is answered."""
+    rng = random.Random(seed)
+    outcome = Outcome()
+    for cycle in range(cycles):
+        process = await _start(env, log)
+        try:
+            for n in range(PER_CYCLE):
+                question = f"question {cycle}-{n} about the cabin"
+                await send(question)
+                outcome.accepted.append(question)
+                await asyncio.sleep(rng.uniform(0.0, 0.6))
+            await asyncio.sleep(rng.uniform(0.0, 5.0))  # starting, answering or delivering: any moment
+            how = rng.choice([signal.SIGKILL, signal.SIGTERM])
+            process.send_signal(how)
+            code = await asyncio.wait_for(process.wait(), 40)
+            if how == signal.SIGTERM:
+                outcome.sigterm_codes.append(code)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    process = await _start(env, log)
+    try:
+        deadline = asyncio.get_running_loop().time() + 180
+        while any(count_answers()[q] == 0 for q in outcome.accepted):
+            assert asyncio.get_running_loop().time() < deadline, f"unanswered: {outcome.lost}\n{tail(log)}"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)  # a duplicate, were one coming, arrives now
+        process.send_signal(signal.SIGTERM)
+        outcome.sigterm_codes.append(await asyncio.wait_for(process.wait(), 40))
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    outcome.answers = count_answers()
+    logged = tail(log, 0)
+    outcome.in_doubt = logged.count("(in doubt)")
+    outcome.drains = [float(s) for s in re.findall(r"stopped within ([0-9.]+) s", logged)]
+    return outcome
+
+
+def tail(log: Path, chars: int = 4000) -> str:
+    return log.read_text(errors="replace")[-chars:]
+
+
+async def _start(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *CONFIDE, "serve", env=env, cwd=env["CONFIDE_DATA_DIR"], stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT
+    )
+
+
+def base_env(tmp_path: Path, llm: FakeOpenAI, persons: list[dict[str, object]], **settings: str) -> dict[str, str]:
+    models = {"main": {"base_url": llm.base_url, "model": llm.model, "timeout_s": 60}}
+    return cli_env(tmp_path, persons=json.dumps(persons), models=json.dumps(models), **settings)
+
+
+def final(text: str) -> bool:
+    return (text.startswith("You asked: question") and text.rstrip().endswith("[1]")) or "Sources:" in text
+
+
+def report(platform: str, outcome: Outcome) -> None:
+    drain = max(outcome.drains, default=0.0)
+    print(f"chaos: {platform} cycles {CYCLES} accepted {len(outcome.accepted)} lost {len(outcome.lost)} "
+          f"duplicated {outcome.duplicated} drain {drain:.1f} s (in doubt {outcome.in_doubt}, "
+          f"{len(outcome.sigterm_codes)} SIGTERM)")  # fmt: skip
+
+
+def assert_kept(outcome: Outcome) -> None:
+    assert outcome.lost == []
+    assert outcome.duplicated <= outcome.in_doubt, "an answer was sent twice outside the documented in-doubt case"
+    assert outcome.sigterm_codes and all(code == 0 for code in outcome.sigterm_codes), outcome.sigterm_codes
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    server = await FakeTelegram().start()
+    yield server
+    await server.stop()
+
+
+async def test_telegram_keeps_every_message_through_kills_and_stops(
+    tmp_path: Path, telegram: FakeTelegram, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.default = Behaviour(chunk_delay_s=0.15)
+    persons = [{"id": f"p{i}", "accounts": [f"telegram:{100 + i}"]} for i in range(SENDERS)]
+    env = base_env(tmp_path, fake_llm, persons, telegram__enabled="true", telegram__token=telegram.token,
+                   telegram__api_base_url=telegram.base_url, telegram__poll_timeout_s="1",
+                   telegram__edit_interval_s="0.3")  # fmt: skip
+    rng = random.Random(SEED)
+
+    async def send(question: str) -> None:
+        telegram.push_message(100 + rng.randrange(SENDERS), question)
+
+    def answers() -> Counter[str]:
+        found: Counter[str] = Counter()
+        for i in range(SENDERS):
+            for message in telegram.bot_messages(100 + i):
+                if final(message.text):
+                    found[message.text.removeprefix("You asked: ").split(" [1]")[0]] += 1
+        return found
+
+    outcome = await chaos(env, tmp_path / "serve.log", send, answers)
+    report("telegram", outcome)
+    assert_kept(outcome)
+
+
+@pytest.fixture(scope="module")
+async def servers() -> AsyncIterator[MailServers]:
+    mail = await MailServers().start()
+    yield mail
+    await mail.stop()
+
+
+async def test_email_keeps_every_mail_through_kills_and_stops(
+    tmp_path: Path, servers: MailServers, fake_llm: FakeOpenAI
+) -> None:
+    """Mail goes through Postfix, which retries while Confide is down or stopping (421); replies come back through
+    Postfix into the sender's Dovecot mailbox. Postfix is the trusted relay whose Authentication-Results count."""
+    import aiosmtplib
+
+    fake_llm.default = Behaviour(chunk_delay_s=0.15)
+    senders = [f"chaos-{i}-{uuid.uuid4().hex[:6]}@{PEOPLE_DOMAIN}" for i in range(SENDERS)]
+    persons = [{"id": f"p{i}", "accounts": [f"email:{address}"]} for i, address in enumerate(senders)]
+    env = base_env(
+        tmp_path, fake_llm, persons, email__smtp_enabled="true", email__smtp_port=str(servers.confide_port),
+        email__addresses=json.dumps([CONFIDE_MAIL]), email__tls_cert=str(servers.cert), email__tls_key=str(servers.key),
+        email__relay_host="127.0.0.1", email__relay_port=str(servers.smtp_port), email__relay_security="starttls",
+        email__relay_user=f"relay@{PEOPLE_DOMAIN}", email__relay_password=PASSWORD, email__ca_file=str(servers.cert),
+        email__from_address=CONFIDE_MAIL, email__trusted_authserv_ids='["mx.test"]',
+        email__trusted_relays='["127.0.0.1"]', email__rate_limit_per_hour="1000",
+    )  # fmt: skip
+    rng = random.Random(SEED)
+    asked: dict[str, str] = {}  # Message-ID -> question
+
+    async def send(question: str) -> None:
+        sender = rng.choice(senders)
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = sender, CONFIDE_MAIL, question
+        msg["Message-ID"] = make_msgid(domain=PEOPLE_DOMAIN)
+        msg["Authentication-Results"] = f"mx.test; dmarc=pass header.from={PEOPLE_DOMAIN}"
+        msg.set_content(question)
+        asked[msg["Message-ID"]] = question
+        await aiosmtplib.send(msg, sender=sender, recipients=[CONFIDE_MAIL], hostname="127.0.0.1",
+                              port=servers.smtp_port, start_tls=False)  # fmt: skip
+
+    def answers() -> Counter[str]:
+        found: Counter[str] = Counter()
+        for sender in senders:
+            for folder in ("new", "cur"):
+                for path in (servers.maildir(sender) / folder).glob("*"):
+                    reply = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+                    if (question := asked.get(str(reply["In-Reply-To"]))) is not None:
+                        found[question] += 1
+        return found
+
+    outcome = await chaos(env, tmp_path / "serve.log", send, answers)
+    report("email", outcome)
+    assert_kept(outcome)
