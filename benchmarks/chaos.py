@@ -28,9 +28,10 @@ def main() -> int:
     env = {**os.environ, "CONFIDE_CHAOS_CYCLES": str(args.cycles), "CONFIDE_CHAOS_SEED": str(args.seed)}
     command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/test_chaos.py"]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("chaos:")]
-    for line in lines:
-        print(line.removesuffix("."))
+    # pytest's progress dots share the lines the test prints: take each report from its "chaos:" on.
+    for line in run.stdout.splitlines():
+        if "chaos: " in line:
+            print(line[line.index("chaos: ") :].rstrip(".F"))
     if run.returncode != 0:
         print(run.stdout[-4000:], run.stderr[-2000:], sep="\n", file=sys.stderr)
     return run.returncode

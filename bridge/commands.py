@@ -313,9 +313,12 @@ class Commands:
         try:
             source.check()
             summary = await ingest(self.history, person, source.items(), chat=source.chat)
-        except ValueError as exc:  # WrongKind and parse errors: tell the person, nothing is damaged
+        except (ValueError, OSError) as exc:  # WrongKind, an unreadable file: tell the person, nothing is damaged
             log.warning("import of %s for %s failed: %s", attachment.name, person, exc)
             return f"{attachment.name}: could not import it ({exc}). Nothing was changed."
+        except Exception:  # importers report bad input as problems; this is a bug, and the chat must still answer
+            log.exception("import of %s for %s failed", attachment.name, person)
+            return f"{attachment.name}: the import stopped on an error (see the log). What was imported is kept."
         log.info("person %s imported %s (%s): %s", person, attachment.name, source.kind, summary.describe())
         problems = f" First problem: {summary.errors[0]}" if summary.errors else ""
         return f"{summary.describe()} ({attachment.name}, {source.kind}){problems}"

@@ -232,6 +232,9 @@ class Settings(BaseSettings):
     imports: ImportSettings = Field(default_factory=ImportSettings)
     index_conversations: bool = Field(True, description="Add each question asked to the history (never answers)")
     recent_turns: int = Field(6, ge=0, le=50, description="Chat turns replayed to the model")
+    model_wait_s: float = Field(
+        300.0, ge=0, description="How long a question waits for a model that is down before the labelled fallback"
+    )
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="On SIGTERM/SIGINT: how long answers in flight may finish and queued replies go out"
     )

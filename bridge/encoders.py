@@ -19,12 +19,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bridge.importers.text import clean_text
+
 log = logging.getLogger(__name__)
 
 # Padded tokens of one run of the model: attention memory grows with batch x length^2, so long texts go in
 # small batches and short chat lines in big ones. Measured here (2 cores): 1024 peaks at 267 MB for the whole
 # encoder against 495 MB for 4096, and is no slower (45 vs 38 long texts/s, 1090 vs 1036 short ones/s).
 TOKENS_PER_RUN = 1024
+# Characters of a text given to the tokenizer per token the model reads: it tokenizes a text whole before
+# truncating, so a 5 MB text took 2 GB. No text needs more than this to fill the model's length (English averages
+# about 4 characters a token; only runs of spaces or symbols reach more).
+CHARS_PER_TOKEN = 16
 
 
 class NotOnnxCompatible(ValueError):
@@ -115,7 +121,7 @@ class OnnxEncoder:
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = self._tokenizer.encode_batch(encodable(texts, self.max_tokens))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for group in token_budget_groups([len(e.ids) for e in encodings], self.batch_size, TOKENS_PER_RUN):
             out[group] = self._run([encodings[i].ids for i in group])
@@ -134,6 +140,12 @@ class OnnxEncoder:
         pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def encodable(texts: Sequence[str], max_tokens: int) -> list[str]:
+    """Texts as the tokenizer may take them: cut to what the model can read (`CHARS_PER_TOKEN`), and without
+    lone surrogates, which the tokenizer refuses."""
+    return [clean_text(text[: max_tokens * CHARS_PER_TOKEN]) for text in texts]
 
 
 def token_budget_groups(lengths: Sequence[int], batch_size: int, budget: int) -> list[list[int]]:
@@ -169,7 +181,10 @@ class SentenceTransformerEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+            encodable(texts, int(self._model.max_seq_length or 512)),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
 

@@ -4,6 +4,10 @@ Idempotent and resumable: record ids come from the source, and each batch first 
 already holds, so importing the same export twice adds nothing and an interrupted import, run again, skips
 what was stored (without embedding it again) and goes on where it stopped. Nothing stored is ever changed by
 a failed import: records are only added, never rewritten or removed.
+
+Every record passes here on its way to the encoder, so this is where text is made safe for it: lone surrogates
+are replaced, and a text longer than two passages (a 5 MB chat message) is split into passages, each its own
+record, instead of being tokenized and embedded whole.
 """
 
 from __future__ import annotations
@@ -11,14 +15,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.history import HistoryIndex
 from bridge.importers.base import Problem
+from bridge.importers.text import PASSAGE_CHARS, clean_text, passages
 from bridge.messages import HistoryRecord
 from bridge.units import with_context
 
 log = logging.getLogger(__name__)
 MAX_REPORTED_PROBLEMS = 50
+# Longer texts are split: the encoder sees about PASSAGE_CHARS of a text, and the paragraph rule of
+# `passages` keeps paragraphs up to twice that whole.
+LONG_TEXT_CHARS = 2 * PASSAGE_CHARS
+# Kept on the first passage of a split record only: quotes and signatures of a mail, not repeated N times.
+FIRST_PASSAGE_ONLY = ("quoted", "signature")
 
 
 @dataclass
@@ -47,7 +58,7 @@ async def ingest(
     importer's `chat`), indexed with their neighbours; mails and documents are indexed alone."""
     summary = ImportSummary()
     batch: list[HistoryRecord] = []
-    for record in with_context(_records(items, summary), chat=chat):
+    for record in with_context(_split(_records(items, summary)), chat=chat):
         if not record.text.strip():
             summary.skipped += 1  # media-only messages: kept as neighbours' context, nothing to find
             continue
@@ -62,12 +73,53 @@ async def ingest(
 def _records(items: Iterable[HistoryRecord | Problem], summary: ImportSummary) -> Iterator[HistoryRecord]:
     for item in items:
         if isinstance(item, HistoryRecord):
-            yield item
+            yield _cleaned(item)
             continue
         summary.problems += 1
         log.warning("skipped while importing: %s", item)
         if len(summary.errors) < MAX_REPORTED_PROBLEMS:
             summary.errors.append(str(item))
+
+
+def _cleaned(record: HistoryRecord) -> HistoryRecord:
+    """The record with text every encoder and store accepts (in place: importers yield fresh records)."""
+    record.text = clean_text(record.text)
+    record.author = clean_text(record.author)
+    record.conversation = clean_text(record.conversation)
+    record.source = clean_text(record.source)
+    record.link = clean_text(record.link) if record.link is not None else None
+    record.extra = _cleaned_value(record.extra)
+    return record
+
+
+def _cleaned_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if depth > 8:  # importers keep `extra` flat; a deeper value is no one's text
+        return value
+    if isinstance(value, dict):
+        return {_cleaned_value(k, depth + 1): _cleaned_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cleaned_value(v, depth + 1) for v in value]
+    return value
+
+
+def _split(records: Iterable[HistoryRecord]) -> Iterator[HistoryRecord]:
+    """Records, a long one as one record per passage: the first keeps the record's id (replies and neighbours
+    name it), the next ones are `id#2`, `id#3`..., each with `extra["passage"]`."""
+    for record in records:
+        if len(record.text) <= LONG_TEXT_CHARS:
+            yield record
+            continue
+        later = {k: v for k, v in record.extra.items() if k not in FIRST_PASSAGE_ONLY}
+        for number, passage in enumerate(passages(record.text), start=1):
+            yield record.model_copy(
+                update={
+                    "id": record.id if number == 1 else f"{record.id}#{number}",
+                    "text": passage,
+                    "extra": {**(record.extra if number == 1 else later), "passage": number},
+                }
+            )
 
 
 async def _store(

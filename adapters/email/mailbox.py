@@ -2,7 +2,9 @@
 
 One record per mail (its own words; quotes and signature go to `extra`), plus one per passage of each text, PDF,
 .docx or HTML attachment. Mails are read one at a time: an mbox is indexed by offsets (the stdlib `mailbox`
-table of contents) and never held in memory whole.
+table of contents) and never held in memory whole. Each mail is judged on its bytes before it is parsed (its
+size, header and MIME parts: CONFIDE_IMPORTS__*), and anything that cannot be read is a `Problem` for that
+mail or attachment alone.
 """
 
 from __future__ import annotations
@@ -29,8 +31,18 @@ from adapters.email.mime import (
     message_ids,
     normalized_subject,
     thread_root,
+    unreadable,
 )
-from bridge.importers.base import Problem, WrongKind, stable_id
+from bridge.config import ImportSettings
+from bridge.importers.base import (
+    Problem,
+    WrongKind,
+    cut_problem,
+    describe,
+    guarded,
+    import_limits,
+    stable_id,
+)
 from bridge.importers.text import SUFFIXES, extract_text, passages
 from bridge.messages import HistoryRecord
 
@@ -47,14 +59,19 @@ _PARSER = BytesParser(policy=policy.default)
 class _Mails:
     """Turns one mail's bytes into records, remembering thread roots across the mails of one import."""
 
-    def __init__(self, person: str, source: str) -> None:
+    def __init__(self, person: str, source: str, bounds: ImportSettings) -> None:
         self.person = person
         self.source = source
+        self.bounds = bounds
         self._roots: OrderedDict[str, str] = OrderedDict()
 
     def records(
         self, data: bytes, where: str, fallback_time: datetime | None, extra: dict[str, Any]
     ) -> Iterator[HistoryRecord | Problem]:
+        # A mail of 10,000 MIME parts or a header of megabytes takes the parser minutes: judged on its bytes first.
+        if why := unreadable(data, self.bounds.max_mail_header_bytes, self.bounds.max_mime_parts):
+            yield Problem(where, f"not read: {why} (CONFIDE_IMPORTS__MAX_MIME_PARTS, __MAX_MAIL_HEADER_BYTES)")
+            return
         try:
             parsed = _parse(data, fallback_time)
             if isinstance(parsed, str):
@@ -64,8 +81,11 @@ class _Mails:
             files = attachments(msg)
             record = self._mail_record(msg, data, where, time, {**extra, "attachments": [a.name for a in files]})
         except Exception as exc:  # the email package has many ways to fail on a broken mail; skip just that one
-            yield Problem(where, f"unreadable mail: {type(exc).__name__}: {exc}")
+            yield Problem(where, f"unreadable mail: {describe(exc)}")
             return
+        if len(record.text) > (limit := self.bounds.max_message_chars):
+            yield cut_problem(where, "a mail body", len(record.text), limit, "max_message_chars")
+            record.text = record.text[:limit]
         yield record
         for index, attachment in enumerate(files):
             yield from self._attachment_records(record, index, attachment, where)
@@ -85,7 +105,7 @@ class _Mails:
         if body.quoted:
             info["quoted"] = body.quoted[:QUOTED_CHARS]
         if body.signature:
-            info["signature"] = body.signature
+            info["signature"] = body.signature[:QUOTED_CHARS]
         subject = normalized_subject(header(msg, "Subject"))
         return HistoryRecord(
             # The Message-ID names the mail wherever it is filed; without one, its bytes do.
@@ -120,13 +140,20 @@ class _Mails:
     ) -> Iterator[HistoryRecord | Problem]:
         if Path(attachment.name).suffix.lower() not in SUFFIXES:
             return
-        try:
-            sections = extract_text(attachment.name, attachment.data)
-        except Exception as exc:  # a broken PDF attachment must not lose the mail or the rest of the archive
-            yield Problem(f"{where} attachment {attachment.name!r}", f"unreadable: {type(exc).__name__}: {exc}")
+        named = f"{where} attachment {attachment.name!r}"
+        if len(attachment.data) > (limit := self.bounds.max_attachment_bytes):
+            size = len(attachment.data)
+            yield Problem(named, f"not read: {size:,} bytes (at most {limit:,}: CONFIDE_IMPORTS__MAX_ATTACHMENT_BYTES)")
             return
+        try:
+            extracted = extract_text(attachment.name, attachment.data, self.bounds)
+        except Exception as exc:  # a broken PDF attachment must not lose the mail or the rest of the archive
+            yield Problem(named, f"unreadable: {describe(exc)}")
+            return
+        for why in extracted.cut:
+            yield Problem(named, why)
         number = 0
-        for page, text in sections:
+        for page, text in extracted.sections:
             for passage in passages(text):
                 number += 1
                 extra: dict[str, Any] = {"attachment": attachment.name, "mail": mail.link}
@@ -185,12 +212,13 @@ class MboxImporter:
     path_help = "An mbox file"
     options: Mapping[str, str] = {}
 
-    def __init__(self, path: Path, person: str) -> None:
+    def __init__(self, path: Path, person: str, limits: ImportSettings | None = None) -> None:
         # Apple Mail exports "Name.mbox" folders with the messages in a file called "mbox".
         self.file = path / "mbox" if path.is_dir() else path
         self.person = person
         self.source = f"mbox:{path.name}"
         self.name = path.name
+        self.limits = import_limits(limits)
 
     def check(self) -> None:
         if not self.file.is_file():
@@ -202,17 +230,38 @@ class MboxImporter:
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
         self.check()
-        mails = _Mails(self.person, self.source)
+        yield from guarded(self._items(), self.name)
+
+    def _items(self) -> Iterator[HistoryRecord | Problem]:
+        mails = _Mails(self.person, self.source, self.limits)
+        limit = self.limits.max_mail_bytes
         box = mailbox.mbox(self.file, create=False)
         try:
             for number, key in enumerate(box.iterkeys(), start=1):
-                raw = box.get_bytes(key, from_=True)
+                where = f"{self.name} message {number}"
+                raw = _mbox_mail(box, key, limit)
+                if isinstance(raw, int):
+                    yield Problem(
+                        where, f"not read: {raw:,} bytes (at most {limit:,}: CONFIDE_IMPORTS__MAX_MAIL_BYTES)"
+                    )
+                    continue
                 from_line, _, data = raw.partition(b"\n")
                 data = _FROM_ESCAPE.sub(rb"\1", data)
                 fallback = _from_line_time(from_line.decode("ascii", errors="replace"))
-                yield from mails.records(data, f"{self.name} message {number}", fallback, {})
+                yield from mails.records(data, where, fallback, {})
         finally:
             box.close()
+
+
+def _mbox_mail(box: mailbox.mbox, key: str, limit: int) -> bytes | int:
+    """One mail of an mbox with its "From " line, as `get_bytes` gives it; its size instead when over `limit`."""
+    handle = box.get_file(key, from_=True)  # a window on the mbox file: it is never read whole
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    if size > limit:
+        return size
+    handle.seek(0)
+    return handle.read(size).replace(os.linesep.encode(), b"\n")
 
 
 class MaildirImporter:
@@ -223,10 +272,11 @@ class MaildirImporter:
     path_help = "A Maildir folder"
     options: Mapping[str, str] = {}
 
-    def __init__(self, path: Path, person: str) -> None:
+    def __init__(self, path: Path, person: str, limits: ImportSettings | None = None) -> None:
         self.path = path
         self.person = person
         self.source = f"maildir:{path.name}"
+        self.limits = import_limits(limits)
 
     def check(self) -> None:
         if not self.path.is_dir():
@@ -248,7 +298,10 @@ class MaildirImporter:
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
         self.check()
-        mails = _Mails(self.person, self.source)
+        yield from guarded(self._items(), self.path.name)
+
+    def _items(self) -> Iterator[HistoryRecord | Problem]:
+        mails = _Mails(self.person, self.source, self.limits)
         for label, folder in self._folders():
             # Delivery names start with the arrival time, so name order is arrival order.
             files = sorted(
@@ -258,11 +311,26 @@ class MaildirImporter:
             for file in files:
                 where = file.relative_to(self.path).as_posix()
                 try:
-                    data = file.read_bytes()
+                    data = _read_mail(file, self.limits.max_mail_bytes)
                 except OSError as exc:
                     yield Problem(where, f"cannot read: {exc}")
                     continue
+                if isinstance(data, int):
+                    limit = self.limits.max_mail_bytes
+                    yield Problem(
+                        where, f"not read: {data:,} bytes (at most {limit:,}: CONFIDE_IMPORTS__MAX_MAIL_BYTES)"
+                    )
+                    continue
                 yield from mails.records(data, where, _delivery_time(file.name), {"folder": label})
+
+
+def _read_mail(file: Path, limit: int) -> bytes | int:
+    """A mail file's bytes; its size instead when over `limit` (read bounded: it may grow meanwhile)."""
+    if (size := file.stat().st_size) > limit:
+        return size
+    with file.open("rb") as handle:
+        data = handle.read(limit + 1)
+    return data if len(data) <= limit else max(len(data), file.stat().st_size)
 
 
 def _is_maildir(folder: Path) -> bool:
@@ -271,4 +339,9 @@ def _is_maildir(folder: Path) -> bool:
 
 def _delivery_time(name: str) -> datetime | None:
     stamp = name.split(".", 1)[0]
-    return datetime.fromtimestamp(int(stamp), UTC) if stamp.isdigit() else None
+    if not stamp.isdigit():
+        return None
+    try:
+        return datetime.fromtimestamp(int(stamp), UTC)
+    except (ValueError, OverflowError, OSError):  # a name of 30 digits: beyond any date (OSError: EOVERFLOW)
+        return None

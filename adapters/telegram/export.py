@@ -1,23 +1,56 @@
 """Importer of Telegram Desktop exports (`result.json`): one chat, or a whole account with all its chats.
 
 The file is read with `json.load`: Telegram Desktop writes text-only exports of a few hundred MB at most (media
-goes to separate files), which fits in memory; the records themselves are still yielded one at a time.
+goes to separate files), which fits in memory; the records themselves are still yielded one at a time. Its size
+and nesting are checked on the bytes before parsing, and every field is read as if it could have any type.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import reprlib
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from bridge.importers.base import Problem, WrongKind, stable_id, text_head
+from bridge.config import ImportSettings
+from bridge.importers.base import (
+    READ_ERRORS,
+    Problem,
+    WrongKind,
+    cut_problem,
+    describe,
+    guarded,
+    import_limits,
+    stable_id,
+    text_head,
+)
 from bridge.messages import HistoryRecord
 
 _KEYS = re.compile(r'"(?:messages|chats|personal_information|left_chats)"\s*:')
 _NOT_INCLUDED = "(File not included"
+# A JSON string, possessive so that a long one costs no backtracking; what is left are the structure's bytes.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_DEPTH_STEP = [0] * 256
+for _open, _close in (b"[]", b"{}"):
+    _DEPTH_STEP[_open], _DEPTH_STEP[_close] = 1, -1
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+INT_DIGITS = 4000  # a longer number is kept as its text: int() refuses over 4300 digits, and is quadratic
+NAME_CHARS = 1000  # names, ids and other fields kept in `extra`: short in any real export
+
+
+def _short_repr() -> reprlib.Repr:
+    """A repr of at most a few dozen characters whatever it is given (a chat of a million messages)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlist, short.maxdict = 3, 80, 80, 4, 4
+    return short
+
+
+_brief = _short_repr().repr
 
 
 class TelegramImporter:
@@ -28,10 +61,11 @@ class TelegramImporter:
     path_help = "result.json of a Telegram Desktop export (one chat or all)"
     options: Mapping[str, str] = {}
 
-    def __init__(self, path: Path, person: str) -> None:
+    def __init__(self, path: Path, person: str, limits: ImportSettings | None = None) -> None:
         # Telegram Desktop saves `result.json` in a folder like "ChatExport_2023-12-31"; both may be given.
         self.path = path / "result.json" if path.is_dir() else path
         self.person = person
+        self.limits = import_limits(limits)
         label = f"{self.path.parent.name}/{self.path.name}" if self.path.name == "result.json" else self.path.name
         self.source = f"telegram:{label}"
 
@@ -47,11 +81,13 @@ class TelegramImporter:
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
         self.check()
+        yield from guarded(self._items(), self.path.name)
+
+    def _items(self) -> Iterator[HistoryRecord | Problem]:
         try:
-            with self.path.open(encoding="utf-8-sig") as file:
-                data = json.load(file)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            yield Problem(self.path.name, f"not valid JSON: {exc}")
+            data = self._load()
+        except _Unloadable as exc:
+            yield Problem(self.path.name, str(exc))
             return
         chats = _chats(data)
         if chats is None:
@@ -60,20 +96,45 @@ class TelegramImporter:
         for chat in chats:
             yield from self._chat(chat)
 
+    def _load(self) -> Any:
+        """The parsed export; raises `_Unloadable` (why, for a `Problem`) when it is too big, too deep or not JSON."""
+        bounds = self.limits
+        try:
+            size = self.path.stat().st_size
+            if size > bounds.max_file_bytes:
+                raise _Unloadable(f"{size:,} bytes: over CONFIDE_IMPORTS__MAX_FILE_BYTES ({bounds.max_file_bytes:,})")
+            with self.path.open("rb") as file:
+                data = file.read(bounds.max_file_bytes + 1)
+            if len(data) > bounds.max_file_bytes:
+                raise _Unloadable(f"over CONFIDE_IMPORTS__MAX_FILE_BYTES ({bounds.max_file_bytes:,} bytes)")
+            depth = json_depth(data, enough=bounds.max_json_depth)
+            if depth > bounds.max_json_depth:
+                raise _Unloadable(
+                    f"nested {depth} deep (at most {bounds.max_json_depth}: CONFIDE_IMPORTS__MAX_JSON_DEPTH)"
+                )
+            return json.loads(data.decode("utf-8-sig"), parse_int=_int)
+        except (ValueError, RecursionError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise _Unloadable(f"not valid JSON: {describe(exc)}") from None
+
     def _chat(self, chat: Any) -> Iterator[HistoryRecord | Problem]:
         if not isinstance(chat, dict) or not isinstance(chat.get("messages", []), list):
-            yield Problem(self.path.name, f"a chat that is not an object with a message list: {str(chat)[:80]}")
+            yield Problem(self.path.name, f"a chat that is not an object with a message list: {_brief(chat)}")
             return
         name = _chat_name(chat)
         for index, message in enumerate(chat.get("messages", []), start=1):
-            number = message.get("id", index) if isinstance(message, dict) else index
+            number = _brief(message.get("id", index)) if isinstance(message, dict) else index
+            where = f"{self.path.name} chat {name!r} message {number}"
             try:
                 record = self._record(chat, name, message)
-            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-                yield Problem(f"{self.path.name} chat {name!r} message {number}", f"unreadable message: {exc!r}")
+            except READ_ERRORS as exc:
+                yield Problem(where, f"unreadable message: {describe(exc)}")
                 continue
-            if record is not None:
-                yield record
+            if record is None:
+                continue
+            if len(record.text) > (limit := self.limits.max_message_chars):
+                yield cut_problem(where, "a message", len(record.text), limit, "max_message_chars")
+                record.text = record.text[:limit]
+            yield record
 
     def _record(self, chat: dict[str, Any], name: str, message: dict[str, Any]) -> HistoryRecord | None:
         if message.get("type", "message") != "message":
@@ -81,11 +142,16 @@ class TelegramImporter:
         text, links = _plain(message.get("text", ""))
         attachments, omitted = _attachments(message)
         text = "\n".join(p for p in (text, _poll(message.get("poll"))) if p)
-        chat_id = chat.get("id", name)
-        extra: dict[str, Any] = {"chat_id": chat_id, "chat_type": chat.get("type", ""), "message_id": message["id"]}
+        chat_id = _scalar(chat.get("id", name))
+        message_id = _scalar(message["id"])
+        extra: dict[str, Any] = {
+            "chat_id": chat_id,
+            "chat_type": _scalar(chat.get("type", "")),
+            "message_id": message_id,
+        }
         for key, field in (("reply_to_message_id", "reply_to"), ("forwarded_from", "forwarded_from")):
             if message.get(key) is not None:
-                extra[field] = message[key]
+                extra[field] = _scalar(message[key])
         if links:
             extra["links"] = links
         if attachments:
@@ -93,11 +159,11 @@ class TelegramImporter:
         if omitted:
             extra["media_omitted"] = True
         if message.get("sticker_emoji"):
-            extra["sticker"] = message["sticker_emoji"]
+            extra["sticker"] = _scalar(message["sticker_emoji"])
         if message.get("edited") or message.get("edited_unixtime"):
             extra["edited"] = True
         return HistoryRecord(
-            id=stable_id("telegram", chat_id, message["id"]),
+            id=stable_id("telegram", chat_id, message_id),
             person=self.person,
             channel="telegram",
             conversation=name,
@@ -105,9 +171,45 @@ class TelegramImporter:
             time=_time(message),
             text=text,
             source=self.source,
-            link=f"{chat_id}/{message['id']}",
+            link=f"{chat_id}/{message_id}",
             extra=extra,
         )
+
+
+class _Unloadable(Exception):
+    """Why an export cannot be read at all."""
+
+
+def json_depth(data: bytes, enough: int = 0) -> int:
+    """How deep a JSON document nests, counted on its bytes before it is parsed: the parser would recurse once
+    per level, past Python's limit. Brackets inside strings are counted first (fast, and never less than the
+    truth); only when that exceeds `enough` are strings skipped (a regex: about 25 MB/s)."""
+    rough = _depth(data.translate(None, _NOT_BRACKETS))
+    return rough if rough <= enough else _depth(_JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS))
+
+
+def _depth(brackets: bytes) -> int:
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def _int(text: str) -> int | str:
+    return int(text) if len(text) <= INT_DIGITS else text
+
+
+def _scalar(value: Any) -> str | int | float | bool | None:
+    """A field as the index stores it: a JSON scalar as it is (ints within 64 bits), anything else (a list, an
+    object, a huge number) as short text: a payload the store can always write."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return value[:NAME_CHARS] if isinstance(value, str) else _brief(value)
+
+
+def _name(value: Any) -> str:
+    return value[:NAME_CHARS] if isinstance(value, str) else _brief(value)
 
 
 def _chats(data: Any) -> list[Any] | None:
@@ -115,22 +217,27 @@ def _chats(data: Any) -> list[Any] | None:
         return None
     if isinstance(data.get("chats"), dict):
         left = data["left_chats"] if isinstance(data.get("left_chats"), dict) else {}
-        return [*data["chats"].get("list", []), *left.get("list", [])]
+        return [*_listed(data["chats"].get("list")), *_listed(left.get("list"))]
     if isinstance(data.get("messages"), list):
         return [data]
     return None
 
 
+def _listed(value: Any) -> list[Any]:
+    """A "list" field's entries; anything else there is one entry, reported as a chat that is not one."""
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
 def _chat_name(chat: dict[str, Any]) -> str:
     if chat.get("name"):
-        return str(chat["name"])
+        return _name(chat["name"])
     if chat.get("type") == "saved_messages":
         return "Saved Messages"
-    return f"chat {chat.get('id', '?')}"  # a deleted account's chat has no name
+    return f"chat {_brief(chat.get('id', '?'))}"  # a deleted account's chat has no name
 
 
 def _author(message: dict[str, Any]) -> str:
-    return str(message.get("from") or message.get("from_id") or "Deleted Account")
+    return _name(message.get("from") or message.get("from_id") or "Deleted Account")
 
 
 def _time(message: dict[str, Any]) -> datetime:

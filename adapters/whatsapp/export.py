@@ -31,7 +31,7 @@ from bridge.importers.base import (
     cut_problem,
     describe,
     guarded,
-    limits,
+    import_limits,
     stable_id,
 )
 from bridge.messages import HistoryRecord
@@ -89,6 +89,9 @@ class _Pending:
     size: int = 0  # characters in `lines`
     dropped: int = 0  # characters left out past the bound
 
+    def __post_init__(self) -> None:
+        self.size = sum(len(line) + 1 for line in self.lines)
+
     def add(self, text: str, dropped: int, limit: int) -> None:
         """A line of the message, kept while the message stays within `limit` characters."""
         room = max(0, limit - self.size)
@@ -125,7 +128,7 @@ class WhatsAppImporter:
         self.person = person
         self.date_order = date_order
         self.source = f"whatsapp:{path.name}"
-        self.limits = limits(limits)
+        self.limits = import_limits(limits)
 
     # -- sniffing -------------------------------------------------------------------------------------------
 
@@ -133,9 +136,12 @@ class WhatsAppImporter:
         if not self.path.is_file():
             raise WrongKind(f"{self.path} is not a file: a WhatsApp export is a .txt or the .zip WhatsApp makes")
         try:
-            with self._raw() as (_, raw):
-                # A bounded read: a big binary file given by mistake has no line ends to stop at.
-                head = raw.read(SNIFF_BYTES).decode("utf-8", errors="replace").splitlines()
+            with self._raw() as (name, raw):
+                try:
+                    # A bounded read: a big binary file given by mistake has no line ends to stop at.
+                    head = raw.read(SNIFF_BYTES).decode("utf-8", errors="replace").splitlines()
+                except READ_ERRORS as exc:  # inside a zip: corrupt or truncated data
+                    raise _Unopenable(name, f"cannot be read ({describe(exc)})") from None
         except _Unopenable as exc:
             if _chat_name(exc.where):
                 return  # WhatsApp's chat text that cannot be read: `items()` reports why
@@ -167,10 +173,10 @@ class WhatsAppImporter:
             try:
                 if why:
                     raise _Unopenable(name, why)
-                raw = stack.enter_context(Capped(archive.open(member), self.limits.max_member_bytes))
+                stream = stack.enter_context(Capped(archive.open(member), self.limits.max_member_bytes))
             except READ_ERRORS as exc:  # a damaged local header, a name that differs from the directory's
                 raise _Unopenable(name, f"cannot be opened ({describe(exc)})") from None
-            yield name, raw
+            yield name, cast(IO[bytes], stream)
 
     @contextmanager
     def _lines(self, problems: list[Problem]) -> Iterator[tuple[str, Iterator[tuple[int, str, int]]]]:

@@ -81,7 +81,7 @@ class Importer(Protocol):
     def items(self) -> Iterator[HistoryRecord | Problem]: ...
 
 
-def limits(given: ImportSettings | None = None) -> ImportSettings:
+def import_limits(given: ImportSettings | None = None) -> ImportSettings:
     """The bounds an importer reads with: the ones given (tests, benchmarks), else CONFIDE_IMPORTS__*."""
     return given if given is not None else ImportSettings()
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.config import ImportSettings
-from bridge.importers.base import Problem, WrongKind, describe, guarded, limits
+from bridge.importers.base import Problem, WrongKind, describe, guarded, import_limits
 from bridge.importers.text import SUFFIXES, Section, extract_text, passages
 from bridge.messages import HistoryRecord
 
@@ -37,7 +37,7 @@ def _hidden(relative: Path) -> bool:
 
 def document_items(path: Path, person: str, bounds: ImportSettings | None = None) -> Iterator[HistoryRecord | Problem]:
     """Records of every document under `path`, and a `Problem` for each that cannot be read (or only in part)."""
-    bounds = limits(bounds)
+    bounds = import_limits(bounds)
     root = path if path.is_dir() else path.parent
     for file in find_documents(path):
         relative = str(file.relative_to(root))

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge.importers.base import Problem, WrongKind, stable_id, text_head
+from bridge.importers.base import Problem, WrongKind, describe, guarded, stable_id, text_head
 from bridge.messages import HistoryRecord
 
 _SESSION = re.compile(r"^session_(\d+)$")
@@ -45,10 +45,13 @@ class LocomoImporter:
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
         self.check()
+        yield from guarded(self._items(), self.path.name)
+
+    def _items(self) -> Iterator[HistoryRecord | Problem]:
         try:
             conversations = _conversations(_load(self.path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            yield Problem(self.path.name, f"not valid JSON: {exc}")
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
+            yield Problem(self.path.name, f"not valid JSON: {describe(exc)}")
             return
         if not conversations:
             yield Problem(self.path.name, "no conversation with speaker_a and speaker_b in it")
@@ -73,7 +76,7 @@ class LocomoImporter:
                 try:
                     # The dates have no zone: stored as UTC. One second per turn keeps the session's order.
                     yield self._turn(sample, name, number, turn, (start + timedelta(seconds=index)).replace(tzinfo=UTC))
-                except (KeyError, TypeError) as exc:
+                except (KeyError, TypeError, AttributeError) as exc:
                     yield Problem(f"{where} session {number} turn {index + 1}", f"not a turn: missing {exc}")
 
     def _turn(self, sample: str, name: str, session: int, turn: dict[str, Any], time: datetime) -> HistoryRecord:

@@ -5,6 +5,7 @@ A new importer touches only its own package and pyproject.toml's entry point tab
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
@@ -14,6 +15,7 @@ from typing import Any
 from bridge.importers.base import Importer, WrongKind
 
 GROUP = "confide.importers"
+log = logging.getLogger(__name__)
 
 # Opens the right importer for a file a person sent in chat; None when no importer knows it.
 SourceFinder = Callable[[Path, str], Importer | None]
@@ -56,6 +58,9 @@ def detect_kind(path: Path) -> str | None:
         try:
             open_importer(kind, Path(path), person="").check()
         except (WrongKind, OSError):
+            continue
+        except Exception:  # a sniff that fails on a broken file means "not this kind", not the end of the search
+            log.exception("telling whether %s is a %s export failed", Path(path).name, kind)
             continue
         return kind
     return None

@@ -80,9 +80,9 @@ class Extracted:
 def extract_text(name: str, data: bytes, limits: ImportSettings | None = None) -> Extracted:
     """The text of a document given by its file name and bytes; raises when the file is not what it claims
     (`archive.TooBig` when it would unpack past the bounds)."""
-    from bridge.importers.base import limits as current
+    from bridge.importers.base import import_limits
 
-    bounds = current(limits)
+    bounds = import_limits(limits)
     budget = Budget.of(bounds)
     suffix = Path(name).suffix.lower()
     if suffix == ".pdf":
@@ -196,10 +196,13 @@ def html_to_text(html: str, budget: Budget | None = None) -> str:
         return (budget.take(converter.handle(html)) if budget else converter.handle(html)).strip()
     budget = budget or _default_budget()
     converter.start = True
+    produced = counted = 0
     for start in range(0, len(html), HTML_PIECE_CHARS):
         converter.feed(html[start : start + HTML_PIECE_CHARS])
-        if budget.spent():
-            break
+        produced += sum(len(piece) for piece in converter.outtextlist[counted:])
+        counted = len(converter.outtextlist)
+        if produced > budget.chars or budget.spent():
+            break  # enough text for the budget (`take` cuts and says so), or out of time
     converter.feed("")
     return budget.take(converter.optwrap(converter.finish())).strip()
 
