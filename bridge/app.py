@@ -18,6 +18,7 @@ from bridge.answer import AnswerPipeline
 from bridge.chats import Chats
 from bridge.commands import Commands
 from bridge.config import Settings
+from bridge.control import ControlServer
 from bridge.energy import open_energy
 from bridge.handler import WorkerOptions
 from bridge.history import HistoryIndex, build_history
@@ -99,6 +100,17 @@ async def open_models(settings: Settings) -> AsyncIterator[tuple[ModelClient, st
             await local.stop()
 
 
+async def _serve_cli_jobs(stack: AsyncExitStack, history: HistoryIndex, data_dir: Path) -> None:
+    """`confide import`/`forget`/`export` while this process holds the index: over its local socket."""
+    control = ControlServer(history, data_dir)
+    try:
+        await control.start()
+    except OSError as exc:  # e.g. a data directory path too long for a Unix socket (108 bytes)
+        log.warning("CLI jobs cannot reach this process (%s): stop it to import, forget or export", exc)
+        return
+    stack.push_async_callback(control.close)
+
+
 @dataclass
 class Running:
     bridge: Bridge
@@ -121,6 +133,7 @@ async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator
         # First: a configured energy source this host cannot read stops start-up before anything loads.
         energy = await stack.enter_async_context(open_energy(settings.energy, settings.models, metrics.error))
         history = await stack.enter_async_context(open_history(settings))
+        await _serve_cli_jobs(stack, history, settings.data_dir)
         db = StateDB(settings.state_path)
         await db.open()
         stack.push_async_callback(db.close)

@@ -8,11 +8,12 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sized
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sized
+from contextlib import asynccontextmanager
 from datetime import datetime
 from inspect import Parameter, Signature
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -33,6 +34,10 @@ from bridge.importers.registry import importer_classes, open_importer
 from bridge.messages import HistoryRecord
 from bridge.platforms import enabled_platforms, platforms
 from bridge.store import Selector
+
+if TYPE_CHECKING:
+    from bridge.control import RemoteHistory
+    from bridge.history import HistoryIndex
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Confide: answers from your own history.")
 import_app = typer.Typer(no_args_is_help=True, help="Bring history in from exports and files.")
@@ -241,10 +246,30 @@ def forget(
     run_async(_forget(settings, person, selector, yes))
 
 
-async def _forget(settings: Settings, person: str, selector: Selector, yes: bool) -> None:
-    from bridge.app import open_history
+@asynccontextmanager
+async def history_access(settings: Settings) -> AsyncIterator[HistoryIndex | RemoteHistory]:
+    """The history index, opened here; or, while `confide serve` holds it, the running process's, over its local
+    socket (bridge/control.py): import, forget and export work while Confide answers."""
+    from bridge.app import DataDirBusy, open_history
+    from bridge.control import RemoteHistory
 
-    async with open_history(settings) as history:
+    try:
+        async with open_history(settings) as history:
+            yield history
+            return
+    except DataDirBusy:
+        remote = await RemoteHistory.connect(settings.data_dir)
+        if remote is None:
+            raise
+    err.print("[dim]Confide is running: it does this job itself, beside its answers.[/dim]")
+    try:
+        yield remote
+    finally:
+        await remote.close()
+
+
+async def _forget(settings: Settings, person: str, selector: Selector, yes: bool) -> None:
+    async with history_access(settings) as history:
         count = await history.count(person, selector)
         if count == 0:
             err.print("Nothing matches.")
@@ -268,9 +293,7 @@ def export(
 
 
 async def _export(settings: Settings, person: str, out: Path | None) -> None:
-    from bridge.app import open_history
-
-    async with open_history(settings) as history:
+    async with history_access(settings) as history:
         stream = out.open("w", encoding="utf-8") if out else sys.stdout
         try:
             async for record in history.export(person):
@@ -347,10 +370,9 @@ async def import_records(
 
     `twin`: the id under which a record may already be stored in another form (a group message that was a
     question to Confide); such records are left out."""
-    from bridge.app import open_history
     from bridge.ingest import ingest
 
-    async with open_history(settings) as history:
+    async with history_access(settings) as history:
         produced = items()
         records = await produced if inspect.isawaitable(produced) else produced
         if twin is not None:

@@ -13,11 +13,10 @@ record, instead of being tokenized and embedded whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from bridge.history import HistoryIndex
 from bridge.importers.base import Problem
 from bridge.importers.text import PASSAGE_CHARS, clean_text, passages
 from bridge.messages import HistoryRecord
@@ -30,6 +29,13 @@ MAX_REPORTED_PROBLEMS = 50
 LONG_TEXT_CHARS = 2 * PASSAGE_CHARS
 # Kept on the first passage of a split record only: quotes and signatures of a mail, not repeated N times.
 FIRST_PASSAGE_ONLY = ("quoted", "signature")
+
+
+class Histories(Protocol):
+    """What an import needs of a history: the index itself, or a running Confide's (bridge/control.py)."""
+
+    async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]: ...
+    async def add(self, person: str, records: Sequence[HistoryRecord]) -> int: ...
 
 
 @dataclass
@@ -46,7 +52,7 @@ class ImportSummary:
 
 
 async def ingest(
-    history: HistoryIndex,
+    history: Histories,
     person: str,
     items: Iterable[HistoryRecord | Problem],
     batch_size: int = 256,
@@ -123,7 +129,7 @@ def _split(records: Iterable[HistoryRecord]) -> Iterator[HistoryRecord]:
 
 
 async def _store(
-    history: HistoryIndex,
+    history: Histories,
     person: str,
     batch: list[HistoryRecord],
     summary: ImportSummary,
