@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from bridge import chats, command_table, usage
+from bridge import chats, command_table, reanswer, usage
 from bridge.adapter import Adapter, ListsMembers, Members
 from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
 from bridge.chats import Chats, ChatState, Turn, state_key
@@ -29,7 +29,7 @@ from bridge.history import HistoryIndex
 from bridge.inbox import Claimed, Inbox
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
 from bridge.metrics import Metrics
-from bridge.outbox import Drafts
+from bridge.outbox import Drafts, enqueue_reply
 from bridge.persons import Directory
 from bridge.progress import LiveReply
 from bridge.router import Command, Ignore, Question, Remember, RouteContext, route
@@ -51,6 +51,7 @@ class WorkerOptions:
     default_model: str
     recent_turns: int = 6
     index_conversations: bool = True
+    reanswer_every_s: float = 10.0  # how often answers owed after a fallback are tried (bridge/reanswer.py)
 
 
 class MessageHandler:
@@ -126,13 +127,46 @@ class MessageHandler:
 
         def remember(conn: sqlite3.Connection) -> None:
             # "Nothing found" is no turn of the conversation: replayed, it talks the model out of evidence that
-            # arrives later (a small model repeats it although the note is now in its excerpts).
-            if not answer.abstained:
+            # arrives later (a small model repeats it although the note is now in its excerpts). Nor is a fallback,
+            # whose real answer is owed until the model is back.
+            if answer.fallback:
+                reanswer.record(conn, claimed.inbox_id, answer.model)
+            elif not answer.abstained:
                 chats.add_turns(conn, key, question.text, answer.text)
             chats.set_last_sources(conn, key, answer.citations)
 
         outcome = "fallback" if answer.fallback else "abstained" if answer.abstained else "answered"
         return CommandResult(answer.text, answer.citations, remember, [answer], outcome, answer.model)
+
+    async def pay(self, owed: reanswer.Owed) -> bool:
+        """Answer a question that got the fallback, now that its model may be back; True once the follow-up is
+        queued (the debt is paid in its transaction), False while the model still cannot answer."""
+        message = owed.message
+        person = self.directory.person_for(message.account)
+        decision = route(message, RouteContext(person, False, self.adapters[message.channel].bot_names,
+                                               await self.chats.shared(message.chat_key)))  # fmt: skip
+        if not isinstance(decision, Question):
+            await self.inbox.transact(lambda conn: reanswer.paid(conn, owed.inbox_id))  # nothing to answer any more
+            return True
+        key = state_key(message.chat_key, person, message.is_direct)
+        turns = await self.chats.recent_turns(key, self.options.recent_turns)
+        name = self.directory.name(decision.person)
+        answer = await self.pipeline.answer(decision.scopes, name, decision.text, owed.model, turns)
+        if answer.fallback:
+            return False
+        text = reanswer.FOLLOW_UP + (GROUP_ONLY if decision.room is not None and answer.abstained else answer.text)
+        reply = reply_to(message, text, suffix="reanswer", citations=answer.citations, model=answer.model)
+
+        def settle(conn: sqlite3.Connection) -> None:
+            enqueue_reply(conn, reply, owed.inbox_id)
+            reanswer.paid(conn, owed.inbox_id)
+            if not answer.abstained:
+                chats.add_turns(conn, key, decision.text, answer.text)
+
+        await self.inbox.transact(settle)
+        self.on_queued(reply.channel)
+        log.info("answered %s/%s after its fallback", message.channel, message.platform_message_id)
+        return True
 
     async def _remember_asked(self, message: IncomingMessage, question: Question) -> None:
         """A question is its asker's words: in a group the room's (every member read it), else the person's own."""

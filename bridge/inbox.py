@@ -13,12 +13,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bridge.messages import IncomingMessage, OutgoingReply
 from bridge.outbox import enqueue_reply
 from bridge.state import StateDB
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,10 @@ class Inbox:
             )
 
         await self._db.run(commit)
+
+    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Work that commits together with the inbox's and the outbox's rows (one transaction)."""
+        return await self._db.run(fn)
 
     async def failed(self, inbox_id: int) -> int:
         """Count one failure of a message's handling; returns how many it has had."""

@@ -128,6 +128,11 @@ class ModelClient:
     def peak_in_flight(self, name: str) -> int:
         return self._model(name).peak_in_flight
 
+    def is_up(self, name: str) -> bool:
+        """Whether requests go to this model (its circuit is closed); an unknown model is not."""
+        model = self._models.get(name)
+        return model is not None and model.up.is_set()
+
     def probes(self, name: str) -> int:
         return self._model(name).probes
 

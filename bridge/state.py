@@ -123,6 +123,18 @@ CREATE TABLE room_shares (
 ALTER TABLE inbox ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
 """,
     ),
+    (
+        5,
+        """
+-- Answers owed (bridge/reanswer.py): a question that got the fallback because its model was down.
+CREATE TABLE fallbacks (
+    inbox_id INTEGER PRIMARY KEY,
+    model TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    answered_at REAL
+);
+""",
+    ),
 ]
 
 

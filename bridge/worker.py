@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from bridge import reanswer
 from bridge.adapter import Adapter, StopsIntake
 from bridge.answer import AnswerPipeline
 from bridge.chats import Chats
@@ -62,6 +63,7 @@ class Bridge:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._dispatch(), name="confide-dispatch")
+                group.create_task(self._pay_owed_answers(), name="confide-reanswer")
                 for channel, adapter in self.adapters.items():
                     self._delivery_events[channel].set()  # deliver what a previous run left behind
                     group.create_task(self._deliver(adapter), name=f"confide-deliver-{channel}")
@@ -119,6 +121,21 @@ class Bridge:
                 await self.handler.give_up(claimed, exc)
             else:
                 await asyncio.sleep(0.5 * failures)
+
+    # -- answers owed after a fallback -------------------------------------------------------------
+
+    async def _pay_owed_answers(self) -> None:
+        """Every so often, answer the questions that got the fallback, as soon as their model answers again."""
+        while not self._stopping:
+            await asyncio.sleep(self.handler.options.reanswer_every_s)
+            try:
+                for owed in await reanswer.owed(self.inbox):
+                    if self._stopping or not self.handler.pipeline.models.is_up(owed.model):
+                        continue
+                    if not await self.handler.pay(owed):
+                        break  # still down: the rest waits for the next round
+            except Exception:
+                log.exception("answering questions that got the fallback failed; trying again later")
 
     # -- stopping --------------------------------------------------------------------------------
 

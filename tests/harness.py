@@ -23,7 +23,14 @@ from tests.recording_adapter import RecordingAdapter
 
 
 class Harness:
-    def __init__(self, settings: Settings, history: HistoryIndex, adapter: Adapter | RecordingAdapter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        history: HistoryIndex,
+        adapter: Adapter | RecordingAdapter,
+        reanswer_every_s: float = 10.0,
+    ) -> None:
+        self.reanswer_every_s = reanswer_every_s
         self.settings = settings
         self.history = history
         self.adapter = adapter
@@ -49,7 +56,9 @@ class Harness:
             self.pipeline,
             Commands(self.history, self.pipeline, default, find_source, UsageLog(self.db)),
             [self.adapter],
-            WorkerOptions(default, self.settings.recent_turns, self.settings.index_conversations),
+            WorkerOptions(
+                default, self.settings.recent_turns, self.settings.index_conversations, self.reanswer_every_s
+            ),
         )
         self.task = asyncio.create_task(self.bridge.run())
         return self

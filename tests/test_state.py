@@ -182,7 +182,7 @@ async def test_a_database_of_the_unversioned_layout_keeps_its_rows_and_is_brough
 
     db = await open_db(tmp_path)
     assert "checkpoints" not in tables(path) and "schema_versions" in tables(path)
-    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 4
+    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 5
     inbox = Inbox(db)
     assert await inbox.put(message("1")) is False  # the old row is still there
     claimed = await inbox.claim_next("telegram:c1")
@@ -240,7 +240,7 @@ async def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path:
     db = await open_db(tmp_path)
     await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=9 WHERE owner='core'"))
     await db.close()
-    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 4\)"):
+    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 5\)"):
         await open_db(tmp_path)
     with closing(connect(tmp_path / "state.sqlite3")) as conn:
         assert schema_version(conn, "core") == 9  # nothing was changed
@@ -275,7 +275,7 @@ async def test_adapters_keep_their_tables_in_the_state_database_beside_the_core(
     await db.close()
     assert {"telegram_sent_parts", "email_sent", "email_imap_checkpoint", "inbox"} <= tables(path)
     with closing(connect(path)) as conn:
-        assert schema_version(conn, "telegram") == 1 and schema_version(conn, "email") == 1
+        assert schema_version(conn, "telegram") == 2 and schema_version(conn, "email") == 2
 
 
 OLD_TELEGRAM = """
