@@ -123,10 +123,12 @@ async def main(work: Path) -> None:
 async def serve(
     work: Path, env: dict[str, str], telegram: FakeTelegram, ana: Person, bot: str, relay: Relay, smtp_port: int
 ) -> dict[str, Any]:
+    # A session of its own: the stop signal goes to Confide itself, not only to strace (which blocks it, and
+    # would leave its tracee running if it were killed instead).
     process = await asyncio.create_subprocess_exec(
         "strace", "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(work / "strace-serve.log"),
         sys.executable, "-m", "bridge.cli", "serve", env=env, cwd=work,
-        stdout=(work / "serve.log").open("wb"), stderr=asyncio.subprocess.STDOUT,
+        stdout=(work / "serve.log").open("wb"), stderr=asyncio.subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     started = time.monotonic()
     done: dict[str, Any] = {}
@@ -140,11 +142,11 @@ async def serve(
         done["email"] = await send_mail(smtp_port) and await until(lambda: relay.mails, 60)
         await asyncio.sleep(max(0.0, SERVE_S - (time.monotonic() - started)))
     finally:
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), 60)
+            done["exit"] = await asyncio.wait_for(process.wait(), 60)
         except TimeoutError:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
     done["log"] = (work / "serve.log").read_text(errors="replace")[-3000:]
     return done

@@ -65,6 +65,7 @@ async def test_import_chat_and_serve_contact_nothing_but_loopback(tmp_path: Path
     assert result["chat"]["code"] == 0 and result["chat"]["answered"], result["chat"]
     serve = result["serve"]
     assert serve["telegram"] and serve["matrix"] and serve["email"], serve
+    assert serve["exit"] == 0, serve["log"]  # stopped gracefully, nothing left running
     for step in ("import", "chat", "serve"):
         log = (tmp_path / f"strace-{step}.log").read_text()
         if step != "import":  # an import contacts nothing; chat and serve talk to the model and the platforms
