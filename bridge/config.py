@@ -182,6 +182,12 @@ class ImportSettings(BaseSettings):
         32 * MiB, ge=1024, description="Bytes decompressed from one zip member (a WhatsApp chat's text, a .docx part)"
     )
     max_archive_bytes: int = Field(128 * MiB, ge=1024, description="Bytes decompressed from one .docx in all")
+    max_compression_ratio: int = Field(
+        100,
+        ge=2,
+        description="Times its compressed size a zip member may inflate to, past its first MiB: text deflates 3 to 10 "
+        "times, a zip bomb a thousand",
+    )
     max_json_depth: int = Field(64, ge=8, le=500, description="Nesting of a JSON export (Telegram's is 6 deep)")
     max_message_chars: int = Field(
         1_000_000, ge=1000, description="Characters of one chat message or mail body; the rest is cut, reported"

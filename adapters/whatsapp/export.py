@@ -17,11 +17,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from bridge.config import ImportSettings
-from bridge.importers.archive import Capped, refusal
+from bridge.importers.archive import Capped, member_limit, refusal
 from bridge.importers.base import (
     READ_ERRORS,
     SNIFF_BYTES,
@@ -38,7 +39,9 @@ from bridge.messages import HistoryRecord
 
 DATE_ORDERS = ("dmy", "mdy", "ymd")
 SNIFF_LINES = 20
-LINE_PIECE_CHARS = 1 << 16  # a line is read in pieces this long: a file without line ends is no one line
+LINE_PIECE_CHARS = 1 << 13  # the text is read in pieces this long: a file without line ends is no one line
+# A line that may start a message: `_header` reads it; no other line can be one.
+_MAY_START = re.compile(r"^[\[\d\u200e\u200f\ufeff].*", re.MULTILINE)
 MEDIA_NOTE_CHARS = 1000  # "<name> • 3 pages document omitted" and the like are short; longer text is a message
 
 # Bidi marks: iOS puts U+200E before system texts and attachments, and wraps phone-number names in U+202A..C.
@@ -95,8 +98,9 @@ class _Pending:
     def add(self, text: str, dropped: int, limit: int) -> None:
         """A line of the message, kept while the message stays within `limit` characters."""
         room = max(0, limit - self.size)
-        self.lines.append(text[:room])
-        self.size += min(room, len(text)) + 1
+        if room:
+            self.lines.append(text[:room])
+            self.size += min(room, len(text)) + 1
         self.dropped += max(0, len(text) - room) + dropped
 
 
@@ -129,6 +133,8 @@ class WhatsAppImporter:
         self.date_order = date_order
         self.source = f"whatsapp:{path.name}"
         self.limits = import_limits(limits)
+        match = _CHAT_NAME.match(path.stem)
+        self.conversation = match["name"] if match else path.stem
 
     # -- sniffing -------------------------------------------------------------------------------------------
 
@@ -173,7 +179,9 @@ class WhatsAppImporter:
             try:
                 if why:
                     raise _Unopenable(name, why)
-                stream = stack.enter_context(Capped(archive.open(member), self.limits.max_member_bytes))
+                bounds = self.limits
+                limit, setting = member_limit(member, bounds.max_member_bytes, bounds.max_compression_ratio)
+                stream = stack.enter_context(Capped(archive.open(member), limit, setting, bounds.max_compression_ratio))
             except READ_ERRORS as exc:  # a damaged local header, a name that differs from the directory's
                 raise _Unopenable(name, f"cannot be opened ({describe(exc)})") from None
             yield name, cast(IO[bytes], stream)
@@ -186,19 +194,9 @@ class WhatsAppImporter:
         with self._raw() as (name, raw):
             yield name, _until_error(_numbered(raw, self.limits.max_message_chars), name, problems)
             if isinstance(raw, Capped) and raw.cut:
-                limit = self.limits.max_member_bytes
-                problems.append(
-                    Problem(
-                        name, f"inflates past {limit:,} bytes (CONFIDE_IMPORTS__MAX_MEMBER_BYTES): the rest is not read"
-                    )
-                )
+                problems.append(Problem(name, f"{raw.why()}: the rest is not read"))
 
     # -- reading --------------------------------------------------------------------------------------------
-
-    @property
-    def conversation(self) -> str:
-        match = _CHAT_NAME.match(self.path.stem)
-        return match["name"] if match else self.path.stem
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
         self.check()
@@ -228,8 +226,9 @@ class WhatsAppImporter:
             if header is None:
                 if pending is not None:
                     pending.add(_MARKS.sub("", raw), dropped, limit)
-                elif raw.strip() and not dropping:
-                    yield Problem(f"{name}:{number}", "text outside any message")
+                elif (text := raw.lstrip()) and not dropping:  # lines outside a message: one problem a run
+                    first = number + raw.count("\n", 0, len(raw) - len(text))  # its first line with text
+                    yield Problem(f"{name}:{first}", "text outside any message")
                 continue
             if pending is not None:
                 yield from self._finish(pending, name, occurrences)
@@ -294,24 +293,49 @@ class WhatsAppImporter:
 
 
 def _numbered(raw: IO[bytes], limit: int) -> Iterator[tuple[int, str, int]]:
-    """Numbered lines without their ends, each cut at `limit` characters, with how many were cut off: a file
-    without line ends is read in pieces, never held whole."""
+    """Numbered lines without their ends, each cut at `limit` characters, with how many were cut off; the text
+    is read in pieces, never held whole, whatever its lines.
+
+    Lines that cannot start a message (not starting with a digit, "[" or a bidi mark: blank lines, a message's
+    further lines) come joined in runs, numbered by their first line: joined again with their neighbours they
+    read the same. They are found by a regex over each piece; read one by one, a zip of millions of line ends
+    took minutes."""
     # utf-8-sig: some exports start with a BOM; errors="replace" so a stray byte costs one character, not the chat.
     text = io.TextIOWrapper(cast(BinaryIO, raw), encoding="utf-8-sig", errors="replace", newline=None)
-    piece = min(LINE_PIECE_CHARS, limit)
-    number = 0
-    while chunk := text.readline(piece):
+    number = 0  # lines handed on so far
+    carry: list[str] = []  # the start of the line the last piece ended in, at most `limit` characters of it
+    kept = dropped = 0
+    while piece := text.read(LINE_PIECE_CHARS):
+        end = piece.rfind("\n")
+        if end >= 0:
+            block = "".join([*carry, piece[:end]])
+            yield from _block(block, number, limit, dropped)
+            number += block.count("\n") + 1
+            carry, kept, dropped, piece = [], 0, 0, piece[end + 1 :]
+        room = max(0, limit - kept)
+        if room and piece:
+            carry.append(piece[:room])
+            kept += min(room, len(piece))
+        dropped += max(0, len(piece) - room)
+    if carry or dropped:
+        yield from _block("".join(carry), number, limit, dropped)
+
+
+def _block(block: str, number: int, limit: int, dropped: int) -> Iterator[tuple[int, str, int]]:
+    """The lines of `block` (whole lines, the first numbered `number + 1`, `dropped` characters already cut off
+    it): each line that may start a message alone, the lines between them as runs."""
+    position = 0
+    for match in _MAY_START.finditer(block):
+        if match.start() > position:  # the lines before it, up to its line end
+            yield number + 1, block[position : match.start() - 1], dropped
+            number += block.count("\n", position, match.start())
+            dropped = 0
+        line = match.group()
         number += 1
-        parts, kept, dropped = [chunk], len(chunk), 0
-        while not chunk.endswith("\n"):
-            chunk = text.readline(piece)
-            if not chunk:
-                break
-            room = max(0, limit - kept)
-            parts.append(chunk[:room])
-            kept += min(room, len(chunk))
-            dropped += max(0, len(chunk.rstrip("\n")) - room)
-        yield number, "".join(parts).rstrip("\n"), dropped
+        yield number, line[:limit], dropped + max(0, len(line) - limit)
+        position, dropped = match.end() + 1, 0
+    if position <= len(block):
+        yield number + 1, block[position:], dropped
 
 
 def _until_error(
@@ -377,6 +401,7 @@ def _start(number: int, header: re.Match[str], order: str) -> _Pending:
     return _Pending(number, time, author, marked=text.startswith("\u200e"), lines=[_MARKS.sub("", text)])
 
 
+@lru_cache(maxsize=4096)  # a chat's messages share their minutes: each is parsed once
 def _parse_time(date: str, clock: str, ampm: str | None, order: str) -> datetime:
     fields = [int(part) for part in re.split(r"[./-]", date)]
     if len(re.split(r"[./-]", date)[0]) == 4:

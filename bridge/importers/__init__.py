@@ -1,6 +1,7 @@
 """History importers: each reads one kind of export and yields `HistoryRecord`s (or `Problem`s) for ingestion.
 
-`base` holds the vocabulary every importer shares, `registry` finds importers through the `confide.importers`
-entry points (so the core never imports adapters/), `text` extracts document text for files and mail
-attachments; the generic formats (`files`, `locomo`) live here, platform exports beside their live adapters.
+`base` holds the vocabulary every importer shares (and the bounds, CONFIDE_IMPORTS__*), `registry` finds
+importers through the `confide.importers` entry points (so the core never imports adapters/), `text` extracts
+document text for files and mail attachments, `archive` inflates zip members within bounds; the generic formats
+(`files`, `locomo`) live here, platform exports beside their live adapters.
 """

@@ -104,11 +104,6 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 
-def cut(text: str, limit: int) -> tuple[str, bool]:
-    """`text` up to `limit` characters, and whether anything was left out."""
-    return (text, False) if len(text) <= limit else (text[:limit], True)
-
-
 def cut_problem(where: str, what: str, length: int, limit: int, setting: str) -> Problem:
     """The `Problem` of a text cut at a bound, naming the setting that raises it."""
     return Problem(where, f"{what} of {length:,} characters cut at {limit:,} (CONFIDE_IMPORTS__{setting.upper()})")

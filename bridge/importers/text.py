@@ -28,6 +28,7 @@ PASSAGE_CHARS = 1200
 # so that the budget is looked at between them.
 HTML_WHOLE_CHARS = 1 << 20
 HTML_PIECE_CHARS = 1 << 16
+HTML_SNIFF_BYTES = 1 << 16  # how much of a big page tells its encoding
 
 # A section of a document: its page number (PDFs) or None, and its text.
 Section = tuple[int | None, str]
@@ -88,7 +89,7 @@ def extract_text(name: str, data: bytes, limits: ImportSettings | None = None) -
     if suffix == ".pdf":
         sections = pdf_pages(data, budget, bounds.max_pdf_pages, bounds.max_member_bytes)
     elif suffix == ".docx":
-        check_archive(data, bounds.max_member_bytes, bounds.max_archive_bytes)
+        check_archive(data, bounds.max_member_bytes, bounds.max_archive_bytes, bounds.max_compression_ratio)
         sections = [(None, docx_text(data, budget))]
     elif suffix in {".html", ".htm"}:
         sections = [(None, html_to_text(_decode_html(data), budget))]
@@ -175,8 +176,22 @@ def _row_texts(row: Any) -> Iterator[str]:
 def _decode_html(data: bytes) -> str:
     from bs4 import UnicodeDammit
 
-    # Honours a <meta charset> or BOM, then guesses; never fails.
-    return UnicodeDammit(data, is_html=True).unicode_markup or data.decode("utf-8", errors="replace")
+    if len(data) <= HTML_WHOLE_CHARS:
+        # Honours a <meta charset> or BOM, then guesses; never fails.
+        return UnicodeDammit(data, is_html=True).unicode_markup or data.decode("utf-8", errors="replace")
+    # A big page: its encoding is told from its start. Guessing over megabytes (a declared charset that does
+    # not fit sends UnicodeDammit to charset detection) took a hundred MB and more per 5 MB.
+    head = data[: data.rfind(b">", 0, HTML_SNIFF_BYTES) + 1 or HTML_SNIFF_BYTES]  # not inside a character
+    found = UnicodeDammit(head, is_html=True).original_encoding
+    declared = found if found and found != "ascii" else None  # an ASCII start says nothing of the rest
+    for codec in (declared, "utf-8"):
+        if codec is None:
+            continue
+        try:
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return data.decode(declared or "windows-1252", errors="replace")
 
 
 def html_to_text(html: str, budget: Budget | None = None) -> str:
