@@ -342,6 +342,9 @@ def run_import(kind: str, path: Path, person: str, **options: str) -> None:
         importer.check()  # before anything is written
     except (WrongKind, OSError) as exc:
         raise fail(f"{path} is not a {kind} export: {exc}", 2) from None
+    except Exception as exc:  # a sniff that broke on a damaged file: a bug to log, still no traceback for the person
+        log.exception("checking %s as a %s export failed", path, kind)
+        raise fail(f"{path} could not be read as a {kind} export ({type(exc).__name__}: {exc})", 2) from None
     total = _count(importer, path)
     run_async(import_records(settings, person, f"{kind} {path.name}", importer.items, total, chat=importer.chat))
 
