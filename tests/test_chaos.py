@@ -1,5 +1,6 @@
 """Chaos: `confide serve` as a subprocess, killed with SIGKILL and stopped with SIGTERM at random (seeded) moments
-while people write to it through real peers (the Bot API server of the tests; Postfix), then started again.
+while people write to it through real peers (the Bot API server of the tests; Postfix; Synapse), then started
+again.
 
 Every message a platform accepted is answered; an answer goes out twice only in the case the README documents
 (a send cut off between the platform taking it and Confide recording it, logged "in doubt" and counted). A few
@@ -30,12 +31,14 @@ from tests.cli_helpers import CONFIDE, cli_env
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.mailservers import CONFIDE_DOMAIN, PASSWORD, PEOPLE_DOMAIN, MailServers
+from tests.synapse import Person, Synapse
 
 SEED = int(os.environ.get("CONFIDE_CHAOS_SEED", "20261130"))
 CYCLES = int(os.environ.get("CONFIDE_CHAOS_CYCLES", "3"))  # benchmarks/chaos.py sets more
 PER_CYCLE = 4  # messages sent in each cycle, while the process may be starting, answering or being stopped
 SENDERS = 3
 CONFIDE_MAIL = f"confide@{CONFIDE_DOMAIN}"
+MATRIX_PASSWORD = "secret-password"
 
 
 @dataclass
@@ -221,3 +224,45 @@ async def test_email_keeps_every_mail_through_kills_and_stops(
     outcome = await chaos(env, tmp_path / "serve.log", send, answers)
     report("email", outcome)
     assert_kept(outcome)
+
+
+@pytest.fixture(scope="module")
+async def synapse() -> AsyncIterator[Synapse]:
+    server = await Synapse().start()
+    yield server
+    await server.stop()
+
+
+async def test_matrix_keeps_every_message_and_never_answers_twice(
+    tmp_path: Path, synapse: Synapse, fake_llm: FakeOpenAI
+) -> None:
+    """A room on a real Synapse, the first questions asked before Confide has even joined: transaction ids make a
+    repeated send the same event, so there is no in-doubt case (a question's replies are counted, not its edits)."""
+    fake_llm.default = Behaviour(chunk_delay_s=0.15)
+    bot = (await synapse.register(f"confide{uuid.uuid4().hex[:6]}", MATRIX_PASSWORD))["user_id"]
+    ana = await Person(synapse, f"ana{uuid.uuid4().hex[:6]}").start()
+    try:
+        persons = [{"id": "ana", "accounts": [f"matrix:{ana.user_id}"]}]
+        env = base_env(tmp_path, fake_llm, persons, matrix__enabled="true", matrix__homeserver=synapse.url,
+                       matrix__user_id=bot, matrix__password=MATRIX_PASSWORD)  # fmt: skip
+        room = await ana.create_room(invite=(bot,))
+        sent: dict[str, str] = {}  # event id -> question
+
+        async def send(question: str) -> None:
+            sent[await ana.send(room, question)] = question
+
+        def answers() -> Counter[str]:
+            found: Counter[str] = Counter()
+            for event in ana.from_user(room, bot):
+                relation = event.source["content"].get("m.relates_to", {})
+                asked = relation.get("m.in_reply_to", {}).get("event_id")
+                if relation.get("rel_type") != "m.replace" and asked in sent:
+                    found[sent[asked]] += 1
+            return found
+
+        outcome = await chaos(env, tmp_path / "serve.log", send, answers)
+    finally:
+        await ana.stop()
+    report("matrix", outcome)
+    assert_kept(outcome)
+    assert outcome.duplicated == 0 and outcome.in_doubt == 0

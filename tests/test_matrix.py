@@ -113,7 +113,9 @@ async def test_direct_chat_streams_by_edits_and_the_final_text_wins(
         room = await ana.create_room()
         before = await ana.send(room, "This was said before Confide joined: answer it?")
         await ana.invite(room, bot)
+        early = await ana.send(room, "Asked at once, before Confide had joined: answered?")  # invited, not joined
         await eventually(lambda: ana.joined(room, bot))
+        await eventually(lambda: replies_to(ana, room, bot, early), within_s=30)
 
         question = "Where is the spare key for the cabin?"
         asked = await ana.send(room, question)

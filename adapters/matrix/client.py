@@ -396,16 +396,21 @@ async def _checked(call: Any, what: str) -> None:
 
 
 def _after_own_join(events: list[Event], user_id: str) -> list[Event]:
-    """Events after our (last) join in this timeline: what came before it is history, not questions."""
-    start = 0
+    """Events since we were invited (or, without an invite in this timeline, since our last join): what came
+    before is history, not questions. A person who invites Confide and asks at once, before it has joined, is
+    answered."""
+    start, invited = 0, False
     for index, event in enumerate(events):
-        if (
-            isinstance(event, RoomMemberEvent)
-            and event.state_key == user_id
-            and event.membership == "join"
-            and event.prev_membership != "join"
-        ):
-            start = index + 1
+        if not (isinstance(event, RoomMemberEvent) and event.state_key == user_id):
+            continue
+        if event.membership == "invite":
+            start, invited = index + 1, True
+        elif event.membership == "join" and event.prev_membership != "join":
+            if not (invited and event.prev_membership == "invite"):
+                start = index + 1
+            invited = False
+        elif event.membership in ("leave", "ban"):
+            start, invited = index + 1, False
     return events[start:]
 
 
