@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/chaos.py [--cycles 50] [--seed N]
 
-Runs `confide serve` against the same real peers as the suite (the Bot API server of the tests, Postfix), so it
+Runs `confide serve` against the same real peers as the suite (the Bot API server of the tests, Postfix,
+Synapse), so it
 runs the test module rather than a copy of it, and prints one line per platform:
 `chaos: PLATFORM cycles C accepted A lost L duplicated D drain S s` (S: the longest graceful stop), with the
 in-doubt sends the README documents and how many stops were SIGTERMs. Each cycle sends 4 messages and stops
