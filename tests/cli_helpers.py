@@ -36,3 +36,17 @@ async def run_cli(args: list[str], env: dict[str, str], stdin: str = "", limit_s
     out, err = await asyncio.wait_for(process.communicate(stdin.encode()), limit_s)
     assert process.returncode is not None
     return Result(process.returncode, out.decode(), err.decode())
+
+
+async def start_serve(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    """`confide serve` as a service manager runs it, its output appended to `log` (restarts share one log)."""
+    return await asyncio.create_subprocess_exec(
+        *CONFIDE, "serve", env=env, cwd=env["CONFIDE_DATA_DIR"], stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT
+    )
+
+
+async def kill_if_running(process: asyncio.subprocess.Process) -> None:
+    """After a test, whatever happened: no `confide serve` is left behind."""
+    if process.returncode is None:
+        process.kill()
+        await process.wait()

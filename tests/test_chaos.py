@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import CONFIDE, cli_env
+from tests.cli_helpers import cli_env, kill_if_running, start_serve
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.mailservers import CONFIDE_DOMAIN, PASSWORD, PEOPLE_DOMAIN, MailServers
@@ -70,7 +70,7 @@ async def chaos(
     rng = random.Random(seed)
     outcome = Outcome()
     for cycle in range(cycles):
-        process = await _start(env, log)
+        process = await start_serve(env, log)
         try:
             for n in range(PER_CYCLE):
                 question = f"question {cycle}-{n} about the cabin"
@@ -84,10 +84,8 @@ async def chaos(
             if how == signal.SIGTERM:
                 outcome.sigterm_codes.append(code)
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-    process = await _start(env, log)
+            await kill_if_running(process)
+    process = await start_serve(env, log)
     try:
         deadline = asyncio.get_running_loop().time() + 180
         while any(count_answers()[q] == 0 for q in outcome.accepted):
@@ -97,9 +95,7 @@ async def chaos(
         process.send_signal(signal.SIGTERM)
         outcome.sigterm_codes.append(await asyncio.wait_for(process.wait(), 40))
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await kill_if_running(process)
     outcome.answers = count_answers()
     logged = tail(log, 0)
     outcome.in_doubt = logged.count("(in doubt)")
@@ -109,12 +105,6 @@ async def chaos(
 
 def tail(log: Path, chars: int = 4000) -> str:
     return log.read_text(errors="replace")[-chars:]
-
-
-async def _start(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *CONFIDE, "serve", env=env, cwd=env["CONFIDE_DATA_DIR"], stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT
-    )
 
 
 def base_env(tmp_path: Path, llm: FakeOpenAI, persons: list[dict[str, object]], **settings: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import CONFIDE, cli_env, run_cli
+from tests.cli_helpers import cli_env, kill_if_running, run_cli, start_serve
 from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
@@ -39,9 +39,7 @@ async def test_import_export_and_forget_go_through_the_running_process(
     note = tmp_path / "cabin.md"
     note.write_text("# Cabin\nThe wifi password at the cabin is pine-cone-1987.\n")
     log = tmp_path / "serve.log"
-    process = await asyncio.create_subprocess_exec(
-        *CONFIDE, "serve", env=env, cwd=tmp_path, stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT
-    )
+    process = await start_serve(env, log)
     try:
         assert (await run_cli(["health", "--wait", "60"], env)).code == 0, log.read_text()[-3000:]
         socket_file = tmp_path / "confide.sock"
@@ -55,9 +53,7 @@ async def test_import_export_and_forget_go_through_the_running_process(
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await kill_if_running(process)
     assert imported.code == 0 and "Imported 1" in imported.stderr, imported.stderr
     assert "Confide is running: it does this job itself" in imported.stderr
     assert "pine-cone-1987" in retrieved_history(fake_llm.requests[-1]), "the answer did not use the import"

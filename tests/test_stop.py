@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli_helpers import CONFIDE, cli_env, run_cli
+from tests.cli_helpers import cli_env, kill_if_running, run_cli, start_serve
 from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
@@ -38,12 +38,6 @@ def serve_env(tmp_path: Path, telegram: FakeTelegram, llm: FakeOpenAI, grace_s: 
         telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
         telegram__poll_timeout_s="1", telegram__drafts="false", log_level="INFO",
     )  # fmt: skip
-
-
-async def start_serve(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *CONFIDE, "serve", env=env, cwd=env["CONFIDE_DATA_DIR"], stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT
-    )
 
 
 async def probe(env: dict[str, str], path: str) -> int:
@@ -76,8 +70,7 @@ async def test_sigterm_lets_the_answer_in_flight_finish_and_exits_0(
         code = await asyncio.wait_for(process.wait(), 30)
         took = time.monotonic() - stopped_at
     finally:
-        if process.returncode is None:
-            process.kill()
+        await kill_if_running(process)
     assert (ready.code, ready.stdout.strip(), health) == (0, "ready", 200), ready.stderr
     gone = await run_cli(["health"], env)
     assert gone.code == 1 and "not reachable" in gone.stderr, "a stopped Confide was reported ready"
@@ -88,7 +81,7 @@ async def test_sigterm_lets_the_answer_in_flight_finish_and_exits_0(
     assert "stopping (answers in flight may finish" in output and "1 chat(s) finished their answer, 0 cut off" in output
     assert "Traceback" not in output, output[-3000:]
 
-    # Mail that came while it was down is answered after the next start, once; the first answer is not repeated.
+    # A message that came while it was down is answered after the next start, once; the first is not repeated.
     telegram.push_message(USER, "and the boat key?")
     process = await start_serve(env, log)
     try:
@@ -96,8 +89,7 @@ async def test_sigterm_lets_the_answer_in_flight_finish_and_exits_0(
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
+        await kill_if_running(process)
     assert len(answers(telegram, "where is the spare key?")) == 1
     assert len(answers(telegram, "and the boat key?")) == 1
     assert len(fake_llm.requests) == 2, "an answer that was finished before the stop was asked for again"
@@ -119,8 +111,7 @@ async def test_a_second_signal_stops_at_once_and_the_cut_answer_comes_after_the_
         code = await asyncio.wait_for(process.wait(), 30)
         took = time.monotonic() - stopped_at
     finally:
-        if process.returncode is None:
-            process.kill()
+        await kill_if_running(process)
     assert code == 0 and took < 8, (code, took, log.read_text()[-3000:])
     assert "SIGINT again: stopping now" in log.read_text()
     assert not finished(telegram, "where is the spare key?")
@@ -131,8 +122,7 @@ async def test_a_second_signal_stops_at_once_and_the_cut_answer_comes_after_the_
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
+        await kill_if_running(process)
     assert [t for t in answers(telegram, "where is the spare key?") if t.endswith("[1]") or "Sources:" in t]
     assert len(answers(telegram, "where is the spare key?")) == 1, "the cut answer was sent twice"
     assert "Sorry, I could not process" not in log.read_text()
