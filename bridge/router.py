@@ -81,7 +81,12 @@ def scopes_of(person: str, room: str | None, shared: tuple[str, ...]) -> tuple[s
 
 def room_scope(message: IncomingMessage) -> str:
     """The index scope of a group's own conversation."""
-    return f"{ROOM_PREFIX}{message.chat_key}"
+    return scope_of_room(message.chat_key)
+
+
+def scope_of_room(chat_key: str) -> str:
+    """The index scope of the group chat `chat_key` ("channel:chat id"), live or backfilled."""
+    return f"{ROOM_PREFIX}{chat_key}"
 
 
 def route(message: IncomingMessage, context: RouteContext) -> Route:

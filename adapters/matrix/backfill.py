@@ -34,7 +34,7 @@ from adapters.matrix.render import permalink
 from adapters.matrix.session import login
 from bridge.config import Settings
 from bridge.messages import HistoryRecord
-from bridge.router import MAX_TEXT_CHARS, ROOM_PREFIX
+from bridge.router import MAX_TEXT_CHARS, scope_of_room
 
 log = logging.getLogger(__name__)
 PAGE = 200
@@ -68,8 +68,8 @@ def person_target(settings: Settings, person: str) -> Target:
 
 
 def group_scope(room_id: str) -> str:
-    """The index scope of a Matrix group (bridge.router.room_scope of its messages)."""
-    return f"{ROOM_PREFIX}{CHANNEL}:{room_id}"
+    """The index scope of a Matrix group, as the live bridge names it."""
+    return scope_of_room(f"{CHANNEL}:{room_id}")
 
 
 def group_target(settings: Settings) -> Target:
