@@ -6,8 +6,9 @@ Runs `confide serve` against the same real peers as the suite (the Bot API serve
 Synapse), so it
 runs the test module rather than a copy of it, and prints one line per platform:
 `chaos: PLATFORM cycles C accepted A lost L duplicated D drain S s` (S: the longest graceful stop), with the
-in-doubt sends the README documents and how many stops were SIGTERMs. Each cycle sends 4 messages and stops
-the process (SIGKILL or SIGTERM, seeded) at a random moment; the last start answers what is left.
+in-doubt sends the README documents and how many stops were SIGKILLs and SIGTERMs. `--cycles N` runs N cycles
+ending in SIGKILL and N ending in SIGTERM, in a seeded order; each sends 4 messages and stops the process at a
+random moment; the last start answers what is left and is stopped with SIGTERM too.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ again.
 
 Every message a platform accepted is answered; an answer goes out twice only in the case the README documents
 (a send cut off between the platform taking it and Confide recording it, logged "in doubt" and counted). A few
-cycles per platform here; `benchmarks/chaos.py --cycles 50` runs many.
+cycles per platform here (CONFIDE_CHAOS_CYCLES SIGKILLs and as many SIGTERMs); `benchmarks/chaos.py --cycles 50`
+runs 50 of each.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.config import Settings
 from tests.cli_helpers import cli_env, kill_if_running, start_serve
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
@@ -34,7 +36,8 @@ from tests.mailservers import CONFIDE_DOMAIN, PASSWORD, PEOPLE_DOMAIN, MailServe
 from tests.synapse import Person, Synapse
 
 SEED = int(os.environ.get("CONFIDE_CHAOS_SEED", "20261130"))
-CYCLES = int(os.environ.get("CONFIDE_CHAOS_CYCLES", "3"))  # benchmarks/chaos.py sets more
+# Cycles of each kind: that many SIGKILLs and as many SIGTERMs, in a seeded order (benchmarks/chaos.py sets more).
+CYCLES = int(os.environ.get("CONFIDE_CHAOS_CYCLES", "2"))
 PER_CYCLE = 4  # messages sent in each cycle, while the process may be starting, answering or being stopped
 SENDERS = 3
 CONFIDE_MAIL = f"confide@{CONFIDE_DOMAIN}"
@@ -69,7 +72,9 @@ async def chaos(
     """Start, send, kill or stop at a random moment, again; finally run until everything is answered."""
     rng = random.Random(seed)
     outcome = Outcome()
-    for cycle in range(cycles):
+    stops = [signal.SIGKILL, signal.SIGTERM] * cycles
+    rng.shuffle(stops)
+    for cycle, how in enumerate(stops):
         process = await start_serve(env, log)
         try:
             for n in range(PER_CYCLE):
@@ -78,7 +83,6 @@ async def chaos(
                 outcome.accepted.append(question)
                 await asyncio.sleep(rng.uniform(0.0, 0.6))
             await asyncio.sleep(rng.uniform(0.0, 5.0))  # starting, answering or delivering: any moment
-            how = rng.choice([signal.SIGKILL, signal.SIGTERM])
             process.send_signal(how)
             code = await asyncio.wait_for(process.wait(), 40)
             if how == signal.SIGTERM:
@@ -118,13 +122,15 @@ def final(text: str) -> bool:
 
 def report(platform: str, outcome: Outcome) -> None:
     drain = max(outcome.drains, default=0.0)
-    print(f"chaos: {platform} cycles {CYCLES} accepted {len(outcome.accepted)} lost {len(outcome.lost)} "
+    print(f"chaos: {platform} cycles {2 * CYCLES} accepted {len(outcome.accepted)} lost {len(outcome.lost)} "
           f"duplicated {outcome.duplicated} drain {drain:.1f} s (in doubt {outcome.in_doubt}, "
-          f"{len(outcome.sigterm_codes)} SIGTERM)")  # fmt: skip
+          f"{CYCLES} SIGKILL, {len(outcome.sigterm_codes)} SIGTERM with the last)")  # fmt: skip
 
 
 def assert_kept(outcome: Outcome) -> None:
     assert outcome.lost == []
+    # Every graceful stop ended within the default grace period (CONFIDE_SHUTDOWN_GRACE_S, unset here).
+    assert max(outcome.drains, default=0.0) <= Settings.model_fields["shutdown_grace_s"].default, outcome.drains
     assert outcome.duplicated <= outcome.in_doubt, "an answer was sent twice outside the documented in-doubt case"
     assert outcome.sigterm_codes and all(code == 0 for code in outcome.sigterm_codes), outcome.sigterm_codes
 
