@@ -68,6 +68,14 @@ class StopsIntake(Protocol):
 
 
 @runtime_checkable
+class EditsSent(Protocol):
+    """An adapter that can replace a reply it delivered, named by the receipt its `deliver` returned (optional:
+    an answer owed after a fallback then replaces the fallback in place instead of following it)."""
+
+    def edit_token_for(self, receipt: str) -> str | None: ...
+
+
+@runtime_checkable
 class ListsMembers(Protocol):
     """An adapter that can say who is in a group (optional: /share then names them)."""
 

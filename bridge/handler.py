@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from bridge import chats, command_table, reanswer, usage
-from bridge.adapter import Adapter, ListsMembers, Members
+from bridge.adapter import Adapter, EditsSent, ListsMembers, Members
 from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
 from bridge.chats import Chats, ChatState, Turn, state_key
 from bridge.commands import CommandCall, CommandResult, Commands, Effect
@@ -155,7 +155,10 @@ class MessageHandler:
         if answer.fallback:
             return False
         text = reanswer.FOLLOW_UP + (GROUP_ONLY if decision.room is not None and answer.abstained else answer.text)
-        reply = reply_to(message, text, suffix="reanswer", citations=answer.citations, model=answer.model)
+        token = await self._fallback_edit_token(owed)
+        reply = reply_to(
+            message, text, suffix="reanswer", citations=answer.citations, model=answer.model, edit_token=token
+        )
 
         def settle(conn: sqlite3.Connection) -> None:
             enqueue_reply(conn, reply, owed.inbox_id)
@@ -165,8 +168,17 @@ class MessageHandler:
 
         await self.inbox.transact(settle)
         self.on_queued(reply.channel)
-        log.info("answered %s/%s after its fallback", message.channel, message.platform_message_id)
+        how = "in place of" if token else "after"
+        log.info("answered %s/%s %s its fallback", message.channel, message.platform_message_id, how)
         return True
+
+    async def _fallback_edit_token(self, owed: reanswer.Owed) -> str | None:
+        """Where the platform can edit a sent message: the token that replaces the delivered fallback."""
+        adapter = self.adapters[owed.message.channel]
+        if not isinstance(adapter, EditsSent):
+            return None
+        receipt = await self.inbox.transact(lambda conn: reanswer.fallback_receipt(conn, owed.inbox_id))
+        return adapter.edit_token_for(receipt) if receipt else None
 
     async def _remember_asked(self, message: IncomingMessage, question: Question) -> None:
         """A question is its asker's words: in a group the room's (every member read it), else the person's own."""

@@ -1,5 +1,7 @@
 """Answers owed: a question that got the labelled fallback (its model was down for longer than the wait) gets
-the real answer once the model is back, as a follow-up reply to the question (in the same mail thread), once.
+the real answer once the model is back, once: the fallback message is edited into the answer where the platform
+can edit a sent message (Telegram, Matrix), else the answer follows as a reply to the question (in the same mail
+thread).
 
 The debt is written in the same transaction as the fallback reply (table `fallbacks`), and paid in the same
 transaction as the follow-up is queued: a crash in between neither loses it nor pays it twice.
@@ -32,6 +34,15 @@ def record(conn: sqlite3.Connection, inbox_id: int, model: str) -> None:
 
 def paid(conn: sqlite3.Connection, inbox_id: int) -> None:
     conn.execute("UPDATE fallbacks SET answered_at=? WHERE inbox_id=?", (time.time(), inbox_id))
+
+
+def fallback_receipt(conn: sqlite3.Connection, inbox_id: int) -> str | None:
+    """The platform's id of the fallback reply to a message, once it was delivered (the first reply it got)."""
+    row = conn.execute(
+        "SELECT receipt FROM outbox WHERE inbox_id=? AND status='sent' AND receipt IS NOT NULL ORDER BY id LIMIT 1",
+        (inbox_id,),
+    ).fetchone()
+    return str(row[0]) if row else None
 
 
 async def owed(inbox: Inbox, limit: int = 20) -> list[Owed]:

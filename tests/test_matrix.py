@@ -22,6 +22,7 @@ from bridge.config import PersonSettings, Settings
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
+from bridge.reanswer import FOLLOW_UP
 from bridge.store.edge import EdgeStore
 from tests.cli_helpers import cli_env, run_cli
 from tests.conftest import eventually, make_settings, model_for
@@ -246,6 +247,28 @@ async def test_restart_answers_what_came_while_down_once(
     for event_id in [first, *later]:
         assert len(replies_to(ana, room, bot, event_id)) == 1, f"{event_id} answered more or less than once"
     assert json.loads((tmp_path / "matrix" / "credentials.json").read_text())["device_id"] == device
+
+
+async def test_a_fallback_is_edited_into_the_real_answer_once_the_model_is_back(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    ana = people["ana"]
+    bot = await new_bot(synapse)
+    fake_llm.default = Behaviour(status=503)
+    settings = settings_for(tmp_path, synapse, bot, people, fake_llm)
+    settings = settings.model_copy(update={"models": {"main": model_for(fake_llm, retries=0)}, "model_wait_s": 0})
+    async with Harness(settings, history, build_adapter(settings), reanswer_every_s=0.3):  # type: ignore[arg-type]
+        room = await ana.create_room(invite=(bot,))
+        await eventually(lambda: ana.joined(room, bot))
+        question = await ana.send(room, "where is the spare key?")
+        await eventually(lambda: any(b.startswith("⚠ Model unavailable") for b in shown(ana, room, bot, question)))
+        fake_llm.default = Behaviour()
+        await eventually(lambda: any(b.startswith(FOLLOW_UP) for b in shown(ana, room, bot, question)), within_s=30)
+    [reply] = replies_to(ana, room, bot, question)  # no second message: the fallback itself became the answer
+    [edit] = [e for e in edits_of(ana, room, bot, reply.event_id) if FOLLOW_UP in e.source["content"]["body"]]
+    assert reply.source["content"]["body"].startswith("⚠ Model unavailable")
+    new_body = edit.source["content"]["m.new_content"]["body"]
+    assert new_body.removeprefix(FOLLOW_UP).startswith("You asked: where is the spare key? [1]")
 
 
 async def test_rate_limited_sends_wait_and_nothing_is_dropped(

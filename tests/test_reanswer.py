@@ -1,13 +1,17 @@
 """A question that got the labelled fallback (its model was down for longer than the wait) gets the real answer
-once the model is back: a follow-up reply to the same question, once, even across a restart."""
+once the model is back, once, even across a restart: a follow-up reply to the same question, or on a platform
+that edits sent messages (Telegram here, against the Bot API server of the tests) the fallback edited into it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from adapters.telegram import build_adapter
+from adapters.telegram.settings import TelegramSettings
 from bridge.history import HistoryIndex
 from bridge.reanswer import FOLLOW_UP
 from tests.conftest import eventually, make_settings, model_for
+from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
 from tests.recording_adapter import RecordingAdapter
@@ -35,3 +39,31 @@ async def test_a_fallback_is_followed_by_the_real_answer_once_the_model_is_back(
     assert fallback.text.startswith("⚠ Model unavailable") and requests_while_down >= 1
     assert len(follow_ups) == 1 and follow_ups[0].in_reply_to == question.platform_message_id
     assert follow_ups[0].text.removeprefix(FOLLOW_UP).startswith("You asked: where is the spare key? [1]")
+
+
+async def test_on_telegram_the_fallback_message_becomes_the_answer(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.default = Behaviour(status=503)
+    telegram = await FakeTelegram(drafts_supported=False).start()
+    chat = 100
+    try:
+        adapter_settings = TelegramSettings(enabled=True, token=telegram.token, api_base_url=telegram.base_url,
+                                            poll_timeout_s=5, edit_interval_s=0.2)  # fmt: skip
+        settings = make_settings(tmp_path, {"main": model_for(fake_llm, retries=0)}, model_wait_s=0,
+                                 telegram=adapter_settings)  # fmt: skip
+        async with Harness(settings, history, build_adapter(settings), reanswer_every_s=0.3) as h:  # type: ignore[arg-type]
+            asked = telegram.push_message(chat, "where is the spare key?")["message"]["message_id"]
+            await eventually(lambda: any(m.text.startswith("⚠ Model unavailable") for m in telegram.bot_messages(chat)))
+            fake_llm.default = Behaviour()
+            await eventually(lambda: telegram.bot_messages(chat)[-1].text.startswith(FOLLOW_UP), within_s=20)
+            await eventually(lambda: h.models.is_up("main"))
+            telegram.push_message(chat, "/help")  # a later message: its reply comes after any second answer
+            await eventually(lambda: len(telegram.bot_messages(chat)) >= 2)
+    finally:
+        await telegram.stop()
+    fallback, help_reply = telegram.bot_messages(chat)
+    assert fallback.reply_to == asked and help_reply.reply_to != asked
+    assert fallback.edits[0].startswith("⚠ Model unavailable")
+    assert fallback.text.removeprefix(FOLLOW_UP).startswith("You asked: where is the spare key? [1]")
+    assert [e for e in fallback.edits if e.startswith(FOLLOW_UP)] == [fallback.text]  # replaced once

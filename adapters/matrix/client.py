@@ -334,6 +334,10 @@ class MatrixAdapter:
         await self._typing(reply.chat_id, False)
         return reply.edit_token or event_id
 
+    def edit_token_for(self, receipt: str) -> str | None:
+        """A delivered reply's receipt is its event id, which an m.replace edit names."""
+        return receipt if receipt.startswith("$") else None
+
     async def show_partial(self, message: IncomingMessage, text: str, edit_token: str | None) -> str | None:
         await self._ready.wait()
         body = render.notice(text + render.DRAFT_MARK)

@@ -310,6 +310,11 @@ class TelegramAdapter:
         )
         return f"m:{sent.message_id}"
 
+    def edit_token_for(self, receipt: str) -> str | None:
+        """The receipt of a delivered reply ("chat:message", its first part) as the token that edits it."""
+        _, _, message_id = receipt.rpartition(":")
+        return f"m:{message_id}" if message_id.lstrip("-").isdigit() else None
+
     async def _draft(self, chat_id: int, extra: dict[str, Any], text: str) -> bool:
         try:
             await self.bot.send_message_draft(
