@@ -187,8 +187,13 @@ class AnswerPipeline:
 
 
 def asked_before(record: HistoryRecord, question: str) -> bool:
-    """An earlier asking of this question (or this very message, on a retry): no evidence for its answer."""
-    return record.source.startswith(CONFIDE_SOURCE_PREFIX) and _words(record.text) == _words(question)
+    """An earlier asking of this question (or this very message, on a retry), or any other question put to
+    Confide: no evidence for an answer. A question shares the words of the next one and so outranks the note
+    that answers it, and a small model then cites the question ("you asked this before [2]"). What a person told
+    Confide ("my locker code is 4711") is not a question and stays evidence."""
+    if not record.source.startswith(CONFIDE_SOURCE_PREFIX):
+        return False
+    return _words(record.text) == _words(question) or record.text.rstrip().endswith(("?", "？"))
 
 
 def _words(text: str) -> list[str]:

@@ -1,5 +1,5 @@
-"""Evidence is what people wrote, never what Confide said: answers are not indexed, and a question asked
-before is no evidence for its own answer."""
+"""Evidence is what people wrote, never what Confide said: answers are not indexed, and a question asked of
+Confide before is no evidence for an answer."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ async def test_answers_are_never_indexed_and_an_earlier_asking_is_no_source(
     assert [c.source for c in cited] == ["files:cabin.md"]
 
 
-def test_only_the_same_question_from_a_confide_chat_is_left_out() -> None:
+def test_questions_put_to_confide_are_left_out_and_what_people_told_it_stays() -> None:
     def record(text: str, source: str) -> HistoryRecord:
         return HistoryRecord(id="q:telegram:1", person="alice", channel="telegram", conversation="c", author="me",
                              time=WHEN, text=text, source=source)  # fmt: skip
@@ -59,6 +59,10 @@ def test_only_the_same_question_from_a_confide_chat_is_left_out() -> None:
     question = "What is the wifi password at the cabin?"
     assert asked_before(record("what is the WIFI password at the cabin", "confide:telegram:100"), question)
     assert not asked_before(record("My locker code is 4711, remember it", "confide:telegram:100"), question)
+    # Another question asked of Confide shares the words but holds no answer: a small model cited it instead of
+    # the note ("you asked about the cabin wifi before [2]").
+    assert asked_before(record("and the cabin wifi, what was its password again? ", "confide:telegram:100"), question)
+    assert not asked_before(record("Who has the wifi password at the cabin?", "whatsapp:family.zip"), question)
     assert not asked_before(record(question, "whatsapp:family.zip"), question), "a chat's own line is evidence"
 
 
