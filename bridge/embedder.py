@@ -59,9 +59,19 @@ class LocalEmbedder:
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        if len(texts) >= self.batch_size:  # an import's batch is big enough on its own
-            return await self._run(lambda: self._encode(list(texts)))
-        return await self._submit(list(texts))
+        if len(texts) < self.batch_size:
+            return await self._submit(list(texts))
+        # An import's batch is big enough on its own, but it goes to the encoder a chunk at a time, so that a
+        # question asked meanwhile waits for one chunk, not for the whole batch (seconds on a busy CPU). Chunks
+        # of texts of like length keep the padding as small as one call's own length grouping would.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            encoded = await self._run(lambda chunk=chunk: self._encode([texts[i] for i in chunk]))
+            for index, vector in zip(chunk, encoded, strict=True):
+                vectors[index] = vector
+        return vectors
 
     async def embed_query(self, text: str) -> list[float]:
         return (await self._submit([text]))[0]
