@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,22 @@ async def test_finds_by_meaning_and_by_rare_term(index: HistoryIndex) -> None:
     by_term = await index.search("alice", "XK-99817", limit=2)
     assert by_term[0].record.id == "4"
     assert by_meaning[0].record.source == "notes" and by_meaning[0].record.author == "Anna"
+
+
+async def test_upserts_of_many_chats_at_once_all_land_each_in_its_own_persons_history(index: HistoryIndex) -> None:
+    """The live bridge indexes each chat's question alone, many at once (the embedded store writes the waiting
+    ones together): every caller's records are there when its call returns, under its own person."""
+
+    async def one(n: int) -> None:
+        person = f"p{n % 5}"
+        await index.add(person, [record(person, f"q{n}", f"question {n} about the ferry to the island")])
+        assert await index.existing(person, [f"q{n}"]) == {f"q{n}"}
+
+    await asyncio.gather(*(one(n) for n in range(60)))
+    for person in range(5):
+        assert await index.count(f"p{person}") == 12
+        everyone = [f"q{n}" for n in range(60)]
+        assert await index.existing(f"p{person}", everyone) == {f"q{n}" for n in range(person, 60, 5)}
 
 
 async def test_upsert_is_idempotent_on_record_id(index: HistoryIndex) -> None:

@@ -78,6 +78,11 @@ class EdgeStore:
         )
         # Writes go through one thread (one writer per shard); reads may run beside them.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-edge-write")
+        # Upserts waiting while one is written go together in the next write (a group commit): the live bridge
+        # indexes every question alone, and one shard update per question capped it under load.
+        self._waiting: list[tuple[list[qe.Point], asyncio.Future[None]]] = []
+        self._upserting = False
+        self._upserts: asyncio.Task[None] | None = None
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -159,8 +164,32 @@ class EdgeStore:
             )
             for item in items
         ]
-        await self._write(lambda: self.shard.update(qe.UpdateOperation.upsert_points(points)))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((points, done))
+        if not self._upserting:
+            self._upserting = True
+            self._upserts = asyncio.create_task(self._upsert_waiting(), name="confide-edge-upserts")
+        await done
         return len(points)
+
+    async def _upsert_waiting(self) -> None:
+        """Write every waiting upsert in one shard update, until none waits; each caller learns the outcome."""
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                points = [point for points, _ in group for point in points]
+                try:
+                    await self._write(lambda points=points: self.shard.update(qe.UpdateOperation.upsert_points(points)))
+                except Exception as exc:
+                    for _, done in group:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in group:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._upserting = False
 
     async def search(
         self,
@@ -265,6 +294,8 @@ class EdgeStore:
         return len(ids)
 
     async def close(self) -> None:
+        if self._upserts is not None:  # upserts already accepted are written before the shard closes
+            await asyncio.gather(self._upserts, return_exceptions=True)
         if self._shard is not None:
             shard, self._shard = self._shard, None
 
