@@ -42,7 +42,7 @@ def test_single_chat_export(tmp_path: Path) -> None:
     assert by_id[6].extra["attachments"] == ["floor-plan.pdf"] and by_id[6].extra["media_omitted"] is True
     # Only "date": local time, stored as UTC.
     assert by_id[8].time == datetime(2023, 12, 31, 22, 12, tzinfo=UTC) and by_id[8].author == "user99"
-    assert by_id[9].extra["sticker"] == "😀"
+    assert by_id[9].extra["sticker"] == "😀" and by_id[9].text == "sent a sticker 😀"
     assert {r.source for r in records} == {"telegram:ChatExport_2024-01-02/result.json"}
     assert [(p.where, "date" in p.why) for p in problems] == [("result.json chat 'Anna' message 7", True)]
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge.history import HistoryIndex
 from bridge.importers.base import Problem, WrongKind
 from bridge.importers.registry import open_importer
+from bridge.ingest import ingest
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import ANDROID_US, IOS_DE, write_json, write_whatsapp_txt, write_whatsapp_zip
 
@@ -33,7 +35,9 @@ def test_android_month_first_twelve_hour_export(tmp_path: Path) -> None:
     assert not any("encrypted" in t or "joined" in t or "added" in t or "Trip" in t for t in texts)
     assert not any("deleted" in t for t in texts)
     by_line = {r.extra["line"]: r for r in records}
-    assert by_line[9].text == "" and by_line[9].extra["media_omitted"] is True
+    # A message that is only media is a message of the chat: kept, saying what was sent.
+    assert by_line[9].text == "sent a media file (not included in the export)"
+    assert by_line[9].extra["media_omitted"] is True and by_line[9].extra["media"] is True
     assert by_line[10].text == "View from the porch"
     assert by_line[10].extra["attachments"] == ["IMG-20231231-WA0001.jpg"]
     assert by_line[15].author == "+1 (555) 010-9999"  # bidi marks around the number stripped
@@ -67,9 +71,10 @@ def test_ios_zip_day_first_with_seconds(tmp_path: Path) -> None:
     meeting = records[0]
     assert meeting.text == "Wir treffen uns um 10 Uhr\nam Bahnhof, Gleis 3."
     assert meeting.time == datetime(2023, 12, 31, 21, 6, 0, tzinfo=UTC)
-    assert records[1].extra["attachments"] == ["00000012-PHOTO-2023-12-31-21-07-00.jpg"] and records[1].text == ""
-    assert records[2].extra["media_omitted"] is True
-    assert records[3].extra["attachments"] == ["Fahrplan.pdf"]
+    assert records[1].extra["attachments"] == ["00000012-PHOTO-2023-12-31-21-07-00.jpg"]
+    assert records[1].text == "sent a photo (00000012-PHOTO-2023-12-31-21-07-00.jpg)"
+    assert records[2].extra["media_omitted"] is True and records[2].text == "sent a photo (not included in the export)"
+    assert records[3].extra["attachments"] == ["Fahrplan.pdf"] and records[3].text == "sent a document (Fahrplan.pdf)"
     assert records[4].text == "Frohes neues Jahr!" and records[4].time == datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC)
     assert all("\u200e" not in r.text and "\u200e" not in r.author for r in records)
     assert records[0].link == "WhatsApp Chat - Familie.zip/_chat.txt:3"
@@ -148,3 +153,21 @@ def test_not_a_whatsapp_export_is_refused_before_anything(tmp_path: Path) -> Non
             importer.check()
         with pytest.raises(WrongKind):
             next(iter(importer.items()))
+
+
+async def test_a_photo_sent_without_words_is_found_by_what_was_said_around_it(
+    tmp_path: Path, history: HistoryIndex
+) -> None:
+    lines = [
+        "12/31/23, 9:05\u202fPM - Ben: Look, the new boat is in the water!",
+        "12/31/23, 9:06\u202fPM - Ben: IMG-20231231-WA0007.jpg (file attached)",
+        "12/31/23, 9:30\u202fPM - Anna: Dinner is at eight, bring the salad",
+        "01/02/24, 8:00\u202fAM - Anna: The plumber comes on Thursday",
+    ]
+    importer = open_importer("whatsapp", write_whatsapp_txt(tmp_path, lines), "alice")
+    summary = await ingest(history, "alice", importer.items())
+    assert (summary.imported, summary.skipped) == (4, 0)
+    hits = await history.search("alice", "When did Ben send the photo of the boat?", limit=2)
+    photo = [h.record for h in hits if h.record.extra.get("media")]
+    assert [r.text for r in photo] == ["sent a photo (IMG-20231231-WA0007.jpg)"]
+    assert photo[0].author == "Ben" and photo[0].time == datetime(2023, 12, 31, 21, 6, tzinfo=UTC)

@@ -17,6 +17,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from bridge import media
 from bridge.config import ImportSettings
 from bridge.importers.base import (
     READ_ERRORS,
@@ -162,6 +163,14 @@ class TelegramImporter:
             extra["sticker"] = _scalar(message["sticker_emoji"])
         if message.get("edited") or message.get("edited_unixtime"):
             extra["edited"] = True
+        if not text and (attachments or omitted or message.get("media_type")):  # media only: said in words
+            hint = message.get("media_type") or ("photo" if message.get("photo") else None)
+            hint = hint if isinstance(hint, str) else None
+            # A sticker's file name says nothing; its emoji does.
+            text = media.describe([] if hint == "sticker" else attachments, hint, omitted)
+            if message.get("sticker_emoji"):
+                text += f" {extra['sticker']}"
+            extra["media"] = True
         return HistoryRecord(
             id=stable_id("telegram", chat_id, message_id),
             person=self.person,

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
+from bridge import media
 from bridge.config import ImportSettings
 from bridge.importers.archive import Capped, member_limit, refusal
 from bridge.importers.base import (
@@ -66,7 +67,7 @@ _DELETED = re.compile(r"^(?:This message was deleted|You deleted this message)\.
 _EDITED = re.compile(r"\s*<This message was edited>$")
 _OMITTED = re.compile(
     r"^(?:<Media omitted>|<Medien ausgeschlossen>|<Multimedia omitido>|<Médias omis>"
-    r"|(?:image|video|audio|sticker|GIF|Contact card) omitted)$",
+    r"|(?P<kind>image|video|audio|sticker|GIF|Contact card) omitted)$",
     re.IGNORECASE,
 )
 _DOCUMENT_OMITTED = re.compile(r"^(?P<name>.*?)\s*(?:•.*)?\bdocument omitted$")
@@ -271,11 +272,14 @@ class WhatsAppImporter:
         # Only the end is searched: `\s*` before the note, tried at each of a million spaces, is quadratic.
         if edited := _EDITED.search(text[-100:]):
             text, extra["edited"] = text[: len(text) - len(edited.group())], True
-        text, attachments, omitted = _split_media(text)
+        text, attachments, omitted, kind = _split_media(text)
         if attachments:
             extra["attachments"] = attachments
         if omitted:
             extra["media_omitted"] = True
+        if not text and (attachments or omitted):  # media only: still a message of the chat, said in words
+            text = media.describe(attachments, kind, omitted)[: self.limits.max_message_chars]
+            extra["media"] = True
         when = pending.time.isoformat()
         count = occurrences.next(pending.time, pending.author, text, "|".join(attachments))
         yield HistoryRecord(
@@ -420,8 +424,9 @@ def _parse_time(date: str, clock: str, ampm: str | None, order: str) -> datetime
     return datetime(year, month, day, hour, minute, second)
 
 
-def _split_media(text: str) -> tuple[str, list[str], bool]:
-    """The message's own text, the names of its attachments, and whether media was left out of the export."""
+def _split_media(text: str) -> tuple[str, list[str], bool, str | None]:
+    """The message's own text, the names of its attachments, whether media was left out of the export, and the
+    export's word for what was left out ("image omitted": image) where it says."""
     names = [m["name"].strip() for m in _ATTACHED.finditer(text)]
     text = _ATTACHED.sub("", text).strip()
     first, _, rest = text.partition("\n")
@@ -429,9 +434,9 @@ def _split_media(text: str) -> tuple[str, list[str], bool]:
         names.append(match["name"])
         text = rest.strip()
     if len(text) > MEDIA_NOTE_CHARS:  # no note; and the patterns below backtrack on long text
-        return text, names, False
-    if _OMITTED.match(text):
-        return "", names, True
+        return text, names, False, None
+    if match := _OMITTED.match(text):
+        return "", names, True, match["kind"]
     if match := _DOCUMENT_OMITTED.match(text):
-        return "", [*names, match["name"]] if match["name"] else names, True
-    return text, names, False
+        return "", [*names, match["name"]] if match["name"] else names, True, "document"
+    return text, names, False, None
