@@ -53,7 +53,8 @@ def describe(names: list[str], hint: str | None = None, omitted: bool = False) -
     if not names:
         kind = kind_of("", hint) if hint else "media file"
         return f"sent {_article(kind)} {kind}" + (" (not included in the export)" if omitted else "")
-    return "sent " + ", ".join(f"{_article(kind)} {kind} ({name})" for name in names if (kind := kind_of(name, hint)))
+    kinds = [kind_of(name, hint) for name in names]
+    return "sent " + ", ".join(f"{_article(kind)} {kind} ({name})" for kind, name in zip(kinds, names, strict=True))
 
 
 def _article(kind: str) -> str:
