@@ -171,3 +171,36 @@ async def test_a_photo_sent_without_words_is_found_by_what_was_said_around_it(
     photo = [h.record for h in hits if h.record.extra.get("media")]
     assert [r.text for r in photo] == ["sent a photo (IMG-20231231-WA0007.jpg)"]
     assert photo[0].author == "Ben" and photo[0].time == datetime(2023, 12, 31, 21, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("layout", "lines", "first_time"),
+    [
+        # iOS before 2017: no brackets, a colon after the time (12- and 24-hour clocks).
+        ("old iOS, 12-hour", ["12/31/15, 9:05:23 PM: Anna: the key is under the mat",
+                              "1/1/16, 10:00:00 AM: Ben: Happy new year"], datetime(2015, 12, 31, 21, 5, 23)),
+        ("old iOS, 24-hour", ["31/12/2015 21:05:23: Anna: the key is under the mat",
+                              "01/01/2016 10:00:00: Ben: Happy new year"], datetime(2015, 12, 31, 21, 5, 23)),
+        # ISO dates (phones set to an ISO region format), with and without the comma.
+        ("ISO, Android", ["2023-12-31, 21:05 - Anna: the key is under the mat",
+                          "2024-01-01 10:00 - Ben: Happy new year"], datetime(2023, 12, 31, 21, 5)),
+        ("ISO, iOS", ["[2023-12-31, 21:05:09] Anna: the key is under the mat",
+                      "[2024-01-01, 10:00:00] Ben: Happy new year"], datetime(2023, 12, 31, 21, 5, 9)),
+        # Chinese and Japanese 12-hour clocks: the half of the day before the time.
+        ("Chinese", ["2023/12/31 下午9:05 - Anna: the key is under the mat",
+                     "2024/1/1 上午10:00 - Ben: Happy new year"], datetime(2023, 12, 31, 21, 5)),
+        ("Japanese", ["2023/12/31 午後9:05 - Anna: the key is under the mat",
+                      "2024/01/01 午前10:00 - Ben: Happy new year"], datetime(2023, 12, 31, 21, 5)),
+        # Localized 12-hour marks and German day-first dates.
+        ("Spanish", ["31/12/23, 9:05 p. m. - Anna: the key is under the mat",
+                     "1/1/24, 10:00 a. m. - Ben: Happy new year"], datetime(2023, 12, 31, 21, 5)),
+        ("German", ["31.12.23, 21:05 - Anna: the key is under the mat",
+                    "01.01.24, 10:00 - Ben: Happy new year"], datetime(2023, 12, 31, 21, 5)),
+    ],
+)  # fmt: skip
+def test_older_and_localized_layouts(tmp_path: Path, layout: str, lines: list[str], first_time: datetime) -> None:
+    records, problems = run(write_whatsapp_txt(tmp_path, lines))
+    assert problems == [], layout
+    assert [(r.author, r.text) for r in records] == [("Anna", "the key is under the mat"), ("Ben", "Happy new year")]
+    assert records[0].time == first_time.replace(tzinfo=UTC)
+    assert records[1].time.hour == 10 and records[1].time.date().isoformat().endswith("01-01")

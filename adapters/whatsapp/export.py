@@ -50,8 +50,13 @@ _MARKS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _DATE = r"(?P<date>\d{1,4}[./-]\d{1,2}[./-]\d{1,4})"
 # 12-hour clocks: "9:05 PM", "9:05\u202fpm" (narrow no-break space), "9:05 p.m.".
 _TIME = r"(?P<time>\d{1,2}[:.]\d{2}(?:[:.]\d{2})?)(?:\s*(?P<ampm>[AaPp]\.?\s?[Mm]\.?))?"
-_ANDROID = re.compile(rf"^{_DATE},?\s{_TIME}\s[-–]\s(?P<rest>.*)$")
-_IOS = re.compile(rf"^\[{_DATE},?\s{_TIME}\]\s(?P<rest>.*)$")
+# Chinese, Japanese and Korean 12-hour clocks put the half of the day before the time: "下午9:05", "午後9:05".
+_HALF = r"(?:(?P<half>上午|下午|午前|午後|오전|오후)\s?)?"
+_PM_HALVES = ("下午", "午後", "오후")
+_ANDROID = re.compile(rf"^{_DATE},?\s{_HALF}{_TIME}\s[-–]\s(?P<rest>.*)$")
+_IOS = re.compile(rf"^\[{_DATE},?\s{_HALF}{_TIME}\]\s(?P<rest>.*)$")
+# iOS before 2017: no brackets, the time ends with a colon ("31/12/2015 21:05:23: Anna: hi").
+_IOS_OLD = re.compile(rf"^{_DATE},?\s{_HALF}{_TIME}:\s(?P<rest>.*)$")
 _AUTHOR = re.compile(r"^(?P<author>[^\n]{1,100}?): (?P<text>.*)$", re.DOTALL)
 # Group events whose text itself holds ": " and would otherwise read as "author: text".
 _AUTHORLESS_EVENT = re.compile(
@@ -378,7 +383,7 @@ def _chat_name(where: str) -> bool:
 def _header(line: str) -> re.Match[str] | None:
     """The message header at the start of `line`, if any (leading bidi marks ignored)."""
     start = line.lstrip("\u200e\u200f\ufeff")
-    return _IOS.match(start) or _ANDROID.match(start)
+    return _IOS.match(start) or _ANDROID.match(start) or _IOS_OLD.match(start)
 
 
 def _order_evidence(date: str) -> str | None:
@@ -395,7 +400,8 @@ def _order_evidence(date: str) -> str | None:
 def _start(number: int, header: re.Match[str], order: str) -> _Pending:
     # Exports carry the phone's local time with no zone; it is stored as if it were UTC (wrong by the
     # phone's offset, but consistent, and the order and day of every message stay right).
-    time = _parse_time(header["date"], header["time"], header["ampm"], order).replace(tzinfo=UTC)
+    ampm = header["ampm"] or ("pm" if header["half"] in _PM_HALVES else "am" if header["half"] else None)
+    time = _parse_time(header["date"], header["time"], ampm, order).replace(tzinfo=UTC)
     rest = header["rest"]
     match = None if _AUTHORLESS_EVENT.match(_MARKS.sub("", rest)) else _AUTHOR.match(rest)
     if match is None:
