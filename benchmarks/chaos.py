@@ -17,6 +17,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,14 +29,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20261130)
     args = parser.parse_args()
     env = {**os.environ, "CONFIDE_CHAOS_CYCLES": str(args.cycles), "CONFIDE_CHAOS_SEED": str(args.seed)}
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/test_chaos.py"]
+    # Each platform's `confide serve` log stays in this folder (printed on a failure), for a look afterwards.
+    logs = tempfile.mkdtemp(prefix="confide-chaos-")
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", f"--basetemp={logs}",
+               "tests/test_chaos.py"]  # fmt: skip
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     # pytest's progress dots share the lines the test prints: take each report from its "chaos:" on.
     for line in run.stdout.splitlines():
         if "chaos: " in line:
             print(line[line.index("chaos: ") :].rstrip(".F"))
     if run.returncode != 0:
-        print(run.stdout[-4000:], run.stderr[-2000:], sep="\n", file=sys.stderr)
+        print(run.stdout[-4000:], run.stderr[-2000:], f"logs: {logs}", sep="\n", file=sys.stderr)
     return run.returncode
 
 

@@ -230,6 +230,12 @@ class MailServers:
             await self._dovecot.wait()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    async def retry_queued(self) -> None:
+        """Have Postfix retry everything it holds now: a restarted queue manager takes up a mail stranded in its
+        active queue, and a flush retries the deferred ones."""
+        await asyncio.to_thread(self._postfix, "reload")
+        await asyncio.to_thread(self._postfix, "flush")
+
     def maildir(self, address: str) -> Path:
         return self.root / "dovecot" / "home" / address / "Maildir"
 
