@@ -91,3 +91,32 @@ def test_a_truncated_export_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     path.write_text('{"name": "Anna", "type": "personal_chat", "id": 1, "messages": [{"id": 1, "type": "mess')
     records, problems = run(path)
     assert records == [] and len(problems) == 1 and "JSON" in problems[0].why
+
+
+def test_messages_without_words_say_what_was_sent(tmp_path: Path) -> None:
+    """Voice notes, contacts, places and stickers are messages of the chat: kept, saying what was sent; text
+    written as an array of entities (links, bold, mentions) reads as its plain text."""
+
+    def message(n: int, **fields: object) -> dict[str, object]:
+        return {"id": n, "type": "message", "date": f"2023-12-31T21:0{n}:00", "date_unixtime": str(1704056400 + n * 60),
+                "from": "Anna", "from_id": "user1", "text": "", **fields}  # fmt: skip
+
+    chat = {"name": "Anna", "type": "personal_chat", "id": 5, "messages": [
+        message(1, file="voice_messages/audio_1@31-12-2023_21-01-00.ogg", media_type="voice_message",
+                mime_type="audio/ogg", duration_seconds=4),
+        message(2, contact_information={"first_name": "Ben", "last_name": "Berg", "phone_number": "+1 555 0100"}),
+        message(3, location_information={"latitude": 59.91, "longitude": 10.75}),
+        message(4, photo="(File not included. Change data exporting settings to download.)", width=800, height=600),
+        message(5, text=["The ferry: ", {"type": "link", "text": "https://example.org/ferry"}, " ",
+                         {"type": "bold", "text": "bring boots"}]),
+    ]}  # fmt: skip
+    records, problems = run(write_json(tmp_path / "result.json", chat))
+    assert problems == []
+    assert [r.text for r in records] == [
+        "sent a voice message (audio_1@31-12-2023_21-01-00.ogg)",
+        "sent a contact card (Ben Berg)",
+        "shared a location (59.91, 10.75)",
+        "sent a photo (not included in the export)",
+        "The ferry: https://example.org/ferry bring boots",
+    ]
+    assert all(r.extra.get("media") for r in records[:1]) and records[3].extra["media_omitted"] is True

@@ -163,11 +163,14 @@ class TelegramImporter:
             extra["sticker"] = _scalar(message["sticker_emoji"])
         if message.get("edited") or message.get("edited_unixtime"):
             extra["edited"] = True
+        if not text:
+            text = _shared(message)
         if not text and (attachments or omitted or message.get("media_type")):  # media only: said in words
             hint = message.get("media_type") or ("photo" if message.get("photo") else None)
             hint = hint if isinstance(hint, str) else None
-            # A sticker's file name says nothing; its emoji does.
-            text = media.describe([] if hint == "sticker" else attachments, hint, omitted)
+            # A sticker's file name says nothing, its emoji does; a file left out is named only by its kind.
+            named = [name for name in attachments if Path(name).suffix and hint != "sticker"]
+            text = media.describe(named, hint, omitted)
             if message.get("sticker_emoji"):
                 text += f" {extra['sticker']}"
             extra["media"] = True
@@ -290,6 +293,17 @@ def _attachments(message: dict[str, Any]) -> tuple[list[str], bool]:
         else:
             names.append(str(message.get("file_name") or Path(value).name) if key == "file" else Path(value).name)
     return names, omitted
+
+
+def _shared(message: dict[str, Any]) -> str:
+    """A contact or a location sent without words, said in words ("" for anything else)."""
+    contact, place = message.get("contact_information"), message.get("location_information")
+    if isinstance(contact, dict):
+        name = " ".join(str(contact.get(k) or "") for k in ("first_name", "last_name")).strip()
+        return f"sent a contact card ({name})" if name else "sent a contact card"
+    if isinstance(place, dict) and {"latitude", "longitude"} <= place.keys():
+        return f"shared a location ({_scalar(place['latitude'])}, {_scalar(place['longitude'])})"
+    return ""
 
 
 def _poll(poll: Any) -> str:
