@@ -266,3 +266,58 @@ def test_other_files_are_refused_before_anything(tmp_path: Path) -> None:
     for path in (note, empty, tmp_path / "missing"):
         with pytest.raises(WrongKind):
             next(iter(open_importer("maildir", path, "me").items()))
+
+
+TAKEOUT = b"""From 1785369400000000000@xxx Mon Jan 01 10:00:00 +0000 2024
+X-GM-THRID: 1785369400000000000
+X-Gmail-Labels: Inbox,Important,Opened
+From: Anna <anna@example.org>
+To: me@example.org
+Subject: Fwd: Boat
+Date: Mon, 1 Jan 2024 10:00:00 +0000
+Message-ID: <fwd-1@example.org>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="m1"
+
+--m1
+Content-Type: multipart/related; boundary="r1"
+
+--r1
+Content-Type: multipart/alternative; boundary="a1"
+
+--a1
+Content-Type: text/html; charset=iso-8859-1
+Content-Transfer-Encoding: quoted-printable
+
+<p>Gr=FC=DFe! See Ben's mail below.</p>
+--a1--
+--r1
+Content-Type: image/png
+Content-Transfer-Encoding: base64
+
+iVBORw0KGgo=
+--r1--
+--m1
+Content-Type: message/rfc822
+
+From: Ben <ben@example.org>
+Date: Sun, 31 Dec 2023 09:00:00 +0000
+Subject: Boat
+Content-Type: text/plain; charset=utf-8
+
+The boat is ready on Friday; the key is with the harbour master.
+--m1--
+
+"""
+
+
+def test_a_takeout_mail_with_nested_parts_and_a_forwarded_mail_keeps_both_texts(tmp_path: Path) -> None:
+    """Gmail Takeout: HTML-only text deep in mixed/related/alternative parts, and a mail forwarded as an
+    attachment (message/rfc822) whose text is what the person wants to find again."""
+    path = tmp_path / "All mail Including Spam and Trash.mbox"
+    path.write_bytes(TAKEOUT)
+    items = list(open_importer("mbox", path, "me").items())
+    [record] = [i for i in items if isinstance(i, HistoryRecord)]
+    assert record.text.startswith("Grüße! See Ben's mail below.")
+    assert "---------- Forwarded message ----------\nFrom: Ben <ben@example.org> (Sun, 31 Dec 2023" in record.text
+    assert record.text.endswith("The boat is ready on Friday; the key is with the harbour master.")

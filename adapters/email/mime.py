@@ -50,6 +50,7 @@ _REPLY_PREFIX = re.compile(
 _MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
 QUOTE_LOOKAHEAD = 4  # lines between Outlook's "From:" and "Sent:"
 ATTRIBUTION_CHARS = 300  # longer lines are text, not an "On <date>, <name> wrote:"
+FORWARD_DEPTH = 3  # mails forwarded inside forwarded mails, read this deep
 
 
 def mail_text(msg: EmailMessage | Message) -> MailText:
@@ -59,14 +60,42 @@ def mail_text(msg: EmailMessage | Message) -> MailText:
     return MailText(new_text=new, quoted=quoted, signature=signature, from_html=from_html)
 
 
-def _body(msg: EmailMessage | Message) -> tuple[str, bool]:
-    """The plain text body, or the HTML body made readable when the plain one is missing or blank."""
+def _body(msg: EmailMessage | Message, depth: int = 0) -> tuple[str, bool]:
+    """The plain text body, or the HTML body made readable when the plain one is missing or blank; then the text
+    of each mail forwarded as an attachment (message/rfc822, as Gmail and Outlook forward), a few levels deep."""
     plain, html = _body_parts(msg)
-    if plain is not None and (text := decoded_text(plain)).strip():
-        return text, False
-    if html is not None:
-        return html_to_text(decoded_text(html)), True
-    return "", False
+    text, from_html = "", False
+    if plain is not None and (found := decoded_text(plain)).strip():
+        text = found
+    elif html is not None:
+        text, from_html = html_to_text(decoded_text(html)), True
+    forwarded = [_forwarded(inner, depth) for inner in _attached_mails(msg)] if depth < FORWARD_DEPTH else []
+    return "\n\n".join(part for part in (text, *forwarded) if part.strip()), from_html
+
+
+def _attached_mails(msg: EmailMessage | Message) -> Iterator[Message]:
+    if not isinstance(msg, EmailMessage):
+        return
+    try:
+        for part in msg.iter_attachments():
+            if part.get_content_type() == "message/rfc822" and isinstance(payload := part.get_payload(), list):
+                yield from (inner for inner in payload[:1] if isinstance(inner, Message))
+    except (KeyError, TypeError, ValueError, LookupError):
+        return
+
+
+def _forwarded(inner: Message, depth: int) -> str:
+    """A forwarded mail's text under a header that says whose it is, as mail clients show it."""
+    text, _ = _body(inner if isinstance(inner, EmailMessage) else EmailMessage(), depth + 1)
+    if not text.strip():
+        return ""
+    # No "Date:" line under "From:": that pair is how an Outlook quote starts, and split_reply would set it apart.
+    sent = f" ({inner['Date']})" if inner.get("Date") else ""
+    head = [
+        f"From: {inner['From']}{sent}" if inner.get("From") else "",
+        f"Subject: {inner['Subject']}" if inner.get("Subject") else "",
+    ]
+    return "\n".join(["---------- Forwarded message ----------", *(line for line in head if line.strip()), "", text])
 
 
 def _body_parts(msg: EmailMessage | Message) -> tuple[Message | None, Message | None]:
