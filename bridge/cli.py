@@ -34,6 +34,7 @@ from bridge.importers.registry import importer_classes, open_importer
 from bridge.messages import HistoryRecord
 from bridge.platforms import enabled_platforms, platforms
 from bridge.store import Selector
+from bridge.transcriber import HoldsAudio
 
 if TYPE_CHECKING:
     from bridge.control import RemoteHistory
@@ -346,7 +347,8 @@ def run_import(kind: str, path: Path, person: str, **options: str) -> None:
         log.exception("checking %s as a %s export failed", path, kind)
         raise fail(f"{path} could not be read as a {kind} export ({type(exc).__name__}: {exc})", 2) from None
     total = _count(importer, path)
-    run_async(import_records(settings, person, f"{kind} {path.name}", importer.items, total, chat=importer.chat))
+    run_async(import_records(settings, person, f"{kind} {path.name}", importer.items, total, chat=importer.chat,
+                             audio=importer if isinstance(importer, HoldsAudio) else None))  # fmt: skip
 
 
 def _count(importer: Importer, path: Path) -> int | None:
@@ -367,13 +369,21 @@ async def import_records(
     total: int | None = None,
     chat: bool = True,
     twin: Callable[[HistoryRecord], str] | None = None,
+    audio: HoldsAudio | None = None,
 ) -> None:
     """Open the index (refused at once if `confide serve` holds it), then read, store and report: every
     import, files or a platform's own (e.g. a Matrix room), shows the same progress and summary.
 
     `twin`: the id under which a record may already be stored in another form (a group message that was a
-    question to Confide); such records are left out."""
+    question to Confide); such records are left out. `audio`: the importer's voice notes, transcribed where a
+    transcriber is configured."""
     from bridge.ingest import ingest
+    from bridge.transcriber import build_transcriber, voice_notes
+
+    transcriber = build_transcriber(settings.transcriber, settings.proxy_url) if audio is not None else None
+    transcribe = (
+        voice_notes(transcriber, audio, settings.transcriber.max_audio_bytes) if transcriber and audio else None
+    )
 
     async with history_access(settings) as history:
         produced = items()
@@ -400,7 +410,11 @@ async def import_records(
                 elapsed = bar.tasks[0].elapsed or 0.0
                 bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
-            summary = await ingest(history, person, records, on_batch=advance, chat=chat)
+            try:
+                summary = await ingest(history, person, records, on_batch=advance, chat=chat, transcribe=transcribe)
+            finally:
+                if transcriber is not None:
+                    await transcriber.close()
     err.print(summary.describe())
     for problem in summary.errors[:10]:
         err.print(f"  [yellow]{problem}[/yellow]")

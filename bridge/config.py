@@ -79,6 +79,27 @@ class EmbedderSettings(BaseModel):
         return self
 
 
+class TranscriberSettings(BaseModel):
+    """Voice notes into text. No Whisper weights can be installed offline from the package registries (checked:
+    see the README), so there is no `local` backend: `openai` calls an OpenAI-compatible
+    /v1/audio/transcriptions (vLLM serving a Whisper model on the GPU host), `none` leaves voice notes as
+    "sent a voice message" records."""
+
+    backend: Literal["none", "openai"] = "none"
+    base_url: str | None = Field(None, description="OpenAI-compatible /v1 base for backend=openai")
+    model: str = "openai/whisper-large-v3"
+    api_key: SecretStr = SecretStr("none")
+    language: str | None = Field(None, description="ISO-639-1 code of the speech; empty: the model detects it")
+    max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1, description="Larger voice notes are not transcribed")
+    timeout_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _endpoint_for_openai(self) -> TranscriberSettings:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("base_url is required when backend is 'openai'")
+        return self
+
+
 class StoreSettings(BaseModel):
     backend: Literal["embedded", "server"] = "embedded"
     path: Path | None = Field(None, description="Embedded shard folder; default DATA_DIR/qdrant")
@@ -231,6 +252,7 @@ class Settings(BaseSettings):
     default_model: str | None = None
     local_model: LocalModelSettings = LocalModelSettings()
     embedder: EmbedderSettings = EmbedderSettings()
+    transcriber: TranscriberSettings = TranscriberSettings()
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     energy: EnergySettings = EnergySettings()

@@ -13,7 +13,7 @@ record, instead of being tokenized and embedded whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,9 +59,12 @@ async def ingest(
     on_batch: Callable[[int], None] | None = None,
     *,
     chat: bool = True,
+    transcribe: Callable[[HistoryRecord], Awaitable[str | None]] | None = None,
 ) -> ImportSummary:
     """Store an importer's records in the person's history. `chat`: the records are chat messages (the
-    importer's `chat`), indexed with their neighbours; mails and documents are indexed alone."""
+    importer's `chat`), indexed with their neighbours; mails and documents are indexed alone. `transcribe`
+    (bridge/transcriber.py): turns each new record that names an audio file into what was said, before it is
+    embedded; it returns why it could not (a problem), and records already stored are never sent to it."""
     summary = ImportSummary()
     batch: list[HistoryRecord] = []
     for record in with_context(_split(_records(items, summary)), chat=chat):
@@ -70,9 +73,9 @@ async def ingest(
             continue
         batch.append(record)
         if len(batch) >= batch_size:
-            await _store(history, person, batch, summary, on_batch)
+            await _store(history, person, batch, summary, on_batch, transcribe)
             batch = []
-    await _store(history, person, batch, summary, on_batch)
+    await _store(history, person, batch, summary, on_batch, transcribe)
     return summary
 
 
@@ -81,10 +84,14 @@ def _records(items: Iterable[HistoryRecord | Problem], summary: ImportSummary) -
         if isinstance(item, HistoryRecord):
             yield _cleaned(item)
             continue
-        summary.problems += 1
-        log.warning("skipped while importing: %s", item)
-        if len(summary.errors) < MAX_REPORTED_PROBLEMS:
-            summary.errors.append(str(item))
+        _report(summary, item)
+
+
+def _report(summary: ImportSummary, problem: Problem) -> None:
+    summary.problems += 1
+    log.warning("skipped while importing: %s", problem)
+    if len(summary.errors) < MAX_REPORTED_PROBLEMS:
+        summary.errors.append(str(problem))
 
 
 def _cleaned(record: HistoryRecord) -> HistoryRecord:
@@ -134,6 +141,7 @@ async def _store(
     batch: list[HistoryRecord],
     summary: ImportSummary,
     on_batch: Callable[[int], None] | None,
+    transcribe: Callable[[HistoryRecord], Awaitable[str | None]] | None = None,
 ) -> None:
     if not batch:
         return
@@ -143,6 +151,11 @@ async def _store(
     known = await history.existing(person, [r.id for r in unique])
     fresh = [r for r in unique if r.id not in known]
     summary.duplicates += len(known)
+    if transcribe is not None:
+        for record in fresh:
+            if record.extra.get("audio") and (problem := await transcribe(record)):
+                _report(summary, Problem(record.link or record.source, problem))
+            record.text = clean_text(record.text)
     summary.imported += await history.add(person, fresh)
     if on_batch:
         on_batch(len(batch))

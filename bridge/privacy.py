@@ -55,6 +55,8 @@ def endpoints(settings: Settings) -> list[Endpoint]:
     found: list[tuple[str, str]] = [(f"model {name}", m.base_url) for name, m in settings.models.items()]
     if settings.embedder.backend == "openai" and settings.embedder.base_url:
         found.append(("embedder", settings.embedder.base_url))
+    if settings.transcriber.backend == "openai" and settings.transcriber.base_url:
+        found.append(("transcriber", settings.transcriber.base_url))
     if settings.store.backend == "server" and settings.store.url:
         found.append(("store", settings.store.url))
     if settings.energy.source == "prometheus" and settings.energy.prometheus_url:

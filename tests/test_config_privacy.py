@@ -152,3 +152,14 @@ def test_dkim_lookups_are_listed_with_the_hosts_confide_contacts(env: pytest.Mon
         assert "_domainkey" in listed["email dkim"].url and "VERIFY_DKIM=false" in listed["email dkim"].why
     else:
         assert "email dkim" not in listed
+
+
+def test_a_transcription_endpoint_is_judged_like_every_other(env: pytest.MonkeyPatch) -> None:
+    env.setenv("CONFIDE_TRANSCRIBER__BACKEND", "openai")
+    env.setenv("CONFIDE_TRANSCRIBER__BASE_URL", "https://api.example.com/v1")
+    settings = load_settings()
+    assert [(e.purpose, e.allowed) for e in endpoints(settings)] == [("transcriber", False)]
+    with pytest.raises(HostNotAllowed):
+        check_endpoints(settings)
+    env.setenv("CONFIDE_TRANSCRIBER__BASE_URL", "http://10.0.0.7:8000/v1")
+    assert [(e.purpose, e.allowed) for e in endpoints(load_settings())] == [("transcriber", True)]

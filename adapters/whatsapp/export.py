@@ -43,6 +43,7 @@ SNIFF_LINES = 20
 LINE_PIECE_CHARS = 1 << 13  # the text is read in pieces this long: a file without line ends is no one line
 # A line that may start a message: `_header` reads it; no other line can be one.
 _MAY_START = re.compile(r"^[\[\d\u200e\u200f\ufeff].*", re.MULTILINE)
+AUDIO_KINDS = ("voice message", "audio file")
 MEDIA_NOTE_CHARS = 1000  # "<name> • 3 pages document omitted" and the like are short; longer text is a message
 
 # Bidi marks: iOS puts U+200E before system texts and attachments, and wraps phone-number names in U+202A..C.
@@ -141,6 +142,7 @@ class WhatsAppImporter:
         self.limits = import_limits(limits)
         match = _CHAT_NAME.match(path.stem)
         self.conversation = match["name"] if match else path.stem
+        self._audio: dict[str, str] = {}  # voice notes the zip holds, by file name (read when items are)
 
     # -- sniffing -------------------------------------------------------------------------------------------
 
@@ -202,6 +204,41 @@ class WhatsAppImporter:
             if isinstance(raw, Capped) and raw.cut:
                 problems.append(Problem(name, f"{raw.why()}: the rest is not read"))
 
+    # -- voice notes (bridge/transcriber.py) ------------------------------------------------------------------
+
+    def _audio_members(self) -> dict[str, str]:
+        """The voice notes and audio files a zip "with media" holds, by file name (a .txt holds none)."""
+        if not zipfile.is_zipfile(self.path):
+            return {}
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        except READ_ERRORS:
+            return {}  # the chat text's own reading reports the damage
+        return {Path(n).name: n for n in names if media.kind_of(Path(n).name) in AUDIO_KINDS}
+
+    def read_audio(self, name: str, limit: int) -> bytes:
+        member = self._audio.get(name)
+        if member is None:
+            raise ValueError("not in the export")
+        over = f"over CONFIDE_TRANSCRIBER__MAX_AUDIO_BYTES ({limit} bytes)"
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                info = archive.getinfo(member)
+                if info.flag_bits & 0x1:
+                    raise _Unopenable(member, "it is encrypted")
+                if info.file_size > limit:
+                    raise _Unopenable(member, f"{info.file_size} bytes, {over}")
+                with archive.open(info) as raw:
+                    data = raw.read(limit + 1)  # the header's size may lie: never more than the bound
+        except _Unopenable as exc:
+            raise ValueError(exc.why) from None
+        except READ_ERRORS as exc:
+            raise ValueError(f"cannot be read ({describe(exc)})") from None
+        if len(data) > limit:
+            raise ValueError(f"more than its stated size, {over}")
+        return data
+
     # -- reading --------------------------------------------------------------------------------------------
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
@@ -209,6 +246,7 @@ class WhatsAppImporter:
         yield from guarded(self._items(), self.path.name)
 
     def _items(self) -> Iterator[HistoryRecord | Problem]:
+        self._audio = self._audio_members()
         order, assumed = self._date_order()
         if assumed:
             yield Problem(self.path.name, f"day and month order cannot be told from the dates; read them as {order}")
@@ -285,6 +323,8 @@ class WhatsAppImporter:
         if not text and (attachments or omitted):  # media only: still a message of the chat, said in words
             text = media.describe(attachments, kind, omitted)[: self.limits.max_message_chars]
             extra["media"] = True
+        if held := [n for n in attachments if n in self._audio]:
+            extra["audio"] = held[0]  # a voice note the zip holds: transcribed on import where configured
         when = pending.time.isoformat()
         count = occurrences.next(pending.time, pending.author, text, "|".join(attachments))
         yield HistoryRecord(

@@ -49,6 +49,7 @@ class FakeOpenAI:
     default: Behaviour = field(default_factory=Behaviour)
     script: list[Behaviour] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    transcriptions: list[dict[str, Any]] = field(default_factory=list)  # /v1/audio/transcriptions calls
     in_flight: int = 0
     peak_in_flight: int = 0
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -64,6 +65,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
         self._runner, self.port = await serve_on_loopback(app, self.port)
         return self
 
@@ -75,6 +77,21 @@ class FakeOpenAI:
         if self.default.status != 200:  # a server that is down (the default) answers no endpoint
             return _error(self.default.status, "scripted failure", "ServerError", self.default.retry_after)
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _transcriptions(self, request: web.Request) -> web.Response:
+        """Whisper's endpoint as vLLM serves it: multipart form (file, model, language, ...), JSON {"text"}.
+        The "speech" of a test audio file is its bytes after b"SPEECH:"."""
+        form = await request.post()
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            return _error(400, "file is required", "BadRequestError")
+        data = upload.file.read()
+        self.transcriptions.append({"model": form.get("model"), "name": upload.filename, "size": len(data),
+                                    "language": form.get("language")})  # fmt: skip
+        if form.get("model") != self.model:
+            return _error(404, f"The model `{form.get('model')}` does not exist.", "NotFoundError")
+        said = data[len(b"SPEECH:") :].decode() if data.startswith(b"SPEECH:") else ""
+        return web.json_response({"text": said})
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()

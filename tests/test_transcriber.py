@@ -1,0 +1,61 @@
+"""Voice notes in a WhatsApp zip become what was said: `confide import` (a real subprocess) transcribes each new
+one through an OpenAI-compatible /v1/audio/transcriptions (the tests' server on loopback, Whisper's wire
+format), once; a question about what was said is answered from the note, which it cites."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from tests.cli_helpers import cli_env, run_cli
+from tests.fakes.openai_server import FakeOpenAI, retrieved_history
+
+SAID = "The spare key for the boat is in the red toolbox"
+CHAT = [
+    "12/31/23, 9:05\u202fPM - Ben: PTT-20231231-WA0004.opus (file attached)",
+    "12/31/23, 9:06\u202fPM - Anna: ok, thanks!",
+    "12/31/23, 9:07\u202fPM - Ben: PTT-20231231-WA0005.opus (file attached)",
+    "12/31/23, 9:08\u202fPM - Ben: IMG-20231231-WA0006.jpg (file attached)",
+]
+
+
+def export(folder: Path) -> Path:
+    path = folder / "WhatsApp Chat with Ben.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("WhatsApp Chat with Ben.txt", "\r\n".join(CHAT) + "\r\n")
+        archive.writestr("PTT-20231231-WA0004.opus", b"SPEECH:" + SAID.encode())
+        archive.writestr("PTT-20231231-WA0005.opus", b"SPEECH:" + b"long " * 100)  # over the bound below
+        archive.writestr("IMG-20231231-WA0006.jpg", b"\xff\xd8\xff not a voice note")
+    return path
+
+
+async def test_voice_notes_are_transcribed_once_and_answer_questions(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    models = {"main": {"base_url": fake_llm.base_url, "model": fake_llm.model}}
+    env = cli_env(tmp_path, models=json.dumps(models), transcriber__backend="openai",
+                  transcriber__base_url=fake_llm.base_url, transcriber__model=fake_llm.model,
+                  transcriber__max_audio_bytes="200")  # fmt: skip
+    zipped = export(tmp_path)
+
+    first = await run_cli(["import", "whatsapp", str(zipped), "--person", "me"], env)
+    assert first.code == 0, first.stderr
+    assert "Imported 4, already there 0, skipped 0, problems 1." in first.stderr, first.stderr
+    assert "PTT-20231231-WA0005.opus: not transcribed" in first.stderr  # over 200 bytes: kept, untranscribed
+    assert [(t["name"], t["model"]) for t in fake_llm.transcriptions] == [("PTT-20231231-WA0004.opus", "test-model")]
+
+    again = await run_cli(["import", "whatsapp", str(zipped), "--person", "me"], env)
+    assert "Imported 0, already there 4" in again.stderr, again.stderr
+    assert len(fake_llm.transcriptions) == 1, "a voice note already stored was transcribed again"
+
+    exported = await run_cli(["export", "--person", "me"], env)
+    records = {r["text"]: r for r in map(json.loads, exported.stdout.splitlines())}
+    note = records[f"sent a voice message (PTT-20231231-WA0004.opus), transcribed: {SAID}"]
+    assert note["author"] == "Ben" and note["extra"]["transcribed"] is True
+    assert "sent a voice message (PTT-20231231-WA0005.opus)" in records  # the one over the bound, as it was
+    assert "sent a photo (IMG-20231231-WA0006.jpg)" in records
+
+    asked = await run_cli(["chat"], env, stdin="Where is the spare key for the boat?\n/sources\n")
+    assert asked.code == 0, asked.stderr
+    assert SAID in retrieved_history(fake_llm.requests[-1]).split("\n\n")[0]  # the first excerpt: the note
+    assert "You asked: Where is the spare key for the boat? [1]" in asked.stdout
+    assert SAID in asked.stdout.split("My last answer was based on:")[1].split("[2]")[0]  # /sources: [1] is it
