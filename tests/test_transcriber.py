@@ -59,3 +59,36 @@ async def test_voice_notes_are_transcribed_once_and_answer_questions(tmp_path: P
     assert SAID in retrieved_history(fake_llm.requests[-1]).split("\n\n")[0]  # the first excerpt: the note
     assert "You asked: Where is the spare key for the boat? [1]" in asked.stdout
     assert SAID in asked.stdout.split("My last answer was based on:")[1].split("[2]")[0]  # /sources: [1] is it
+
+
+async def test_telegram_voice_messages_are_transcribed_and_nothing_outside_the_export_is_read(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    models = {"main": {"base_url": fake_llm.base_url, "model": fake_llm.model}}
+    env = cli_env(tmp_path, models=json.dumps(models), transcriber__backend="openai",
+                  transcriber__base_url=fake_llm.base_url, transcriber__model=fake_llm.model)  # fmt: skip
+    (tmp_path / "secret.ogg").write_bytes(b"SPEECH:a file outside the export")
+    folder = tmp_path / "ChatExport_2024-01-02"
+    (folder / "voice_messages").mkdir(parents=True)
+    (folder / "voice_messages" / "audio_1@31-12-2023_21-05-00.ogg").write_bytes(b"SPEECH:" + SAID.encode())
+
+    def voice(n: int, file: str) -> dict[str, object]:
+        return {"id": n, "type": "message", "date": "2023-12-31T21:05:00", "date_unixtime": str(1704056700 + n),
+                "from": "Ben", "from_id": "user2", "text": "", "file": file, "media_type": "voice_message",
+                "mime_type": "audio/ogg", "duration_seconds": 3}  # fmt: skip
+
+    chat = {
+        "name": "Ben",
+        "type": "personal_chat",
+        "id": 7,
+        "messages": [voice(1, "voice_messages/audio_1@31-12-2023_21-05-00.ogg"), voice(2, "../secret.ogg")],
+    }
+    (folder / "result.json").write_text(json.dumps(chat))  # fmt: skip
+
+    imported = await run_cli(["import", "telegram", str(folder), "--person", "me"], env)
+    assert imported.code == 0 and "Imported 2" in imported.stderr, imported.stderr
+    assert [t["name"] for t in fake_llm.transcriptions] == ["voice_messages/audio_1@31-12-2023_21-05-00.ogg"]
+    exported = await run_cli(["export", "--person", "me"], env)
+    texts = sorted(json.loads(line)["text"] for line in exported.stdout.splitlines())
+    assert texts == [f"sent a voice message (audio_1@31-12-2023_21-05-00.ogg), transcribed: {SAID}",
+                     "sent a voice message (secret.ogg)"]  # fmt: skip

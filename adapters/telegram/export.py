@@ -97,6 +97,37 @@ class TelegramImporter:
         for chat in chats:
             yield from self._chat(chat)
 
+    # -- voice messages (bridge/transcriber.py) ---------------------------------------------------------------
+
+    def _audio_file(self, message: dict[str, Any]) -> str | None:
+        """The export's own copy of a voice message or audio file ("voice_messages/audio_1@….ogg"), if it holds
+        one: a relative path inside the export folder, never anywhere else."""
+        file, kind = message.get("file"), message.get("media_type")
+        if not isinstance(file, str) or file.startswith(_NOT_INCLUDED) or kind not in ("voice_message", "audio_file"):
+            return None
+        return file if self._inside_export(file) is not None else None
+
+    def _inside_export(self, name: str) -> Path | None:
+        folder = self.path.parent.resolve()
+        try:
+            found = (folder / name).resolve()
+            return found if found.is_relative_to(folder) and found.is_file() else None
+        except (OSError, RuntimeError, ValueError):  # a name too long, with a NUL, or a link loop
+            return None
+
+    def read_audio(self, name: str, limit: int) -> bytes:
+        found = self._inside_export(name)
+        if found is None:
+            raise ValueError("not in the export folder")
+        try:
+            with found.open("rb") as file:
+                data = file.read(limit + 1)
+        except OSError as exc:
+            raise ValueError(f"cannot be read ({describe(exc)})") from None
+        if len(data) > limit:
+            raise ValueError(f"over CONFIDE_TRANSCRIBER__MAX_AUDIO_BYTES ({limit} bytes)")
+        return data
+
     def _load(self) -> Any:
         """The parsed export; raises `_Unloadable` (why, for a `Problem`) when it is too big, too deep or not JSON."""
         bounds = self.limits
@@ -163,6 +194,8 @@ class TelegramImporter:
             extra["sticker"] = _scalar(message["sticker_emoji"])
         if message.get("edited") or message.get("edited_unixtime"):
             extra["edited"] = True
+        if audio := self._audio_file(message):
+            extra["audio"] = audio  # a voice message the export holds: transcribed on import where configured
         if not text:
             text = _shared(message)
         if not text and (attachments or omitted or message.get("media_type")):  # media only: said in words
