@@ -1,119 +1,43 @@
-"""A big import while the bot answers: `confide import whatsapp` of a 10,000-message chat handed to a running
-`confide serve` (over its local socket, as an operator would run it), while a person keeps asking on Telegram.
+"""A big import while the bot answers, at length: tests/test_import_while_serving.py with 10,000 messages.
 
     .venv/bin/python benchmarks/import_while_serving.py [--messages 10000] [--every 2]
 
-`confide serve` runs as a subprocess with the Telegram adapter against the tests' Bot API server and the tests'
-OpenAI-compatible model server (both on loopback, in this process). Before the import a few questions measure
-the answer time of an idle bot; during the import one question every `--every` seconds is asked. Prints the
-import's time and rate, the answers' latency before and during it, and
+`confide import whatsapp` of a chat of `--messages` messages is handed to a running `confide serve` (over its
+local socket) while a person asks on Telegram (the Bot API server of the tests) every `--every` seconds; both run
+as real subprocesses with the tests' model server. Runs the test module rather than a copy of it, and prints
+the answer times while idle and during the import, and
 
     import while serving: N messages in T s, Q questions during it answered A (p50 P s, p95 R s), both finished
-
-Goal: both finish (the import's summary arrives and every question is answered while it runs).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import signal
-import statistics
+import os
+import subprocess
 import sys
-import tempfile
-import time
-from datetime import datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.stats import percentile
-from tests.cli_helpers import cli_env, kill_if_running, run_cli, start_serve
-from tests.fakes.bot_api import FakeTelegram
-from tests.fakes.openai_server import FakeOpenAI
-from tests.mailservers import free_port
-
-USER = 100
-WORDS = "boat cabin key pier invoice plumber boiler garden insurance school ticket hotel ferry concert".split()
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_export(path: Path, count: int) -> None:
-    """A WhatsApp (Android) export of `count` messages between two people, a minute or more apart."""
-    when = datetime(2023, 1, 1, 8, 0)
-    lines = []
-    for n in range(count):
-        when += timedelta(minutes=1 + n % 7)
-        author = "Anna" if n % 3 else "Ben"
-        text = " ".join(WORDS[(n * 7 + k) % len(WORDS)] for k in range(4 + n % 12))
-        lines.append(f"{when:%d/%m/%Y, %H:%M} - {author}: message {n}: {text}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-async def ask(telegram: FakeTelegram, text: str, within_s: float = 300) -> float:
-    """Ask, and return the seconds until the bot's reply to it arrived."""
-    before = len(telegram.bot_messages(USER))
-    started = time.monotonic()
-    telegram.push_message(USER, text)
-    while len(telegram.bot_messages(USER)) <= before:
-        if time.monotonic() - started > within_s:
-            raise TimeoutError(f"no answer to {text!r} within {within_s} s")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
-
-
-async def run(args: argparse.Namespace, workdir: Path) -> str:
-    telegram, llm = await FakeTelegram().start(), await FakeOpenAI(words_per_chunk=4).start()
-    persons = [{"id": "ana", "name": "Ana", "accounts": [f"telegram:{USER}"]}]
-    models = {"main": {"base_url": llm.base_url, "model": llm.model}}
-    env = cli_env(workdir, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
-                  telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
-                  telegram__poll_timeout_s="1", telegram__drafts="false")  # fmt: skip
-    export = workdir / "WhatsApp Chat with Anna.txt"
-    write_export(export, args.messages)
-    process = await start_serve(env, workdir / "serve.log")
-    try:
-        if (await run_cli(["health", "--wait", "120"], env)).code != 0:
-            raise RuntimeError((workdir / "serve.log").read_text()[-3000:])
-        idle = [await ask(telegram, f"idle question {n} about the boat") for n in range(5)]
-        started = time.monotonic()
-        importing = asyncio.create_task(
-            run_cli(["import", "whatsapp", str(export), "--person", "ana"], env, limit_s=3600)
-        )
-        during: list[float] = []
-        while not importing.done():
-            during.append(await ask(telegram, f"question {len(during)} during the import about the pier"))
-            await asyncio.sleep(args.every)
-        result = await importing
-        took = time.monotonic() - started
-        process.send_signal(signal.SIGTERM)
-        stopped = await asyncio.wait_for(process.wait(), 60)
-    finally:
-        await kill_if_running(process)
-        await telegram.stop()
-        await llm.stop()
-    summary = [line for line in result.stderr.splitlines() if "Imported" in line]
-    finished = result.code == 0 and bool(summary) and stopped == 0
-    print(f"  import: exit {result.code}; {summary[-1].strip() if summary else result.stderr[-2000:]}")
-    print(f"  answers while idle: p50 {statistics.median(idle):.2f} s, max {max(idle):.2f} s")
-    if during:
-        print(f"  answers during the import: p50 {statistics.median(during):.2f} s, "
-              f"p95 {percentile(during, 0.95):.2f} s, max {max(during):.2f} s")  # fmt: skip
-    return (
-        f"import while serving: {args.messages} messages in {took:.0f} s ({args.messages / took:.0f} msg/s), "
-        f"{len(during)} questions during it answered {len(during)} (p50 {statistics.median(during or [0]):.1f} s, "
-        f"p95 {percentile(during or [0], 0.95):.1f} s), {'both finished' if finished else 'NOT finished'}"
-    )
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--every", type=float, default=2.0, help="seconds between questions during the import")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="confide-import-serving-") as workdir:
-        print(asyncio.run(run(args, Path(workdir))))
+    env = {**os.environ, "CONFIDE_IMPORT_SERVING_MESSAGES": str(args.messages),
+           "CONFIDE_IMPORT_SERVING_EVERY_S": str(args.every)}  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+               "tests/test_import_while_serving.py"]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    for line in run.stdout.splitlines():
+        if line.startswith("  ") or "import while serving: " in line:
+            print(line.rstrip(".F"))
+    if run.returncode != 0:
+        print(run.stdout[-4000:], run.stderr[-2000:], sep="\n", file=sys.stderr)
+    return run.returncode
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
