@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.mailservers import free_port
+
+if TYPE_CHECKING:
+    from tests.fakes.bot_api import FakeTelegram
+    from tests.fakes.openai_server import FakeOpenAI
 
 CONFIDE = [sys.executable, "-m", "bridge.cli"]
 
@@ -50,3 +58,13 @@ async def kill_if_running(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.kill()
         await process.wait()
+
+
+def telegram_serve_env(data_dir: Path, telegram: FakeTelegram, llm: FakeOpenAI, user: int) -> dict[str, str]:
+    """`confide serve` with the Telegram adapter against the Bot API server of the tests (polling, no drafts),
+    the tests' model server, and one person, Ana, at Telegram account `user`."""
+    persons = [{"id": "ana", "name": "Ana", "accounts": [f"telegram:{user}"]}]
+    models = {"main": {"base_url": llm.base_url, "model": llm.model}}
+    return cli_env(data_dir, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
+                   telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
+                   telegram__poll_timeout_s="1", telegram__drafts="false")  # fmt: skip

@@ -4,7 +4,6 @@ embedded index, handed to it over its local socket; the answers meanwhile use wh
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import stat
 from collections.abc import AsyncIterator
@@ -12,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import cli_env, kill_if_running, run_cli, start_serve
+from tests.cli_helpers import kill_if_running, run_cli, start_serve, telegram_serve_env
 from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
-from tests.mailservers import free_port
 
 USER = 100
 
@@ -31,11 +29,7 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
 async def test_import_export_and_forget_go_through_the_running_process(
     tmp_path: Path, telegram: FakeTelegram, fake_llm: FakeOpenAI
 ) -> None:
-    persons = [{"id": "ana", "name": "Ana", "accounts": [f"telegram:{USER}"]}]
-    models = {"main": {"base_url": fake_llm.base_url, "model": fake_llm.model}}
-    env = cli_env(tmp_path, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
-                  telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
-                  telegram__poll_timeout_s="1", telegram__drafts="false")  # fmt: skip
+    env = telegram_serve_env(tmp_path, telegram, fake_llm, USER)
     note = tmp_path / "cabin.md"
     note.write_text("# Cabin\nThe wifi password at the cabin is pine-cone-1987.\n")
     log = tmp_path / "serve.log"

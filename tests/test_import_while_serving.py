@@ -11,7 +11,6 @@ A few hundred messages here; `benchmarks/import_while_serving.py` runs 10,000 an
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import statistics
@@ -19,10 +18,9 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tests.cli_helpers import cli_env, kill_if_running, run_cli, start_serve
+from tests.cli_helpers import kill_if_running, run_cli, start_serve, telegram_serve_env
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import FakeOpenAI
-from tests.mailservers import free_port
 
 USER = 100
 WORDS = "boat cabin key pier invoice plumber boiler garden insurance school ticket hotel ferry concert".split()
@@ -54,11 +52,7 @@ async def ask(telegram: FakeTelegram, text: str, within_s: float = 300) -> float
 
 async def run(messages: int, every: float, workdir: Path) -> tuple[str, list[float]]:
     telegram, llm = await FakeTelegram().start(), await FakeOpenAI(words_per_chunk=4).start()
-    persons = [{"id": "ana", "name": "Ana", "accounts": [f"telegram:{USER}"]}]
-    models = {"main": {"base_url": llm.base_url, "model": llm.model}}
-    env = cli_env(workdir, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
-                  telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
-                  telegram__poll_timeout_s="1", telegram__drafts="false")  # fmt: skip
+    env = telegram_serve_env(workdir, telegram, llm, USER)
     export = workdir / "WhatsApp Chat with Anna.txt"
     write_export(export, messages)
     process = await start_serve(env, workdir / "serve.log")
