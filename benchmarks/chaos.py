@@ -27,12 +27,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=50)
     parser.add_argument("--seed", type=int, default=20261130)
+    parser.add_argument("--only", choices=["telegram", "email", "matrix"], nargs="+", help="these platforms only")
     args = parser.parse_args()
     env = {**os.environ, "CONFIDE_CHAOS_CYCLES": str(args.cycles), "CONFIDE_CHAOS_SEED": str(args.seed)}
     # Each platform's `confide serve` log stays in this folder (printed on a failure), for a look afterwards.
     logs = tempfile.mkdtemp(prefix="confide-chaos-")
     command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", f"--basetemp={logs}",
-               "tests/test_chaos.py"]  # fmt: skip
+               "tests/test_chaos.py", *(["-k", " or ".join(args.only)] if args.only else [])]  # fmt: skip
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     # pytest's progress dots share the lines the test prints: take each report from its "chaos:" on.
     for line in run.stdout.splitlines():
