@@ -1,6 +1,6 @@
 """The whole pipeline under load: 200 chats at once against an instant local OpenAI-compatible stream server.
 
-    .venv/bin/python benchmarks/pipeline.py [--chats 200] [--messages 5] [--concurrency 32] [--rounds 3]
+    .venv/bin/python benchmarks/pipeline.py [--chats 200] [--messages 5] [--concurrency 32] [--rounds 5]
 
 Prints messages/s, p50/p95 latency per message (inbox put -> reply delivered), the peak number of LLM requests
 in flight (it must reach the configured concurrency: LLM calls are never serialized), and, in the same run, a
@@ -141,7 +141,7 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=5, help="messages per chat, sent at once (kept in order)")
     parser.add_argument("--concurrency", type=int, default=32, help="the model's configured concurrency")
     parser.add_argument("--no-self-index", action="store_true", help="do not add questions and answers to history")
-    parser.add_argument("--rounds", type=int, default=3, help="pipeline and direct loop taken in turn; medians shown")
+    parser.add_argument("--rounds", type=int, default=5, help="pipeline and direct loop taken in turn; medians shown")
     args = parser.parse_args()
     llm = await StreamServer(words_per_chunk=4).start()
     pipelines, directs = [], []
