@@ -152,10 +152,10 @@ async def _store(
     fresh = [r for r in unique if r.id not in known]
     summary.duplicates += len(known)
     if transcribe is not None:
-        for record in fresh:
-            if record.extra.get("audio") and (problem := await transcribe(record)):
+        for record in (r for r in fresh if r.extra.get("audio")):
+            if problem := await transcribe(record):
                 _report(summary, Problem(record.link or record.source, problem))
-            record.text = clean_text(record.text)
+            record.text = clean_text(record.text)  # what was said passes the same cleaning as imported text
     summary.imported += await history.add(person, fresh)
     if on_batch:
         on_batch(len(batch))

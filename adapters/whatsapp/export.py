@@ -17,13 +17,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from bridge import media
 from bridge.config import ImportSettings
-from bridge.importers.archive import Capped, member_limit, refusal
+from bridge.importers.archive import Capped, TooBig, Unreadable, member_limit, read_member, refusal
 from bridge.importers.base import (
     READ_ERRORS,
     SNIFF_BYTES,
@@ -142,7 +142,6 @@ class WhatsAppImporter:
         self.limits = import_limits(limits)
         match = _CHAT_NAME.match(path.stem)
         self.conversation = match["name"] if match else path.stem
-        self._audio: dict[str, str] = {}  # voice notes the zip holds, by file name (read when items are)
 
     # -- sniffing -------------------------------------------------------------------------------------------
 
@@ -206,7 +205,8 @@ class WhatsAppImporter:
 
     # -- voice notes (bridge/transcriber.py) ------------------------------------------------------------------
 
-    def _audio_members(self) -> dict[str, str]:
+    @cached_property
+    def _audio(self) -> dict[str, str]:
         """The voice notes and audio files a zip "with media" holds, by file name (a .txt holds none)."""
         if not zipfile.is_zipfile(self.path):
             return {}
@@ -221,23 +221,15 @@ class WhatsAppImporter:
         member = self._audio.get(name)
         if member is None:
             raise ValueError("not in the export")
-        over = f"over CONFIDE_TRANSCRIBER__MAX_AUDIO_BYTES ({limit} bytes)"
         try:
             with zipfile.ZipFile(self.path) as archive:
-                info = archive.getinfo(member)
-                if info.flag_bits & 0x1:
-                    raise _Unopenable(member, "it is encrypted")
-                if info.file_size > limit:
-                    raise _Unopenable(member, f"{info.file_size} bytes, {over}")
-                with archive.open(info) as raw:
-                    data = raw.read(limit + 1)  # the header's size may lie: never more than the bound
-        except _Unopenable as exc:
-            raise ValueError(exc.why) from None
+                return read_member(archive, archive.getinfo(member), limit)
+        except TooBig:
+            raise ValueError(f"over CONFIDE_TRANSCRIBER__MAX_AUDIO_BYTES ({limit} bytes)") from None
+        except Unreadable:
+            raise  # encrypted, or a method other than deflate: its message says which
         except READ_ERRORS as exc:
             raise ValueError(f"cannot be read ({describe(exc)})") from None
-        if len(data) > limit:
-            raise ValueError(f"more than its stated size, {over}")
-        return data
 
     # -- reading --------------------------------------------------------------------------------------------
 
@@ -246,7 +238,6 @@ class WhatsAppImporter:
         yield from guarded(self._items(), self.path.name)
 
     def _items(self) -> Iterator[HistoryRecord | Problem]:
-        self._audio = self._audio_members()
         order, assumed = self._date_order()
         if assumed:
             yield Problem(self.path.name, f"day and month order cannot be told from the dates; read them as {order}")
