@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from bridge.state import Migration, apply_migrations, connect, old_rows
 
 OWNER = "telegram"
+T = TypeVar("T")
 _KEEP_S = 30 * 24 * 3600  # the outbox gives up long before this
 
 
@@ -46,15 +50,19 @@ class SentParts:
         self._conn = connect(state_path)
         apply_migrations(self._conn, OWNER, migrations(old_file))
         self._conn.execute("DELETE FROM telegram_sent_parts WHERE at < ?", (time.time() - _KEEP_S,))
-        self._lock = asyncio.Lock()
+        # One thread owns the connection: calls run in order there, and `close` runs after any call still in it
+        # (a delivery cancelled at shutdown leaves its call running; closing beside it crashed the process).
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-telegram-sent")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
     async def parts(self, reply_id: str) -> dict[int, int]:
-        async with self._lock:
-            rows = await asyncio.to_thread(
-                lambda: self._conn.execute(
-                    "SELECT part, message_id FROM telegram_sent_parts WHERE reply_id = ?", (reply_id,)
-                ).fetchall()
-            )
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT part, message_id FROM telegram_sent_parts WHERE reply_id = ?", (reply_id,)
+            ).fetchall()
+        )
         return {part: message_id for part, message_id in rows}
 
     async def begin(self, reply_id: str, part: int) -> bool:
@@ -68,13 +76,11 @@ class SentParts:
                 self._conn.execute("INSERT OR IGNORE INTO telegram_sending VALUES (?, ?)", (reply_id, part))
             return before is not None
 
-        async with self._lock:
-            return await asyncio.to_thread(mark)
+        return await self._run(mark)
 
     async def failed(self, reply_id: str, part: int) -> None:
         """Telegram answered with an error: the part was not sent, a retry is no doubt."""
-        async with self._lock:
-            await asyncio.to_thread(self._forget_sending, reply_id, part)
+        await self._run(lambda: self._forget_sending(reply_id, part))
 
     async def record(self, reply_id: str, part: int, message_id: int) -> None:
         def store() -> None:
@@ -85,11 +91,11 @@ class SentParts:
                 )
                 self._forget_sending(reply_id, part)
 
-        async with self._lock:
-            await asyncio.to_thread(store)
+        await self._run(store)
 
     def _forget_sending(self, reply_id: str, part: int) -> None:
         self._conn.execute("DELETE FROM telegram_sending WHERE reply_id = ? AND part = ?", (reply_id, part))
 
     def close(self) -> None:
-        self._conn.close()
+        self._thread.submit(self._conn.close)
+        self._thread.shutdown(wait=True)
