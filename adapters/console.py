@@ -11,12 +11,13 @@ import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pydantic import BaseModel, Field
 
 from bridge.adapter import Capabilities, InboxPort
-from bridge.messages import IncomingMessage, OutgoingReply
+from bridge.messages import Image, IncomingMessage, OutgoingReply
 from bridge.platforms import Platform, section
 
 if TYPE_CHECKING:
@@ -38,8 +39,11 @@ class ConsoleAdapter:
     capabilities = Capabilities(can_edit=False)
     bot_names: tuple[str, ...] = ()
 
-    def __init__(self, account: str, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+    def __init__(
+        self, account: str, stdin: TextIO | None = None, stdout: TextIO | None = None, files: Path | None = None
+    ) -> None:
         self.account = account
+        self.files = files  # where pictures of replies (charts) are written; None: only their description
         self.is_idle: Callable[[], Awaitable[bool]] = _never_idle
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
@@ -83,10 +87,22 @@ class ConsoleAdapter:
         loop.call_soon_threadsafe(lines.put_nowait, None)
 
     async def deliver(self, reply: OutgoingReply) -> str | None:
-        self.stdout.write(f"confide> {reply.render_plain()}\n\n")
+        text = reply.render_plain()
+        for number, image in enumerate(reply.images):
+            where = await asyncio.to_thread(self._write, reply.reply_id, number, image) if self.files else None
+            text += f"\n\n[{image.alt}" + (f": {where}]" if where else "]")
+        self.stdout.write(f"confide> {text}\n\n")
         self.stdout.flush()
         self._prompt()
         return reply.reply_id
+
+    def _write(self, reply_id: str, number: int, image: Image) -> Path:
+        """The file of one picture, named by its reply: a reply delivered again rewrites the same file."""
+        assert self.files is not None
+        self.files.mkdir(parents=True, exist_ok=True)
+        path = self.files / f"{reply_id[:8]}-{number}-{Path(image.name).name}"
+        path.write_bytes(image.data)
+        return path
 
     async def show_partial(self, message: IncomingMessage, text: str, edit_token: str | None) -> str | None:
         return None
@@ -103,7 +119,7 @@ class ConsoleAdapter:
 
 
 def build_adapter(settings: Settings) -> ConsoleAdapter:
-    return ConsoleAdapter(section(settings, CHANNEL, ConsoleSettings).account)
+    return ConsoleAdapter(section(settings, CHANNEL, ConsoleSettings).account, files=settings.data_dir / "charts")
 
 
 # Never run by `confide serve`: `confide chat` builds it for the terminal it runs in.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bridge.chats import Turn
-from bridge.energy import Energy, EnergyUse
+from bridge.energy import Energy, EnergyUse, Trace
 from bridge.history import HistoryIndex
 from bridge.llm import Delta, Done, ModelClient, ModelUnavailable, Restart
 from bridge.messages import Citation, HistoryRecord
@@ -53,6 +53,7 @@ class Answer:
     energy: EnergyUse | None = None
     error: str | None = None  # why the model gave no answer (fallback answers and failed comparisons)
     abstained: bool = False  # no excerpt was relevant enough, so the model was not asked (`nothing_found`)
+    trace: Trace | None = None  # power and tokens over the answer's seconds (/compare's chart)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class _Generated:
     text: str
     usage: Done | None
     energy: EnergyUse | None
+    trace: Trace
 
 
 class AnswerPipeline:
@@ -95,7 +97,10 @@ class AnswerPipeline:
         except ModelUnavailable as exc:
             log.error("answering for %s without a model: %s", scope, exc)
             return fallback_answer(hits, model, exc.reason)
-        return Answer(generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy)
+        return Answer(
+            generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy,
+            trace=generated.trace,
+        )  # fmt: skip
 
     async def compare(
         self,
@@ -135,7 +140,10 @@ class AnswerPipeline:
                     exc_info=not isinstance(exc, ModelUnavailable),
                 )
                 return Answer(f"⚠ {model} failed: {reason}", [], model, None, True, None, reason)
-            return Answer(generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy)
+            return Answer(
+                generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy,
+                trace=generated.trace,
+            )  # fmt: skip
 
         return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(models))))
 
@@ -183,7 +191,7 @@ class AnswerPipeline:
                 elif isinstance(event, Done):
                     usage = event
         text = text.strip() or "(the model returned an empty answer)"
-        return _Generated(text, usage, measurement.use)
+        return _Generated(text, usage, measurement.use, measurement.trace)
 
 
 def asked_before(record: HistoryRecord, question: str) -> bool:

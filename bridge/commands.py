@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
@@ -9,20 +10,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bridge import chats, command_table
+from bridge import charts, chats, command_table
 from bridge.adapter import Members
-from bridge.answer import Answer, AnswerPipeline, Progress
+from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
 from bridge.chats import ChatState, Turn
 from bridge.compare import CompareError, format_comparison, merged_citations, parse_compare, question_and_context
 from bridge.history import HistoryIndex
 from bridge.importers.registry import SourceFinder
 from bridge.ingest import ingest
-from bridge.messages import Attachment, Citation, IncomingMessage
+from bridge.messages import Attachment, Citation, Image, IncomingMessage
 from bridge.router import MAX_TEXT_CHARS, Command
 from bridge.store import Selector
 from bridge.usage import UsageLog, format_summary
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,18 @@ class CommandResult:
     answers: list[Answer] = field(default_factory=list)
     outcome: str | None = None  # how the message ends in the inbox and the metrics; None: "command: NAME"
     model: str | None = None  # the model that wrote the reply, if one did
+    images: list[Image] = field(default_factory=list)  # charts, sent after the text
+
+
+async def _picture(name: str, draw: Callable[[T], charts.Chart], data: T) -> list[Image]:
+    """A chart drawn off the event loop (matplotlib takes a second the first time); the reply's text says it
+    all in words, so a chart that cannot be drawn leaves the reply without it rather than failing it."""
+    try:
+        chart = await asyncio.to_thread(draw, data)
+    except Exception:
+        log.exception("drawing %s failed; the reply goes without it", name)
+        return []
+    return [Image.png(name, chart.alt, chart.png)]
 
 
 async def _nobody() -> Members | None:
@@ -165,6 +180,11 @@ class Commands:
         )
         citations = merged_citations(answers)
         key = call.state_key
+        series = [
+            charts.ChartSeries.of(answer.trace, used)
+            for answer in answers
+            if answer.trace is not None and (used := usage_of(answer)) is not None
+        ]
         return CommandResult(
             format_comparison(question, answers),
             citations,
@@ -172,6 +192,7 @@ class Commands:
             effect=lambda conn: chats.set_last_sources(conn, key, citations),
             answers=answers,
             outcome="compared",
+            images=await _picture("compare.png", charts.compare_chart, series) if series else [],
         )
 
     @_handles("usage")
@@ -187,7 +208,9 @@ class Commands:
             days = 0
         if not 1 <= days <= 366:
             return CommandResult("Usage: /usage [DAYS], with DAYS from 1 to 366 (default 7).")
-        return CommandResult(format_summary(await self.usage.summary(call.command.person, days), days))
+        rows = await self.usage.summary(call.command.person, days)
+        images = await _picture("usage.png", charts.usage_chart, rows) if rows else []
+        return CommandResult(format_summary(rows, days), images=images)
 
     @_handles("forget")
     async def _forget(self, call: CommandCall) -> CommandResult:

@@ -198,24 +198,66 @@ class PrometheusSource:
 # -- the meter -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Trace:
+    """One answer over its seconds: power attributed to it per reading interval, and tokens as they came."""
+
+    power: tuple[tuple[float, float], ...]  # (seconds since the answer started, watts) at the end of each interval
+    tokens: tuple[tuple[float, int], ...]  # (seconds since the answer started, tokens so far) at each add_tokens
+
+
 @dataclass(eq=False)
 class Measurement:
-    """One answer on a meter: tokens since the last reading, energy attributed so far."""
+    """One answer on a meter: tokens since the last reading, energy attributed so far, and both over time."""
 
     pending_tokens: int = 0
     joules: float = 0.0
-    started: float | None = None
+    started: float | None = None  # the meter's reading at the start; None: energy not measured
     ended: float | None = None
     failed: bool = False
+    clock: Callable[[], float] = time.monotonic
+    intervals: list[tuple[float, float, float]] = field(default_factory=list)  # (start s, end s, its joules)
+    timeline: list[tuple[float, int]] = field(default_factory=list)  # (s, tokens so far) at each add_tokens
+    # Time zero of both timelines, measured or not: the meter's start reading when there is one (Meter.join).
+    origin: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.origin = self.started if self.started is not None else self.clock()
 
     def add_tokens(self, count: int = 1) -> None:
         self.pending_tokens += count
+        so_far = (self.timeline[-1][1] if self.timeline else 0) + count
+        self.timeline.append((self.clock() - self.origin, so_far))
 
     @property
     def use(self) -> EnergyUse | None:
         if self.failed or self.started is None or self.ended is None:
             return None
         return EnergyUse(self.joules, self.ended - self.started)
+
+    @property
+    def trace(self) -> Trace:
+        """Power per interval (none when the energy is not known) and the tokens, from the answer's start."""
+        power = () if self.failed or self.started is None else power_steps(self.intervals)
+        return Trace(power, tuple(self.timeline))
+
+
+def power_steps(intervals: Sequence[tuple[float, float, float]]) -> tuple[tuple[float, float], ...]:
+    """(end s, watts) steps from contiguous intervals (start s, end s, joules): each step's area is its joules.
+
+    An interval of no length (two readings within one clock tick) has no power of its own: its joules go into
+    the next interval that has a length, or else the last one, so the area under the steps stays the energy.
+    """
+    steps: list[list[float]] = []  # [end, joules, length]
+    carried = 0.0
+    for start, end, joules in intervals:
+        carried += joules
+        if end > start:
+            steps.append([end, carried, end - start])
+            carried = 0.0
+    if steps:
+        steps[-1][1] += carried
+    return tuple((end, joules / length) for end, joules, length in steps)
 
 
 @dataclass
@@ -229,15 +271,18 @@ class Meter:
     clock: Callable[[], float] = time.monotonic
     _active: list[Measurement] = field(default_factory=list)
     _last: float | None = None
+    _last_at: float | None = None  # when _last was read
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _sampler: asyncio.Task[None] | None = None
 
     async def join(self) -> Measurement:
-        measurement = Measurement()
+        measurement = Measurement(clock=self.clock)
         async with self._lock:
             at = await self._sample()  # closes the running interval for the others, opens this one's
             measurement.started = at
             measurement.failed = at is None
+            if at is not None:
+                measurement.origin = at  # its power intervals and tokens count from the same reading
             self._active.append(measurement)
             if self._sampler is None:
                 self._sampler = asyncio.create_task(self._sample_periodically(), name=f"energy-{self.gpus}")
@@ -277,10 +322,13 @@ class Meter:
         if self._last is not None and self._active:
             energy = max(0.0, total - self._last)  # a counter reset (driver reload) reads as nothing
             shares = split_interval(energy, {m: m.pending_tokens for m in self._active})
+            assert self._last_at is not None
             for running, share in shares.items():
                 running.joules += share
                 running.pending_tokens = 0
+                running.intervals.append((self._last_at - running.origin, at - running.origin, share))
         self._last = total
+        self._last_at = at
         return at
 
 
@@ -314,7 +362,7 @@ class Energy:
         """Around one answer; afterwards `measurement.use` is its energy (None: not measured)."""
         gpus = self.gpus(model)
         if self.source is None or not gpus:
-            yield Measurement(failed=True)
+            yield Measurement(failed=True, clock=self.clock)  # tokens over time still, from now
             return
         meter = self._meters.get(gpus)
         if meter is None:

@@ -222,7 +222,9 @@ class MessageHandler:
         live = await LiveReply.start(self.adapters[claimed.message.channel], claimed, self.drafts) if streams else None
         result = await work(live.update if live is not None else _ignore)
         used = [u for u in map(usage_of, result.answers) if u is not None]
-        reply = reply_to(claimed.message, result.text, citations=result.citations, model=result.model)
+        reply = reply_to(
+            claimed.message, result.text, citations=result.citations, model=result.model, images=result.images
+        )
         reply.edit_token = live.token if live is not None else None
         effect = _with_usage(result.effect, claimed.inbox_id, person, used)
         await self._finish(claimed, result.outcome or outcome, [reply], effect)

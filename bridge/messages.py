@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +78,29 @@ class Citation(BaseModel):
         return f"[{self.number}] {when} · {where} · {ref}" if where else f"[{self.number}] {when} · {ref}"
 
 
+class Image(BaseModel):
+    """A picture sent with a reply (a chart): PNG, kept base64 in the outbox's JSON so it is queued, and
+    survives a crash, in the same transaction as the reply's text."""
+
+    name: str = Field(description="File name, e.g. compare.png")
+    alt: str = Field(description="What it shows, in words: caption, alt text, the console's line")
+    png_base64: str
+
+    @classmethod
+    def png(cls, name: str, alt: str, data: bytes) -> Image:
+        return cls(name=name, alt=alt, png_base64=base64.b64encode(data).decode("ascii"))
+
+    @property
+    def data(self) -> bytes:
+        return base64.b64decode(self.png_base64)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height from the PNG header (IHDR), which every PNG starts with."""
+        width, height = struct.unpack(">II", self.data[16:24])
+        return width, height
+
+
 class OutgoingReply(BaseModel):
     """A reply to one incoming message; `edit_token` names a partial message to replace in place."""
 
@@ -89,6 +114,7 @@ class OutgoingReply(BaseModel):
     edit_token: str | None = None
     model: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    images: list[Image] = Field(default_factory=list, description="Sent after the text, in order")
 
     def render_plain(self) -> str:
         if not self.citations:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import struct
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from bridge.store.edge import EdgeStore
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
 from tests.recording_adapter import RecordingAdapter
+
+pytest_plugins = ["tests.deadline"]
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +91,14 @@ async def eventually(predicate: Callable[[], Any], within_s: float = 10.0) -> No
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+def plain_png(width: int, height: int) -> bytes:
+    """A valid white RGB PNG of that size, for what sends pictures without drawing them."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff" * 3 * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")

@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import sqlite3
+import struct
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,10 @@ async def read_until(stream: asyncio.StreamReader, marker: str, limit_s: float =
     return seen
 
 
+def read_png(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
 async def test_compare_and_usage_in_the_console_with_energy_and_metrics(tmp_path: Path) -> None:
     fast = await FakeOpenAI(model="fast-model").start()
     slow = await FakeOpenAI(model="slow-model", answer=lambda m: "The key is under the flower pot [1]").start()
@@ -66,7 +71,7 @@ async def test_compare_and_usage_in_the_console_with_energy_and_metrics(tmp_path
     try:
         process.stdin.write(b"Where is the spare key?\n/compare fast slow\n/usage\n")
         await process.stdin.drain()
-        output = await read_until(process.stdout, "an attribution.")
+        output = await read_until(process.stdout, "usage.png]")  # the chart's line ends the /usage reply
         async with httpx.AsyncClient(trust_env=False) as client:
             scraped = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         process.stdin.close()
@@ -89,10 +94,16 @@ async def test_compare_and_usage_in_the_console_with_energy_and_metrics(tmp_path
     for line in stats.values():
         assert re.match(r"first token \d+\.\d+ s · total \d+\.\d+ s · \d+ tokens · [\d.]+ tokens/s · 0\.\d{4} Wh", line)
     assert fast.requests[-1]["messages"] == slow.requests[-1]["messages"]
+    [(alt, chart)] = re.findall(r"\n\n\[(.+): (/\S+\.png)\]", compared)
+    png = read_png(chart)
+    assert Path(chart).parent == tmp_path / "charts" and png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert struct.unpack(">II", png[16:24]) == (800, 450) and "fast" in alt and "slow" in alt
 
     usage = output.split("confide> ")[3]
     assert re.search(r"fast: 2 answer\(s\), \d+ tokens in, \d+ out, 0\.\d{4} Wh", usage), usage
     assert re.search(r"slow: 1 answer\(s\), \d+ tokens in, \d+ out, 0\.\d{4} Wh", usage), usage
+    [usage_chart] = re.findall(r"\n\n\[.+: (/\S+usage\.png)\]", usage)
+    assert read_png(usage_chart).startswith(b"\x89PNG\r\n\x1a\n")
 
     metrics = samples(scraped)
 

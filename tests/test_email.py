@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import struct
 import uuid
 from collections.abc import AsyncIterator
 from email import policy
@@ -671,3 +672,26 @@ async def test_imap_mode_over_tls_refuses_an_untrusted_certificate(
     assert [", TLS, " in line for line in logins(servers, box_address)] == [False], servers.log()
     [record] = {r.getMessage() for r in caplog.records if "certificate verify failed" in r.getMessage()}
     assert where in record and box_address in record, record
+
+
+async def test_compare_by_mail_shows_its_chart_inline(
+    tmp_path: Path, servers: MailServers, keys: dict[str, DkimKey], dns: Any, history: HistoryIndex,
+    fake_llm: FakeOpenAI, alice: str,
+) -> None:  # fmt: skip
+    other = await FakeOpenAI(model="other-model", answer=lambda m: "The key is under the pot [1]").start()
+    settings = settings_for(tmp_path, servers, fake_llm, alice)
+    settings = settings.model_copy(update={"models": {**settings.models, "other": model_for(other)}})
+    raw = signed(mail("compare main other", "Where is the spare key?", alice), keys[PEOPLE_DOMAIN])
+    try:
+        reply = await the_reply(settings, history, dns, servers, raw, alice)
+    finally:
+        await other.stop()
+    assert body(reply).startswith("Comparing main and other on: “Where is the spare key?”")
+    page = reply.get_body(preferencelist=("html",))
+    assert page is not None and reply.get_content_type() == "multipart/alternative"
+    [picture] = [part for part in reply.walk() if part.get_content_type() == "image/png"]
+    cid = str(picture["Content-ID"]).strip("<>")
+    assert f'src="cid:{cid}"' in page.get_content(), "the HTML does not show the chart"
+    assert picture.get_content_disposition() == "inline"
+    png = picture.get_content()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and struct.unpack(">II", png[16:24]) == (800, 450)

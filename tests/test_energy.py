@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import types
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from bridge.energy import (
     attribute,
     open_energy,
     parse_exposition,
+    power_steps,
     split_interval,
     trapezoid,
 )
@@ -112,6 +114,84 @@ async def test_meter_shares_each_interval_by_tokens() -> None:
     source.joules += 5.0
     use_c = await meter.leave(c)
     assert use_c is not None and use_c.joules == pytest.approx(5.0)
+
+
+class FakeClock:
+    """The meter's clock, set by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def flat(pairs: tuple[tuple[float, float], ...] | list[tuple[float, float]]) -> list[float]:
+    return [value for pair in pairs for value in pair]
+
+
+def step_area(power: tuple[tuple[float, float], ...]) -> float:
+    """Joules under (end s, watts) steps that start at 0 s: each step's watts times its interval."""
+    ends = [0.0, *(t for t, _ in power)]
+    return sum(w * (t1 - t0) for (t0, t1), (_, w) in zip(itertools.pairwise(ends), power, strict=True))
+
+
+async def test_two_answers_on_one_gpu_get_power_steps_whose_area_is_their_energy() -> None:
+    source, clock = ScriptedSource(), FakeClock()
+    meter = Meter((0,), source, interval_s=3600, clock=clock)
+    a = await meter.join()  # t=0 for a
+    clock.now += 0.5
+    a.add_tokens(4)
+    clock.now += 1.5
+    source.joules += 100.0  # [0, 2] s: a alone, 50 W
+    b = await meter.join()  # t=2 for a, t=0 for b
+    clock.now += 1.0
+    a.add_tokens(2)
+    b.add_tokens(1)
+    clock.now += 2.0
+    source.joules += 90.0  # [2, 5] s of a: 60 J to a (20 W), 30 J to b (10 W)
+    use_a = await meter.leave(a)
+    clock.now += 4.0
+    source.joules += 40.0  # b alone for 4 s: 10 W
+    use_b = await meter.leave(b)
+    assert use_a is not None and use_b is not None
+    assert flat(a.trace.power) == pytest.approx([2.0, 50.0, 5.0, 20.0])
+    assert flat(b.trace.power) == pytest.approx([3.0, 10.0, 7.0, 10.0])
+    assert step_area(a.trace.power) == pytest.approx(use_a.joules) == pytest.approx(160.0)
+    assert step_area(b.trace.power) == pytest.approx(use_b.joules) == pytest.approx(70.0)
+    assert a.trace.tokens == ((0.5, 4), (3.0, 6)) and b.trace.tokens == ((1.0, 1),)
+    assert use_a.seconds == a.trace.power[-1][0] and use_b.seconds == b.trace.power[-1][0]
+
+
+def test_an_interval_of_no_length_adds_its_energy_to_a_step_with_length() -> None:
+    steps = power_steps([(0.0, 0.0, 5.0), (0.0, 2.0, 10.0), (2.0, 3.0, 4.0), (3.0, 3.0, 2.0)])
+    assert flat(steps) == pytest.approx([2.0, 7.5, 3.0, 6.0])
+    assert step_area(steps) == pytest.approx(21.0)
+    assert power_steps([(1.0, 1.0, 3.0)]) == ()
+
+
+async def test_without_an_energy_source_the_trace_has_tokens_over_time_only() -> None:
+    clock = FakeClock()
+    energy = Energy(None, {"m": [0]}, clock=clock)
+    async with energy.measure("m") as measurement:
+        clock.now += 0.25
+        measurement.add_tokens(1)
+        clock.now += 0.5
+        measurement.add_tokens(3)
+    assert measurement.use is None and measurement.started is None
+    assert measurement.trace.power == ()
+    assert measurement.trace.tokens == ((0.25, 1), (0.75, 4))
+
+
+async def test_a_failed_reading_leaves_no_power_in_the_trace() -> None:
+    source, clock = ScriptedSource(), FakeClock()
+    meter = Meter((0,), source, interval_s=3600, clock=clock)
+    m = await meter.join()
+    clock.now += 1.0
+    m.add_tokens(2)
+    source.fail = True
+    assert await meter.leave(m) is None
+    assert m.trace.power == () and m.trace.tokens == ((1.0, 2),)
 
 
 async def test_meter_reads_periodically_while_answers_run() -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import struct
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from nio import Event, RoomMessageNotice, UploadResponse
+from nio import Event, RoomEncryptedImage, RoomMessageImage, RoomMessageNotice, UploadResponse
+from nio.crypto.attachments import decrypt_attachment
 from nio.event_builders import ToDeviceMessage
 
 from adapters.matrix import build_adapter
@@ -469,3 +472,53 @@ async def test_a_private_secret_reaches_a_group_room_only_while_its_owner_shares
     assert secret in while_shared and secret not in after_unshare
     assert replies_to(ana, room, bot, from_stranger) == [], "a member who is no person was answered"
     assert await history.count("ana") == 1, "a question asked in the room joined the asker's own history"
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain room", "encrypted room"])
+async def test_compare_posts_its_chart_as_an_image_encrypted_where_the_room_is(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path,
+    encrypted: bool,
+) -> None:  # fmt: skip
+    ana = people["ana"]
+    bot = await new_bot(synapse)
+    other = await FakeOpenAI(model="other-model", answer=lambda m: "The key is under the pot [1]").start()
+    settings = settings_for(tmp_path, synapse, bot, people, fake_llm)
+    settings = settings.model_copy(update={"models": {**settings.models, "other": model_for(other)}})
+    try:
+        async with bridge_for(settings, history):
+            room = await ana.create_room(invite=(bot,), encrypted=encrypted)
+            await eventually(lambda: ana.joined(room, bot))
+            asked = await ana.send(room, "/compare main other Where is the spare key?")
+            await eventually(lambda: [e for e in ana.from_user(room, bot) if _is_image(e)], within_s=40)
+    finally:
+        await other.stop()
+    [image] = [e for e in ana.from_user(room, bot) if _is_image(e)]
+    content = image.source["content"]
+    assert isinstance(image, RoomEncryptedImage if encrypted else RoomMessageImage), type(image)
+    assert getattr(image, "decrypted", False) == encrypted
+    png = await _downloaded(ana, image)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and struct.unpack(">II", png[16:24]) == (800, 450)
+    info = content["info"]
+    assert (info["mimetype"], info["w"], info["h"], info["size"]) == ("image/png", 800, 450, len(png))
+    assert "main" in image.body and "other" in image.body, f"the image's description names neither model: {image.body}"
+    [text] = shown(ana, room, bot, asked)  # the answer streamed by edits: the last edit is what shows
+    assert text.startswith("Comparing main and other on: “Where is the spare key?”")
+
+
+def _is_image(event: Event) -> bool:
+    return isinstance(event, RoomMessageImage | RoomEncryptedImage)
+
+
+async def _downloaded(person: Person, image: Event) -> bytes:
+    """The picture as the person's client shows it: fetched from the media repository, decrypted if it is."""
+    url = image.url
+    server, _, media_id = url.removeprefix("mxc://").partition("/")
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await client.get(
+            f"{person.synapse.url}/_matrix/client/v1/media/download/{server}/{media_id}",
+            headers={"Authorization": f"Bearer {person.client.access_token}"},
+        )
+    response.raise_for_status()
+    if isinstance(image, RoomEncryptedImage):
+        return decrypt_attachment(response.content, image.key["k"], image.hashes["sha256"], image.iv)
+    return response.content

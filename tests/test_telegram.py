@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,8 +21,8 @@ from adapters.telegram.redact import REDACTED
 from adapters.telegram.settings import TelegramSettings
 from bridge.commands import HELP
 from bridge.history import HistoryIndex
-from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
-from tests.conftest import eventually, make_settings, model_for
+from bridge.messages import HistoryRecord, Image, IncomingMessage, OutgoingReply
+from tests.conftest import eventually, make_settings, model_for, plain_png
 from tests.fakes.bot_api import BOT_ID, FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
@@ -408,3 +409,47 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def test_compare_sends_its_chart_as_a_photo_after_the_text(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    other = await FakeOpenAI(model="other-model", answer=lambda m: "The key is under the pot [1]").start()
+    models = {"main": model_for(fake_llm), "other": model_for(other)}
+    settings = make_settings(tmp_path, models, telegram=telegram_settings(telegram))
+    try:
+        async with Harness(settings, history, build_adapter(settings)) as h:  # type: ignore[arg-type]
+            text = "/compare main other Where is the spare key?"
+            telegram.push_message(100, text, entities=command(text))
+            await eventually(lambda: answered(h, telegram, 100, 2), within_s=30)
+    finally:
+        await other.stop()
+    comparison, chart = telegram.bot_messages(100)
+    assert comparison.text.startswith("Comparing main and other on: “Where is the spare key?”")
+    assert chart.photo is not None and chart.photo.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", chart.photo[16:24])
+    assert (width, height) == (800, 450) and 5_000 < len(chart.photo) < 300_000
+    assert "main" in chart.text and "other" in chart.text, f"the caption names neither model: {chart.text!r}"
+    [upload] = telegram.calls_of("sendPhoto")
+    assert upload.params["chat_id"] == "100" and upload.params["photo"] == chart.photo
+
+
+async def test_a_chart_whose_upload_failed_is_sent_once_after_the_text_without_repeating_it(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))
+    adapter = build_adapter(settings)
+    png = plain_png(640, 360)
+    reply = OutgoingReply(reply_id="r1", channel="telegram", chat_id="100", text="Two answers, compared.",
+                          extra={"chat_id": 100, "message_id": 7},
+                          images=[Image.png("compare.png", "Power of main and other", png)])  # fmt: skip
+    telegram.fail("sendPhoto", 500, "Internal Server Error")
+    with pytest.raises(NetworkError):
+        await adapter.deliver(reply)
+    assert [m.photo for m in telegram.bot_messages(100)] == [None], "only the text went out"
+    receipt = await adapter.deliver(reply)
+    assert await adapter.deliver(reply) == receipt == "100:1"
+    text, photo = telegram.bot_messages(100)
+    assert text.text == "Two answers, compared." and photo.photo == png and photo.text == "Power of main and other"
+    assert len(telegram.calls_of("sendMessage")) == 1 and len(telegram.calls_of("sendPhoto")) == 2
+    await adapter.bot.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import ssl
 from email.message import EmailMessage
@@ -56,7 +57,25 @@ def build_reply(reply: OutgoingReply, from_address: str) -> EmailMessage:
     if question := extra.get("question", "").strip():
         body += "\n\n" + quoted(question, extra["from"], extra.get("date", ""))
     msg.set_content(body + "\n", charset="utf-8")
+    if reply.images:
+        _with_inline_images(msg, body, reply, domain_of(from_address))
     return msg
+
+
+def _with_inline_images(msg: EmailMessage, body: str, reply: OutgoingReply, domain: str) -> None:
+    """The text as plain and as HTML, the HTML showing each picture inline (multipart/related, cid: links), so
+    mail clients without HTML still get the whole answer."""
+    cids = [f"chart{number}.{reply.reply_id}@{domain}" for number in range(len(reply.images))]
+    pictures = "".join(
+        f'<p><img src="cid:{cid}" alt="{html.escape(image.alt)}" width="{image.size[0]}"></p>'
+        for cid, image in zip(cids, reply.images, strict=True)
+    )
+    text = f'<pre style="white-space: pre-wrap; font-family: inherit">{html.escape(body)}</pre>'
+    msg.add_alternative(f"<!DOCTYPE html><html><body>{text}{pictures}</body></html>\n", subtype="html")
+    page = msg.get_payload()[1]  # type: ignore[index]
+    assert isinstance(page, EmailMessage)
+    for cid, image in zip(cids, reply.images, strict=True):
+        page.add_related(image.data, "image", "png", cid=f"<{cid}>", filename=image.name, disposition="inline")
 
 
 class ReplySender:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import uuid
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from nio import (
     RoomMessagesResponse,
     RoomSendResponse,
     SyncResponse,
+    UploadResponse,
 )
 from nio.exceptions import EncryptionError
 
@@ -43,7 +45,7 @@ from adapters.matrix.settings import matrix_settings
 from adapters.matrix.state import SyncState, store_dir
 from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.config import Settings
-from bridge.messages import IncomingMessage, OutgoingReply
+from bridge.messages import Image, IncomingMessage, OutgoingReply
 from bridge.persons import Directory
 
 log = logging.getLogger(__name__)
@@ -331,8 +333,25 @@ class MatrixAdapter:
     async def deliver(self, reply: OutgoingReply) -> str | None:
         await self._ready.wait()
         event_id = await self._send(reply.chat_id, render.final_reply(reply), reply.reply_id)
+        for number, image in enumerate(reply.images):
+            # Its own transaction id: a delivery retried after a stop never shows a picture twice.
+            await self._send_image(reply.chat_id, image, _txn(reply.reply_id, f"image-{number}"))
         await self._typing(reply.chat_id, False)
         return reply.edit_token or event_id
+
+    async def _send_image(self, room_id: str, image: Image, txn: str) -> str:
+        """Upload the picture (encrypted where the room is) and post it as m.image."""
+        client = self._client()
+        room = client.rooms.get(room_id)
+        encrypted = room is not None and room.encrypted
+        data = image.data
+        response, keys = await client.upload(
+            io.BytesIO(data), "image/png", image.name, encrypt=encrypted, filesize=len(data)
+        )
+        if not isinstance(response, UploadResponse):
+            raise MatrixSendError(f"uploading {image.name} for {room_id} failed: {response}")
+        content = render.image(image.name, image.alt, response.content_uri, keys, image.size, len(data))
+        return await self._send(room_id, content, txn)
 
     def edit_token_for(self, receipt: str) -> str | None:
         """A delivered reply's receipt is its event id, which an m.replace edit names."""

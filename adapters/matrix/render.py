@@ -72,6 +72,19 @@ def new_message(body: dict[str, Any], extra: dict[str, Any], in_reply_to: str | 
     return content
 
 
+def image(
+    name: str, alt: str, url: str, keys: dict[str, Any] | None, size: tuple[int, int], length: int
+) -> dict[str, Any]:
+    """An m.image event; in an encrypted room the upload is encrypted and `file` carries its key (`keys`)."""
+    info = {"mimetype": "image/png", "size": length, "w": size[0], "h": size[1]}
+    content: dict[str, Any] = {"msgtype": "m.image", "body": alt, "filename": name, "info": info, "m.mentions": {}}
+    if keys is None:
+        content["url"] = url
+    else:
+        content["file"] = {**keys, "url": url, "mimetype": "image/png"}
+    return content
+
+
 def edit(original_event_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """An `m.replace` of an earlier message; clients show `m.new_content`, older ones the `* ` fallback."""
     return {

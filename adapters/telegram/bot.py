@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from telegram import BotCommand, Message, ReplyParameters, Update
+from telegram import BotCommand, InputFile, Message, ReplyParameters, Update
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, ExtBot
@@ -32,7 +32,7 @@ from adapters.telegram.sent import SentParts
 from adapters.telegram.settings import TelegramSettings
 from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.command_table import menu
-from bridge.messages import Attachment, IncomingMessage, OutgoingReply
+from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
 from bridge.persons import Directory
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ ALLOWED_UPDATES = ["message"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 COMMANDS = [BotCommand(name, description) for name, description in menu()]  # the command menu, from the table
 _MAX_BACKOFF_S = 30.0
+PHOTO_CAPTION_CHARS = 1024
 
 
 def make_bot(settings: TelegramSettings, proxy: str | None = None) -> ExtBot[int]:
@@ -334,11 +335,14 @@ class TelegramAdapter:
         token = reply.edit_token or ""
         done = await self._sent.parts(reply.reply_id)
         ids: list[int] = []
-        for number, part in enumerate(reply_parts(reply)):
+        texts = reply_parts(reply)
+        # Pictures (charts) are the parts after the text: a photo each, recorded like a text part.
+        parts: list[str | Image] = [*texts, *reply.images]
+        for number, part in enumerate(parts):
             if number in done:
                 ids.append(done[number])
                 continue
-            if number == 0 and token.startswith("m:"):
+            if number == 0 and token.startswith("m:") and isinstance(part, str):
                 # The first part replaces the message that showed the answer growing.
                 message_id = await self._edit(chat_id, int(token[2:]), to_html(part), ParseMode.HTML, part)
             else:
@@ -347,7 +351,9 @@ class TelegramAdapter:
             ids.append(message_id)
         return f"{chat_id}:{ids[0]}"
 
-    async def _send_once(self, reply_id: str, number: int, chat_id: int, part: str, extra: dict[str, Any]) -> int:
+    async def _send_once(
+        self, reply_id: str, number: int, chat_id: int, part: str | Image, extra: dict[str, Any]
+    ) -> int:
         """A fresh message for one part, its sending recorded first: after a stop in between, it is in doubt."""
         if await self._sent.begin(reply_id, number):
             self.in_doubt += 1
@@ -359,6 +365,8 @@ class TelegramAdapter:
                 chat_id,
             )
         try:
+            if isinstance(part, Image):
+                return await self._send_photo(chat_id, part, extra)
             return await self._send(chat_id, part, extra, reply_to=number == 0)
         except TelegramError as exc:
             if not isinstance(exc, NetworkError):  # Telegram answered with an error: it did not take the part
@@ -376,6 +384,15 @@ class TelegramAdapter:
                 raise
             log.warning("Telegram could not parse a reply in chat %s (%s); sending it as plain text", chat_id, exc)
             sent = await self.bot.send_message(chat_id, part, **options)
+        return sent.message_id
+
+    async def _send_photo(self, chat_id: int, image: Image, extra: dict[str, Any]) -> int:
+        # A photo's caption holds at most 1024 characters; the description of a chart is one line.
+        caption = image.alt if len(image.alt) <= PHOTO_CAPTION_CHARS else image.alt[: PHOTO_CAPTION_CHARS - 1] + "…"
+        sent = await self.bot.send_photo(
+            chat_id, InputFile(image.data, filename=image.name), caption=caption,
+            message_thread_id=extra.get("thread_id"),
+        )  # fmt: skip
         return sent.message_id
 
     async def _edit(self, chat_id: int, message_id: int, text: str, parse_mode: str | None, plain: str) -> int:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class BotMessage:
     raw: str
     reply_to: int | None = None
     edits: list[str] = field(default_factory=list)  # every text it showed, in order
+    photo: bytes | None = None  # a sendPhoto's upload, as received (`text` is then its caption)
 
 
 @dataclass
@@ -266,6 +268,28 @@ class FakeTelegram:
         self.messages.setdefault(chat_id, []).append(message)
         return self._wire(message, entities)
 
+    def _m_sendPhoto(self, params: dict[str, Any]) -> dict[str, Any]:
+        """An upload (multipart `photo`) only: what Confide sends. Telegram takes JPEG, PNG and WebP images of at
+        most 10 MB whose sides add up to at most 10000 and whose ratio is at most 20."""
+        chat_id, photo = int(params["chat_id"]), params.get("photo")
+        if not isinstance(photo, bytes):
+            raise ApiError(400, "Bad Request: there is no photo in the request")
+        if len(photo) > 10 * 1024 * 1024:
+            raise ApiError(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
+        if not photo.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ApiError(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        width, height = struct.unpack(">II", photo[16:24])
+        if width + height > 10000 or max(width, height) > 20 * min(width, height):
+            raise ApiError(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
+        caption = str(params.get("caption", ""))
+        message = BotMessage(self._next_message_id(chat_id), chat_id, caption, None, caption, photo=photo)
+        self.messages.setdefault(chat_id, []).append(message)
+        wire = self._wire(message, [])
+        del wire["text"]
+        size = {"file_id": f"photo{message.message_id}", "file_unique_id": f"uphoto{message.message_id}",
+                "width": width, "height": height, "file_size": len(photo)}  # fmt: skip
+        return {**wire, "photo": [size], **({"caption": caption} if caption else {})}
+
     def _m_editMessageText(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
         found = [m for m in self.messages.get(chat_id, []) if m.message_id == message_id]
@@ -336,7 +360,8 @@ async def _params(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/json":
         return dict(await request.json())
     if request.can_read_body:
-        return {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        form = await request.post()
+        return {k: v if isinstance(v, str) else v.file.read() for k, v in form.items()}
     return dict(request.query)
 
 
