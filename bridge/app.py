@@ -21,6 +21,7 @@ from bridge.config import Settings
 from bridge.control import ControlServer
 from bridge.energy import open_energy
 from bridge.handler import WorkerOptions
+from bridge.hearing import Hearing
 from bridge.history import HistoryIndex, build_history
 from bridge.importers.registry import find_source
 from bridge.inbox import Inbox
@@ -31,6 +32,7 @@ from bridge.outbox import Drafts, Outbox
 from bridge.persons import Directory
 from bridge.privacy import check_endpoints, lock_down_environment
 from bridge.state import StateDB
+from bridge.transcriber import build_transcriber
 from bridge.usage import UsageLog
 from bridge.worker import Bridge
 
@@ -111,6 +113,15 @@ async def _serve_cli_jobs(stack: AsyncExitStack, history: HistoryIndex, data_dir
     stack.push_async_callback(control.close)
 
 
+async def _hearing(stack: AsyncExitStack, settings: Settings) -> Hearing | None:
+    """Voice messages heard where a transcriber is configured; it is closed with the rest."""
+    transcriber = build_transcriber(settings.transcriber, settings.proxy_url)
+    if transcriber is None:
+        return None
+    stack.push_async_callback(transcriber.close)
+    return Hearing(transcriber, settings.transcriber.max_audio_bytes)
+
+
 @dataclass
 class Running:
     bridge: Bridge
@@ -140,10 +151,12 @@ async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator
         models, default_model = await stack.enter_async_context(open_models(settings))
         inbox, outbox = Inbox(db), Outbox(db)
         pipeline = AnswerPipeline(history, models, settings.retrieval.limit, settings.retrieval.candidates, energy)
+        hearing = await _hearing(stack, settings)
         options = WorkerOptions(
             default_model=default_model,
             recent_turns=settings.recent_turns,
             index_conversations=settings.index_conversations,
+            hearing=hearing,
         )
         bridge = Bridge(
             inbox,
@@ -153,7 +166,7 @@ async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator
             Directory(settings.persons),
             history,
             pipeline,
-            Commands(history, pipeline, default_model, find_source, UsageLog(db)),
+            Commands(history, pipeline, default_model, find_source, UsageLog(db), hearing),
             adapters,
             options,
             metrics,

@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
@@ -381,9 +380,6 @@ async def import_records(
     from bridge.transcriber import build_transcriber, voice_notes
 
     transcriber = build_transcriber(settings.transcriber, settings.proxy_url) if audio is not None else None
-    transcribe = (
-        voice_notes(transcriber, audio, settings.transcriber.max_audio_bytes) if transcriber and audio else None
-    )
 
     async with history_access(settings) as history:
         produced = items()
@@ -397,19 +393,23 @@ async def import_records(
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.0f}/s"),
+            TextColumn("{task.fields[count]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=err,
         ) as bar:
-            task = bar.add_task(f"Importing {what}", total=total, rate=0.0)
+            task = bar.add_task(f"Importing {what}", total=total, count="")
 
             def advance(count: int) -> None:
                 bar.advance(task, count)
-                elapsed = bar.tasks[0].elapsed or 0.0
-                bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
+                done, elapsed = bar.tasks[0].completed, bar.tasks[0].elapsed or 0.0
+                rate = done / elapsed if elapsed else 0.0
+                bar.update(task, count=f"{done:.0f}/{total} {rate:.0f}/s" if total else f"{done:.0f} {rate:.0f}/s")
 
+            transcribe = None
+            if transcriber is not None and audio is not None:
+                heard = _audio_progress(bar, audio.audio_bytes())
+                transcribe = voice_notes(transcriber, audio, settings.transcriber.max_audio_bytes, heard)
             try:
                 summary = await ingest(history, person, records, on_batch=advance, chat=chat, transcribe=transcribe)
             finally:
@@ -420,6 +420,29 @@ async def import_records(
         err.print(f"  [yellow]{problem}[/yellow]")
     if summary.problems > 10:
         err.print(f"  ... and {summary.problems - 10} more (see the log)")
+
+
+def _audio_progress(bar: Progress, total_bytes: int) -> Callable[[int, float | None], None]:
+    """A second bar for the voice notes: minutes of audio transcribed, and those left, estimated from the bytes
+    left at the seconds per byte seen so far (notes already stored are never read, so a re-import ends early)."""
+    task = bar.add_task("Transcribing voice notes", total=max(total_bytes, 1), count="")
+    done = {"bytes": 0, "timed_bytes": 0, "seconds": 0.0}
+
+    def heard(size: int, seconds: float | None) -> None:
+        done["bytes"] += size
+        if seconds is not None:
+            done["timed_bytes"] += size
+            done["seconds"] += seconds
+        bar.update(task, completed=min(done["bytes"], total_bytes))
+        per_byte = done["seconds"] / done["timed_bytes"] if done["timed_bytes"] else None
+        if per_byte is None:
+            bar.update(task, count=f"{done['bytes'] / 1e6:.1f} of {total_bytes / 1e6:.1f} MB of audio")
+            return
+        minutes = done["bytes"] * per_byte / 60
+        left = max(0, total_bytes - done["bytes"]) * per_byte / 60
+        bar.update(task, count=f"{minutes:.1f} min of audio done, ~{left:.1f} min left")
+
+    return heard
 
 
 def known_person(settings: Settings, person: str) -> None:

@@ -17,15 +17,18 @@ from bridge.adapter import Members
 from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
 from bridge.chats import ChatState, Turn
 from bridge.compare import CompareError, format_comparison, merged_citations, parse_compare, question_and_context
+from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.importers.registry import SourceFinder
 from bridge.ingest import ingest
 from bridge.messages import Attachment, Citation, Image, IncomingMessage
 from bridge.router import MAX_TEXT_CHARS, Command
 from bridge.store import Selector
+from bridge.transcriber import HoldsAudio
 from bridge.usage import UsageLog, format_summary
 
 T = TypeVar("T")
+NO_TRANSCRIBER = "I can't listen to voice messages here (no transcriber is set up). Please write your question."
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +116,14 @@ class Commands:
         default_model: str,
         find_source: SourceFinder | None = None,
         usage: UsageLog | None = None,
+        hearing: Hearing | None = None,
     ) -> None:
         self.history = history
         self.pipeline = pipeline
         self.default_model = default_model
         self.find_source = find_source
         self.usage = usage
+        self.hearing = hearing  # exports sent in a chat have their voice notes transcribed, as `confide import` does
 
     @property
     def model_names(self) -> list[str]:
@@ -322,9 +327,12 @@ class Commands:
         )
 
     async def _import_one(self, person: str, attachment: Attachment) -> str:
+        if attachment.mime_type.startswith("audio/"):
+            if self.hearing is None:
+                return f"{attachment.name}: {NO_TRANSCRIBER}"
+            return f"{attachment.name}: send a voice message on its own, and I answer what it asks."
         if attachment.is_media:
-            kind = "voice messages" if attachment.mime_type.startswith("audio/") else "photos and videos"
-            return f"{attachment.name}: I can't read {kind} yet (not handled yet). Please send text or a document."
+            return f"{attachment.name}: I can't read photos and videos yet. Please send text or a document."
         if not attachment.path or self.find_source is None:
             return f"{attachment.name}: I could not get the file itself, so nothing was imported."
         source = self.find_source(Path(attachment.path), person)
@@ -335,7 +343,8 @@ class Commands:
             )
         try:
             source.check()
-            summary = await ingest(self.history, person, source.items(), chat=source.chat)
+            transcribe = self.hearing.voice_notes(source) if self.hearing and isinstance(source, HoldsAudio) else None
+            summary = await ingest(self.history, person, source.items(), chat=source.chat, transcribe=transcribe)
         except (ValueError, OSError) as exc:  # WrongKind, an unreadable file: tell the person, nothing is damaged
             log.warning("import of %s for %s failed: %s", attachment.name, person, exc)
             return f"{attachment.name}: could not import it ({exc}). Nothing was changed."

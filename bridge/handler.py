@@ -25,6 +25,7 @@ from bridge.adapter import Adapter, EditsSent, ListsMembers, Members
 from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
 from bridge.chats import Chats, ChatState, Turn, state_key
 from bridge.commands import CommandCall, CommandResult, Commands, Effect
+from bridge.hearing import NOT_HEARD, NOTHING_HEARD, Hearing, NotHeard, heard_message, heard_prefix, voice_of
 from bridge.history import HistoryIndex
 from bridge.inbox import Claimed, Inbox
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
@@ -52,6 +53,7 @@ class WorkerOptions:
     recent_turns: int = 6
     index_conversations: bool = True
     reanswer_every_s: float = 10.0  # how often answers owed after a fallback are tried (bridge/reanswer.py)
+    hearing: Hearing | None = None  # voice messages in direct chats, where a transcriber is configured
 
 
 class MessageHandler:
@@ -84,6 +86,16 @@ class MessageHandler:
     async def handle(self, claimed: Claimed) -> None:
         message = claimed.message
         person = self.directory.person_for(message.account)
+        hearing = self.options.hearing
+        if person is not None and hearing is not None and (voice := voice_of(message)) is not None:
+            try:
+                said = await hearing.hear(voice)
+            except NotHeard as exc:
+                text = NOT_HEARD.format(reason=exc) if str(exc) else NOTHING_HEARD
+                await self._finish(claimed, "not heard", [reply_to(message, text)])
+                return
+            message = heard_message(message, voice, said)
+            claimed = replace(claimed, message=message)
         state = await self.chats.load(state_key(message.chat_key, person, message.is_direct))
         shared = frozenset() if message.is_direct else await self.chats.shared(message.chat_key)
         bot_names = self.adapters[message.channel].bot_names
@@ -222,9 +234,8 @@ class MessageHandler:
         live = await LiveReply.start(self.adapters[claimed.message.channel], claimed, self.drafts) if streams else None
         result = await work(live.update if live is not None else _ignore)
         used = [u for u in map(usage_of, result.answers) if u is not None]
-        reply = reply_to(
-            claimed.message, result.text, citations=result.citations, model=result.model, images=result.images
-        )
+        text = heard_prefix(claimed.message) + result.text  # a voice message: what was understood comes first
+        reply = reply_to(claimed.message, text, citations=result.citations, model=result.model, images=result.images)
         reply.edit_token = live.token if live is not None else None
         effect = _with_usage(result.effect, claimed.inbox_id, person, used)
         await self._finish(claimed, result.outcome or outcome, [reply], effect)
@@ -307,7 +318,14 @@ def question_record(
         text=question.text,
         source=f"{CONFIDE_SOURCE_PREFIX}{message.chat_key}",
         link=message.platform_message_id,
+        extra=_heard_extra(message),
     )
+
+
+def _heard_extra(message: IncomingMessage) -> dict[str, Any]:
+    """A voice message's record: its transcript, marked so, with the file it came from."""
+    heard = message.extra.get("heard")
+    return {"transcribed": True, "audio": heard["file"]} if isinstance(heard, dict) else {}
 
 
 def room_record(message: IncomingMessage, scope: str, text: str, author: str) -> HistoryRecord:

@@ -28,6 +28,9 @@ class HoldsAudio(Protocol):
     def read_audio(self, name: str, limit: int) -> bytes:
         """The file's bytes; raises ValueError when it is missing, unreadable or over `limit` bytes."""
 
+    def audio_bytes(self) -> int:
+        """The size of all the voice notes and audio files it holds: what a progress bar of the import counts."""
+
 
 class OpenAITranscriber:
     """An OpenAI-compatible /v1/audio/transcriptions endpoint (vLLM serving a Whisper model)."""
@@ -67,7 +70,28 @@ def build_transcriber(settings: TranscriberSettings, proxy: str | None = None) -
 Transcribe = Callable[[HistoryRecord], Awaitable[str | None]]
 
 
-def voice_notes(transcriber: Transcriber, source: HoldsAudio, max_bytes: int) -> Transcribe:
+# (bytes of a voice note read, its length in seconds where its container says): for a progress bar
+Heard = Callable[[int, float | None], None]
+
+
+def ogg_seconds(data: bytes) -> float | None:
+    """The length of an Ogg Opus or Vorbis file (WhatsApp's and Telegram's voice notes) from the granule position
+    of its last page; None for anything else."""
+    if not data.startswith(b"OggS") or len(data) < 64:
+        return None
+    last = data.rfind(b"OggS")
+    granule = int.from_bytes(data[last + 6 : last + 14], "little", signed=True)
+    packet = data[27 + data[26] :][:32]  # after the first page's header and segment table: the codec's header
+    if packet.startswith(b"OpusHead"):
+        rate, skip = 48000, int.from_bytes(packet[10:12], "little")  # Opus counts 48 kHz samples, less pre-skip
+    elif packet.startswith(b"\x01vorbis"):
+        rate, skip = int.from_bytes(packet[12:16], "little"), 0
+    else:
+        return None
+    return max(0, granule - skip) / rate if granule > 0 and rate > 0 else None
+
+
+def voice_notes(transcriber: Transcriber, source: HoldsAudio, max_bytes: int, heard: Heard | None = None) -> Transcribe:
     """What bridge.ingest calls for each new record that names an audio file: the record's text becomes what was
     said, marked as transcribed; a file that cannot be read or transcribed leaves the record as it was and
     returns why (a problem of the import, which goes on)."""
@@ -76,6 +100,8 @@ def voice_notes(transcriber: Transcriber, source: HoldsAudio, max_bytes: int) ->
         name = str(record.extra["audio"])
         try:
             audio = source.read_audio(name, max_bytes)
+            if heard is not None:
+                heard(len(audio), ogg_seconds(audio))
             said = await transcriber.transcribe(name, audio)
         except ValueError as exc:
             return f"{name}: not transcribed ({exc})"

@@ -10,6 +10,7 @@ from bridge.answer import AnswerPipeline
 from bridge.chats import Chats
 from bridge.commands import Commands
 from bridge.config import Settings
+from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.importers.registry import find_source
 from bridge.inbox import Inbox
@@ -29,8 +30,10 @@ class Harness:
         history: HistoryIndex,
         adapter: Adapter | RecordingAdapter,
         reanswer_every_s: float = 10.0,
+        hearing: Hearing | None = None,
     ) -> None:
         self.reanswer_every_s = reanswer_every_s
+        self.hearing = hearing
         self.settings = settings
         self.history = history
         self.adapter = adapter
@@ -54,10 +57,14 @@ class Harness:
             Directory(self.settings.persons),
             self.history,
             self.pipeline,
-            Commands(self.history, self.pipeline, default, find_source, UsageLog(self.db)),
+            Commands(self.history, self.pipeline, default, find_source, UsageLog(self.db), self.hearing),
             [self.adapter],
             WorkerOptions(
-                default, self.settings.recent_turns, self.settings.index_conversations, self.reanswer_every_s
+                default,
+                self.settings.recent_turns,
+                self.settings.index_conversations,
+                self.reanswer_every_s,
+                self.hearing,
             ),
         )
         self.task = asyncio.create_task(self.bridge.run())

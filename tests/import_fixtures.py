@@ -427,3 +427,34 @@ HTML_PAGE = (
     b"<script>alert('x')</script></head><body><h1>Caf\xe9 au lait</h1><p>Warm the milk to 65 degrees.</p>"
     b"<p>Pour it over the coffee.</p></body></html>"
 )
+
+
+def ogg_opus(seconds: float, payload: bytes) -> bytes:
+    """An Ogg Opus file as RFC 7845 lays it out (OpusHead, OpusTags, one audio page whose granule position says
+    how long it plays), with `payload` as its audio packet: what the tests' transcription server "hears"."""
+    pre_skip = 312
+    head = b"OpusHead" + bytes([1, 1]) + pre_skip.to_bytes(2, "little") + (48000).to_bytes(4, "little") + b"\0\0\0"
+    tags = b"OpusTags" + (4).to_bytes(4, "little") + b"test" + (0).to_bytes(4, "little")
+    granule = pre_skip + round(seconds * 48000)
+    return _ogg_page(head, 0, 0, 0x02) + _ogg_page(tags, 0, 1, 0x00) + _ogg_page(payload, granule, 2, 0x04)
+
+
+def _ogg_page(packet: bytes, granule: int, sequence: int, flags: int) -> bytes:
+    lacing = [255] * (len(packet) // 255) + [len(packet) % 255]
+    header = (
+        b"OggS" + bytes([0, flags]) + granule.to_bytes(8, "little") + (1).to_bytes(4, "little")
+        + sequence.to_bytes(4, "little") + b"\0\0\0\0" + bytes([len(lacing)]) + bytes(lacing)
+    )  # fmt: skip
+    page = header + packet
+    return page[:22] + _ogg_crc(page).to_bytes(4, "little") + page[26:]
+
+
+def _ogg_crc(data: bytes) -> int:
+    """Ogg's CRC-32 (polynomial 0x04C11DB7, no reflection, initial 0), over the page with its CRC field zero."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+    return crc

@@ -29,9 +29,11 @@ from aioimaplib import IMAP4
 from adapters.email.adapter import EmailAdapter
 from adapters.email.settings import EmailSettings
 from adapters.email.smtp_server import Outcome, serve_smtp
-from bridge.config import PersonSettings, Settings
+from bridge.config import PersonSettings, Settings, TranscriberSettings
+from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, utcnow
+from bridge.transcriber import OpenAITranscriber
 from tests.conftest import eventually, make_settings, model_for
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
@@ -695,3 +697,24 @@ async def test_compare_by_mail_shows_its_chart_inline(
     assert picture.get_content_disposition() == "inline"
     png = picture.get_content()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and struct.unpack(">II", png[16:24]) == (800, 450)
+
+
+async def test_a_voice_message_by_mail_is_heard_and_answered(
+    tmp_path: Path, servers: MailServers, keys: dict[str, DkimKey], dns: Any, history: HistoryIndex,
+    fake_llm: FakeOpenAI, alice: str,
+) -> None:  # fmt: skip
+    transcriber = TranscriberSettings(backend="openai", base_url=fake_llm.base_url, model=fake_llm.model)
+    settings = settings_for(tmp_path, servers, fake_llm, alice).model_copy(update={"transcriber": transcriber})
+    voice = mail("Voice message", "", alice)
+    voice.add_attachment(b"SPEECH:When is grandma's dinner?", maintype="audio", subtype="ogg", filename="voice.ogg")
+    hearing = Hearing(OpenAITranscriber(transcriber), transcriber.max_audio_bytes)
+    adapter = EmailAdapter(settings, dnsfunc=dns)
+    try:
+        async with Harness(settings, history, adapter, hearing=hearing), Mailbox(servers, alice) as box:  # type: ignore[arg-type]
+            await asyncio.wait_for(adapter.smtp_started.wait(), 10)
+            await via_postfix(servers, signed(voice, keys[PEOPLE_DOMAIN]), alice)
+            [reply] = await answered_in(box, 1)
+    finally:
+        await hearing.transcriber.close()
+    assert body(reply).startswith("🎤 “When is grandma's dinner?”\n\nYou asked: When is grandma's dinner? [1]")
+    assert [t["name"] for t in fake_llm.transcriptions] == ["voice.ogg"]

@@ -21,12 +21,14 @@ from nio.event_builders import ToDeviceMessage
 from adapters.matrix import build_adapter
 from adapters.matrix.client import MatrixAdapter
 from adapters.matrix.settings import MatrixSettings
-from bridge.config import PersonSettings, Settings
+from bridge.config import PersonSettings, Settings, TranscriberSettings
 from bridge.embedder import LocalEmbedder
+from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
 from bridge.reanswer import FOLLOW_UP
 from bridge.store.edge import EdgeStore
+from bridge.transcriber import OpenAITranscriber
 from tests.cli_helpers import cli_env, run_cli
 from tests.conftest import eventually, make_settings, model_for
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
@@ -522,3 +524,34 @@ async def _downloaded(person: Person, image: Event) -> bytes:
     if isinstance(image, RoomEncryptedImage):
         return decrypt_attachment(response.content, image.key["k"], image.hashes["sha256"], image.iv)
     return response.content
+
+
+async def test_a_voice_message_in_an_encrypted_direct_chat_is_heard_and_answered(
+    synapse: Synapse, people: dict[str, Person], fake_llm: FakeOpenAI, history: HistoryIndex, tmp_path: Path
+) -> None:
+    ana = people["ana"]
+    bot = await new_bot(synapse)
+    transcriber = {"backend": "openai", "base_url": fake_llm.base_url, "model": fake_llm.model}
+    settings = settings_for(tmp_path, synapse, bot, people, fake_llm).model_copy(
+        update={"transcriber": TranscriberSettings(**transcriber)}
+    )
+    hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
+    speech = b"SPEECH:Where is the spare key?"
+    try:
+        async with Harness(settings, history, build_adapter(settings), hearing=hearing):  # type: ignore[arg-type]
+            room = await ana.create_room(invite=(bot,), encrypted=True)
+            await eventually(lambda: ana.joined(room, bot))
+            uploaded, keys = await ana.client.upload(
+                io.BytesIO(speech), content_type="audio/ogg", filename="voice.ogg", encrypt=True, filesize=len(speech)
+            )
+            assert isinstance(uploaded, UploadResponse) and keys is not None, uploaded
+            info = {"mimetype": "audio/ogg", "size": len(speech), "duration": 2000}
+            file = {**keys, "url": uploaded.content_uri}
+            sent = await ana.send(room, "Voice message", msgtype="m.audio", info=info, file=file)
+            await eventually(lambda: done(ana, room, bot, sent), within_s=30)
+    finally:
+        await hearing.transcriber.close()
+    assert (done(ana, room, bot, sent) or "").startswith("🎤 “Where is the spare key?”\n\nYou asked: Where is")
+    assert [t["size"] for t in fake_llm.transcriptions] == [len(speech)], "not the decrypted file, or not once"
+    [asked] = [r async for r in history.export("ana") if r.id.startswith("q:")]
+    assert asked.text == "Where is the spare key?" and asked.extra["transcribed"] is True

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import socket
 import struct
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,12 +22,15 @@ from adapters.telegram import build_adapter
 from adapters.telegram.redact import REDACTED
 from adapters.telegram.settings import TelegramSettings
 from bridge.commands import HELP
+from bridge.hearing import NOTHING_HEARD, Hearing
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, Image, IncomingMessage, OutgoingReply
+from bridge.transcriber import OpenAITranscriber
 from tests.conftest import eventually, make_settings, model_for, plain_png
 from tests.fakes.bot_api import BOT_ID, FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
+from tests.import_fixtures import ogg_opus
 
 GROUP = -5
 SECRET = "webhook-secret-0123456789"
@@ -453,3 +458,73 @@ async def test_a_chart_whose_upload_failed_is_sent_once_after_the_text_without_r
     assert text.text == "Two answers, compared." and photo.photo == png and photo.text == "Power of main and other"
     assert len(telegram.calls_of("sendMessage")) == 1 and len(telegram.calls_of("sendPhoto")) == 2
     await adapter.bot.shutdown()
+
+
+def voice(fake: FakeTelegram, speech: str) -> dict[str, Any]:
+    """A voice message as the Bot API describes it; its file holds the "speech" the test model server hears."""
+    content = b"SPEECH:" + speech.encode()
+    file_id = fake.add_file("voice.ogg", content)
+    return {"file_id": file_id, "file_unique_id": f"u{file_id}", "duration": 2, "mime_type": "audio/ogg",
+            "file_size": len(content)}  # fmt: skip
+
+
+async def test_a_voice_message_is_heard_and_answered_quoting_what_was_understood(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    note = HistoryRecord(id="n1", person="alice", channel="whatsapp", conversation="Family", author="Anna",
+                         text="The spare key is under the blue flower pot.", time=datetime(2024, 5, 3, tzinfo=UTC),
+                         source="whatsapp:family.zip")  # fmt: skip
+    await history.add("alice", [note])
+    transcriber = {"backend": "openai", "base_url": fake_llm.base_url, "model": fake_llm.model}
+    settings = make_settings(
+        tmp_path, {"main": model_for(fake_llm)}, telegram=telegram_settings(telegram), transcriber=transcriber
+    )
+    hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
+    try:
+        async with Harness(settings, history, build_adapter(settings), hearing=hearing) as h:  # type: ignore[arg-type]
+            telegram.push_message(100, voice=voice(telegram, "Where is the spare key?"))
+            telegram.push_message(999, voice=voice(telegram, "A stranger speaks"))  # never fetched, never heard
+            telegram.push_message(100, chat_id=GROUP, chat_type="supergroup", voice=voice(telegram, "In a group"))
+            telegram.push_message(100, voice=voice(telegram, ""))  # nothing understood
+            await eventually(lambda: answered(h, telegram, 100, 2), within_s=30)
+    finally:
+        await hearing.transcriber.close()
+    heard, nothing = telegram.bot_messages(100)
+    assert heard.text.startswith("🎤 “Where is the spare key?”\n\nYou asked: Where is the spare key? [1]")
+    assert "whatsapp:family.zip" in heard.text, "the answer does not cite the note"
+    assert nothing.text == NOTHING_HEARD
+    assert [t["size"] for t in fake_llm.transcriptions] == [len(b"SPEECH:Where is the spare key?"), len(b"SPEECH:")]
+    assert len(telegram.calls_of("getFile")) == 2, "a stranger's or a group's voice message was fetched"
+    assert telegram.bot_messages(999) == [] and telegram.bot_messages(GROUP) == []
+    [asked] = [r async for r in history.store.export("alice") if r.id.startswith("q:")]
+    assert asked.text == "Where is the spare key?" and asked.extra["transcribed"] is True
+    assert asked.extra["audio"].endswith(".ogg")
+
+
+async def test_an_export_sent_in_the_chat_has_its_voice_notes_transcribed(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        line = "12/31/23, 9:05\u202fPM - Ben: PTT-20231231-WA0004.opus (file attached)\r\n"
+        zipped.writestr("WhatsApp Chat with Ben.txt", line)
+        zipped.writestr("PTT-20231231-WA0004.opus", ogg_opus(4, b"SPEECH:The boat key is in the red toolbox"))
+    content = archive.getvalue()
+    file_id = telegram.add_file("WhatsApp Chat with Ben.zip", content)
+    document = {"file_id": file_id, "file_unique_id": "u1", "file_name": "WhatsApp Chat with Ben.zip",
+                "mime_type": "application/zip", "file_size": len(content)}  # fmt: skip
+    transcriber = {"backend": "openai", "base_url": fake_llm.base_url, "model": fake_llm.model}
+    settings = make_settings(
+        tmp_path, {"main": model_for(fake_llm)}, telegram=telegram_settings(telegram), transcriber=transcriber
+    )
+    hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
+    try:
+        async with Harness(settings, history, build_adapter(settings), hearing=hearing) as h:  # type: ignore[arg-type]
+            telegram.push_message(100, document=document)
+            await eventually(lambda: answered(h, telegram, 100), within_s=30)
+    finally:
+        await hearing.transcriber.close()
+    [reply] = telegram.bot_messages(100)
+    assert reply.text.startswith("Imported 1"), reply.text
+    texts = [r.text async for r in history.export("alice")]
+    assert texts == ["sent a voice message (PTT-20231231-WA0004.opus), transcribed: The boat key is in the red toolbox"]

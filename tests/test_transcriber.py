@@ -8,8 +8,10 @@ import json
 import zipfile
 from pathlib import Path
 
+from bridge.transcriber import ogg_seconds
 from tests.cli_helpers import cli_env, run_cli
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
+from tests.import_fixtures import ogg_opus
 
 SAID = "The spare key for the boat is in the red toolbox"
 CHAT = [
@@ -92,3 +94,28 @@ async def test_telegram_voice_messages_are_transcribed_and_nothing_outside_the_e
     texts = sorted(json.loads(line)["text"] for line in exported.stdout.splitlines())
     assert texts == [f"sent a voice message (audio_1@31-12-2023_21-05-00.ogg), transcribed: {SAID}",
                      "sent a voice message (secret.ogg)"]  # fmt: skip
+
+
+async def test_the_import_shows_minutes_of_audio_done_and_left(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    """Opus voice notes say how long they play (their last page's granule position): the import counts minutes."""
+    models = {"main": {"base_url": fake_llm.base_url, "model": fake_llm.model}}
+    env = cli_env(tmp_path, models=json.dumps(models), transcriber__backend="openai",
+                  transcriber__base_url=fake_llm.base_url, transcriber__model=fake_llm.model)  # fmt: skip
+    path = tmp_path / "WhatsApp Chat with Ben.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("WhatsApp Chat with Ben.txt", "\r\n".join(CHAT[:3]) + "\r\n")
+        archive.writestr("PTT-20231231-WA0004.opus", ogg_opus(90, b"SPEECH:" + SAID.encode()))
+        archive.writestr("PTT-20231231-WA0005.opus", ogg_opus(30, b"SPEECH:Dinner is at eight"))
+    imported = await run_cli(["import", "whatsapp", str(path), "--person", "me"], env)
+    assert imported.code == 0, imported.stderr
+    assert "Transcribing voice notes" in imported.stderr, imported.stderr
+    assert "2.0 min of audio done, ~0.0 min left" in imported.stderr, imported.stderr
+    assert len(fake_llm.transcriptions) == 2
+
+
+def test_ogg_seconds_reads_the_length_of_opus_and_nothing_else() -> None:
+    assert ogg_seconds(ogg_opus(3.5, b"SPEECH:hi")) == 3.5
+    assert ogg_seconds(b"SPEECH:" + b"x" * 100) is None
+    damaged = bytearray(ogg_opus(3.5, b"SPEECH:hi"))
+    damaged[28:36] = b"NotOpus!"  # the first packet is no codec header Confide knows
+    assert ogg_seconds(bytes(damaged)) is None

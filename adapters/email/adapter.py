@@ -162,6 +162,8 @@ class EmailAdapter:
         if command := subject_command(topic, body, self.models):
             text, files = command
             attachments = await self._save_attachments(msg, mail_id) if files else []
+        elif not body and (voice := await self._voice(msg, mail_id)) is not None:
+            text, attachments = "", [voice]  # a voice message is the question; bridge/hearing.py transcribes it
         else:
             # A question may be the subject alone ("When is the dinner?" with an empty body).
             text, attachments = body or topic, []
@@ -187,6 +189,21 @@ class EmailAdapter:
                 "question": text if not attachments else "",
             },
         )
+
+    async def _voice(self, msg: EmailMessage, mail_id: str) -> Attachment | None:
+        """A mail of no words and one audio file, where a transcriber is set up: that file, saved."""
+        transcriber = self.settings.transcriber
+        if transcriber.backend == "none":
+            return None
+        parts = await asyncio.to_thread(mime.attachments, msg)  # decoding a file of megabytes: off the loop
+        if len(parts) != 1 or not parts[0].mime_type.startswith("audio/"):
+            return None
+        [part] = parts
+        if len(part.data) > transcriber.max_audio_bytes:
+            return None
+        path = self.attachments_dir / hashlib.sha256(mail_id.encode()).hexdigest()[:24] / f"01-{safe_name(part.name)}"
+        await asyncio.to_thread(write_atomically, path, part.data)
+        return Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path))
 
     async def _save_attachments(self, msg: EmailMessage, mail_id: str) -> list[Attachment]:
         folder = self.attachments_dir / hashlib.sha256(mail_id.encode()).hexdigest()[:24]

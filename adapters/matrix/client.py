@@ -45,7 +45,7 @@ from adapters.matrix.settings import matrix_settings
 from adapters.matrix.state import SyncState, store_dir
 from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.config import Settings
-from bridge.messages import Image, IncomingMessage, OutgoingReply
+from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
 from bridge.persons import Directory
 
 log = logging.getLogger(__name__)
@@ -222,12 +222,19 @@ class MatrixAdapter:
 
     def _may_fetch(self, message: IncomingMessage) -> bool:
         """Only documents a known person sends are imported (in a direct chat into their history, in a group into
-        the room's), so only those are downloaded; strangers' files never are."""
-        return (
-            len(message.attachments) == 1
-            and not message.attachments[0].is_media
-            and self.directory.person_for(f"{CHANNEL}:{message.sender}") is not None
-        )
+        the room's), and their voice messages in a direct chat heard, so only those are downloaded; strangers'
+        files never are."""
+        if len(message.attachments) != 1 or self.directory.person_for(f"{CHANNEL}:{message.sender}") is None:
+            return False
+        attachment = message.attachments[0]
+        return not attachment.is_media or self._hears(message, attachment)
+
+    def _hears(self, message: IncomingMessage, attachment: Attachment) -> bool:
+        """A voice message (m.audio) in a direct chat is a question, where a transcriber is set up."""
+        transcriber = self.settings.transcriber
+        if transcriber.backend == "none" or not message.is_direct or not attachment.mime_type.startswith("audio/"):
+            return False
+        return attachment.size is None or attachment.size <= transcriber.max_audio_bytes
 
     async def _with_file(self, message: IncomingMessage, content: dict[str, Any]) -> IncomingMessage:
         [attachment] = message.attachments

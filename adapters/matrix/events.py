@@ -61,6 +61,10 @@ def strip_reply_fallback(body: str) -> str:
     return "\n".join(lines)
 
 
+# A file without a stated type: an m.audio is still a voice message (Element records them as audio/ogg).
+_DEFAULT_TYPES = {"m.audio": "audio/ogg"}
+
+
 def _attachments(content: dict[str, Any], msgtype: str) -> list[Attachment]:
     if msgtype in ("m.text", "m.emote", "m.notice"):
         return []
@@ -69,7 +73,7 @@ def _attachments(content: dict[str, Any], msgtype: str) -> list[Attachment]:
     return [
         Attachment(
             name=str(content.get("filename") or content.get("body") or "attachment"),
-            mime_type=str(info.get("mimetype") or "application/octet-stream"),
+            mime_type=str(info.get("mimetype") or _DEFAULT_TYPES.get(msgtype, "application/octet-stream")),
             size=info.get("size"),
             url=url,
         )

@@ -18,7 +18,11 @@ def build_adapter(settings: Settings) -> TelegramAdapter:
     from bridge.persons import Directory
 
     own = section(settings, "telegram", TelegramSettings)
-    return TelegramAdapter(own, settings.data_dir, Directory(settings.persons), proxy=settings.proxy_url)
+    hears = settings.transcriber.backend != "none"  # voice messages are fetched only to be transcribed
+    voice_bytes = settings.transcriber.max_audio_bytes if hears else None
+    return TelegramAdapter(
+        own, settings.data_dir, Directory(settings.persons), proxy=settings.proxy_url, voice_bytes=voice_bytes
+    )
 
 
 def _enabled(own: TelegramSettings) -> bool:

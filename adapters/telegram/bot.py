@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ class TelegramAdapter:
         directory: Directory,
         bot: ExtBot[int] | None = None,
         proxy: str | None = None,
+        voice_bytes: int | None = None,
     ) -> None:
         assert settings.token is not None, "TelegramSettings validates that a token is set"
         token = settings.token.get_secret_value()
@@ -85,6 +87,7 @@ class TelegramAdapter:
         self._intake_stopped = False
         self.in_doubt = 0  # parts sent again because an earlier send's outcome was not recorded
         self._directory = directory  # whose documents are downloaded
+        self._voice_bytes = voice_bytes  # voice messages up to this size are fetched to be heard; None: never
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
         # Its table lives in the state database; rows of an older install's own file are taken over once.
@@ -248,7 +251,8 @@ class TelegramAdapter:
             log.debug("skipping update %s without a message", update.update_id)
             return
         fetch = self._may_fetch(message)
-        attachments = [await self._attachment(message, media, fetch) for media in media_of(message)]
+        media = [replace(m, download=True) if self._hears(message, m) else m for m in media_of(message)]
+        attachments = [await self._attachment(message, one, fetch) for one in media]
         incoming = to_incoming(message, self.bot_id, self.username, attachments)
         await inbox.put(incoming)
 
@@ -258,6 +262,12 @@ class TelegramAdapter:
         if message.from_user is None:
             return False
         return self._directory.person_for(f"{CHANNEL}:{message.from_user.id}") is not None
+
+    def _hears(self, message: Message, media: Media) -> bool:
+        """A voice message in a private chat is a question, where a transcriber is set up: its file is needed."""
+        if self._voice_bytes is None or message.chat.type != "private" or not media.mime_type.startswith("audio/"):
+            return False
+        return media.size is None or media.size <= self._voice_bytes
 
     async def _attachment(self, message: Message, media: Media, fetch: bool) -> Attachment:
         attachment = Attachment(name=media.name, mime_type=media.mime_type, size=media.size)

@@ -7,6 +7,7 @@ and nesting are checked on the bytes before parsing, and every field is read as 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -114,6 +115,18 @@ class TelegramImporter:
             return found if found.is_relative_to(folder) and found.is_file() else None
         except (OSError, RuntimeError, ValueError):  # a name too long, with a NUL, or a link loop
             return None
+
+    def audio_bytes(self) -> int:
+        """The voice messages and audio files in the export folder (Telegram Desktop puts them beside the JSON)."""
+        total = 0
+        try:
+            # A folder of the export's size; the cap keeps a result.json put in a big folder from a long walk.
+            for path in itertools.islice(self.path.parent.rglob("*"), 200_000):
+                if media.kind_of(path.name) in ("voice message", "audio file") and path.is_file():
+                    total += path.stat().st_size
+        except OSError:
+            return total
+        return total
 
     def read_audio(self, name: str, limit: int) -> bytes:
         found = self._inside_export(name)

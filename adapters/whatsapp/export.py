@@ -217,6 +217,13 @@ class WhatsAppImporter:
             return {}  # the chat text's own reading reports the damage
         return {Path(n).name: n for n in names if media.kind_of(Path(n).name) in AUDIO_KINDS}
 
+    def audio_bytes(self) -> int:
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return sum(archive.getinfo(member).file_size for member in self._audio.values())
+        except READ_ERRORS:
+            return 0
+
     def read_audio(self, name: str, limit: int) -> bytes:
         member = self._audio.get(name)
         if member is None:

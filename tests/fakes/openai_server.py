@@ -80,7 +80,7 @@ class FakeOpenAI:
 
     async def _transcriptions(self, request: web.Request) -> web.Response:
         """Whisper's endpoint as vLLM serves it: multipart form (file, model, language, ...), JSON {"text"}.
-        The "speech" of a test audio file is its bytes after b"SPEECH:"."""
+        The "speech" of a test audio file is its bytes after b"SPEECH:" (an Ogg file's last packet)."""
         form = await request.post()
         upload = form.get("file")
         if not isinstance(upload, web.FileField):
@@ -90,7 +90,7 @@ class FakeOpenAI:
                                     "language": form.get("language")})  # fmt: skip
         if form.get("model") != self.model:
             return _error(404, f"The model `{form.get('model')}` does not exist.", "NotFoundError")
-        said = data[len(b"SPEECH:") :].decode() if data.startswith(b"SPEECH:") else ""
+        said = data.partition(b"SPEECH:")[2].decode() if b"SPEECH:" in data else ""
         return web.json_response({"text": said})
 
     async def _embeddings(self, request: web.Request) -> web.Response:

@@ -1,0 +1,79 @@
+"""A voice message sent to Confide in a direct chat is a question: transcribed, then routed and answered like
+text. The reply starts with what was understood, so a misheard question shows at once; the question enters the
+person's history as its transcript, marked as transcribed and linked to its file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from bridge.messages import Attachment, IncomingMessage
+from bridge.transcriber import HoldsAudio, Transcribe, Transcriber, voice_notes
+
+log = logging.getLogger(__name__)
+
+NOTHING_HEARD = "I could not make out any words in your voice message. Please say it again, or write it."
+NOT_HEARD = "I could not transcribe your voice message ({reason}). Please try again later, or write it."
+
+
+class NotHeard(Exception):
+    """Why a voice message could not be turned into text, phrased for the person."""
+
+
+def voice_of(message: IncomingMessage) -> Attachment | None:
+    """The voice message a message is, if it is one: a direct message of no words and one audio file."""
+    if not message.is_direct or message.text.strip() or len(message.attachments) != 1:
+        return None
+    [attachment] = message.attachments
+    return attachment if attachment.mime_type.startswith("audio/") else None
+
+
+def heard_message(message: IncomingMessage, voice: Attachment, said: str) -> IncomingMessage:
+    """The message as the question it says; `extra["heard"]` keeps what was understood and from which file."""
+    extra = {**message.extra, "heard": {"text": said, "file": voice.name}}
+    return message.model_copy(update={"text": said, "attachments": [], "extra": extra})
+
+
+def heard_prefix(message: IncomingMessage) -> str:
+    heard = message.extra.get("heard")
+    return f"🎤 “{heard['text']}”\n\n" if isinstance(heard, dict) else ""
+
+
+class Hearing:
+    def __init__(self, transcriber: Transcriber, max_bytes: int) -> None:
+        self.transcriber = transcriber
+        self.max_bytes = max_bytes
+
+    def voice_notes(self, source: HoldsAudio) -> Transcribe:
+        """The same transcriber for the voice notes of an export sent in a chat."""
+        return voice_notes(self.transcriber, source, self.max_bytes)
+
+    async def hear(self, voice: Attachment) -> str:
+        """What the voice message says; raises NotHeard when it cannot be told."""
+        if not voice.path:
+            raise NotHeard("the file did not reach me")
+        try:
+            audio = await asyncio.to_thread(_read, Path(voice.path), self.max_bytes)
+        except ValueError as exc:
+            raise NotHeard(str(exc)) from exc
+        try:
+            said = await self.transcriber.transcribe(voice.name, audio)
+        except Exception as exc:  # the endpoint failed: the person is told, the log says why
+            log.warning("transcribing %s failed: %s", voice.name, exc, exc_info=True)
+            raise NotHeard("the transcription service failed") from exc
+        if not said.strip():
+            raise NotHeard("")
+        return said.strip()
+
+
+def _read(path: Path, limit: int) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ValueError("the file is gone") from exc
+    if size > limit:
+        raise ValueError(f"it is {size / 1e6:.1f} MB; I take voice messages of up to {limit / 1e6:.0f} MB")
+    with path.open("rb") as handle:
+        return handle.read(limit + 1)[:limit]
