@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge import charts, chats, command_table
+from bridge import charts, chats, command_table, media
 from bridge.adapter import Members
 from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
 from bridge.chats import ChatState, Turn
@@ -21,13 +21,14 @@ from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.importers.registry import SourceFinder
 from bridge.ingest import ingest
-from bridge.messages import Attachment, Citation, Image, IncomingMessage
+from bridge.messages import Attachment, Citation, HistoryRecord, Image, IncomingMessage
 from bridge.router import MAX_TEXT_CHARS, Command
-from bridge.store import Selector
+from bridge.store import CONFIDE_SOURCE_PREFIX, Selector
 from bridge.transcriber import HoldsAudio
 from bridge.usage import UsageLog, format_summary
 
 T = TypeVar("T")
+PHOTOS_UNREAD = "I can't look into photos or videos; a caption with it, or a message, is what finds it later."
 NO_TRANSCRIBER = "I can't listen to voice messages here (no transcriber is set up). Please write your question."
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,12 @@ class Commands:
         # A document sent into a group is the group's: it joins the room's history, not the sender's own.
         target = call.command.scopes[0]
         documents = [a for a in attachments if not (call.command.room and a.is_media)]
-        lines = [await self._import_one(target, attachment) for attachment in documents]
+        lines = [
+            await self._keep_sent(call.message, target, attachment)
+            if attachment.mime_type.startswith(("image/", "video/"))
+            else await self._import_one(target, attachment)
+            for attachment in documents
+        ]
         if call.command.room:
             lines.append("It is now part of this group's history: my answers here may use it.")
         return CommandResult("\n".join(lines))
@@ -326,13 +332,30 @@ class Commands:
             "signature of your domain (most providers sign every mail)."
         )
 
+    async def _keep_sent(self, message: IncomingMessage, person: str, attachment: Attachment) -> str:
+        """A photo or video sent without words: kept as a record that it was sent (its name, when, by whom), as an
+        export's media lines are, so "when did I send the photo of the receipt?" finds it by the words around it."""
+        record = HistoryRecord(
+            id=f"media:{message.channel}:{message.platform_message_id}:{attachment.name}",
+            person=person,
+            channel=message.channel,
+            conversation=f"Confide chat ({message.channel})",
+            author="me",
+            time=message.time,
+            text=media.describe([attachment.name]),
+            source=f"{CONFIDE_SOURCE_PREFIX}{message.chat_key}",
+            link=message.platform_message_id,
+            extra={"media": attachment.mime_type},
+        )
+        await self.history.add(person, [record])
+        kind = media.kind_of(attachment.name)
+        return f"{attachment.name}: noted in your history that you sent this {kind}. {PHOTOS_UNREAD}"
+
     async def _import_one(self, person: str, attachment: Attachment) -> str:
         if attachment.mime_type.startswith("audio/"):
             if self.hearing is None:
                 return f"{attachment.name}: {NO_TRANSCRIBER}"
             return f"{attachment.name}: send a voice message on its own, and I answer what it asks."
-        if attachment.is_media:
-            return f"{attachment.name}: I can't read photos and videos yet. Please send text or a document."
         if not attachment.path or self.find_source is None:
             return f"{attachment.name}: I could not get the file itself, so nothing was imported."
         source = self.find_source(Path(attachment.path), person)

@@ -161,16 +161,19 @@ async def test_a_photo_sent_without_words_is_found_by_what_was_said_around_it(
     lines = [
         "12/31/23, 9:05\u202fPM - Ben: Look, the new boat is in the water!",
         "12/31/23, 9:06\u202fPM - Ben: IMG-20231231-WA0007.jpg (file attached)",
+        "12/31/23, 9:07\u202fPM - Anna: 😍⛵👍",  # emoji only: a message too
         "12/31/23, 9:30\u202fPM - Anna: Dinner is at eight, bring the salad",
         "01/02/24, 8:00\u202fAM - Anna: The plumber comes on Thursday",
     ]
     importer = open_importer("whatsapp", write_whatsapp_txt(tmp_path, lines), "alice")
     summary = await ingest(history, "alice", importer.items())
-    assert (summary.imported, summary.skipped) == (4, 0)
+    assert (summary.imported, summary.skipped) == (5, 0)
     hits = await history.search("alice", "When did Ben send the photo of the boat?", limit=2)
     photo = [h.record for h in hits if h.record.extra.get("media")]
     assert [r.text for r in photo] == ["sent a photo (IMG-20231231-WA0007.jpg)"]
     assert photo[0].author == "Ben" and photo[0].time == datetime(2023, 12, 31, 21, 6, tzinfo=UTC)
+    [emoji] = [r async for r in history.export("alice") if r.author == "Anna" and r.time.minute == 7]
+    assert emoji.text == "😍⛵👍"
 
 
 @pytest.mark.parametrize(

@@ -528,3 +528,18 @@ async def test_an_export_sent_in_the_chat_has_its_voice_notes_transcribed(
     assert reply.text.startswith("Imported 1"), reply.text
     texts = [r.text async for r in history.export("alice")]
     assert texts == ["sent a voice message (PTT-20231231-WA0004.opus), transcribed: The boat key is in the red toolbox"]
+
+
+async def test_a_photo_sent_without_words_is_kept_as_a_record_that_it_was_sent(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    photo = [{"file_id": "p1", "file_unique_id": "p1u", "width": 800, "height": 600, "file_size": 4000}]
+    async with bridge(tmp_path, history, fake_llm, telegram) as h:
+        sent = telegram.push_message(100, photo=photo)
+        await eventually(lambda: answered(h, telegram, 100), within_s=20)
+    name = f"photo-{sent['message']['message_id']}.jpg"
+    [reply] = telegram.bot_messages(100)
+    assert reply.text.startswith(f"{name}: noted in your history that you sent this photo."), reply.text
+    [record] = [r async for r in history.export("alice")]
+    assert (record.text, record.author, record.extra["media"]) == (f"sent a photo ({name})", "me", "image/jpeg")
+    assert telegram.calls_of("getFile") == [], "a photo is not looked into, so it is not fetched"
