@@ -95,6 +95,7 @@ class MessageHandler:
                 await self._finish(claimed, "not heard", [reply_to(message, text)])
                 return
             message = heard_message(message, voice, said)
+            await self.inbox.rewrite(claimed.inbox_id, message)  # heard once: retries and re-answers read the text
             claimed = replace(claimed, message=message)
         state = await self.chats.load(state_key(message.chat_key, person, message.is_direct))
         shared = frozenset() if message.is_direct else await self.chats.shared(message.chat_key)
@@ -166,7 +167,8 @@ class MessageHandler:
         answer = await self.pipeline.answer(decision.scopes, name, decision.text, owed.model, turns)
         if answer.fallback:
             return False
-        text = reanswer.FOLLOW_UP + (GROUP_ONLY if decision.room is not None and answer.abstained else answer.text)
+        answered = GROUP_ONLY if decision.room is not None and answer.abstained else answer.text
+        text = reanswer.FOLLOW_UP + heard_prefix(message) + answered
         token = await self._fallback_edit_token(owed)
         reply = reply_to(
             message, text, suffix="reanswer", citations=answer.citations, model=answer.model, edit_token=token

@@ -52,6 +52,8 @@ class Hearing:
 
     async def hear(self, voice: Attachment) -> str:
         """What the voice message says; raises NotHeard when it cannot be told."""
+        if voice.size is not None and voice.size > self.max_bytes:
+            raise NotHeard(_too_long(voice.size, self.max_bytes))
         if not voice.path:
             raise NotHeard("the file did not reach me")
         try:
@@ -74,6 +76,17 @@ def _read(path: Path, limit: int) -> bytes:
     except OSError as exc:
         raise ValueError("the file is gone") from exc
     if size > limit:
-        raise ValueError(f"it is {size / 1e6:.1f} MB; I take voice messages of up to {limit / 1e6:.0f} MB")
+        raise ValueError(_too_long(size, limit))
     with path.open("rb") as handle:
-        return handle.read(limit + 1)[:limit]
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # it grew since: refused, never cut
+        raise ValueError(_too_long(len(data), limit))
+    return data
+
+
+def _too_long(size: int, limit: int) -> str:
+    return f"it is {_amount(size)}; I take voice messages of up to {_amount(limit)}"
+
+
+def _amount(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} KB" if size >= 1000 else f"{size} bytes"

@@ -119,6 +119,12 @@ class Inbox:
 
         await self._db.run(commit)
 
+    async def rewrite(self, inbox_id: int, message: IncomingMessage) -> None:
+        """The message as it is now understood (a voice message as its transcript): a retry after a crash, and an
+        answer owed after a fallback, work from this rather than hearing it again."""
+        payload = message.model_dump_json()
+        await self._db.run(lambda conn: conn.execute("UPDATE inbox SET payload=? WHERE id=?", (payload, inbox_id)))
+
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Work that commits together with the inbox's and the outbox's rows (one transaction)."""
         return await self._db.run(fn)

@@ -78,6 +78,9 @@ class Citation(BaseModel):
         return f"[{self.number}] {when} · {where} · {ref}" if where else f"[{self.number}] {when} · {ref}"
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 class Image(BaseModel):
     """A picture sent with a reply (a chart): PNG, kept base64 in the outbox's JSON so it is queued, and
     survives a crash, in the same transaction as the reply's text."""
@@ -88,6 +91,9 @@ class Image(BaseModel):
 
     @classmethod
     def png(cls, name: str, alt: str, data: bytes) -> Image:
+        """Refused (ValueError) unless it is a PNG with its header, so no platform is handed a broken picture."""
+        if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+            raise ValueError(f"{name} is not a PNG")
         return cls(name=name, alt=alt, png_base64=base64.b64encode(data).decode("ascii"))
 
     @property

@@ -6,6 +6,7 @@ nothing and an interrupted one goes on where it stopped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
@@ -79,7 +80,10 @@ def ogg_seconds(data: bytes) -> float | None:
     of its last page; None for anything else."""
     if not data.startswith(b"OggS") or len(data) < 64:
         return None
-    last = data.rfind(b"OggS")
+    # The last page of this stream (its serial number): "OggS" may also occur inside the audio itself.
+    serial, last = data[14:18], data.rfind(b"OggS")
+    while last > 0 and (data[last + 4 : last + 5] != b"\0" or data[last + 14 : last + 18] != serial):
+        last = data.rfind(b"OggS", 0, last)
     granule = int.from_bytes(data[last + 6 : last + 14], "little", signed=True)
     packet = data[27 + data[26] :][:32]  # after the first page's header and segment table: the codec's header
     if packet.startswith(b"OpusHead"):
@@ -99,7 +103,7 @@ def voice_notes(transcriber: Transcriber, source: HoldsAudio, max_bytes: int, he
     async def transcribe(record: HistoryRecord) -> str | None:
         name = str(record.extra["audio"])
         try:
-            audio = source.read_audio(name, max_bytes)
+            audio = await asyncio.to_thread(source.read_audio, name, max_bytes)  # a zip member: off the loop
             if heard is not None:
                 heard(len(audio), ogg_seconds(audio))
             said = await transcriber.transcribe(name, audio)

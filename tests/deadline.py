@@ -48,10 +48,18 @@ def _report(phase: str, nodeid: str) -> None:
     err.flush()
 
 
+def _stop_unless_ended(phase: str, nodeid: str, ended: threading.Event) -> None:
+    """On the loop: a phase that ended meanwhile is left alone, so the next test is never the one stopped."""
+    if ended.is_set():
+        return
+    _report(phase, nodeid)
+    assert _loop is not None
+    _loop.stop()
+
+
 def _expire(phase: str, nodeid: str, ended: threading.Event) -> None:
-    if _loop is not None and not _loop.is_closed():
-        _loop.call_soon_threadsafe(_report, phase, nodeid)
-        _loop.call_soon_threadsafe(_loop.stop)
+    if _loop is not None and _loop.is_running():  # an async phase: stopping the loop ends it
+        _loop.call_soon_threadsafe(_stop_unless_ended, phase, nodeid, ended)
     else:
         _report(phase, nodeid)
     if not ended.wait(GRACE_S):

@@ -16,7 +16,9 @@ from matplotlib.dates import date2num
 from PIL import Image
 
 from bridge.charts import Chart, ChartSeries, compare_chart, usage_chart
+from bridge.commands import _picture
 from bridge.energy import Energy, Measurement, Meter, Trace
+from bridge.messages import Image as ReplyImage
 from bridge.usage import AnswerUsage, UsageRow, format_wh
 from tests.test_energy import FakeClock, ScriptedSource, step_area
 
@@ -214,3 +216,19 @@ def test_charts_work_offline_with_an_unwritable_home(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "drawn"
+
+
+async def test_a_reply_picture_must_be_a_png_and_a_chart_that_fails_is_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chart = usage_chart([UsageRow("2026-11-30", "main", 2, 100, 50, None, 0)])
+    picture = ReplyImage.png("usage.png", chart.alt, chart.png)
+    assert picture.data == chart.png and picture.size == (800, 450)
+    with pytest.raises(ValueError, match="not a PNG"):
+        ReplyImage.png("broken.png", "x", b"\x89PNG\r\n")  # cut off before its header
+
+    def broken(rows: list[UsageRow]) -> Chart:
+        raise RuntimeError("no fonts")
+
+    assert await _picture("usage.png", broken, []) == []
+    assert "drawing usage.png failed" in caplog.text

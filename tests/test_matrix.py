@@ -503,8 +503,8 @@ async def test_compare_posts_its_chart_as_an_image_encrypted_where_the_room_is(
     info = content["info"]
     assert (info["mimetype"], info["w"], info["h"], info["size"]) == ("image/png", 800, 450, len(png))
     assert "main" in image.body and "other" in image.body, f"the image's description names neither model: {image.body}"
-    [text] = shown(ana, room, bot, asked)  # the answer streamed by edits: the last edit is what shows
-    assert text.startswith("Comparing main and other on: “Where is the spare key?”")
+    text, picture = shown(ana, room, bot, asked)  # both reply to the question; the text shows its last edit
+    assert text.startswith("Comparing main and other on: “Where is the spare key?”") and picture == image.body
 
 
 def _is_image(event: Event) -> bool:

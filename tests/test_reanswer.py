@@ -8,8 +8,10 @@ from pathlib import Path
 
 from adapters.telegram import build_adapter
 from adapters.telegram.settings import TelegramSettings
+from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.reanswer import FOLLOW_UP
+from bridge.transcriber import OpenAITranscriber
 from tests.conftest import eventually, make_settings, model_for
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
@@ -67,3 +69,32 @@ async def test_on_telegram_the_fallback_message_becomes_the_answer(
     assert fallback.edits[0].startswith("⚠ Model unavailable")
     assert fallback.text.removeprefix(FOLLOW_UP).startswith("You asked: where is the spare key? [1]")
     assert [e for e in fallback.edits if e.startswith(FOLLOW_UP)] == [fallback.text]  # replaced once
+
+
+async def test_a_voice_question_that_got_the_fallback_is_answered_from_what_was_heard_once(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.default = Behaviour(status=503)  # the chat model is down; the transcription endpoint answers
+    telegram = await FakeTelegram(drafts_supported=False).start()
+    speech = b"SPEECH:where is the spare key?"
+    voice = {"file_id": telegram.add_file("voice.ogg", speech), "file_unique_id": "v1", "duration": 2,
+             "mime_type": "audio/ogg", "file_size": len(speech)}  # fmt: skip
+    transcriber = {"backend": "openai", "base_url": fake_llm.base_url, "model": fake_llm.model}
+    try:
+        adapter_settings = TelegramSettings(enabled=True, token=telegram.token, api_base_url=telegram.base_url,
+                                            poll_timeout_s=5, edit_interval_s=0.2)  # fmt: skip
+        settings = make_settings(tmp_path, {"main": model_for(fake_llm, retries=0)}, model_wait_s=0,
+                                 telegram=adapter_settings, transcriber=transcriber)  # fmt: skip
+        hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
+        async with Harness(settings, history, build_adapter(settings), reanswer_every_s=0.3, hearing=hearing):  # type: ignore[arg-type]
+            telegram.push_message(100, voice=voice)
+            await eventually(lambda: any(m.text.startswith("🎤") for m in telegram.bot_messages(100)))
+            fake_llm.default = Behaviour()
+            await eventually(lambda: telegram.bot_messages(100)[-1].text.startswith(FOLLOW_UP), within_s=20)
+        await hearing.transcriber.close()
+    finally:
+        await telegram.stop()
+    [answer] = telegram.bot_messages(100)
+    assert answer.edits[0].startswith("🎤 “where is the spare key?”\n\n⚠ Model unavailable")
+    assert answer.text.startswith(FOLLOW_UP + "🎤 “where is the spare key?”\n\nYou asked: where is the spare key? [1]")
+    assert len(fake_llm.transcriptions) == 1, "heard again for the answer owed"

@@ -22,7 +22,7 @@ from adapters.telegram import build_adapter
 from adapters.telegram.redact import REDACTED
 from adapters.telegram.settings import TelegramSettings
 from bridge.commands import HELP
-from bridge.hearing import NOTHING_HEARD, Hearing
+from bridge.hearing import NOT_HEARD, NOTHING_HEARD, Hearing
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, Image, IncomingMessage, OutgoingReply
 from bridge.transcriber import OpenAITranscriber
@@ -543,3 +543,23 @@ async def test_a_photo_sent_without_words_is_kept_as_a_record_that_it_was_sent(
     [record] = [r async for r in history.export("alice")]
     assert (record.text, record.author, record.extra["media"]) == (f"sent a photo ({name})", "me", "image/jpeg")
     assert telegram.calls_of("getFile") == [], "a photo is not looked into, so it is not fetched"
+
+
+async def test_a_voice_message_over_the_bound_is_not_fetched_and_the_reply_says_why(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    transcriber = {"backend": "openai", "base_url": fake_llm.base_url, "model": fake_llm.model,
+                   "max_audio_bytes": 20}  # fmt: skip
+    settings = make_settings(
+        tmp_path, {"main": model_for(fake_llm)}, telegram=telegram_settings(telegram), transcriber=transcriber
+    )
+    hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
+    try:
+        async with Harness(settings, history, build_adapter(settings), hearing=hearing) as h:  # type: ignore[arg-type]
+            telegram.push_message(100, voice=voice(telegram, "a voice message longer than twenty bytes"))
+            await eventually(lambda: answered(h, telegram, 100), within_s=20)
+    finally:
+        await hearing.transcriber.close()
+    [reply] = telegram.bot_messages(100)
+    assert reply.text == NOT_HEARD.format(reason="it is 47 bytes; I take voice messages of up to 20 bytes")
+    assert telegram.calls_of("getFile") == [] and fake_llm.transcriptions == []

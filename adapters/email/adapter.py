@@ -40,6 +40,7 @@ from bridge import command_table
 from bridge.adapter import Capabilities, InboxPort
 from bridge.config import Settings
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
+from bridge.persons import Directory
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class EmailAdapter:
         self.own_domain = domain_of(self.email.from_address or "")
         self.attachments_dir = settings.data_dir / "attachments" / "email"
         self.models = set(settings.models)
+        self.directory = Directory(settings.persons)  # whose voice messages are saved to be heard
         self.smtp_started = asyncio.Event()
         self.imap: ImapReader | None = None
         self._imap_task: asyncio.Task[None] | None = None
@@ -162,7 +164,7 @@ class EmailAdapter:
         if command := subject_command(topic, body, self.models):
             text, files = command
             attachments = await self._save_attachments(msg, mail_id) if files else []
-        elif not body and (voice := await self._voice(msg, mail_id)) is not None:
+        elif not body and (voice := await self._voice(msg, mail_id, sender)) is not None:
             text, attachments = "", [voice]  # a voice message is the question; bridge/hearing.py transcribes it
         else:
             # A question may be the subject alone ("When is the dinner?" with an empty body).
@@ -190,10 +192,11 @@ class EmailAdapter:
             },
         )
 
-    async def _voice(self, msg: EmailMessage, mail_id: str) -> Attachment | None:
-        """A mail of no words and one audio file, where a transcriber is set up: that file, saved."""
+    async def _voice(self, msg: EmailMessage, mail_id: str, sender: str) -> Attachment | None:
+        """A known person's mail of no words and one audio file, where a transcriber is set up: that file, saved
+        (a stranger's is never written anywhere)."""
         transcriber = self.settings.transcriber
-        if transcriber.backend == "none":
+        if transcriber.backend == "none" or self.directory.person_for(f"{self.channel}:{sender}") is None:
             return None
         parts = await asyncio.to_thread(mime.attachments, msg)  # decoding a file of megabytes: off the loop
         if len(parts) != 1 or not parts[0].mime_type.startswith("audio/"):

@@ -342,13 +342,14 @@ class MatrixAdapter:
         event_id = await self._send(reply.chat_id, render.final_reply(reply), reply.reply_id)
         for number, image in enumerate(reply.images):
             # Its own transaction id: a delivery retried after a stop never shows a picture twice.
-            await self._send_image(reply.chat_id, image, _txn(reply.reply_id, f"image-{number}"))
+            await self._send_image(reply, image, _txn(reply.reply_id, f"image-{number}"))
         await self._typing(reply.chat_id, False)
         return reply.edit_token or event_id
 
-    async def _send_image(self, room_id: str, image: Image, txn: str) -> str:
+    async def _send_image(self, reply: OutgoingReply, image: Image, txn: str) -> str:
         """Upload the picture (encrypted where the room is) and post it as m.image."""
         client = self._client()
+        room_id = reply.chat_id
         room = client.rooms.get(room_id)
         encrypted = room is not None and room.encrypted
         data = image.data
@@ -357,7 +358,7 @@ class MatrixAdapter:
         )
         if not isinstance(response, UploadResponse):
             raise MatrixSendError(f"uploading {image.name} for {room_id} failed: {response}")
-        content = render.image(image.name, image.alt, response.content_uri, keys, image.size, len(data))
+        content = render.image(reply, image, response.content_uri, keys)
         return await self._send(room_id, content, txn)
 
     def edit_token_for(self, receipt: str) -> str | None:

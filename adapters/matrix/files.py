@@ -45,7 +45,7 @@ async def fetch(client: AsyncClient, content: dict[str, Any], path: Path) -> int
     if len(data) > MAX_FILE_BYTES:
         raise FileUnavailable(f"it is over the {MAX_FILE_BYTES // 2**20} MB fetched")
     if encrypted is not None:
-        data = _decrypt(data, encrypted)
+        data = await asyncio.to_thread(_decrypt, data, encrypted)  # megabytes of AES and SHA-256: off the loop
     await asyncio.to_thread(write_atomically, path, data)
     return len(data)
 

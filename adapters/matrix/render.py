@@ -11,7 +11,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from bridge.messages import Citation, OutgoingReply
+from bridge.messages import Citation, Image, OutgoingReply
 
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False})
 DRAFT_MARK = " …"
@@ -72,12 +72,17 @@ def new_message(body: dict[str, Any], extra: dict[str, Any], in_reply_to: str | 
     return content
 
 
-def image(
-    name: str, alt: str, url: str, keys: dict[str, Any] | None, size: tuple[int, int], length: int
-) -> dict[str, Any]:
-    """An m.image event; in an encrypted room the upload is encrypted and `file` carries its key (`keys`)."""
-    info = {"mimetype": "image/png", "size": length, "w": size[0], "h": size[1]}
-    content: dict[str, Any] = {"msgtype": "m.image", "body": alt, "filename": name, "info": info, "m.mentions": {}}
+def image(reply: OutgoingReply, picture: Image, url: str, keys: dict[str, Any] | None) -> dict[str, Any]:
+    """An m.image event beside the reply's text (in its thread, replying to the same question); in an encrypted
+    room the upload is encrypted and `file` carries its key (`keys`)."""
+    width, height = picture.size
+    info = {"mimetype": "image/png", "size": len(picture.data), "w": width, "h": height}
+    content: dict[str, Any] = {
+        "msgtype": "m.image", "body": picture.alt, "filename": picture.name, "info": info,
+        "m.mentions": {},  # the text already notified the person
+    }  # fmt: skip
+    if related := relation(reply.extra, reply.in_reply_to):
+        content["m.relates_to"] = related
     if keys is None:
         content["url"] = url
     else:

@@ -264,8 +264,11 @@ class TelegramAdapter:
         return self._directory.person_for(f"{CHANNEL}:{message.from_user.id}") is not None
 
     def _hears(self, message: Message, media: Media) -> bool:
-        """A voice message in a private chat is a question, where a transcriber is set up: its file is needed."""
+        """A voice message without words in a private chat is a question, where a transcriber is set up: its file is
+        needed (with a caption, the caption is the question, as it is for a document)."""
         if self._voice_bytes is None or message.chat.type != "private" or not media.mime_type.startswith("audio/"):
+            return False
+        if message.caption or message.text:
             return False
         return media.size is None or media.size <= self._voice_bytes
 
@@ -397,12 +400,18 @@ class TelegramAdapter:
         return sent.message_id
 
     async def _send_photo(self, chat_id: int, image: Image, extra: dict[str, Any]) -> int:
-        # A photo's caption holds at most 1024 characters; the description of a chart is one line.
-        caption = image.alt if len(image.alt) <= PHOTO_CAPTION_CHARS else image.alt[: PHOTO_CAPTION_CHARS - 1] + "…"
-        sent = await self.bot.send_photo(
-            chat_id, InputFile(image.data, filename=image.name), caption=caption,
-            message_thread_id=extra.get("thread_id"),
-        )  # fmt: skip
+        # A photo's caption holds at most 1024 UTF-16 units; the description of a chart is one line.
+        caption = preview(image.alt, PHOTO_CAPTION_CHARS)
+        try:
+            sent = await self.bot.send_photo(
+                chat_id, InputFile(image.data, filename=image.name), caption=caption,
+                message_thread_id=extra.get("thread_id"),
+            )  # fmt: skip
+        except BadRequest as exc:
+            # Telegram will never take this picture: the reply's text went out, so it is not held up for it.
+            log.error("Telegram refused the picture %s for chat %s: %s; the reply goes without it", image.name,
+                      chat_id, exc)  # fmt: skip
+            return 0
         return sent.message_id
 
     async def _edit(self, chat_id: int, message_id: int, text: str, parse_mode: str | None, plain: str) -> int:
