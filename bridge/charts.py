@@ -116,10 +116,11 @@ def usage_chart(rows: Sequence[UsageRow]) -> Chart:
     days = sorted({r.day for r in rows})
     models = sorted({r.model for r in rows})
     measured = any(r.energy_wh is not None for r in rows)
-    title = f"Usage per day and model, {days[0]} to {days[-1]} (UTC)" if rows else "No answers in this period"
+    span = (f"on {days[0]}" if days[0] == days[-1] else f"{days[0]} to {days[-1]}") if rows else ""
+    title = f"Usage per day and model, {span} (UTC)" if rows else "No answers in this period"
     width = 0.8 / max(1, len(models))
     with _drawing:
-        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, DateFormatter, DayLocator, date2num
         from matplotlib.ticker import StrMethodFormatter
 
         figure = _figure(USAGE_PANELS_HEIGHT_IN if measured else HEIGHT_IN)
@@ -135,7 +136,7 @@ def usage_chart(rows: Sequence[UsageRow]) -> Chart:
             tokens = [r.prompt_tokens + r.completion_tokens for r in mine]
             bars = tokens_axes.bar(xs, tokens, width, color=f"C{i}", label=model)
             if len(rows) <= LABELLED_BARS:
-                tokens_axes.bar_label(bars, labels=[str(r.answers) for r in mine], fontsize=7)
+                tokens_axes.bar_label(bars, labels=[str(r.answers) for r in mine], fontsize=9)
             drawn[f"{model} tokens"] = (bars, offset)
             if energy_axes is not None:
                 known = [(x, r) for x, r in zip(xs, mine, strict=True) if r.energy_wh is not None]
@@ -163,9 +164,16 @@ def usage_chart(rows: Sequence[UsageRow]) -> Chart:
         if not rows:
             tokens_axes.set_axis_off()  # the title alone: a date axis around nothing would only puzzle
         bottom = panels[-1]
-        locator = AutoDateLocator(maxticks=10)
-        bottom.xaxis.set_major_locator(locator)
-        bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        if rows:
+            first, last = date2num(date.fromisoformat(days[0])), date2num(date.fromisoformat(days[-1]))
+            bottom.set_xlim(first - 0.6, last + 0.6)  # whole days: a bar group is centred on its day
+            if last - first <= 14:  # a tick per day, named by its date, never hours between
+                bottom.xaxis.set_major_locator(DayLocator())
+                bottom.xaxis.set_major_formatter(DateFormatter("%b %d"))
+            else:
+                locator = AutoDateLocator(maxticks=10)
+                bottom.xaxis.set_major_locator(locator)
+                bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))
         for axes in panels:
             axes.grid(axis="y", alpha=0.3)
         if models:
