@@ -69,6 +69,27 @@ async def answered(h: Harness, fake: FakeTelegram, chat_id: int, count: int = 1)
     return await settled(h, fake) and len(fake.bot_messages(chat_id)) >= count
 
 
+SPARE_KEY = HistoryRecord(id="n1", person="alice", channel="whatsapp", conversation="Family", author="Anna",
+                          text="The spare key is under the blue flower pot.", time=datetime(2024, 5, 3, tzinfo=UTC),
+                          source="whatsapp:family.zip")  # fmt: skip
+
+
+@asynccontextmanager
+async def hearing_bridge(
+    tmp_path: Path, history: HistoryIndex, llm: FakeOpenAI, fake: FakeTelegram, **transcriber: Any
+) -> AsyncIterator[Harness]:
+    """The bridge with voice messages heard: the tests' model server also speaks Whisper's endpoint."""
+    transcriber = {"backend": "openai", "base_url": llm.base_url, "model": llm.model, **transcriber}
+    settings = make_settings(tmp_path, {"main": model_for(llm)}, telegram=telegram_settings(fake),
+                             transcriber=transcriber)  # fmt: skip
+    hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
+    try:
+        async with Harness(settings, history, build_adapter(settings), hearing=hearing) as h:  # type: ignore[arg-type]
+            yield h
+    finally:
+        await hearing.transcriber.close()
+
+
 def mention(text: str, name: str = "@confide_bot") -> list[dict[str, Any]]:
     return [{"type": "mention", "offset": text.index(name), "length": len(name)}]
 
@@ -80,10 +101,7 @@ def command(text: str) -> list[dict[str, Any]]:
 async def test_private_question_by_polling_is_answered_with_sources_and_confirmed(
     tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
 ) -> None:
-    note = HistoryRecord(id="n1", person="alice", channel="whatsapp", conversation="Family", author="Anna",
-                         text="The spare key is under the blue flower pot.", time=datetime(2024, 5, 3, tzinfo=UTC),
-                         source="whatsapp:family.zip")  # fmt: skip
-    await history.add("alice", [note])
+    await history.add("alice", [SPARE_KEY])
     async with bridge(tmp_path, history, fake_llm, telegram) as h:
         update = telegram.push_message(100, "Where is the spare key? 1 < 2 & <b>bold</b>")
         await eventually(lambda: telegram.bot_messages(100))
@@ -471,24 +489,13 @@ def voice(fake: FakeTelegram, speech: str) -> dict[str, Any]:
 async def test_a_voice_message_is_heard_and_answered_quoting_what_was_understood(
     tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
 ) -> None:
-    note = HistoryRecord(id="n1", person="alice", channel="whatsapp", conversation="Family", author="Anna",
-                         text="The spare key is under the blue flower pot.", time=datetime(2024, 5, 3, tzinfo=UTC),
-                         source="whatsapp:family.zip")  # fmt: skip
-    await history.add("alice", [note])
-    transcriber = {"backend": "openai", "base_url": fake_llm.base_url, "model": fake_llm.model}
-    settings = make_settings(
-        tmp_path, {"main": model_for(fake_llm)}, telegram=telegram_settings(telegram), transcriber=transcriber
-    )
-    hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
-    try:
-        async with Harness(settings, history, build_adapter(settings), hearing=hearing) as h:  # type: ignore[arg-type]
-            telegram.push_message(100, voice=voice(telegram, "Where is the spare key?"))
-            telegram.push_message(999, voice=voice(telegram, "A stranger speaks"))  # never fetched, never heard
-            telegram.push_message(100, chat_id=GROUP, chat_type="supergroup", voice=voice(telegram, "In a group"))
-            telegram.push_message(100, voice=voice(telegram, ""))  # nothing understood
-            await eventually(lambda: answered(h, telegram, 100, 2), within_s=30)
-    finally:
-        await hearing.transcriber.close()
+    await history.add("alice", [SPARE_KEY])
+    async with hearing_bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, voice=voice(telegram, "Where is the spare key?"))
+        telegram.push_message(999, voice=voice(telegram, "A stranger speaks"))  # never fetched, never heard
+        telegram.push_message(100, chat_id=GROUP, chat_type="supergroup", voice=voice(telegram, "In a group"))
+        telegram.push_message(100, voice=voice(telegram, ""))  # nothing understood
+        await eventually(lambda: answered(h, telegram, 100, 2), within_s=30)
     heard, nothing = telegram.bot_messages(100)
     assert heard.text.startswith("🎤 “Where is the spare key?”\n\nYou asked: Where is the spare key? [1]")
     assert "whatsapp:family.zip" in heard.text, "the answer does not cite the note"
@@ -513,17 +520,9 @@ async def test_an_export_sent_in_the_chat_has_its_voice_notes_transcribed(
     file_id = telegram.add_file("WhatsApp Chat with Ben.zip", content)
     document = {"file_id": file_id, "file_unique_id": "u1", "file_name": "WhatsApp Chat with Ben.zip",
                 "mime_type": "application/zip", "file_size": len(content)}  # fmt: skip
-    transcriber = {"backend": "openai", "base_url": fake_llm.base_url, "model": fake_llm.model}
-    settings = make_settings(
-        tmp_path, {"main": model_for(fake_llm)}, telegram=telegram_settings(telegram), transcriber=transcriber
-    )
-    hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
-    try:
-        async with Harness(settings, history, build_adapter(settings), hearing=hearing) as h:  # type: ignore[arg-type]
-            telegram.push_message(100, document=document)
-            await eventually(lambda: answered(h, telegram, 100), within_s=30)
-    finally:
-        await hearing.transcriber.close()
+    async with hearing_bridge(tmp_path, history, fake_llm, telegram) as h:
+        telegram.push_message(100, document=document)
+        await eventually(lambda: answered(h, telegram, 100), within_s=30)
     [reply] = telegram.bot_messages(100)
     assert reply.text.startswith("Imported 1"), reply.text
     texts = [r.text async for r in history.export("alice")]
@@ -548,18 +547,9 @@ async def test_a_photo_sent_without_words_is_kept_as_a_record_that_it_was_sent(
 async def test_a_voice_message_over_the_bound_is_not_fetched_and_the_reply_says_why(
     tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
 ) -> None:
-    transcriber = {"backend": "openai", "base_url": fake_llm.base_url, "model": fake_llm.model,
-                   "max_audio_bytes": 20}  # fmt: skip
-    settings = make_settings(
-        tmp_path, {"main": model_for(fake_llm)}, telegram=telegram_settings(telegram), transcriber=transcriber
-    )
-    hearing = Hearing(OpenAITranscriber(settings.transcriber), settings.transcriber.max_audio_bytes)
-    try:
-        async with Harness(settings, history, build_adapter(settings), hearing=hearing) as h:  # type: ignore[arg-type]
-            telegram.push_message(100, voice=voice(telegram, "a voice message longer than twenty bytes"))
-            await eventually(lambda: answered(h, telegram, 100), within_s=20)
-    finally:
-        await hearing.transcriber.close()
+    async with hearing_bridge(tmp_path, history, fake_llm, telegram, max_audio_bytes=20) as h:
+        telegram.push_message(100, voice=voice(telegram, "a voice message longer than twenty bytes"))
+        await eventually(lambda: answered(h, telegram, 100), within_s=20)
     [reply] = telegram.bot_messages(100)
     assert reply.text == NOT_HEARD.format(reason="it is 47 bytes; I take voice messages of up to 20 bytes")
     assert telegram.calls_of("getFile") == [] and fake_llm.transcriptions == []
