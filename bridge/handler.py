@@ -93,9 +93,11 @@ class MessageHandler:
             except NotHeard as exc:
                 text = NOT_HEARD.format(reason=exc) if str(exc) else NOTHING_HEARD
                 await self._finish(claimed, "not heard", [reply_to(message, text)])
+                await hearing.discard(voice)  # answered as not heard: the person sends it again if they wish
                 return
             message = heard_message(message, voice, said)
             await self.inbox.rewrite(claimed.inbox_id, message)  # heard once: retries and re-answers read the text
+            await hearing.discard(voice)  # the recording is no longer needed; the words are kept
             claimed = replace(claimed, message=message)
         state = await self.chats.load(state_key(message.chat_key, person, message.is_direct))
         shared = frozenset() if message.is_direct else await self.chats.shared(message.chat_key)

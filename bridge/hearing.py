@@ -50,6 +50,14 @@ class Hearing:
         """The same transcriber for the voice notes of an export sent in a chat."""
         return voice_notes(self.transcriber, source, self.max_bytes)
 
+    async def discard(self, voice: Attachment) -> None:
+        """Delete the recording once it is heard: a person's voice is kept no longer than it is needed."""
+        if voice.path:
+            try:
+                await asyncio.to_thread(_unlink, Path(voice.path))
+            except OSError as exc:
+                log.warning("could not delete the heard voice message %s: %s", voice.path, exc)
+
     async def hear(self, voice: Attachment) -> str:
         """What the voice message says; raises NotHeard when it cannot be told."""
         if voice.size is not None and voice.size > self.max_bytes:
@@ -68,6 +76,10 @@ class Hearing:
         if not said.strip():
             raise NotHeard("")
         return said.strip()
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _read(path: Path, limit: int) -> bytes:

@@ -502,6 +502,7 @@ async def test_a_voice_message_is_heard_and_answered_quoting_what_was_understood
     assert nothing.text == NOTHING_HEARD
     assert [t["size"] for t in fake_llm.transcriptions] == [len(b"SPEECH:Where is the spare key?"), len(b"SPEECH:")]
     assert len(telegram.calls_of("getFile")) == 2, "a stranger's or a group's voice message was fetched"
+    assert list((tmp_path / "attachments").rglob("*.ogg")) == [], "a recording was kept after it was heard"
     assert telegram.bot_messages(999) == [] and telegram.bot_messages(GROUP) == []
     [asked] = [r async for r in history.store.export("alice") if r.id.startswith("q:")]
     assert asked.text == "Where is the spare key?" and asked.extra["transcribed"] is True
