@@ -118,10 +118,10 @@ def format_summary(rows: list[UsageRow], days: int) -> str:
     for row in rows:
         energy = format_wh(row.energy_wh) if row.energy_wh is not None else "energy not measured"
         partly = f" ({row.measured} of {row.answers} measured)" if 0 < row.measured < row.answers else ""
-        lines.append(
-            f"{row.day} {row.model}: {row.answers} answer(s), {row.prompt_tokens} tokens in, "
-            f"{row.completion_tokens} out, {energy}{partly}"
-        )
+        # No answer has an empty prompt: 0 means the model server did not report it (llama-cpp-python's stream).
+        tokens_in = f"{row.prompt_tokens} tokens in" if row.prompt_tokens else "tokens in not reported"
+        out = f"{row.completion_tokens} out"
+        lines.append(f"{row.day} {row.model}: {row.answers} answer(s), {tokens_in}, {out}, {energy}{partly}")
     total_wh = [r.energy_wh for r in rows if r.energy_wh is not None]
     total = f", {format_wh(sum(total_wh))}" if total_wh else ""
     answers = sum(r.answers for r in rows)

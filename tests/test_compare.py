@@ -17,7 +17,7 @@ from bridge.energy import Energy, PrometheusSource
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
 from bridge.state import StateDB
-from bridge.usage import AnswerUsage, record
+from bridge.usage import AnswerUsage, UsageRow, format_summary, record
 from tests.conftest import eventually, model_for
 from tests.fakes.dcgm_exporter import FakeDcgm
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
@@ -206,3 +206,10 @@ async def test_usage_rows_live_in_the_state_schema(tmp_path: Path) -> None:
     finally:
         await db.close()
     assert [tuple(row) for row in rows] == [(7, "alice", "m", "1970-01-01", None)]
+
+
+def test_usage_says_when_the_model_server_did_not_report_the_prompt_tokens() -> None:
+    rows = [UsageRow("2026-11-30", "local", 1, 0, 13, None, 0), UsageRow("2026-11-30", "qwen", 2, 900, 80, 0.5, 2)]
+    text = format_summary(rows, 7)
+    assert "local: 1 answer(s), tokens in not reported, 13 out, energy not measured" in text
+    assert "qwen: 2 answer(s), 900 tokens in, 80 out, 0.5000 Wh" in text
