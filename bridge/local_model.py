@@ -165,6 +165,23 @@ def generation_threads(cpus: int) -> int:
     return max(1, cpus // 2)
 
 
+# The model server must not outlive Confide: killed outright (SIGKILL, the OOM killer) Confide cannot stop it, and
+# every restart would start one more beside the orphan (a GB of memory each). Linux's parent-death signal is set
+# in the child before it becomes the server (it survives exec); a parent already gone means exit at once.
+# Elsewhere (no prctl) the server is stopped only on a clean exit.
+_WITH_PARENT = """
+import ctypes, os, signal, sys
+parent = int(sys.argv[1])
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:
+    sys.exit(0)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
 class LocalModelServer:
     def __init__(self, settings: LocalModelSettings, log_path: Path) -> None:
         self.settings = settings
@@ -191,10 +208,11 @@ class LocalModelServer:
         )
 
     def arguments(self, gguf: Path) -> list[str]:
+        """The server's command line, behind _WITH_PARENT: it dies with Confide, however Confide ends."""
         cpus = available_cpus()
         threads = self.settings.threads or generation_threads(cpus)
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-c", _WITH_PARENT, str(os.getpid()), "-m", "llama_cpp.server",
             "--model", str(gguf), "--model_alias", self.alias,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(self.settings.context),

@@ -128,3 +128,61 @@ async def test_forget_and_export_from_the_command_line(tmp_path: Path) -> None:
     assert [json.loads(line)["text"] for line in left.stdout.splitlines()] == ["Beta note about the car insurance."]
     unknown = await run_cli(["export", "--person", "mallory"], env)
     assert unknown.code == 2 and "No person 'mallory'" in unknown.stderr
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_the_embedded_model_server_dies_with_confide_even_when_it_is_killed(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, a crash) gives Confide no chance to stop its llama.cpp server: the server must
+    end by itself, or every restart leaves one more behind."""
+    env = cli_env(tmp_path)
+    env["CONFIDE_LOCAL_MODEL__GGUF_PATH"] = str(smollm2_gguf())
+    confide = await asyncio.create_subprocess_exec(
+        *CONFIDE, "chat", env=env, cwd=tmp_path,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        server: list[int] = []
+        for _ in range(600):  # the server is started while Confide assembles
+            server = children(confide.pid)
+            if server and "llama_cpp.server" in cmdline(server[0]):
+                break
+            await asyncio.sleep(0.1)
+        assert server, "no model server was started"
+        confide.kill()
+        await confide.wait()
+        for _ in range(150):
+            if not alive(server[0]):
+                break
+            await asyncio.sleep(0.1)
+        assert not alive(server[0]), "the model server outlived Confide"
+    finally:
+        if confide.returncode is None:
+            confide.kill()
+            await confide.wait()
