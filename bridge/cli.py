@@ -38,6 +38,7 @@ from bridge.transcriber import HoldsAudio
 if TYPE_CHECKING:
     from bridge.control import RemoteHistory
     from bridge.history import HistoryIndex
+    from bridge.transcriber import Heard
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Confide: answers from your own history.")
 import_app = typer.Typer(no_args_is_help=True, help="Bring history in from exports and files.")
@@ -422,7 +423,7 @@ async def import_records(
         err.print(f"  ... and {summary.problems - 10} more (see the log)")
 
 
-def _audio_progress(bar: Progress, total_bytes: int) -> Callable[[int, float | None], None]:
+def _audio_progress(bar: Progress, total_bytes: int) -> Heard:
     """A second bar for the voice notes: minutes of audio transcribed, and those left, estimated from the bytes
     left at the seconds per byte seen so far (notes already stored are never read, so a re-import ends early)."""
     task = bar.add_task("Transcribing voice notes", total=max(total_bytes, 1), count="")

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from bridge.config import TranscriberSettings
 from bridge.messages import Attachment, IncomingMessage
 from bridge.transcriber import HoldsAudio, Transcribe, Transcriber, voice_notes
 
@@ -20,6 +21,14 @@ NOT_HEARD = "I could not transcribe your voice message ({reason}). Please try ag
 
 class NotHeard(Exception):
     """Why a voice message could not be turned into text, phrased for the person."""
+
+
+def fetched_to_hear(transcriber: TranscriberSettings, mime_type: str, size: int | None) -> bool:
+    """Whether an adapter fetches an audio file sent in a direct chat: only where a transcriber is set up, and
+    only up to its bound (a voice message over it is told so without being fetched)."""
+    if transcriber.backend == "none" or not mime_type.startswith("audio/"):
+        return False
+    return size is None or size <= transcriber.max_audio_bytes
 
 
 def voice_of(message: IncomingMessage) -> Attachment | None:

@@ -39,6 +39,7 @@ from adapters.email.state import EmailState
 from bridge import command_table
 from bridge.adapter import Capabilities, InboxPort
 from bridge.config import Settings
+from bridge.hearing import fetched_to_hear
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
 from bridge.persons import Directory
 
@@ -199,23 +200,22 @@ class EmailAdapter:
         if transcriber.backend == "none" or self.directory.person_for(f"{self.channel}:{sender}") is None:
             return None
         parts = await asyncio.to_thread(mime.attachments, msg)  # decoding a file of megabytes: off the loop
-        if len(parts) != 1 or not parts[0].mime_type.startswith("audio/"):
+        if len(parts) != 1 or not fetched_to_hear(transcriber, parts[0].mime_type, len(parts[0].data)):
             return None
-        [part] = parts
-        if len(part.data) > transcriber.max_audio_bytes:
-            return None
-        path = self.attachments_dir / hashlib.sha256(mail_id.encode()).hexdigest()[:24] / f"01-{safe_name(part.name)}"
-        await asyncio.to_thread(write_atomically, path, part.data)
-        return Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path))
+        return await self._save(mail_id, 1, parts[0])
 
     async def _save_attachments(self, msg: EmailMessage, mail_id: str) -> list[Attachment]:
-        folder = self.attachments_dir / hashlib.sha256(mail_id.encode()).hexdigest()[:24]
-        saved: list[Attachment] = []
-        for index, part in enumerate(mime.attachments(msg), start=1):
-            path = folder / f"{index:02d}-{safe_name(part.name)}"
-            await asyncio.to_thread(write_atomically, path, part.data)
-            saved.append(Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path)))
-        return saved
+        return [await self._save(mail_id, index, part) for index, part in enumerate(mime.attachments(msg), start=1)]
+
+    async def _save(self, mail_id: str, index: int, part: mime.MailAttachment) -> Attachment:
+        """One attached file under the mail's own folder (named by a hash of its Message-ID), written atomically."""
+        path = (
+            self.attachments_dir
+            / hashlib.sha256(mail_id.encode()).hexdigest()[:24]
+            / f"{index:02d}-{safe_name(part.name)}"
+        )
+        await asyncio.to_thread(write_atomically, path, part.data)
+        return Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path))
 
 
 def _read(raw: bytes) -> tuple[EmailMessage, int, str | None]:

@@ -45,6 +45,7 @@ from adapters.matrix.settings import matrix_settings
 from adapters.matrix.state import SyncState, store_dir
 from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.config import Settings
+from bridge.hearing import fetched_to_hear
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
 from bridge.persons import Directory
 
@@ -231,10 +232,7 @@ class MatrixAdapter:
 
     def _hears(self, message: IncomingMessage, attachment: Attachment) -> bool:
         """A voice message (m.audio) in a direct chat is a question, where a transcriber is set up."""
-        transcriber = self.settings.transcriber
-        if transcriber.backend == "none" or not message.is_direct or not attachment.mime_type.startswith("audio/"):
-            return False
-        return attachment.size is None or attachment.size <= transcriber.max_audio_bytes
+        return message.is_direct and fetched_to_hear(self.settings.transcriber, attachment.mime_type, attachment.size)
 
     async def _with_file(self, message: IncomingMessage, content: dict[str, Any]) -> IncomingMessage:
         [attachment] = message.attachments

@@ -18,10 +18,8 @@ def build_adapter(settings: Settings) -> TelegramAdapter:
     from bridge.persons import Directory
 
     own = section(settings, "telegram", TelegramSettings)
-    hears = settings.transcriber.backend != "none"  # voice messages are fetched only to be transcribed
-    voice_bytes = settings.transcriber.max_audio_bytes if hears else None
     return TelegramAdapter(
-        own, settings.data_dir, Directory(settings.persons), proxy=settings.proxy_url, voice_bytes=voice_bytes
+        own, settings.data_dir, Directory(settings.persons), proxy=settings.proxy_url, transcriber=settings.transcriber
     )
 
 

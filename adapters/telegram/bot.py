@@ -33,6 +33,8 @@ from adapters.telegram.sent import SentParts
 from adapters.telegram.settings import TelegramSettings
 from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.command_table import menu
+from bridge.config import TranscriberSettings
+from bridge.hearing import fetched_to_hear
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
 from bridge.persons import Directory
 
@@ -76,7 +78,7 @@ class TelegramAdapter:
         directory: Directory,
         bot: ExtBot[int] | None = None,
         proxy: str | None = None,
-        voice_bytes: int | None = None,
+        transcriber: TranscriberSettings | None = None,
     ) -> None:
         assert settings.token is not None, "TelegramSettings validates that a token is set"
         token = settings.token.get_secret_value()
@@ -87,7 +89,7 @@ class TelegramAdapter:
         self._intake_stopped = False
         self.in_doubt = 0  # parts sent again because an earlier send's outcome was not recorded
         self._directory = directory  # whose documents are downloaded
-        self._voice_bytes = voice_bytes  # voice messages up to this size are fetched to be heard; None: never
+        self._transcriber = transcriber or TranscriberSettings()  # which voice messages are fetched to be heard
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
         # Its table lives in the state database; rows of an older install's own file are taken over once.
@@ -266,11 +268,9 @@ class TelegramAdapter:
     def _hears(self, message: Message, media: Media) -> bool:
         """A voice message without words in a private chat is a question, where a transcriber is set up: its file is
         needed (with a caption, the caption is the question, as it is for a document)."""
-        if self._voice_bytes is None or message.chat.type != "private" or not media.mime_type.startswith("audio/"):
+        if message.chat.type != "private" or message.caption or message.text:
             return False
-        if message.caption or message.text:
-            return False
-        return media.size is None or media.size <= self._voice_bytes
+        return fetched_to_hear(self._transcriber, media.mime_type, media.size)
 
     async def _attachment(self, message: Message, media: Media, fetch: bool) -> Attachment:
         attachment = Attachment(name=media.name, mime_type=media.mime_type, size=media.size)
