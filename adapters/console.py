@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 from pydantic import BaseModel, Field
 
 from bridge.adapter import Capabilities, InboxPort
+from bridge.diskspace import NoRoom
 from bridge.messages import Image, IncomingMessage, OutgoingReply
 from bridge.platforms import Platform, section
 
@@ -68,15 +69,19 @@ class ConsoleAdapter:
                 self._prompt()
                 continue
             number += 1
-            await inbox.put(
-                IncomingMessage(
-                    channel=CHANNEL,
-                    chat_id=self.account,
-                    sender=self.account,
-                    platform_message_id=f"{self.session}-{number}",
-                    text=text,
-                )
+            message = IncomingMessage(
+                channel=CHANNEL,
+                chat_id=self.account,
+                sender=self.account,
+                platform_message_id=f"{self.session}-{number}",
+                text=text,
             )
+            try:
+                await inbox.put(message)
+            except NoRoom as exc:  # nothing was taken: say so, the person can ask again once there is room
+                self.stdout.write(f"confide> Not taken: the disk is nearly full ({exc}). Free some space and ask "
+                                  "again.\n\n")  # fmt: skip
+                self._prompt()
         while not await self.is_idle():  # noqa: ASYNC110 - idleness lives in the database, not in an event
             await asyncio.sleep(0.1)
         self.finished.set()

@@ -32,7 +32,14 @@ class Members:
 
 
 class InboxPort(Protocol):
-    async def put(self, message: IncomingMessage) -> bool: ...
+    async def put(self, message: IncomingMessage) -> bool:
+        """Store a message durably (True if new); raises bridge.diskspace.NoRoom when the disk is nearly full:
+        the message was not taken, and the platform should offer it again later."""
+        ...
+
+    async def wait_for_room(self) -> None:
+        """Return once new messages can be stored (at once, normally): wait here before fetching more."""
+        ...
 
 
 class Adapter(Protocol):

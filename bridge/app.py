@@ -19,6 +19,7 @@ from bridge.chats import Chats
 from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.control import ControlServer
+from bridge.diskspace import DiskRoom, ensure_room_to_start
 from bridge.energy import open_energy
 from bridge.handler import WorkerOptions
 from bridge.hearing import Hearing
@@ -27,10 +28,11 @@ from bridge.importers.registry import find_source
 from bridge.inbox import Inbox
 from bridge.llm import ModelClient
 from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer
+from bridge.lockdown import ensure_private_dir, lock_down_environment
 from bridge.metrics import Metrics
 from bridge.outbox import Drafts, Outbox
 from bridge.persons import Directory
-from bridge.privacy import check_endpoints, lock_down_environment
+from bridge.privacy import check_endpoints
 from bridge.state import StateDB
 from bridge.transcriber import build_transcriber
 from bridge.usage import UsageLog
@@ -70,11 +72,20 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         handle.close()
 
 
+def private_data(settings: Settings) -> None:
+    """Every folder Confide keeps a history in is its owner's alone (refused with the chmod to run otherwise)."""
+    ensure_private_dir(settings.data_dir)
+    ensure_room_to_start(settings.data_dir, settings.min_free_mb)
+    if settings.store.backend == "embedded" and not settings.shard_path.is_relative_to(settings.data_dir):
+        ensure_private_dir(settings.shard_path, "CONFIDE_STORE__PATH")
+
+
 @asynccontextmanager
 async def open_history(settings: Settings) -> AsyncIterator[HistoryIndex]:
     """The history index alone, for CLI work such as import, forget and export."""
     lock_down_environment()
     check_endpoints(settings)
+    private_data(settings)
     with data_dir_lock(settings.data_dir):
         history = build_history(settings)
         await history.open()
@@ -149,7 +160,9 @@ async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator
         await db.open()
         stack.push_async_callback(db.close)
         models, default_model = await stack.enter_async_context(open_models(settings))
-        inbox, outbox = Inbox(db), Outbox(db)
+        room = DiskRoom(settings.data_dir, settings.min_free_mb)
+        metrics.room = room
+        inbox, outbox = Inbox(db, room), Outbox(db)
         pipeline = AnswerPipeline(history, models, settings.retrieval.limit, settings.retrieval.candidates, energy)
         hearing = await _hearing(stack, settings)
         options = WorkerOptions(
@@ -172,7 +185,8 @@ async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator
             metrics,
         )
         if settings.metrics.port:
-            metrics.serve(settings.metrics.port)
+            token = settings.metrics.token
+            metrics.serve(settings.metrics.port, token.get_secret_value() if token else None)
             stack.callback(metrics.stop)
         yield Running(bridge, db, inbox, outbox, history, models, metrics)
 

@@ -30,6 +30,8 @@ from bridge.adapter import Adapter, Terminal
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.importers.base import Importer, Problem, WrongKind
 from bridge.importers.registry import importer_classes, open_importer
+from bridge.launch import early_stops, hold_stop_signals
+from bridge.lockdown import DataDirNotPrivate, private_files
 from bridge.messages import HistoryRecord
 from bridge.platforms import enabled_platforms, platforms
 from bridge.store import Selector
@@ -64,27 +66,31 @@ def settings_or_exit() -> Settings:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]{message}[/red]")
+    err.print(f"[red]{message}[/red]", soft_wrap=True)  # unwrapped: paths and commands to copy stay whole
     return typer.Exit(code)
 
 
 def run_async(coro: Coroutine[Any, Any, Any]) -> None:
     from bridge.app import DataDirBusy
+    from bridge.diskspace import NotEnoughSpace
     from bridge.energy import EnergyUnavailable
     from bridge.local_model import LocalModelError
     from bridge.metrics import MetricsPortError
     from bridge.privacy import HostNotAllowed
-    from bridge.state import SchemaTooNew
+    from bridge.state import SchemaTooNew, StateDamaged
     from bridge.store import IndexIncompatible
 
     errors = (
         DataDirBusy,
+        DataDirNotPrivate,
+        NotEnoughSpace,
         HostNotAllowed,
         LocalModelError,
         EnergyUnavailable,
         MetricsPortError,
         IndexIncompatible,
         SchemaTooNew,
+        StateDamaged,
     )
     try:
         asyncio.run(coro)
@@ -143,18 +149,11 @@ def _terminal(settings: Settings) -> Terminal:
 @app.command()
 def serve() -> None:
     """Run every configured platform adapter until stopped (SIGTERM or SIGINT: gracefully; twice: at once)."""
-    early: list[signal.Signals] = []
-
-    def remember(signum: int, frame: object) -> None:
-        # Before the event loop runs (imports, settings), a stop is remembered and carried out once started.
-        if early:
-            raise KeyboardInterrupt
-        early.append(signal.Signals(signum))
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, remember)
+    # Held since the executable started (bridge/launch.py); again here for a caller that imported the CLI itself.
+    # Before the event loop runs (imports, settings), a stop is remembered and carried out once started.
+    hold_stop_signals()
     settings = settings_or_exit()
-    run_async(_serve(settings, early))
+    run_async(_serve(settings, early_stops))
 
 
 async def _serve(settings: Settings, early: list[signal.Signals]) -> None:
@@ -195,14 +194,18 @@ def health(
     if not settings.metrics.port:
         raise fail("Set CONFIDE_METRICS__PORT: readiness is served beside the metrics, on loopback.", 2)
     url = f"http://127.0.0.1:{settings.metrics.port}/readyz"
+    token = settings.metrics.token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     deadline = time.monotonic() + wait
     while True:
         try:
-            status = httpx.get(url, timeout=5, trust_env=False).status_code
+            response = httpx.get(url, timeout=5, trust_env=False, headers=headers)
         except httpx.HTTPError as exc:
             status, why = 0, f"not reachable ({exc})"
         else:
-            why = "not ready (starting or stopping)"
+            status, why = response.status_code, response.text.strip() or "not ready (starting or stopping)"
+            if why == "not ready":
+                why = "not ready (starting or stopping)"
         if status == 200:
             print("ready")
             raise typer.Exit(0)
@@ -456,6 +459,7 @@ _add_import_commands()
 
 
 def main() -> None:
+    private_files()
     app()
 
 

@@ -173,6 +173,11 @@ class EnergySettings(BaseModel):
 
 class MetricsSettings(BaseModel):
     port: int = Field(0, ge=0, le=65535, description="Loopback port of Confide's own /metrics; 0: off")
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token every request to /metrics, /healthz and /readyz must carry (Authorization: Bearer "
+        "...); unset: any local user may read them",
+    )
 
 
 MiB = 1024 * 1024
@@ -265,6 +270,13 @@ class Settings(BaseSettings):
     )
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="On SIGTERM/SIGINT: how long answers in flight may finish and queued replies go out"
+    )
+    min_free_mb: int = Field(
+        96,
+        ge=1,
+        description="Free space (MB) the data directory's disk must keep: below it no message is taken (SMTP 452, "
+        "Telegram and Matrix not fetched) and Confide does not start. The embedded index writes its log in 32 MiB "
+        "pieces of memory-mapped files, which a full disk turns into a crash (SIGBUS)",
     )
 
     @field_validator("allowed_hosts", mode="before")

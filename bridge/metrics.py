@@ -7,6 +7,7 @@ takes and answers messages: not while it starts or stops), for the compose healt
 
 from __future__ import annotations
 
+import hmac
 import logging
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_a
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bridge.diskspace import DiskRoom
 from bridge.platforms import channels
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class Metrics:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.ready = False  # set by the bridge once it takes messages, cleared when it stops
+        self.room: DiskRoom | None = None  # the data directory's disk: below its floor, not ready (and said why)
 
     def message(self, channel: str, outcome: str) -> None:
         # "command: help" and "ignored: own message" count as command and ignored: few label values.
@@ -104,10 +107,11 @@ class Metrics:
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
 
-    def serve(self, port: int) -> None:
-        """Serve /metrics, /healthz and /readyz on 127.0.0.1 only: the figures say when people talk to Confide."""
+    def serve(self, port: int, token: str | None = None) -> None:
+        """Serve /metrics, /healthz and /readyz on 127.0.0.1 only: the figures say when people talk to Confide. With a
+        `token`, every request must carry it (`Authorization: Bearer`): loopback is open to every local user."""
         try:
-            server = make_server(LISTEN, port, self._app(), _ThreadingServer, handler_class=_QuietHandler)
+            server = make_server(LISTEN, port, self._app(token), _ThreadingServer, handler_class=_QuietHandler)
         except OSError as exc:
             raise MetricsPortError(f"cannot serve metrics on {LISTEN}:{port} (CONFIDE_METRICS__PORT): {exc}") from None
         self._server = server
@@ -115,19 +119,36 @@ class Metrics:
         self._thread.start()
         log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", LISTEN, port)
 
-    def _app(self) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+    def _app(self, token: str | None) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
         metrics = make_wsgi_app(self.registry)
+        expected = f"Bearer {token}".encode() if token else None
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            given = environ.get("HTTP_AUTHORIZATION", "").encode()
+            if expected is not None and not hmac.compare_digest(given, expected):
+                start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                                    ("WWW-Authenticate", 'Bearer realm="confide"')])  # fmt: skip
+                return [b"a bearer token is required (CONFIDE_METRICS__TOKEN)\n"]
             path = environ.get("PATH_INFO", "")
             if path in ("/healthz", "/readyz"):
-                ok = path == "/healthz" or self.ready
+                ok, text = self.health(path == "/readyz")
                 status = "200 OK" if ok else "503 Service Unavailable"
                 start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
-                return [b"ok\n" if ok else b"not ready\n"]
+                return [text.encode() + b"\n"]
             return metrics(environ, start_response)
 
         return app
+
+    def health(self, readiness: bool) -> tuple[bool, str]:
+        """(ok, what to say): alive is always ok, but says when the disk is too full to take messages; ready also
+        needs the bridge running and room on the disk."""
+        low = self.room is not None and not self.room.has_room()
+        disk = f"disk nearly full: {self.room.describe_cached()}" if low and self.room is not None else ""
+        if not readiness:
+            return True, f"ok ({disk})" if disk else "ok"
+        if not self.ready:
+            return False, "not ready"
+        return (False, f"not ready: {disk}") if disk else (True, "ok")
 
     def stop(self) -> None:
         if self._server is not None:

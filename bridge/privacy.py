@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from urllib.parse import urlsplit
 
 from bridge.config import Settings
 from bridge.platforms import Endpoint, enabled_platforms
-
-# Set before any ML library is imported: they read these at import time.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
-    "DO_NOT_TRACK": "1",
-    "ANONYMIZED_TELEMETRY": "False",
-    "VLLM_NO_USAGE_STATS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    # onnxruntime's Linux builds carry Microsoft's 1DS telemetry: a running encoder resolved and called
-    # mobile.events.data.microsoft.com every few seconds. This stops it (disable_telemetry_events() alone did not).
-    "ORT_DISABLE_TELEMETRY": "1",
-}
-
-
-def lock_down_environment() -> None:
-    os.environ.update(OFFLINE_ENV)
-
 
 # Networks that stay inside a home or a data centre. Python's is_private also admits documentation and
 # reserved ranges, which are not "ours", so the list is explicit.

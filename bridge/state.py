@@ -135,11 +135,35 @@ CREATE TABLE fallbacks (
 );
 """,
     ),
+    (
+        6,
+        """
+-- 1 once a taken message is really at work (its model request sent, its command running). From here on
+-- `attempts` counts the restarts that found a message at work, not every claim: a message that only waited
+-- for a model slot while the process was stopped has not crashed anything and must not be given up for it.
+ALTER TABLE inbox ADD COLUMN at_work INTEGER NOT NULL DEFAULT 0;
+-- Until now `attempts` counted claims; unfinished messages start over with none held against them.
+UPDATE inbox SET attempts=0 WHERE status!='done';
+""",
+    ),
 ]
 
 
 class SchemaTooNew(RuntimeError):
     """The database holds tables of a newer version than this code knows; nothing was changed."""
+
+
+class StateDamaged(RuntimeError):
+    """The state database file is damaged (cut short, overwritten); nothing was changed."""
+
+
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> StateDamaged:
+    return StateDamaged(
+        f"the state database {path} is damaged ({exc}). It holds the queue of messages and replies, chat memory and "
+        "usage; the history itself is in the index and is not affected. Restore it from a backup of the data "
+        f"directory, or move it away to start with an empty queue:  mv {path} {path}.damaged  (and its -wal and "
+        "-shm files beside it, if any). Nothing was changed."
+    )
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -289,9 +313,19 @@ class StateDB:
         await self._submit(self._open_sync)
 
     def _open_sync(self) -> None:
-        conn = connect(self.path)
         try:
+            conn = connect(self.path)
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.path, exc) from None
+        try:
+            # A damaged file is said now, in words, rather than found in the middle of an answer.
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
             apply_migrations(conn, CORE, CORE_MIGRATIONS)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise damaged(self.path, exc) from None
         except BaseException:
             conn.close()
             raise

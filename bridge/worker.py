@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from bridge import reanswer
 from bridge.adapter import Adapter, StopsIntake
 from bridge.answer import AnswerPipeline
+from bridge.at_work import working_on
 from bridge.chats import Chats
 from bridge.commands import Commands
 from bridge.handler import MessageHandler, WorkerOptions
@@ -25,8 +27,8 @@ from bridge.persons import Directory
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # failures of one message's handling before the person is told it failed
-# Starts of one message's handling (restarts included) before it is given up: a message that takes the whole
-# process down each time (it never fails in Python, so never counts as failed) must not do so forever.
+# Deaths of the process while one message was at work (bridge/at_work.py) before it is given up: a message that
+# takes the whole process down each time (it never fails in Python, so never counts as failed) must not do so forever.
 MAX_STARTS = 10
 MAX_DELIVERY_ATTEMPTS = 8
 DELIVERY_PAGE = 100  # replies read from the outbox at a time
@@ -76,6 +78,9 @@ class Bridge:
             for task in chats:
                 task.cancel()
             await asyncio.gather(*chats, return_exceptions=True)
+            # A stop we carried out ourselves was no message's doing: what it cut off starts again with a clean slate.
+            # Only a death that skips this (a crash, SIGKILL, the OOM killer) counts against the messages at work.
+            await self.inbox.release_taken()
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -100,14 +105,15 @@ class Bridge:
 
     async def _work_message(self, claimed: Claimed) -> None:
         message = claimed.message
-        if claimed.attempts > MAX_STARTS:
-            log.error("message %s/%s was started %d times without finishing; giving up", message.channel,
-                      message.platform_message_id, claimed.attempts - 1)  # fmt: skip
-            await self.handler.give_up(claimed, RuntimeError("interrupted too often"))
+        if claimed.interrupted >= MAX_STARTS:
+            log.error("the process died %d times while message %s/%s was at work; giving up", claimed.interrupted,
+                      message.channel, message.platform_message_id)  # fmt: skip
+            await self.handler.give_up(claimed, interrupted=True)
             return
         try:
-            await self.handler.handle(claimed)
-        except Exception as exc:
+            with working_on(partial(self.inbox.at_work, claimed.inbox_id)):
+                await self.handler.handle(claimed)
+        except Exception:
             self.metrics.error("message")
             failures = await self.inbox.failed(claimed.inbox_id)
             log.exception(
@@ -118,7 +124,7 @@ class Bridge:
                 MAX_ATTEMPTS,
             )
             if failures >= MAX_ATTEMPTS:
-                await self.handler.give_up(claimed, exc)
+                await self.handler.give_up(claimed)
             else:
                 await asyncio.sleep(0.5 * failures)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from tests.fakes.bot_api import FakeTelegram
     from tests.fakes.openai_server import FakeOpenAI
 
-CONFIDE = [sys.executable, "-m", "bridge.cli"]
+CONFIDE = [sys.executable, "-m", "bridge.launch"]  # as the `confide` executable starts
 
 
 @dataclass

@@ -15,12 +15,17 @@ import bridge  # noqa: F401  (locks the environment down before any ML import)
 from bridge.config import ModelSettings, PersonSettings, Settings, settings_class
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
+from bridge.lockdown import private_files
 from bridge.store.edge import EdgeStore
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
 from tests.recording_adapter import RecordingAdapter
 
 pytest_plugins = ["tests.deadline"]
+
+# As the `confide` executable does (bridge/launch.py): folders the tests make for Confide's data are private, which
+# Confide requires of its data directory. tests/test_hostile.py checks the same with the shell's usual umask 022.
+private_files()
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ class Relay:
 async def traced(work: Path, step: str, args: list[str], env: dict[str, str], stdin: str = "") -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         "strace", "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(work / f"strace-{step}.log"),
-        sys.executable, "-m", "bridge.cli", *args,
+        sys.executable, "-m", "bridge.launch", *args,
         env=env, cwd=work, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -127,7 +127,7 @@ async def serve(
     # would leave its tracee running if it were killed instead).
     process = await asyncio.create_subprocess_exec(
         "strace", "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(work / "strace-serve.log"),
-        sys.executable, "-m", "bridge.cli", "serve", env=env, cwd=work,
+        sys.executable, "-m", "bridge.launch", "serve", env=env, cwd=work,
         stdout=(work / "serve.log").open("wb"), stderr=asyncio.subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     started = time.monotonic()

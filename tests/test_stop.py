@@ -125,4 +125,4 @@ async def test_a_second_signal_stops_at_once_and_the_cut_answer_comes_after_the_
         await kill_if_running(process)
     assert [t for t in answers(telegram, "where is the spare key?") if t.endswith("[1]") or "Sources:" in t]
     assert len(answers(telegram, "where is the spare key?")) == 1, "the cut answer was sent twice"
-    assert "Sorry, I could not process" not in log.read_text()
+    assert "Sorry, I could not answer" not in log.read_text()

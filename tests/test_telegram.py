@@ -301,6 +301,9 @@ class RecordingInbox:
         self.messages.append(message)
         return True
 
+    async def wait_for_room(self) -> None:
+        return None
+
 
 async def test_media_become_attachments_with_their_mime_types(tmp_path: Path, telegram: FakeTelegram) -> None:
     settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))

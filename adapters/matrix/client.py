@@ -98,6 +98,7 @@ class MatrixAdapter:
             await self._connect()
             backoff = 1.0
             while not self._intake_stopped:
+                await inbox.wait_for_room()  # a nearly full disk: the homeserver keeps the events until there is room
                 try:
                     await self._sync_once(inbox)
                     backoff = 1.0

@@ -182,6 +182,7 @@ class TelegramAdapter:
         offset: int | None = None
         failures = 0
         while not self._intake_stopped:
+            await inbox.wait_for_room()  # a nearly full disk: Telegram keeps the updates until there is room
             try:
                 updates = await self.bot.get_updates(
                     offset=offset, timeout=self.settings.poll_timeout_s, allowed_updates=ALLOWED_UPDATES

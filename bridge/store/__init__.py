@@ -91,6 +91,11 @@ class IndexIncompatible(Exception):
     """The index on disk (or the collection) was built with other vectors than this version uses."""
 
 
+class IndexDamaged(IndexIncompatible):
+    """A file of the index on disk is damaged (cut short, overwritten): nothing was changed; the message names it and
+    says how to repair or rebuild."""
+
+
 class PersonMismatch(ValueError):
     """A record was offered for another person's history than the one named."""
 

@@ -26,6 +26,7 @@ from bridge.store import (
     SPARSE_VECTORS,
     UNVERSIONED,
     Hit,
+    IndexDamaged,
     IndexIncompatible,
     Selector,
     SparseVector,
@@ -104,9 +105,14 @@ class EdgeStore:
             refuse_newer(found, self._where, self._instead)
             try:
                 shard = qe.EdgeShard.load(str(self.path), config)
-            except Exception as exc:  # qdrant-edge raises a bare Exception for an incompatible shard
-                if "incompatible" not in str(exc).lower():
+            except BaseException as exc:  # qdrant-edge raises bare Exceptions, and a Rust panic is a BaseException
+                if isinstance(exc, KeyboardInterrupt | SystemExit | MemoryError):
                     raise
+                if "incompatible" not in str(exc).lower():
+                    raise IndexDamaged(
+                        f"the index at {self.path} cannot be opened: a file in it is damaged ({exc}). Nothing was "
+                        f"changed. Restore that folder from a backup, or {self._instead}"
+                    ) from None
                 raise IndexIncompatible(
                     f"the index at {self.path} was built by another version of Confide ({exc}). Nothing was "
                     "changed. Move that folder away and import your history again."
@@ -126,10 +132,17 @@ class EdgeStore:
         return shard, found
 
     def _read_version(self) -> int:
+        file = self.path / VERSION_FILE
         try:
-            return int(json.loads((self.path / VERSION_FILE).read_text(encoding="utf-8"))["version"])
+            return int(json.loads(file.read_text(encoding="utf-8"))["version"])
         except FileNotFoundError:
             return UNVERSIONED
+        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise IndexDamaged(
+                f"{file} is damaged ({type(exc).__name__}: {exc}); it records which version of Confide's index "
+                f"format the folder holds. If this Confide made the index, write it again:  printf "
+                f"'{{\"version\": {index_version()}}}' > {file}  ; otherwise {self._instead} Nothing was changed."
+            ) from None
 
     def _write_version(self, version: int) -> None:
         # Atomically (temp file, fsync, rename): a crash leaves the old version or the new one.

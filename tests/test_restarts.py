@@ -1,0 +1,91 @@
+"""Restarts give up on no message that never crashed anything: `confide serve` killed (SIGKILL) again and again
+while 20 people wait for a slow model that takes one question at a time; every one of them gets one real answer.
+
+Before, a message counted a start each time it was taken from the inbox, and every waiting chat is taken at each
+start: after ten restarts, people whose question had never reached the model got "Sorry, I could not process your
+message (RuntimeError)"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli_helpers import cli_env, kill_if_running, start_serve
+from tests.conftest import eventually
+from tests.fakes.bot_api import FakeTelegram
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.mailservers import free_port
+
+PEOPLE = [200 + n for n in range(20)]
+KILLS = 12  # more than bridge.worker.MAX_STARTS
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    server = await FakeTelegram().start()
+    yield server
+    await server.stop()
+
+
+def serve_env(tmp_path: Path, telegram: FakeTelegram, llm: FakeOpenAI) -> dict[str, str]:
+    persons = [{"id": "ana", "name": "Ana", "accounts": [f"telegram:{user}" for user in PEOPLE]}]
+    models = {"main": {"base_url": llm.base_url, "model": llm.model, "concurrency": 1, "timeout_s": 60}}
+    return cli_env(
+        tmp_path, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
+        telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
+        telegram__poll_timeout_s="1", telegram__drafts="false", log_level="INFO",
+    )  # fmt: skip
+
+
+async def ready(env: dict[str, str]) -> bool:
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            url = f"http://127.0.0.1:{env['CONFIDE_METRICS__PORT']}/readyz"
+            return (await client.get(url, timeout=1)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def replies(telegram: FakeTelegram, user: int) -> list[str]:
+    return [m.text for m in telegram.bot_messages(user)]
+
+
+async def test_repeated_sigkill_with_a_slow_model_gives_every_question_one_real_answer(
+    tmp_path: Path, telegram: FakeTelegram, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.default = Behaviour(delay_s=1.5)  # one question at a time, 1.5 s each: most of them wait
+    env, log = serve_env(tmp_path, telegram, fake_llm), tmp_path / "serve.log"
+    for user in PEOPLE:
+        telegram.push_message(user, f"where did person {user} leave the key?")
+    for _ in range(KILLS):
+        process = await start_serve(env, log)
+        try:
+            await eventually(lambda: ready(env), within_s=60)
+            await asyncio.sleep(2)
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        finally:
+            await kill_if_running(process)
+    waited = [user for user in PEOPLE if not any(text.startswith("You asked") for text in replies(telegram, user))]
+    assert waited, "every question was answered before the kills ended: the test would prove nothing"
+
+    process = await start_serve(env, log)
+    try:
+        await eventually(lambda: all(replies(telegram, user) for user in PEOPLE), within_s=120)
+        await asyncio.sleep(1)  # a duplicate would come right after
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        await kill_if_running(process)
+    output = log.read_text()
+    for user in PEOPLE:
+        sent = replies(telegram, user)
+        assert len(sent) == 1, (user, sent)
+        assert sent[0].startswith(f"You asked: where did person {user} leave the key?"), (user, sent, output[-3000:])
+    assert "giving up" not in output
