@@ -45,4 +45,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m bridge.launch` runs this file as __main__, a second copy of the module: hand over to the module
+    # proper, whose `early_stops` bridge.cli reads (a stop remembered here would otherwise be lost).
+    from bridge.launch import main as launched
+
+    launched()

@@ -21,7 +21,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
 from tests.recording_adapter import RecordingAdapter
 
-pytest_plugins = ["tests.deadline"]
+pytest_plugins = ["tests.deadline", "tests.other_user"]  # the other_user fixture
 
 # As the `confide` executable does (bridge/launch.py): folders the tests make for Confide's data are private, which
 # Confide requires of its data directory. tests/test_hostile.py checks the same with the shell's usual umask 022.

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pwd
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,8 +23,7 @@ from bridge.config import LocalModelSettings
 from bridge.llm import Delta, ModelClient, ModelUnavailable
 from bridge.local_model import LocalModelError, LocalModelServer, smollm2_gguf
 from tests.conftest import eventually
-
-OTHER_USER = "confide-other"
+from tests.other_user import OtherUser
 
 # Run as the other user (stdlib only): every way it could take the port, whether it can use the model without the
 # key, and whether it can read the key from the server's process.
@@ -113,35 +110,6 @@ else:
 print("LISTENING", flush=True)
 server.serve_forever()
 """
-
-
-@dataclass(frozen=True)
-class OtherUser:
-    name: str
-    python: str  # an interpreter that user may run (Confide's may live under /root)
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [self.python, *args], user=self.name, group=self.name, extra_groups=[],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
-        )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def other_user() -> OtherUser:
-    if os.geteuid() != 0:
-        pytest.skip("becoming another Unix user needs root")
-    try:
-        pwd.getpwnam(OTHER_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", OTHER_USER], check=True)
-    for python in ("/usr/bin/python3", "/usr/local/bin/python3", sys.executable):
-        try:
-            subprocess.run([python, "-c", "pass"], user=OTHER_USER, group=OTHER_USER, extra_groups=[], check=True)
-        except (OSError, subprocess.CalledProcessError):
-            continue
-        return OtherUser(OTHER_USER, python)
-    pytest.skip(f"no Python interpreter that {OTHER_USER} may run")
 
 
 async def attack(user: OtherUser, port: int, pid: int) -> dict[str, object]:
