@@ -49,20 +49,57 @@ err = Console(stderr=True)
 log = logging.getLogger("confide")
 
 
-def settings_or_exit() -> Settings:
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def settings_or_exit(quiet: bool = False) -> Settings:
+    """The settings, and logging set up: to stderr (a service's journal), or, `quiet` (a conversation in this
+    terminal), to DATA_DIR/logs/confide.log with only errors said here, in words and once each."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if quiet:
+        _log_to_file(settings)
+    else:
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr, format=LOG_FORMAT)
     for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     return settings
+
+
+def _log_to_file(settings: Settings) -> None:
+    from bridge.lockdown import ensure_private_dir
+
+    try:
+        ensure_private_dir(settings.data_dir)  # first: no log file is written into a folder others can read
+    except DataDirNotPrivate as exc:
+        raise fail(str(exc), 2) from None
+    path = settings.data_dir / "logs" / "confide.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    said = logging.StreamHandler(sys.stderr)
+    said.setLevel(logging.ERROR)
+    said.addFilter(_OncePerMessage())
+    said.setFormatter(logging.Formatter(f"%(message)s (details in {path})"))
+    logging.basicConfig(level=settings.log_level, handlers=[to_file, said], force=True)
+
+
+class _OncePerMessage(logging.Filter):
+    """An error that repeats (a model down, retried every few seconds) is said in the conversation once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -114,9 +151,12 @@ def main_options(
 
 
 @app.command()
-def chat() -> None:
-    """Talk to Confide here, as the console account (CONFIDE_CONSOLE__ACCOUNT)."""
-    settings = settings_or_exit()
+def chat(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr instead of DATA_DIR/logs/")] = False,
+) -> None:
+    """Talk to Confide here, as the console account (CONFIDE_CONSOLE__ACCOUNT). Its log goes to
+    DATA_DIR/logs/confide.log (with --verbose: to stderr)."""
+    settings = settings_or_exit(quiet=not verbose)
     run_async(_chat(settings))
 
 
