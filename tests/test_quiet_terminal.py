@@ -14,16 +14,18 @@ from tests.fakes.openai_server import Behaviour, FakeOpenAI
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR)")
 
 
-async def test_chat_on_a_fresh_data_directory_prints_the_conversation_only(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+async def test_chat_on_a_fresh_data_directory_prints_the_conversation_only(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
     data = tmp_path / "data"
     env = cli_env(data, models=json.dumps({"main": {"base_url": fake_llm.base_url, "model": fake_llm.model}}))
     env["CONFIDE_LOG_LEVEL"] = "DEBUG"  # even so
-    env["PWD"] = str(tmp_path)
     data.mkdir()
     result = await run_cli(["chat"], env, stdin="Where is the spare key?\n")
     assert result.code == 0, result.stderr
     assert result.stderr == "", result.stderr
-    assert [line for line in result.stdout.splitlines() if line.strip()] == ["confide> You asked: Where is the spare key? [1]"]
+    shown = [line for line in result.stdout.splitlines() if line.strip()]
+    assert shown == ["confide> You asked: Where is the spare key? [1]"]
     logged = (data / "logs" / "confide.log").read_text()
     assert "embedding with" in logged and LOG_LINE.search(logged)
 
