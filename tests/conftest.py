@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,12 @@ from tests.harness import Harness
 from tests.recording_adapter import RecordingAdapter
 
 pytest_plugins = ["tests.deadline", "tests.other_user"]  # the other_user fixture
+
+# The suite is hermetic: an operator who has configured Confide has CONFIDE_* in their shell (a model, a data
+# directory, a mail relay), and a test must never pick them up; every test passes its settings explicitly.
+# tests/test_hermetic.py runs part of the suite in such a shell.
+for _name in [name for name in os.environ if name.startswith("CONFIDE_")]:
+    del os.environ[_name]
 
 # As the `confide` executable does (bridge/launch.py): folders the tests make for Confide's data are private, which
 # Confide requires of its data directory. tests/test_hostile.py checks the same with the shell's usual umask 022.
