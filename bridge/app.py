@@ -20,8 +20,7 @@ from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.control import ControlServer
 from bridge.diskspace import DiskRoom, ensure_room_to_start
-from bridge.energy import open_energy
-from bridge.handler import WorkerOptions
+from bridge.energy import Energy, open_energy
 from bridge.hearing import Hearing
 from bridge.history import HistoryIndex, build_history
 from bridge.importers.registry import find_source
@@ -33,6 +32,7 @@ from bridge.metrics import Metrics
 from bridge.outbox import Drafts, Outbox
 from bridge.persons import Directory
 from bridge.privacy import check_endpoints
+from bridge.services import Services, WorkerOptions
 from bridge.state import StateDB
 from bridge.transcriber import build_transcriber
 from bridge.usage import UsageLog
@@ -133,15 +133,45 @@ async def _hearing(stack: AsyncExitStack, settings: Settings) -> Hearing | None:
     return Hearing(transcriber, settings.transcriber.max_audio_bytes)
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What a caller may hand `assemble` instead of having it built from the settings: the tests' harness and the
+    benchmarks bring their own open index (one embedder for a whole test session) or energy meters on a fake clock."""
+
+    history: HistoryIndex | None = None  # an open index the caller owns: no data-directory lock, no CLI socket
+    energy: Energy | None = None  # None: the meters of settings.energy
+    hearing: Hearing | None = None  # None: the transcriber of settings.transcriber, if any
+    reanswer_every_s: float = 10.0  # how often answers owed after a fallback are tried
+
+
 @dataclass
 class Running:
+    services: Services
     bridge: Bridge
-    db: StateDB
-    inbox: Inbox
-    outbox: Outbox
-    history: HistoryIndex
-    models: ModelClient
-    metrics: Metrics
+
+    @property
+    def db(self) -> StateDB:
+        return self.services.db
+
+    @property
+    def inbox(self) -> Inbox:
+        return self.services.inbox
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.services.outbox
+
+    @property
+    def history(self) -> HistoryIndex:
+        return self.services.history
+
+    @property
+    def models(self) -> ModelClient:
+        return self.services.models
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.services.metrics
 
     async def idle(self, channel: str) -> bool:
         """Nothing of this channel is waiting to be answered or delivered."""
@@ -149,46 +179,43 @@ class Running:
 
 
 @asynccontextmanager
-async def assemble(settings: Settings, adapters: list[Adapter]) -> AsyncIterator[Running]:
+async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = Parts()) -> AsyncIterator[Running]:
+    """Everything a running bridge needs, built once (`confide serve`, `confide chat`, tests, benchmarks), and taken
+    down again in reverse order."""
     async with AsyncExitStack() as stack:
         metrics = Metrics(settings.state_path)
         # First: a configured energy source this host cannot read stops start-up before anything loads.
-        energy = await stack.enter_async_context(open_energy(settings.energy, settings.models, metrics.error))
-        history = await stack.enter_async_context(open_history(settings))
-        await _serve_cli_jobs(stack, history, settings.data_dir)
+        energy = parts.energy or await stack.enter_async_context(
+            open_energy(settings.energy, settings.models, metrics.error)
+        )
+        history = parts.history
+        if history is None:
+            history = await stack.enter_async_context(open_history(settings))
+            await _serve_cli_jobs(stack, history, settings.data_dir)
         db = StateDB(settings.state_path)
         await db.open()
         stack.push_async_callback(db.close)
         models, default_model = await stack.enter_async_context(open_models(settings))
-        room = DiskRoom(settings.data_dir, settings.min_free_mb)
-        metrics.room = room
-        inbox, outbox = Inbox(db, room), Outbox(db)
+        metrics.room = DiskRoom(settings.data_dir, settings.min_free_mb)
         pipeline = AnswerPipeline(history, models, settings.retrieval.limit, settings.retrieval.candidates, energy)
-        hearing = await _hearing(stack, settings)
+        hearing = parts.hearing or await _hearing(stack, settings)
         options = WorkerOptions(
             default_model=default_model,
             recent_turns=settings.recent_turns,
             index_conversations=settings.index_conversations,
+            reanswer_every_s=parts.reanswer_every_s,
             hearing=hearing,
         )
-        bridge = Bridge(
-            inbox,
-            outbox,
-            Drafts(db),
-            Chats(db),
-            Directory(settings.persons),
-            history,
-            pipeline,
-            Commands(history, pipeline, default_model, find_source, UsageLog(db), hearing),
-            adapters,
-            options,
-            metrics,
-        )
+        commands = Commands(history, pipeline, default_model, find_source, UsageLog(db), hearing)
+        services = Services(
+            settings, db, Inbox(db, metrics.room), Outbox(db), Drafts(db), Chats(db), Directory(settings.persons),
+            history, models, pipeline, commands, options, metrics,
+        )  # fmt: skip
         if settings.metrics.port:
             token = settings.metrics.token
             metrics.serve(settings.metrics.port, token.get_secret_value() if token else None)
             stack.callback(metrics.stop)
-        yield Running(bridge, db, inbox, outbox, history, models, metrics)
+        yield Running(services, Bridge(services, adapters))
 
 
 class Stopper:

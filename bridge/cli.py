@@ -28,9 +28,9 @@ from rich.progress import (
 from bridge import __version__
 from bridge.adapter import Adapter, Terminal
 from bridge.config import ConfigError, Settings, load_settings
+from bridge.early_stop import early_stops, hold_stop_signals
 from bridge.importers.base import Importer, Problem, WrongKind
 from bridge.importers.registry import importer_classes, open_importer
-from bridge.launch import early_stops, hold_stop_signals
 from bridge.lockdown import DataDirNotPrivate, private_files
 from bridge.messages import HistoryRecord
 from bridge.platforms import enabled_platforms, platforms

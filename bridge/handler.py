@@ -16,26 +16,24 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from bridge import chats, command_table, reanswer, usage
 from bridge.adapter import Adapter, EditsSent, ListsMembers, Members
-from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
+from bridge.answer import Answer, Progress, usage_of
 from bridge.at_work import now_at_work
-from bridge.chats import Chats, ChatState, Turn, state_key
-from bridge.commands import CommandCall, CommandResult, Commands, Effect
-from bridge.hearing import NOT_HEARD, NOTHING_HEARD, Hearing, NotHeard, heard_message, heard_prefix, voice_of
-from bridge.history import HistoryIndex
-from bridge.inbox import Claimed, Inbox
+from bridge.chats import ChatState, Turn, state_key
+from bridge.commands import CommandCall, CommandResult, Effect
+from bridge.hearing import NOT_HEARD, NOTHING_HEARD, NotHeard, heard_message, heard_prefix, voice_of
+from bridge.inbox import Claimed
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
-from bridge.metrics import Metrics
-from bridge.outbox import Drafts, enqueue_reply
-from bridge.persons import Directory
+from bridge.outbox import enqueue_reply
 from bridge.progress import LiveReply
 from bridge.router import Command, Ignore, Question, Remember, RouteContext, route
 from bridge.scopes import holds_anything
+from bridge.services import Services
 from bridge.store import CONFIDE_SOURCE_PREFIX
 from bridge.usage import AnswerUsage
 
@@ -56,40 +54,18 @@ GROUP_ONLY = "I only answer from what was said in this group here; ask me in a d
 Work = Callable[[Progress], Awaitable[CommandResult]]
 
 
-@dataclass(frozen=True)
-class WorkerOptions:
-    default_model: str
-    recent_turns: int = 6
-    index_conversations: bool = True
-    reanswer_every_s: float = 10.0  # how often answers owed after a fallback are tried (bridge/reanswer.py)
-    hearing: Hearing | None = None  # voice messages in direct chats, where a transcriber is configured
-
-
 class MessageHandler:
-    def __init__(
-        self,
-        inbox: Inbox,
-        drafts: Drafts,
-        chat_store: Chats,
-        directory: Directory,
-        history: HistoryIndex,
-        pipeline: AnswerPipeline,
-        commands: Commands,
-        adapters: Mapping[str, Adapter],
-        options: WorkerOptions,
-        metrics: Metrics,
-        on_queued: Callable[[str], None],
-    ) -> None:
-        self.inbox = inbox
-        self.drafts = drafts
-        self.chats = chat_store
-        self.directory = directory
-        self.history = history
-        self.pipeline = pipeline
-        self.commands = commands
+    def __init__(self, services: Services, adapters: Mapping[str, Adapter], on_queued: Callable[[str], None]) -> None:
+        self.inbox = services.inbox
+        self.drafts = services.drafts
+        self.chats = services.chats
+        self.directory = services.directory
+        self.history = services.history
+        self.pipeline = services.pipeline
+        self.commands = services.commands
         self.adapters = adapters
-        self.options = options
-        self.metrics = metrics
+        self.options = services.options
+        self.metrics = services.metrics
         self.on_queued = on_queued  # a reply of this channel waits in the outbox
 
     async def handle(self, claimed: Claimed) -> None:

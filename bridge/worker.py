@@ -13,16 +13,10 @@ from functools import partial
 
 from bridge import reanswer
 from bridge.adapter import Adapter, StopsIntake
-from bridge.answer import AnswerPipeline
 from bridge.at_work import working_on
-from bridge.chats import Chats
-from bridge.commands import Commands
-from bridge.handler import MessageHandler, WorkerOptions
-from bridge.history import HistoryIndex
-from bridge.inbox import Claimed, Inbox
-from bridge.metrics import Metrics
-from bridge.outbox import Drafts, Outbox
-from bridge.persons import Directory
+from bridge.handler import MessageHandler
+from bridge.inbox import Claimed
+from bridge.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +29,12 @@ DELIVERY_PAGE = 100  # replies read from the outbox at a time
 
 
 class Bridge:
-    def __init__(
-        self,
-        inbox: Inbox,
-        outbox: Outbox,
-        drafts: Drafts,
-        chat_store: Chats,
-        directory: Directory,
-        history: HistoryIndex,
-        pipeline: AnswerPipeline,
-        commands: Commands,
-        adapters: list[Adapter],
-        options: WorkerOptions,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.inbox = inbox
-        self.outbox = outbox
+    def __init__(self, services: Services, adapters: list[Adapter]) -> None:
+        self.inbox = services.inbox
+        self.outbox = services.outbox
         self.adapters = {a.channel: a for a in adapters}
-        self.metrics = metrics or Metrics()
-        handler_args = (inbox, drafts, chat_store, directory, history, pipeline, commands, self.adapters, options)
-        self.handler = MessageHandler(*handler_args, self.metrics, self._wake_delivery)
+        self.metrics = services.metrics
+        self.handler = MessageHandler(services, self.adapters, self._wake_delivery)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._delivery_events = {channel: asyncio.Event() for channel in self.adapters}
         self._stopping = False  # a graceful stop began: no message is started any more

@@ -15,6 +15,7 @@ import pytest
 import bridge  # noqa: F401  (locks the environment down before any ML import)
 from bridge.config import ModelSettings, PersonSettings, Settings, settings_class
 from bridge.embedder import LocalEmbedder
+from bridge.energy import Energy
 from bridge.history import HistoryIndex
 from bridge.lockdown import private_files
 from bridge.store.edge import EdgeStore
@@ -79,9 +80,9 @@ def make_settings(tmp_path: Path, models: dict[str, ModelSettings], **overrides:
 
 @pytest.fixture
 def harness_factory(tmp_path: Path, history: HistoryIndex) -> Callable[..., Harness]:
-    def build(models: dict[str, ModelSettings], **overrides: Any) -> Harness:
+    def build(models: dict[str, ModelSettings], energy: Energy | None = None, **overrides: Any) -> Harness:
         settings = make_settings(tmp_path, models, **overrides)
-        return Harness(settings, history, RecordingAdapter())
+        return Harness(settings, history, RecordingAdapter(), energy=energy)
 
     return build
 

@@ -1,25 +1,19 @@
-"""A bridge assembled in-process for tests, on a real state database, index and model server."""
+"""A bridge in-process for tests, assembled by bridge.app.assemble itself (not a copy of it) on a real state
+database, the test's own open index and a model server of the tests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from contextlib import AsyncExitStack
 
 from bridge.adapter import Adapter
-from bridge.answer import AnswerPipeline
-from bridge.chats import Chats
-from bridge.commands import Commands
+from bridge.app import Parts, Running, assemble
 from bridge.config import Settings
+from bridge.energy import Energy
 from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
-from bridge.importers.registry import find_source
-from bridge.inbox import Inbox
-from bridge.llm import ModelClient
-from bridge.outbox import Drafts, Outbox
-from bridge.persons import Directory
-from bridge.state import StateDB
-from bridge.usage import UsageLog
-from bridge.worker import Bridge, WorkerOptions
+from bridge.services import Services
 from tests.recording_adapter import RecordingAdapter
 
 
@@ -31,44 +25,40 @@ class Harness:
         adapter: Adapter | RecordingAdapter,
         reanswer_every_s: float = 10.0,
         hearing: Hearing | None = None,
+        energy: Energy | None = None,
     ) -> None:
-        self.reanswer_every_s = reanswer_every_s
-        self.hearing = hearing
         self.settings = settings
         self.history = history
         self.adapter = adapter
-        self.db: StateDB | None = None
+        self.parts = Parts(history=history, energy=energy, hearing=hearing, reanswer_every_s=reanswer_every_s)
         self.task: asyncio.Task[None] | None = None
+        self._stack: AsyncExitStack | None = None
+        self._running: Running | None = None
 
     async def start(self) -> Harness:
-        self.db = StateDB(self.settings.state_path)
-        await self.db.open()
-        self.models = ModelClient(self.settings.models)
-        default = self.settings.default_model or next(iter(self.settings.models))
-        self.inbox, self.outbox = Inbox(self.db), Outbox(self.db)
-        # As build_history does in bridge.app: the relevance gate's threshold comes from the settings.
+        # As build_history does in bridge.app for the index it opens: the gate's threshold comes from the settings.
         self.history.min_relevance = self.settings.retrieval.min_relevance
-        self.pipeline = AnswerPipeline(self.history, self.models, self.settings.retrieval.limit)
-        self.bridge = Bridge(
-            self.inbox,
-            self.outbox,
-            Drafts(self.db),
-            Chats(self.db),
-            Directory(self.settings.persons),
-            self.history,
-            self.pipeline,
-            Commands(self.history, self.pipeline, default, find_source, UsageLog(self.db), self.hearing),
-            [self.adapter],
-            WorkerOptions(
-                default,
-                self.settings.recent_turns,
-                self.settings.index_conversations,
-                self.reanswer_every_s,
-                self.hearing,
-            ),
-        )
+        self._stack = AsyncExitStack()
+        self._running = await self._stack.enter_async_context(assemble(self.settings, [self.adapter], self.parts))  # type: ignore[list-item]
         self.task = asyncio.create_task(self.bridge.run())
         return self
+
+    @property
+    def running(self) -> Running:
+        assert self._running is not None, "the harness is not started"
+        return self._running
+
+    @property
+    def services(self) -> Services:
+        return self.running.services
+
+    def __getattr__(self, name: str) -> object:
+        """bridge, db, inbox, outbox, models, pipeline, commands, metrics ...: those of the assembled services."""
+        if name.startswith("_") or self._running is None:
+            raise AttributeError(name)
+        if name == "bridge":
+            return self._running.bridge
+        return getattr(self._running.services, name)
 
     async def stop(self) -> None:
         """Stop abruptly, as a crash would: tasks are cancelled wherever they are."""
@@ -76,9 +66,8 @@ class Harness:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        await self.models.close()
-        if self.db is not None:
-            await self.db.close()
+        if self._stack is not None:
+            await self._stack.aclose()
 
     async def __aenter__(self) -> Harness:
         return await self.start()

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.chats import Turn
 from bridge.compare import NO_QUESTION, CompareError, CompareRequest, parse_compare, question_and_context
-from bridge.config import EnergySettings
+from bridge.config import EnergySettings, ModelSettings
 from bridge.energy import Energy, PrometheusSource
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
@@ -61,15 +61,15 @@ class SteppingClock:
         return self.now
 
 
-def metered(h: Harness, dcgm: FakeDcgm, clock: SteppingClock) -> None:
-    """What `assemble` adds: energy from the fake exporter, here its power gauge integrated on `clock`.
+def metered(models: dict[str, ModelSettings], dcgm: FakeDcgm, clock: SteppingClock) -> Energy:
+    """Energy from the fake exporter, its power gauge integrated on `clock`, handed to `assemble` as a part.
 
     The meter and the integral read the same clock, so an answer's average power is its GPU's draw exactly,
     however late the scrapes come back.
     """
     settings = EnergySettings(source="prometheus", prometheus_url=dcgm.url, prometheus_mode="power")
-    gpus = {name: m.gpus for name, m in h.settings.models.items()}
-    h.pipeline.energy = Energy(PrometheusSource(settings, clock), gpus, interval_s=0.1, clock=clock)
+    gpus = {name: m.gpus for name, m in models.items()}
+    return Energy(PrometheusSource(settings, clock), gpus, interval_s=0.1, clock=clock)
 
 
 async def ask(h: Harness, text: str) -> str:
@@ -99,8 +99,7 @@ async def test_compare_streams_both_models_at_once_with_the_same_context_and_sho
     slow_llm.default = Behaviour(chunk_delay_s=0.12)
     models = {"fast": model_for(fake_llm, gpus=[0]), "slow": model_for(slow_llm, gpus=[1])}
     clock = SteppingClock()
-    async with harness_factory(models) as h:
-        metered(h, dcgm, clock)
+    async with harness_factory(models, energy=metered(models, dcgm, clock)) as h:
         await h.adapter.send("100", "/compare fast slow where is the spare key of the cabin?")
         await eventually(lambda: fake_llm.in_flight == 1 and slow_llm.in_flight == 1)  # both at once
         await eventually(lambda: h.adapter.delivered, within_s=20)
