@@ -26,7 +26,7 @@ from bridge.answer import Answer, Progress, usage_of
 from bridge.at_work import now_at_work
 from bridge.chats import ChatState, Turn, state_key
 from bridge.commands import CommandCall, CommandResult, Effect
-from bridge.hearing import NOT_HEARD, NOTHING_HEARD, NotHeard, heard_message, heard_prefix, voice_of
+from bridge.hearing import heard_prefix
 from bridge.inbox import Claimed
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
 from bridge.outbox import enqueue_reply
@@ -71,20 +71,6 @@ class MessageHandler:
     async def handle(self, claimed: Claimed) -> None:
         message = claimed.message
         person = self.directory.person_for(message.account)
-        hearing = self.options.hearing
-        if person is not None and hearing is not None and (voice := voice_of(message)) is not None:
-            try:
-                await now_at_work()  # hearing is work (an endpoint's call), not waiting
-                said = await hearing.hear(voice)
-            except NotHeard as exc:
-                text = NOT_HEARD.format(reason=exc) if str(exc) else NOTHING_HEARD
-                await self._finish(claimed, "not heard", [reply_to(message, text)])
-                await hearing.discard(voice)  # answered as not heard: the person sends it again if they wish
-                return
-            message = heard_message(message, voice, said)
-            await self.inbox.rewrite(claimed.inbox_id, message)  # heard once: retries and re-answers read the text
-            await hearing.discard(voice)  # the recording is no longer needed; the words are kept
-            claimed = replace(claimed, message=message)
         state = await self.chats.load(state_key(message.chat_key, person, message.is_direct))
         shared = frozenset() if message.is_direct else await self.chats.shared(message.chat_key)
         bot_names = self.adapters[message.channel].bot_names
@@ -107,6 +93,10 @@ class MessageHandler:
             if not streams:
                 await now_at_work()  # a streaming command (/compare) is at work once its model requests go out
         await self._respond(claimed, decision.person, outcome, streams, work)
+
+    async def not_heard(self, claimed: Claimed, text: str) -> None:
+        """A voice message the hearing stage could not turn into words: the reply says so."""
+        await self._finish(claimed, "not heard", [reply_to(claimed.message, text)])
 
     async def give_up(self, claimed: Claimed, interrupted: bool = False) -> None:
         """The last attempt failed: say so in words, so the person is not left waiting (the log has the details)."""

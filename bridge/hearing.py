@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bridge.at_work import now_at_work
 from bridge.config import TranscriberSettings
+from bridge.inbox import Claimed, Inbox
 from bridge.messages import Attachment, IncomingMessage
+from bridge.persons import Directory
 from bridge.transcriber import HoldsAudio, Transcribe, Transcriber, voice_notes
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,47 @@ class Hearing:
         if not said.strip():
             raise NotHeard("")
         return said.strip()
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A claimed message after the hearing stage: as it now reads, and, where its voice could not be heard, what to
+    tell the person instead of handling it."""
+
+    claimed: Claimed
+    refusal: str | None = None
+    voice: Attachment | None = None  # the recording, until it is discarded
+
+
+class HearingStage:
+    """The stage between the inbox and the handler: a known person's voice message is heard here, once. Its words
+    replace the message in the inbox (a retry after a crash, and an answer owed after a fallback, read the text
+    instead of hearing it again) and the recording is deleted; the handler then sees a text question, nothing else."""
+
+    def __init__(self, hearing: Hearing | None, directory: Directory, inbox: Inbox) -> None:
+        self.hearing = hearing
+        self.directory = directory
+        self.inbox = inbox
+
+    async def hear(self, claimed: Claimed) -> Heard:
+        message = claimed.message
+        voice = voice_of(message) if self.hearing is not None else None
+        if self.hearing is None or voice is None or self.directory.person_for(message.account) is None:
+            return Heard(claimed)
+        await now_at_work()  # hearing is work (an endpoint's call), not waiting
+        try:
+            said = await self.hearing.hear(voice)
+        except NotHeard as exc:
+            return Heard(claimed, NOT_HEARD.format(reason=exc) if str(exc) else NOTHING_HEARD, voice)
+        message = heard_message(message, voice, said)
+        await self.inbox.rewrite(claimed.inbox_id, message)
+        await self.hearing.discard(voice)  # the recording is no longer needed; the words are kept
+        return Heard(replace(claimed, message=message))
+
+    async def discard(self, heard: Heard) -> None:
+        """After the reply that it could not be heard: the person sends it again if they wish."""
+        if self.hearing is not None and heard.voice is not None:
+            await self.hearing.discard(heard.voice)
 
 
 def _unlink(path: Path) -> None:

@@ -15,6 +15,7 @@ from bridge import reanswer
 from bridge.adapter import Adapter, StopsIntake
 from bridge.at_work import working_on
 from bridge.handler import MessageHandler
+from bridge.hearing import HearingStage
 from bridge.inbox import Claimed
 from bridge.services import Services
 
@@ -34,6 +35,7 @@ class Bridge:
         self.outbox = services.outbox
         self.adapters = {a.channel: a for a in adapters}
         self.metrics = services.metrics
+        self.hearing = HearingStage(services.options.hearing, services.directory, services.inbox)
         self.handler = MessageHandler(services, self.adapters, self._wake_delivery)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._delivery_events = {channel: asyncio.Event() for channel in self.adapters}
@@ -92,7 +94,12 @@ class Bridge:
             return
         try:
             with working_on(partial(self.inbox.at_work, claimed.inbox_id)):
-                await self.handler.handle(claimed)
+                heard = await self.hearing.hear(claimed)
+                if heard.refusal is not None:
+                    await self.handler.not_heard(heard.claimed, heard.refusal)
+                    await self.hearing.discard(heard)
+                    return
+                await self.handler.handle(heard.claimed)
         except Exception:
             self.metrics.error("message")
             failures = await self.inbox.failed(claimed.inbox_id)
