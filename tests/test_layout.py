@@ -8,6 +8,7 @@ entry points, which are not imports.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +136,35 @@ def test_benchmarks_do_not_import_the_tests() -> None:
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not [n for n in names if n.split(".")[0] == "tests"], path.name
+
+
+def _architecture_section() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Architecture")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_the_readme_map_names_only_modules_that_exist_and_every_core_module() -> None:
+    """The README's architecture section is the map: every file it names exists, and every module of the core and
+    of the platforms is on it (a module added without a word there fails here)."""
+    section = _architecture_section()
+    named = {match.rstrip("/") for match in re.findall(r"`((?:bridge|adapters|tests|benchmarks)/[\w/.]*)`", section)}
+    missing = sorted(path for path in named if not (ROOT / path).exists() and not re.search(r"NAME|FORMAT", path))
+    assert missing == [], "the README names files that do not exist"
+    unmapped = sorted(
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if path.name != "__init__.py" and not _on_map(path.relative_to(ROOT), named, section)
+    )
+    assert unmapped == [], "modules the README's architecture section does not mention"
+
+
+def _on_map(path: Path, named: set[str], section: str) -> bool:
+    """A core module is named itself (or by its file name beside its folder's entry: `text.py` under
+    `bridge/importers/`); a platform's modules are covered by its folder (`adapters/telegram/`)."""
+    text = str(path)
+    if text in named or f"`{path.name}`" in section:
+        return True
+    platform = path.parts[0] == "adapters" and len(path.parts) > 2
+    return platform and "/".join(path.parts[:2]) in named
