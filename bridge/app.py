@@ -206,7 +206,7 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
             reanswer_every_s=parts.reanswer_every_s,
             hearing=hearing,
         )
-        commands = Commands(history, pipeline, default_model, find_source, UsageLog(db), hearing)
+        commands = Commands(history, pipeline, default_model, find_source, UsageLog(db), hearing, settings.imports)
         services = Services(
             settings, db, Inbox(db, metrics.room), Outbox(db), Drafts(db), Chats(db), Directory(settings.persons),
             history, models, pipeline, commands, options, metrics,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sized
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from inspect import Parameter, Signature
@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -29,10 +31,10 @@ from bridge import __version__
 from bridge.adapter import Adapter, Terminal
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.early_stop import early_stops, hold_stop_signals
-from bridge.importers.base import Importer, Problem, WrongKind
-from bridge.importers.registry import importer_classes, open_importer
+from bridge.importers.base import Importer, WrongKind
+from bridge.importers.registry import importer_classes
+from bridge.imports import CannotImport, ImportJob, ImportProgress, import_into, open_checked
 from bridge.lockdown import DataDirNotPrivate, private_files
-from bridge.messages import HistoryRecord
 from bridge.platforms import enabled_platforms, platforms
 from bridge.store import Selector
 from bridge.transcriber import HoldsAudio
@@ -40,7 +42,6 @@ from bridge.transcriber import HoldsAudio
 if TYPE_CHECKING:
     from bridge.control import RemoteHistory
     from bridge.history import HistoryIndex
-    from bridge.transcriber import Heard
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Confide: answers from your own history.")
 import_app = typer.Typer(no_args_is_help=True, help="Bring history in from exports and files.")
@@ -348,8 +349,6 @@ async def _export(settings: Settings, person: str, out: Path | None) -> None:
 
 
 PersonOption = Annotated[str, typer.Option(help="Whose history this is")]
-# Below this size the export is parsed once up front to count it, so the progress bar can say time left.
-COUNT_FIRST_BELOW_BYTES = 200 * 1024 * 1024
 
 
 def _import_command(kind: str, importer: type[Importer]) -> Callable[..., None]:
@@ -378,115 +377,114 @@ def _add_import_commands() -> None:
             platform.add_import_commands(import_app)
 
 
+@import_app.callback()
+def _import_group(ctx: typer.Context) -> None:
+    ctx.obj = _Terminal()  # what a platform's own import command (`confide import matrix`) runs through
+
+
 def run_import(kind: str, path: Path, person: str, **options: str) -> None:
     settings = settings_or_exit()
     known_person(settings, person)
-    importer = open_importer(kind, path, person, **options)
     try:
-        importer.check()  # before anything is written
+        importer = open_checked(kind, path, person, settings.imports, **options)  # before anything is written
+    except CannotImport as exc:
+        raise fail(str(exc), 2) from None
     except (WrongKind, OSError) as exc:
         raise fail(f"{path} is not a {kind} export: {exc}", 2) from None
     except Exception as exc:  # a sniff that broke on a damaged file: a bug to log, still no traceback for the person
         log.exception("checking %s as a %s export failed", path, kind)
         raise fail(f"{path} could not be read as a {kind} export ({type(exc).__name__}: {exc})", 2) from None
-    total = _count(importer, path)
-    run_async(import_records(settings, person, f"{kind} {path.name}", importer.items, total, chat=importer.chat,
-                             audio=importer if isinstance(importer, HoldsAudio) else None))  # fmt: skip
+    run_async(_import(settings, ImportJob(person, f"{kind} {path.name}", importer)))
 
 
-def _count(importer: Importer, path: Path) -> int | None:
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-    if size > COUNT_FIRST_BELOW_BYTES:
-        return None
-    return sum(1 for _ in importer.items())
+async def _import(settings: Settings, job: ImportJob) -> None:
+    """One import on this terminal (bridge.imports does it): bars while it runs, the summary after. The index is
+    opened here or, while `confide serve` holds it, reached in that process (`history_access`)."""
+    from bridge.hearing import Hearing
+    from bridge.transcriber import build_transcriber
 
-
-Items = Iterable[HistoryRecord | Problem]
-
-
-async def import_records(
-    settings: Settings,
-    person: str,
-    what: str,
-    items: Callable[[], Items | Awaitable[Items]],
-    total: int | None = None,
-    chat: bool = True,
-    twin: Callable[[HistoryRecord], str] | None = None,
-    audio: HoldsAudio | None = None,
-) -> None:
-    """Open the index (refused at once if `confide serve` holds it), then read, store and report: every
-    import, files or a platform's own (e.g. a Matrix room), shows the same progress and summary.
-
-    `twin`: the id under which a record may already be stored in another form (a group message that was a
-    question to Confide); such records are left out. `audio`: the importer's voice notes, transcribed where a
-    transcriber is configured."""
-    from bridge.ingest import ingest
-    from bridge.transcriber import build_transcriber, voice_notes
-
-    transcriber = build_transcriber(settings.transcriber, settings.proxy_url) if audio is not None else None
-
-    async with history_access(settings) as history:
-        produced = items()
-        records = await produced if inspect.isawaitable(produced) else produced
-        if twin is not None:
-            listed = list(records)
-            stored = await history.existing(person, [twin(r) for r in listed if isinstance(r, HistoryRecord)])
-            records = [r for r in listed if not (isinstance(r, HistoryRecord) and twin(r) in stored)]
-        if total is None and isinstance(records, Sized):
-            total = len(records)
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[count]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-        ) as bar:
-            task = bar.add_task(f"Importing {what}", total=total, count="")
-
-            def advance(count: int) -> None:
-                bar.advance(task, count)
-                done, elapsed = bar.tasks[0].completed, bar.tasks[0].elapsed or 0.0
-                rate = done / elapsed if elapsed else 0.0
-                bar.update(task, count=f"{done:.0f}/{total} {rate:.0f}/s" if total else f"{done:.0f} {rate:.0f}/s")
-
-            transcribe = None
-            if transcriber is not None and audio is not None:
-                heard = _audio_progress(bar, audio.audio_bytes())
-                transcribe = voice_notes(transcriber, audio, settings.transcriber.max_audio_bytes, heard)
-            try:
-                summary = await ingest(history, person, records, on_batch=advance, chat=chat, transcribe=transcribe)
-            finally:
-                if transcriber is not None:
-                    await transcriber.close()
+    if job.note:
+        err.print(job.note)
+    holds_audio = isinstance(job.source, HoldsAudio)
+    transcriber = build_transcriber(settings.transcriber, settings.proxy_url) if holds_audio else None
+    hearing = Hearing(transcriber, settings.transcriber.max_audio_bytes) if transcriber is not None else None
+    try:
+        async with history_access(settings) as history:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[count]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+            ) as bar:
+                summary = await import_into(history, job, hearing, _ImportBars(bar, job.what))
+    finally:
+        if transcriber is not None:
+            await transcriber.close()
     err.print(summary.describe())
     for problem in summary.errors[:10]:
-        err.print(f"  [yellow]{problem}[/yellow]")
+        err.print(f"  [yellow]{escape(problem)}[/yellow]")  # a file's text: brackets in it are no markup
     if summary.problems > 10:
         err.print(f"  ... and {summary.problems - 10} more (see the log)")
 
 
-def _audio_progress(bar: Progress, total_bytes: int) -> Heard:
-    """A second bar for the voice notes: minutes of audio transcribed, and those left, estimated from the bytes
-    left at the seconds per byte seen so far (notes already stored are never read, so a re-import ends early)."""
-    task = bar.add_task("Transcribing voice notes", total=max(total_bytes, 1), count="")
-    done = {"bytes": 0, "timed_bytes": 0, "seconds": 0.0}
+class _ImportBars:
+    """An import's progress as bars: records read, counted as they are read (an export is never parsed a second
+    time to count it, so only fetched records have a total and a time left), and, where voice notes are
+    transcribed, minutes of audio done and those left, estimated from the bytes left at the seconds per byte seen
+    so far (notes already stored are never read, so a re-import ends early)."""
 
-    def heard(size: int, seconds: float | None) -> None:
-        done["bytes"] += size
-        if seconds is not None:
-            done["timed_bytes"] += size
-            done["seconds"] += seconds
-        bar.update(task, completed=min(done["bytes"], total_bytes))
-        per_byte = done["seconds"] / done["timed_bytes"] if done["timed_bytes"] else None
-        if per_byte is None:
-            bar.update(task, count=f"{done['bytes'] / 1e6:.1f} of {total_bytes / 1e6:.1f} MB of audio")
-            return
-        minutes = done["bytes"] * per_byte / 60
-        left = max(0, total_bytes - done["bytes"]) * per_byte / 60
-        bar.update(task, count=f"{minutes:.1f} min of audio done, ~{left:.1f} min left")
+    def __init__(self, bar: Progress, what: str) -> None:
+        self.bar = bar
+        self.what = what
+        self.records: TaskID | None = None
+        self.audio: TaskID | None = None
+        self.started = time.monotonic()
 
-    return heard
+    def __call__(self, now: ImportProgress) -> None:
+        if self.records is None:
+            self.records = self.bar.add_task(f"Importing {self.what}", total=now.total, count="")
+            if now.audio_bytes is not None:
+                self.audio = self.bar.add_task("Transcribing voice notes", total=max(now.audio_bytes, 1), count="")
+        elapsed = time.monotonic() - self.started
+        rate = now.read / elapsed if elapsed else 0.0
+        done = f"{now.read}/{now.total}" if now.total else f"{now.read}"
+        self.bar.update(self.records, completed=now.read, count=f"{done} {rate:.0f}/s")
+        if self.audio is not None and now.audio_bytes is not None:
+            self.bar.update(self.audio, completed=min(now.heard_bytes, now.audio_bytes), count=_audio_count(now))
+
+
+def _audio_count(now: ImportProgress) -> str:
+    total = now.audio_bytes or 0
+    per_byte = now.seconds_per_byte
+    if per_byte is None:  # no note so far said how long it plays (not Opus or Vorbis): megabytes instead
+        return f"{now.heard_bytes / 1e6:.1f} of {total / 1e6:.1f} MB of audio"
+    minutes = now.heard_bytes * per_byte / 60
+    left = max(0, total - now.heard_bytes) * per_byte / 60
+    return f"{minutes:.1f} min of audio done, ~{left:.1f} min left"
+
+
+class _Terminal:
+    """`CommandLine` (bridge.imports) for a platform's own import command: this CLI's settings, errors and bars."""
+
+    def settings(self, person: str | None = None) -> Settings:
+        settings = settings_or_exit()
+        if person is not None:
+            known_person(settings, person)
+        return settings
+
+    def refuse(self, message: str) -> Exception:
+        return fail(message, 2)
+
+    def run(self, settings: Settings, job: Callable[[], Awaitable[ImportJob]]) -> None:
+        async def made_then_imported() -> None:
+            await _import(settings, await job())
+
+        try:
+            run_async(made_then_imported())
+        except CannotImport as exc:
+            raise fail(str(exc), 2) from None
 
 
 def known_person(settings: Settings, person: str) -> None:

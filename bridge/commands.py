@@ -17,14 +17,14 @@ from bridge.adapter import Members
 from bridge.answer import Answer, AnswerPipeline, Progress, usage_of
 from bridge.chats import ChatState, Turn
 from bridge.compare import CompareError, format_comparison, merged_citations, parse_compare, question_and_context
+from bridge.config import ImportSettings
 from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.importers.registry import SourceFinder
-from bridge.ingest import ingest
+from bridge.imports import ImportJob, import_into
 from bridge.messages import Attachment, Citation, HistoryRecord, Image, IncomingMessage
 from bridge.router import MAX_TEXT_CHARS, Command
 from bridge.store import CONFIDE_SOURCE_PREFIX, Selector
-from bridge.transcriber import HoldsAudio
 from bridge.usage import UsageLog, format_summary
 
 T = TypeVar("T")
@@ -118,6 +118,7 @@ class Commands:
         find_source: SourceFinder | None = None,
         usage: UsageLog | None = None,
         hearing: Hearing | None = None,
+        imports: ImportSettings | None = None,
     ) -> None:
         self.history = history
         self.pipeline = pipeline
@@ -125,6 +126,7 @@ class Commands:
         self.find_source = find_source
         self.usage = usage
         self.hearing = hearing  # exports sent in a chat have their voice notes transcribed, as `confide import` does
+        self.imports = imports  # the bounds files sent in a chat are read with (Settings.imports)
 
     @property
     def model_names(self) -> list[str]:
@@ -358,23 +360,21 @@ class Commands:
             return f"{attachment.name}: send a voice message on its own, and I answer what it asks."
         if not attachment.path or self.find_source is None:
             return f"{attachment.name}: I could not get the file itself, so nothing was imported."
-        source = self.find_source(Path(attachment.path), person)
+        source = self.find_source(Path(attachment.path), person, self.imports)  # checked: its detection
         if source is None:
             return (
                 f"{attachment.name}: I don't know this kind of file. I read WhatsApp and Telegram exports, "
                 "mbox files and .txt, .md, .pdf, .docx and .html documents."
             )
+        job = ImportJob(person, f"{source.kind} {attachment.name}", source)
         try:
-            source.check()
-            transcribe = self.hearing.voice_notes(source) if self.hearing and isinstance(source, HoldsAudio) else None
-            summary = await ingest(self.history, person, source.items(), chat=source.chat, transcribe=transcribe)
-        except (ValueError, OSError) as exc:  # WrongKind, an unreadable file: tell the person, nothing is damaged
+            summary = await import_into(self.history, job, self.hearing)
+        except (ValueError, OSError) as exc:  # an unreadable file: tell the person, nothing is damaged
             log.warning("import of %s for %s failed: %s", attachment.name, person, exc)
             return f"{attachment.name}: could not import it ({exc}). Nothing was changed."
         except Exception:  # importers report bad input as problems; this is a bug, and the chat must still answer
             log.exception("import of %s for %s failed", attachment.name, person)
             return f"{attachment.name}: the import stopped on an error (see the log). What was imported is kept."
-        log.info("person %s imported %s (%s): %s", person, attachment.name, source.kind, summary.describe())
         problems = f" First problem: {summary.errors[0]}" if summary.errors else ""
         return f"{summary.describe()} ({attachment.name}, {source.kind}){problems}"
 

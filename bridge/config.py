@@ -187,9 +187,10 @@ class ImportSettings(BaseSettings):
     """Bounds on what one import reads, so that a hostile or broken export costs a reported problem, never the
     process: each is checked as the bytes are read (decompressed sizes are counted, since zip headers lie).
 
-    Read by the importers themselves (`ImportSettings()` takes CONFIDE_IMPORTS__* from the environment), and
-    the same section of `Settings`. The defaults are far above real exports: WhatsApp caps a message at 65,536
-    characters and an export at 40,000 messages, Telegram a message at 4,096.
+    The `imports` section of `Settings` (CONFIDE_IMPORTS__*), passed to each importer by its caller
+    (bridge/imports.py); an importer never reads the environment itself. The defaults are far above real
+    exports: WhatsApp caps a message at 65,536 characters and an export at 40,000 messages, Telegram a message
+    at 4,096.
     """
 
     model_config = SettingsConfigDict(

@@ -15,7 +15,7 @@ from bridge.config import TranscriberSettings
 from bridge.inbox import Claimed, Inbox
 from bridge.messages import Attachment, IncomingMessage
 from bridge.persons import Directory
-from bridge.transcriber import HoldsAudio, Transcribe, Transcriber, voice_notes
+from bridge.transcriber import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,6 @@ class Hearing:
     def __init__(self, transcriber: Transcriber, max_bytes: int) -> None:
         self.transcriber = transcriber
         self.max_bytes = max_bytes
-
-    def voice_notes(self, source: HoldsAudio) -> Transcribe:
-        """The same transcriber for the voice notes of an export sent in a chat."""
-        return voice_notes(self.transcriber, source, self.max_bytes)
 
     async def discard(self, voice: Attachment) -> None:
         """Delete the recording once it is heard: a person's voice is kept no longer than it is needed."""

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from adapters.matrix.backfill import Target
     from adapters.matrix.client import MatrixAdapter
     from bridge.config import Settings
+    from bridge.imports import CommandLine, ImportJob
 
 
 def build_adapter(settings: Settings) -> MatrixAdapter:
@@ -30,6 +31,7 @@ def _endpoints(own: MatrixSettings) -> list[Endpoint]:
 
 
 def import_matrix(
+    ctx: typer.Context,
     room: Annotated[str, typer.Option(help="Room id (!abc:example.org) or alias (#family:example.org)")],
     person: Annotated[str | None, typer.Option(help="Whose history this is")] = None,
     group: Annotated[
@@ -38,36 +40,35 @@ def import_matrix(
 ) -> None:
     """Import a Matrix room's past messages (decrypted where Confide's device has the keys), into a person's
     history (--person) or, for a group, into the room's own (--group)."""
-    from adapters.matrix.backfill import BackfillError, group_target, person_target
-    from adapters.matrix.session import MatrixLoginError
+    from adapters.matrix.backfill import group_target, person_target
     from adapters.matrix.settings import matrix_settings
-    from bridge import cli
 
-    settings = cli.settings_or_exit()
+    command_line: CommandLine = ctx.obj  # the CLI's, handed over by `confide import`
     if (person is None) == (not group):
-        raise cli.fail("Give either --person (whose history) or --group (the room's own history).", 2)
-    if person is not None:
-        cli.known_person(settings, person)
+        raise command_line.refuse("Give either --person (whose history) or --group (the room's own history).")
+    settings = command_line.settings(person)
     own = matrix_settings(settings)
     if not (own.homeserver and own.user_id):
-        raise cli.fail("Set CONFIDE_MATRIX__HOMESERVER and CONFIDE_MATRIX__USER_ID (and a password or token) first.", 2)
+        raise command_line.refuse(
+            "Set CONFIDE_MATRIX__HOMESERVER and CONFIDE_MATRIX__USER_ID (and a password or token) first."
+        )
     target = person_target(settings, person) if person is not None else group_target(settings)
+    command_line.run(settings, lambda: _room_job(settings, room, target))
+
+
+async def _room_job(settings: Settings, room: str, target: Target) -> ImportJob:
+    """The room's messages, fetched, as an import of the person's or the group's history."""
+    from adapters.matrix.backfill import BackfillError, asked_in_room, fetch_room, group_scope, undecryptable_note
+    from adapters.matrix.session import MatrixLoginError
+    from bridge.imports import CannotImport, ImportJob
+
     try:
-        cli.run_async(_import_room(settings, room, target))
+        fetched = await fetch_room(settings, room, target)
     except (BackfillError, MatrixLoginError) as exc:
-        raise cli.fail(str(exc), 2) from None
-
-
-async def _import_room(settings: Settings, room: str, target: Target) -> None:
-    from adapters.matrix.backfill import asked_in_room, fetch_room, group_scope, undecryptable_note
-    from bridge import cli
-
-    fetched = await fetch_room(settings, room, target)
-    if note := undecryptable_note(fetched):
-        cli.err.print(note)
+        raise CannotImport(str(exc)) from exc
     # In a group, a question to Confide is already in the room's history, indexed live under its own id.
     scope, twin = (group_scope(fetched.room_id), asked_in_room) if target.group else (target.scope, None)
-    await cli.import_records(settings, scope, f"matrix {room}", lambda: fetched.records, twin=twin)
+    return ImportJob(scope, f"matrix {room}", fetched, twin=twin, note=undecryptable_note(fetched))
 
 
 def _add_import_commands(import_app: typer.Typer) -> None:

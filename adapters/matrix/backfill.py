@@ -1,8 +1,8 @@
 """`confide import matrix`: a room's past messages, decrypted where keys exist, for a person's history, or
 (`--group`) for the room's own history, the one Confide answers from when asked in that room.
 
-Only fetching lives here; storing goes through the same ingest, progress and summary as every import
-(bridge.cli.import_records).
+Only fetching lives here: the fetched room is a source of the import service (bridge.imports), stored with the
+same ingest, progress and summary as every import.
 
 Logs in as Confide's stored device (the one the live adapter uses), so the room keys it received are
 used. Record ids come from event ids: importing a room twice adds nothing, and a group's messages get the ids
@@ -46,10 +46,17 @@ class BackfillError(Exception):
 
 @dataclass
 class RoomHistory:
+    """A room's messages, fetched: a `Source` of the import service (its records are held, so its progress has a
+    total)."""
+
     room_id: str
     name: str
     records: list[HistoryRecord] = field(default_factory=list)
     undecryptable: int = 0
+    chat = True  # a room's messages are indexed with their neighbours
+
+    def items(self) -> list[HistoryRecord]:
+        return self.records
 
 
 @dataclass(frozen=True)

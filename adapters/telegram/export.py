@@ -22,6 +22,7 @@ from bridge import media
 from bridge.config import ImportSettings
 from bridge.importers.base import (
     READ_ERRORS,
+    CheckedOnce,
     Problem,
     WrongKind,
     cut_problem,
@@ -55,7 +56,7 @@ def _short_repr() -> reprlib.Repr:
 _brief = _short_repr().repr
 
 
-class TelegramImporter:
+class TelegramImporter(CheckedOnce):
     kind = "telegram"
     chat = True
     detect_order = 20
@@ -71,7 +72,7 @@ class TelegramImporter:
         label = f"{self.path.parent.name}/{self.path.name}" if self.path.name == "result.json" else self.path.name
         self.source = f"telegram:{label}"
 
-    def check(self) -> None:
+    def sniff(self) -> None:
         if not self.path.is_file():
             raise WrongKind(f"{self.path} is not a Telegram Desktop export (no result.json there)")
         head = text_head(self.path)
@@ -82,7 +83,7 @@ class TelegramImporter:
             )
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
-        self.check()
+        self.ensure_checked()
         yield from guarded(self._items(), self.path.name)
 
     def _items(self) -> Iterator[HistoryRecord | Problem]:

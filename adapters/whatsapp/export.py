@@ -27,6 +27,7 @@ from bridge.importers.archive import Capped, TooBig, Unreadable, member_limit, r
 from bridge.importers.base import (
     READ_ERRORS,
     SNIFF_BYTES,
+    CheckedOnce,
     Occurrences,
     Problem,
     WrongKind,
@@ -120,7 +121,7 @@ class _Unopenable(Exception):
         self.why = why
 
 
-class WhatsAppImporter:
+class WhatsAppImporter(CheckedOnce):
     kind = "whatsapp"
     chat = True
     detect_order = 30
@@ -145,7 +146,7 @@ class WhatsAppImporter:
 
     # -- sniffing -------------------------------------------------------------------------------------------
 
-    def check(self) -> None:
+    def sniff(self) -> None:
         if not self.path.is_file():
             raise WrongKind(f"{self.path} is not a file: a WhatsApp export is a .txt or the .zip WhatsApp makes")
         try:
@@ -241,7 +242,7 @@ class WhatsAppImporter:
     # -- reading --------------------------------------------------------------------------------------------
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
-        self.check()
+        self.ensure_checked()
         yield from guarded(self._items(), self.path.name)
 
     def _items(self) -> Iterator[HistoryRecord | Problem]:

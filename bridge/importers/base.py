@@ -1,9 +1,11 @@
 """What every importer shares: the `Importer` protocol, `Problem`, `WrongKind`, stable ids, and the bounds.
 
-An importer only reads and parses; `bridge.ingest` batches, embeds and stores what it yields. Each importer is
-cheap to build (`Cls(path, person, **options)`): `check()` sniffs the path and raises `WrongKind` before
-anything is yielded, `items()` streams. Nothing in a malformed file may stop an import: what cannot be read
-becomes a `Problem` where it arises, and `guarded` turns anything missed into one last `Problem`.
+An importer only reads and parses; `bridge.imports` drives it and `bridge.ingest` batches, embeds and stores what
+it yields. Each importer is cheap to build (`Cls(path, person, limits=..., **options)`, the bounds handed over from
+the caller's settings): `check()` sniffs the path and raises `WrongKind` before anything is yielded, `items()`
+streams, checking first only where no `check()` has passed yet (`CheckedOnce`), so an import sniffs its file once.
+Nothing in a malformed file may stop an import: what cannot be read becomes a `Problem` where it arises, and
+`guarded` turns anything missed into one last `Problem`.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class Importer(Protocol):
     `chat` is True when its records are chat messages, which are indexed with their neighbours; mails and
     documents stand alone. `detect_order` ranks its sniff when the kind is not named: specific formats low,
     catch-alls (any .txt) high. `summary`, `path_help` and `options` (name -> help; passed to the constructor
-    as keywords) describe its `confide import` command.
+    as keywords) describe its `confide import` command. `limits`: the bounds it reads with (`Settings.imports`);
+    None: the documented defaults.
     """
 
     kind: str
@@ -74,7 +77,7 @@ class Importer(Protocol):
     path_help: str
     options: Mapping[str, str]
 
-    def __init__(self, path: Path, person: str, **options: Any) -> None: ...
+    def __init__(self, path: Path, person: str, limits: ImportSettings | None = None, **options: Any) -> None: ...
 
     def check(self) -> None: ...
 
@@ -82,8 +85,30 @@ class Importer(Protocol):
 
 
 def import_limits(given: ImportSettings | None = None) -> ImportSettings:
-    """The bounds an importer reads with: the ones given (tests, benchmarks), else CONFIDE_IMPORTS__*."""
-    return given if given is not None else ImportSettings()
+    """The bounds an importer reads with: the ones its caller passed (`Settings.imports`), else the defaults. Never
+    the environment: an importer does not read settings of its own, so what `confide import` and a chat upload
+    bound is what the one `Settings` says."""
+    return given if given is not None else ImportSettings.model_construct()
+
+
+class CheckedOnce:
+    """Remembers that `check()` passed: the import service (or a chat upload's detection) checks a file once, and
+    `items()`, which checks first for callers that only iterate, does not sniff it again. A refusal is not
+    remembered. An importer implements `sniff()` and starts `items()` with `ensure_checked()`."""
+
+    checked = False
+
+    def sniff(self) -> None:
+        """Raise `WrongKind` unless the path is an export of this kind (a bounded read)."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        self.sniff()
+        self.checked = True
+
+    def ensure_checked(self) -> None:
+        if not self.checked:
+            self.check()
 
 
 def guarded(items: Iterator[HistoryRecord | Problem], where: str) -> Iterator[HistoryRecord | Problem]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.config import ImportSettings
-from bridge.importers.base import Problem, WrongKind, describe, guarded, import_limits
+from bridge.importers.base import CheckedOnce, Problem, WrongKind, describe, guarded, import_limits
 from bridge.importers.text import SUFFIXES, Section, extract_text, passages
 from bridge.messages import HistoryRecord
 
@@ -94,7 +94,7 @@ def _records(file: Path, relative: str, sections: list[Section], person: str) ->
             number += 1
 
 
-class FilesImporter:
+class FilesImporter(CheckedOnce):
     kind = "files"
     chat = False
     detect_order = 90  # last: it accepts any .txt, chat exports included
@@ -107,12 +107,12 @@ class FilesImporter:
         self.person = person
         self.limits = limits
 
-    def check(self) -> None:
+    def sniff(self) -> None:
         try:
             find_documents(self.path)
         except NotDocuments as exc:
             raise WrongKind(str(exc)) from None
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
-        self.check()
+        self.ensure_checked()
         yield from guarded(document_items(self.path, self.person, self.limits), self.path.name)

@@ -14,7 +14,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge.importers.base import Problem, WrongKind, describe, guarded, stable_id, text_head
+from bridge.config import ImportSettings
+from bridge.importers.base import (
+    CheckedOnce,
+    Problem,
+    WrongKind,
+    describe,
+    guarded,
+    import_limits,
+    stable_id,
+    text_head,
+)
 from bridge.messages import HistoryRecord
 
 _SESSION = re.compile(r"^session_(\d+)$")
@@ -23,7 +33,7 @@ _DIA_ID = re.compile(r"^D:?(\d+):(\d+)$")
 DATE_FORMAT = "%I:%M %p on %d %B, %Y"  # "1:56 pm on 8 May, 2023"
 
 
-class LocomoImporter:
+class LocomoImporter(CheckedOnce):
     kind = "locomo"
     chat = True
     detect_order = 10
@@ -31,12 +41,13 @@ class LocomoImporter:
     path_help = "A LoCoMo conversation .json"
     options: Mapping[str, str] = {}
 
-    def __init__(self, path: Path, person: str) -> None:
+    def __init__(self, path: Path, person: str, limits: ImportSettings | None = None) -> None:
         self.path = path
         self.person = person
+        self.limits = import_limits(limits)
         self.source = f"locomo:{path.name}"
 
-    def check(self) -> None:
+    def sniff(self) -> None:
         if not self.path.is_file():
             raise WrongKind(f"{self.path} is not a LoCoMo file")
         head = text_head(self.path)
@@ -44,10 +55,14 @@ class LocomoImporter:
             raise WrongKind(f"{self.path.name} is not a LoCoMo conversation (JSON with speaker_a, session_N, qa)")
 
     def items(self) -> Iterator[HistoryRecord | Problem]:
-        self.check()
+        self.ensure_checked()
         yield from guarded(self._items(), self.path.name)
 
     def _items(self) -> Iterator[HistoryRecord | Problem]:
+        size, bound = self.path.stat().st_size, self.limits.max_file_bytes
+        if size > bound:  # read whole by json.load: bounded like every file read whole
+            yield Problem(self.path.name, f"{size:,} bytes: over CONFIDE_IMPORTS__MAX_FILE_BYTES ({bound:,})")
+            return
         try:
             conversations = _conversations(_load(self.path))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number

@@ -12,13 +12,15 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
+from bridge.config import ImportSettings
 from bridge.importers.base import Importer, WrongKind
 
 GROUP = "confide.importers"
 log = logging.getLogger(__name__)
 
-# Opens the right importer for a file a person sent in chat; None when no importer knows it.
-SourceFinder = Callable[[Path, str], Importer | None]
+# Opens the right importer for a file a person sent in chat, checked, reading with the given bounds; None when no
+# importer knows it.
+SourceFinder = Callable[[Path, str, ImportSettings | None], Importer | None]
 
 
 @cache
@@ -46,27 +48,31 @@ def importer_classes() -> dict[str, type[Importer]]:
     return {kind: _load(kind) for kind in kinds()}
 
 
-def open_importer(kind: str, path: Path, person: str, **options: Any) -> Importer:
-    """The importer of `kind` for `path`. Options left as None are not passed (e.g. WhatsApp's `date_order`)."""
+def open_importer(kind: str, path: Path, person: str, limits: ImportSettings | None = None, **options: Any) -> Importer:
+    """The importer of `kind` for `path`, reading within `limits` (the caller's `Settings.imports`; None: the
+    defaults). Options left as None are not passed (e.g. WhatsApp's `date_order`)."""
     given = {name: value for name, value in options.items() if value is not None}
-    return _load(kind)(Path(path), person, **given)
+    return _load(kind)(Path(path), person, limits=limits, **given)
 
 
-def detect_kind(path: Path) -> str | None:
-    """The first kind whose sniff accepts `path`, by `detect_order` (specific formats first); None when none does."""
+def find_source(path: Path, person: str, limits: ImportSettings | None = None) -> Importer | None:
+    """The importer for a file whose kind is not named (one a person sent in chat): the first whose check accepts
+    it, by `detect_order` (specific formats first), returned checked, so the import does not sniff it again; None
+    when no importer knows it."""
     for kind in sorted(kinds(), key=lambda k: (_load(k).detect_order, k)):
+        importer = open_importer(kind, Path(path), person, limits)
         try:
-            open_importer(kind, Path(path), person="").check()
+            importer.check()
         except (WrongKind, OSError):
             continue
         except Exception:  # a sniff that fails on a broken file means "not this kind", not the end of the search
             log.exception("telling whether %s is a %s export failed", Path(path).name, kind)
             continue
-        return kind
+        return importer
     return None
 
 
-def find_source(path: Path, person: str) -> Importer | None:
-    """The importer for a file a person sent in chat, whatever its kind; None when no importer knows it."""
-    kind = detect_kind(path)
-    return open_importer(kind, path, person) if kind else None
+def detect_kind(path: Path) -> str | None:
+    """The kind of `path` as `find_source` tells it; None when no importer knows it."""
+    found = find_source(path, person="")
+    return found.kind if found is not None else None
