@@ -46,12 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.locomo import questions_of, turns_of
+from benchmarks.locomo_import import LocomoImporter
 from benchmarks.stats import percentile
 from bridge.answer import AnswerPipeline
 from bridge.config import LocalModelSettings, ModelSettings, RetrievalSettings, load_settings
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
-from bridge.importers.locomo import LocomoImporter
 from bridge.ingest import ingest
 from bridge.llm import ModelClient
 from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer, packaged_gguf

@@ -25,11 +25,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401  (telemetry off before any model import)
+from benchmarks.locomo_import import LocomoImporter, load_questions
 from benchmarks.stats import percentile
 from bridge.config import RetrievalSettings
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
-from bridge.importers.locomo import LocomoImporter, load_questions
 from bridge.ingest import ingest
 from bridge.messages import HistoryRecord
 from bridge.store.edge import EdgeStore

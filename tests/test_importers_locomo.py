@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.locomo_import import LocomoImporter, load_questions, normalized_evidence
 from bridge.importers.base import Problem, WrongKind
-from bridge.importers.locomo import load_questions, normalized_evidence
-from bridge.importers.registry import open_importer
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import telegram_chat, write_json
 
 LOCOMO_26 = Path("/work/shared/datasets/locomo/26.json")
 
 
+
 def run(path: Path) -> tuple[list[HistoryRecord], list[Problem]]:
-    items = list(open_importer("locomo", path, "me").items())
+    items = list(LocomoImporter(path, "me").items())
     return [i for i in items if isinstance(i, HistoryRecord)], [i for i in items if isinstance(i, Problem)]
 
 
@@ -82,4 +82,4 @@ def test_other_files_are_refused_before_anything(tmp_path: Path) -> None:
     text.write_text("speaker_a")
     for path in (telegram, text, tmp_path):
         with pytest.raises(WrongKind):
-            next(iter(open_importer("locomo", path, "me").items()))
+            next(iter(LocomoImporter(path, "me").items()))

@@ -22,8 +22,6 @@ from tests.import_fixtures import (
     write_whatsapp_zip,
 )
 
-LOCOMO_26 = Path("/work/shared/datasets/locomo/26.json")
-
 
 @pytest.fixture
 def exports(tmp_path: Path) -> dict[str, Path]:
@@ -39,7 +37,6 @@ def exports(tmp_path: Path) -> dict[str, Path]:
         "maildir": write_maildir(tmp_path / "Maildir", {"cur/1.M1.host:2,S": mail("x", "y")}),
         "files": notes,
         "files-pdf": _write(tmp_path / "ticket.pdf", tiny_pdf(["Seat 12A"])),
-        "locomo": LOCOMO_26,
     }
 
 
@@ -84,7 +81,7 @@ def test_each_kind_yields_records_of_its_channel(exports: dict[str, Path]) -> No
 def test_kinds_come_from_the_entry_points_and_say_whether_they_are_chat() -> None:
     chat = {kind: open_importer(kind, Path("x"), "me").chat for kind in kinds()}
     assert chat == {
-        "files": False, "locomo": True, "mbox": False, "maildir": False, "telegram": True, "whatsapp": True,
+        "files": False, "mbox": False, "maildir": False, "telegram": True, "whatsapp": True,
     }  # fmt: skip
     classes = importer_classes()
     assert list(classes) == kinds() and all(c.summary and c.path_help for c in classes.values())
@@ -109,7 +106,7 @@ def test_the_importer_core_never_imports_adapters() -> None:
 
 
 def test_unknown_kind_and_option() -> None:
-    with pytest.raises(ValueError, match="unknown kind 'icq'; known: files, locomo, maildir, mbox, telegram, whatsapp"):
+    with pytest.raises(ValueError, match="unknown kind 'icq'; known: files, maildir, mbox, telegram, whatsapp"):
         open_importer("icq", Path("x"), "me")
     assert open_importer("telegram", Path("x"), "me", date_order=None).kind == "telegram"  # unset: not passed
     with pytest.raises(ValueError, match="date_order"):
