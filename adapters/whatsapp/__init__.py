@@ -1,1 +1,0 @@
-"""WhatsApp: the importer of chat exports (.txt or .zip)."""
