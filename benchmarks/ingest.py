@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401
-from adapters.whatsapp.export import WhatsAppImporter
 from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex, message_text
+from bridge.importers.whatsapp import WhatsAppImporter
 from bridge.ingest import ingest
 from bridge.messages import HistoryRecord
 from bridge.store.edge import EdgeStore

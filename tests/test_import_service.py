@@ -13,7 +13,6 @@ from typing import Any, cast
 import pytest
 from typer.testing import CliRunner
 
-from adapters.whatsapp.export import WhatsAppImporter
 from bridge import cli
 from bridge.chats import ChatState
 from bridge.commands import CommandCall, Commands
@@ -22,6 +21,7 @@ from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.importers.base import Problem
 from bridge.importers.registry import find_source
+from bridge.importers.whatsapp import WhatsAppImporter
 from bridge.imports import ImportJob, ImportProgress, import_into, open_checked
 from bridge.messages import Attachment, HistoryRecord, IncomingMessage
 from bridge.router import Command
