@@ -82,7 +82,7 @@ async def run_pipeline(args: argparse.Namespace, llm: StreamServer, workdir: Pat
     total = args.chats * args.messages
     adapter = TimedAdapter(total)
     async with assemble(settings, [adapter]) as running:
-        work = asyncio.create_task(running.bridge.run())
+        work = asyncio.create_task(running.dispatcher.run())
         sent_at: dict[str, float] = {}
         started = time.perf_counter()
         for round_ in range(args.messages):

@@ -20,6 +20,7 @@ from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.control import ControlServer
 from bridge.diskspace import DiskRoom, ensure_room_to_start
+from bridge.dispatch import Dispatcher
 from bridge.energy import Energy, open_energy
 from bridge.hearing import Hearing
 from bridge.history import HistoryIndex, build_history
@@ -36,7 +37,6 @@ from bridge.services import Services, WorkerOptions
 from bridge.state import StateDB
 from bridge.transcriber import build_transcriber
 from bridge.usage import UsageLog
-from bridge.worker import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Parts:
 @dataclass
 class Running:
     services: Services
-    bridge: Bridge
+    dispatcher: Dispatcher
 
     @property
     def db(self) -> StateDB:
@@ -215,7 +215,7 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
             token = settings.metrics.token
             metrics.serve(settings.metrics.port, token.get_secret_value() if token else None)
             stack.callback(metrics.stop)
-        yield Running(services, Bridge(services, adapters))
+        yield Running(services, Dispatcher(services, adapters))
 
 
 class Stopper:
@@ -251,19 +251,19 @@ class Stopper:
         for signum in self.SIGNALS:
             loop.remove_signal_handler(signum)
 
-    async def run(self, bridge: Bridge) -> None:
-        """Run the bridge until a signal, then drain it (`Bridge.drain`, at most `grace_s`)."""
-        work = asyncio.create_task(bridge.run(), name="confide-bridge")
+    async def run(self, dispatcher: Dispatcher) -> None:
+        """Run the dispatcher until a signal, then drain it (`Dispatcher.drain`, at most `grace_s`)."""
+        work = asyncio.create_task(dispatcher.run(), name="confide-dispatcher")
         self._target = work
         waiting = asyncio.create_task(self.requested.wait())
         try:
             await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
             if self.requested.is_set() and not work.done():
-                drain = asyncio.create_task(bridge.drain(self.grace_s), name="confide-drain")
+                drain = asyncio.create_task(dispatcher.drain(self.grace_s), name="confide-drain")
                 await asyncio.wait({work, drain}, return_when=asyncio.FIRST_COMPLETED)
                 drain.cancel()
         finally:
             waiting.cancel()
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await work  # a crash of the bridge itself is raised here
+                await work  # a crash of the dispatcher itself is raised here

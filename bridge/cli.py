@@ -169,7 +169,7 @@ async def _chat(settings: Settings) -> None:
         console.watch_idle(lambda: running.idle(console.channel))
         if console.interactive:
             err.print(f"Confide {__version__}: ask about your history; /help for commands, Ctrl-D to leave.")
-        work = asyncio.create_task(running.bridge.run())
+        work = asyncio.create_task(running.dispatcher.run())
         done = asyncio.create_task(console.finished.wait())
         await asyncio.wait({work, done}, return_when=asyncio.FIRST_COMPLETED)
         work.cancel()
@@ -209,7 +209,7 @@ async def _serve(settings: Settings, early: list[signal.Signals]) -> None:
             if stopper.requested.is_set():
                 logging.getLogger(__name__).info("stopped while starting: nothing was in flight")
                 return
-            await stopper.run(running.bridge)
+            await stopper.run(running.dispatcher)
     except asyncio.CancelledError:
         logging.getLogger(__name__).warning("stopped while starting")
     finally:

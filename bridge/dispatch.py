@@ -29,7 +29,7 @@ MAX_DELIVERY_ATTEMPTS = 8
 DELIVERY_PAGE = 100  # replies read from the outbox at a time
 
 
-class Bridge:
+class Dispatcher:
     def __init__(self, services: Services, adapters: list[Adapter]) -> None:
         self.inbox = services.inbox
         self.outbox = services.outbox

@@ -28,9 +28,9 @@ from bridge.chats import ChatState, Turn, state_key
 from bridge.commands import CommandCall, CommandResult, Effect
 from bridge.hearing import heard_prefix
 from bridge.inbox import Claimed
+from bridge.live_reply import LiveReply
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
 from bridge.outbox import enqueue_reply
-from bridge.progress import LiveReply
 from bridge.router import Command, Ignore, Question, Remember, RouteContext, route
 from bridge.scopes import holds_anything
 from bridge.services import Services

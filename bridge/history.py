@@ -11,12 +11,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from bridge.config import RetrievalSettings, Settings
+from bridge.context_windows import context_text, is_chat, line
 from bridge.embedder import Embedder, build_embedder
 from bridge.messages import HistoryRecord
-from bridge.question import date_span, name_parts, names_in, names_of, without_names
+from bridge.question_analysis import date_span, name_parts, names_in, names_of, without_names
 from bridge.sparse import SparseEncoder
 from bridge.store import HistoryStore, Hit, Selector, Vectorized
-from bridge.units import context_text, is_chat, line
 
 # How much of a hit's score its neighbours in the chat receive: evidence often spans adjacent messages.
 NEIGHBOUR_SHARE = 0.3

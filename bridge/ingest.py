@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bridge.context_windows import with_context
 from bridge.importers.base import Problem
 from bridge.importers.text import PASSAGE_CHARS, clean_text, passages
 from bridge.messages import HistoryRecord
-from bridge.units import with_context
 
 log = logging.getLogger(__name__)
 MAX_REPORTED_PROBLEMS = 50

@@ -40,7 +40,7 @@ class Harness:
         self.history.min_relevance = self.settings.retrieval.min_relevance
         self._stack = AsyncExitStack()
         self._running = await self._stack.enter_async_context(assemble(self.settings, [self.adapter], self.parts))  # type: ignore[list-item]
-        self.task = asyncio.create_task(self.bridge.run())
+        self.task = asyncio.create_task(self.dispatcher.run())
         return self
 
     @property
@@ -53,11 +53,11 @@ class Harness:
         return self.running.services
 
     def __getattr__(self, name: str) -> object:
-        """bridge, db, inbox, outbox, models, pipeline, commands, metrics ...: those of the assembled services."""
+        """dispatcher, db, inbox, outbox, models, pipeline, commands, metrics ...: those of the assembled services."""
         if name.startswith("_") or self._running is None:
             raise AttributeError(name)
-        if name == "bridge":
-            return self._running.bridge
+        if name == "dispatcher":
+            return self._running.dispatcher
         return getattr(self._running.services, name)
 
     async def stop(self) -> None:

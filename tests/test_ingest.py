@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from bridge.context_windows import context_text, with_context
 from bridge.history import HistoryIndex, lift_neighbours
 from bridge.importers.base import Problem, WrongKind
 from bridge.importers.registry import open_importer
 from bridge.ingest import ingest
 from bridge.messages import HistoryRecord
 from bridge.store import Hit
-from bridge.units import context_text, with_context
 from tests.import_fixtures import ANDROID_US, write_whatsapp_txt
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)

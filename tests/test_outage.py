@@ -141,7 +141,7 @@ async def run(args: Outage, workdir: Path) -> EditingAdapter:
                                  author="Anna", text="The boat trip starts at the pier at nine on Saturday.",
                                  time=datetime(2024, 5, 3, tzinfo=UTC), source="whatsapp:boat.zip")  # fmt: skip
             await running.history.add(f"p{i}", [note])
-        work = asyncio.create_task(running.bridge.run())
+        work = asyncio.create_task(running.dispatcher.run())
         await adapter.ready.wait()
         start = time.monotonic()
         down, up = start + args.before, start + args.before + args.outage

@@ -23,7 +23,7 @@ from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.mailservers import free_port
 
 PEOPLE = [200 + n for n in range(20)]
-KILLS = 12  # more than bridge.worker.MAX_STARTS
+KILLS = 12  # more than bridge.dispatch.MAX_STARTS
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The Telegram adapter end to end in-process: a real Bridge (Harness) around it, a Bot API server on loopback."""
+"""The Telegram adapter end to end in-process: a real dispatcher (Harness) around it, a Bot API server on loopback."""
 
 from __future__ import annotations
 

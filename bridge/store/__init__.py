@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from bridge.messages import HistoryRecord
 
-# Each record is indexed alone and with its neighbours (bridge/units.py), densely and by BM25 terms.
+# Each record is indexed alone and with its neighbours (bridge/context_windows.py), densely and by BM25 terms.
 DENSE_VECTORS = ("dense", "dense_ctx")
 SPARSE_VECTORS = ("sparse", "sparse_ctx")
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0b-4f5e-9c53-8f1d2b0c7a11")
