@@ -41,6 +41,10 @@ class InboxPort(Protocol):
         """Return once new messages can be stored (at once, normally): wait here before fetching more."""
         ...
 
+    def has_room(self) -> bool:
+        """Whether new messages can be stored now (a server that must answer at once, as SMTP, asks this)."""
+        ...
+
 
 class Adapter(Protocol):
     channel: str

@@ -71,11 +71,14 @@ def settings_or_exit(quiet: bool = False) -> Settings:
 
 
 def _log_to_file(settings: Settings) -> None:
+    from bridge.diskspace import NotEnoughSpace, ensure_room_to_start
     from bridge.lockdown import ensure_private_dir
 
     try:
-        ensure_private_dir(settings.data_dir)  # first: no log file is written into a folder others can read
-    except DataDirNotPrivate as exc:
+        # First: no log file is written into a folder others can read, nor onto a disk too full to start on.
+        ensure_private_dir(settings.data_dir)
+        ensure_room_to_start(settings.data_dir, settings.min_free_mb)
+    except (DataDirNotPrivate, NotEnoughSpace) as exc:
         raise fail(str(exc), 2) from None
     path = settings.data_dir / "logs" / "confide.log"
     path.parent.mkdir(parents=True, exist_ok=True)

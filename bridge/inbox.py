@@ -44,6 +44,9 @@ class Inbox:
         if self.room is not None:
             await self.room.wait()
 
+    def has_room(self) -> bool:
+        return self.room is None or self.room.has_room()
+
     async def put(self, message: IncomingMessage) -> bool:
         """Store a message; True if it is new, False if it was already there. NoRoom below the disk's floor."""
         if self.room is not None:

@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,9 +213,10 @@ class MailServers:
     async def start(self) -> MailServers:
         self.root.chmod(0o755)  # Dovecot's auth and Postfix's daemons run as their own users
         try:
-            self_signed_cert(self.root)
-            await self._start_dovecot()
-            self._write_postfix()
+            with shared_files():  # the suite's umask (077, as Confide's) would keep those users out of their files
+                self_signed_cert(self.root)
+                await self._start_dovecot()
+                self._write_postfix()
             await asyncio.to_thread(self._postfix, "start")
             await _wait_for_port(self.smtp_port)
         except BaseException:
@@ -258,8 +260,9 @@ class MailServers:
                                 key=self.key)
         )  # fmt: skip
         self._dovecot = await asyncio.create_subprocess_exec(
-            "dovecot", "-F", "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
+            "dovecot", "-F", "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            umask=SHARED_UMASK,
+        )  # fmt: skip
         for port in (self.imap_port, self.imaps_port, self.lmtp_port, self.auth_port):
             await _wait_for_port(port, self._dovecot)
 
@@ -278,9 +281,24 @@ class MailServers:
         (base / "master.cf").write_text(MASTER_CF.format(smtp_listen=f"127.0.0.1:{self.smtp_port}"))
 
     def _postfix(self, action: str) -> None:
-        done = subprocess.run(["postfix", "-c", str(self.root / "postfix"), action], capture_output=True, text=True)
+        done = subprocess.run(
+            ["postfix", "-c", str(self.root / "postfix"), action], capture_output=True, text=True, umask=SHARED_UMASK
+        )
         if done.returncode != 0:
             raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr + self.log())
+
+
+SHARED_UMASK = 0o022
+
+
+@contextlib.contextmanager
+def shared_files() -> Iterator[None]:
+    """Files the mail servers' own users (postfix, dovecot, nobody) must read, made under the usual umask."""
+    previous = os.umask(SHARED_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def _tmp_root() -> str | None:

@@ -16,13 +16,17 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiosmtplib
 import httpx
 import pytest
 
+from adapters.email.settings import EmailSettings
+from adapters.email.smtp_server import Outcome, serve_smtp
 from tests.cli_helpers import kill_if_running, run_cli, start_serve, telegram_serve_env
 from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import FakeOpenAI
+from tests.mailservers import free_port
 
 USER = 300
 MB = 1024 * 1024
@@ -120,3 +124,33 @@ async def test_too_little_space_to_start_is_refused_saying_how_much_is_needed(
     assert result.code == 2, result.stderr
     assert f"Confide needs at least {FLOOR_MB} MB there to start safely" in result.stderr, result.stderr
     assert list(data.iterdir()) == [], "something was written on the full disk"
+
+
+async def test_smtp_says_452_while_the_disk_is_below_its_floor_and_takes_mail_again_after(tmp_path: Path) -> None:
+    """SMTP must answer at once: below the floor a mail is deferred with 452 4.3.1 (the sending MTA keeps it and
+    retries), never taken and then lost; with room again the same mail is taken."""
+    settings = EmailSettings(smtp_enabled=True, smtp_port=free_port(), addresses=["confide@example.org"],
+                             relay_host="127.0.0.1", from_address="confide@example.org")  # fmt: skip
+    taken: list[bytes] = []
+    room = False
+
+    async def accept(raw: bytes, envelope_sender: str | None, peer: str | None) -> Outcome:
+        taken.append(raw)
+        return Outcome.STORED
+
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve_smtp(settings, accept, ready, has_room=lambda: room))
+    mail = b"From: ana@example.org\r\nSubject: key\r\n\r\nwhere is the key?\r\n"
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=settings.smtp_port) as client:
+            with pytest.raises(aiosmtplib.SMTPResponseException) as full:
+                await client.sendmail("ana@example.org", ["confide@example.org"], mail)
+        room = True
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=settings.smtp_port) as client:
+            await client.sendmail("ana@example.org", ["confide@example.org"], mail)
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+    assert (full.value.code, full.value.message) == (452, "4.3.1 Insufficient system storage; try again later")
+    assert len(taken) == 1

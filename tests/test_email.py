@@ -141,7 +141,9 @@ def mail(subject: str, body: str, sender: str, to: str = CONFIDE, **headers: str
 
 def signed(msg: EmailMessage, key: DkimKey, domain: str = PEOPLE_DOMAIN) -> bytes:
     raw = msg.as_bytes(policy=policy.SMTP)
-    headers = [b"From", b"To", b"Subject", b"Date", b"Message-ID", b"In-Reply-To", b"References"]
+    # What a command's authority needs signed (adapters/email/auth.py): the body's framing headers too.
+    headers = [b"From", b"To", b"Subject", b"Date", b"Message-ID", b"In-Reply-To", b"References", b"MIME-Version",
+               b"Content-Type", b"Content-Transfer-Encoding"]  # fmt: skip
     return dkim.sign(raw, SELECTOR, domain.encode(), key.private_pem, include_headers=headers) + raw
 
 

@@ -304,6 +304,9 @@ class RecordingInbox:
     async def wait_for_room(self) -> None:
         return None
 
+    def has_room(self) -> bool:
+        return True
+
 
 async def test_media_become_attachments_with_their_mime_types(tmp_path: Path, telegram: FakeTelegram) -> None:
     settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))

@@ -1,9 +1,12 @@
 """The email adapter: mail in (SMTP server and/or IMAP mailbox), answers out (through a relay).
 
-Every received mail goes through `accept`: loop checks, sender authentication, the per-sender rate cap,
-then `inbox.put`. Unauthenticated or spoofed mail is logged and dropped before `put`, so nothing of it is
+Every received mail goes through `accept`: a place among the mails being read (intake.py), its header block read
+within bounds in a thread (headers.py), loop checks, sender authentication, the per-sender rate cap, and only
+then the whole mail parsed and `inbox.put`. Before authentication nothing heavy runs on the event loop and the
+body is never parsed. Unauthenticated or spoofed mail is logged and dropped before `put`, so nothing of it is
 stored and no person is ever attributed a mail they did not send (rather than put with a sender that maps
-to nobody, which would keep a stranger's text in the state database for no use).
+to nobody, which would keep a stranger's text in the state database for no use). A mail with two of a header
+allowed once (two Subjects: one read, another verified) is never answered.
 
 Subject commands (the entries of bridge/command_table.py with a `mail` rule): a subject (without "Re:"/"Fwd:")
 starting with "[NAME]", or with the bare word NAME where the rule allows it, is that command. "import" hands the
@@ -17,24 +20,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 from adapters.attachments import safe_name, write_atomically
 from adapters.email import mime
-from adapters.email.auth import DnsFunc, authenticate
+from adapters.email.auth import DnsFunc, authenticate, header_signed
+from adapters.email.headers import Bounds, MailHead, Unreadable, read_head
 from adapters.email.imap_reader import ImapReader
+from adapters.email.intake import Reading
 from adapters.email.loops import RateLimit, is_own_message_id, loop_reason
 from adapters.email.sender import ReplySender, domain_of
 from adapters.email.settings import email_settings
-from adapters.email.smtp_server import Outcome, serve_smtp
+from adapters.email.smtp_server import Outcome, serve_smtp, trusted_relay
 from adapters.email.state import EmailState
 from bridge import command_table
 from bridge.adapter import Capabilities, InboxPort
@@ -44,6 +49,7 @@ from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
 from bridge.persons import Directory
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # "[name] rest" or "name rest" ("[import" too, as before); the name is looked up in the command table.
 _SUBJECT = re.compile(
@@ -75,16 +81,31 @@ class EmailAdapter:
         self._imap_task: asyncio.Task[None] | None = None
         self._intake_stopped = False
         self._inbox: InboxPort | None = None
+        self.reading = Reading(self.email.max_reading, self.email.max_reading_bytes)
+        self.bounds = Bounds(
+            max_header_bytes=self.email.max_header_bytes,
+            max_parts=self.email.max_mime_parts,
+            max_address_bytes=self.email.max_address_header_bytes,
+            max_addresses=self.email.max_addresses,
+            max_depth=self.email.max_mime_depth,
+        )
 
     async def run(self, inbox: InboxPort) -> None:
         self._inbox = inbox
         async with asyncio.TaskGroup() as group:
             if self.email.smtp_enabled:
-                smtp = serve_smtp(self.email, self.accept, self.smtp_started, lambda: not self._intake_stopped)
+                smtp = serve_smtp(self.email, self.accept, self.smtp_started, self._accepting, self.worth_keeping,
+                                  self._is_person, inbox.has_room)  # fmt: skip
                 group.create_task(smtp, name="confide-email-smtp")
             if self.email.imap_enabled:
                 self.imap = ImapReader(self.email, self.state, self.accept)
                 self._imap_task = group.create_task(self.imap.run(), name="confide-email-imap")
+
+    def _accepting(self) -> bool:
+        return not self._intake_stopped
+
+    def _is_person(self, address: str) -> bool:
+        return self.directory.person_for(f"{self.channel}:{address}") is not None
 
     async def stop_intake(self) -> None:
         """A graceful stop: SMTP defers new mail (421, the sending MTA retries); the mailbox is read no more."""
@@ -105,27 +126,24 @@ class EmailAdapter:
 
     async def accept(self, raw: bytes, envelope_sender: str | None, peer: str | None = None) -> Outcome:
         """Decide about one received mail and put it in the inbox if it is to be answered. `peer`: the SMTP
-        client that handed it over (None: read from the IMAP mailbox)."""
+        client that handed it over (None: read from the IMAP mailbox, which waits for its turn instead of BUSY)."""
         assert self._inbox is not None, "accept before run"
-        if reason := mime.unreadable(raw, self.email.max_header_bytes, self.email.max_mime_parts):
-            log.warning("mail of %d bytes from peer %s dropped unread: %s", len(raw), peer or "imap", reason)
-            return Outcome.DROPPED
-        try:
-            # Parsing is CPU work that a hostile mail can make long: off the event loop, within a budget.
-            msg, sender_count, sender = await asyncio.wait_for(asyncio.to_thread(_read, raw), self.email.parse_budget_s)
-        except TimeoutError:
-            log.warning("mail of %d bytes from peer %s dropped: not read within %.0f s", len(raw), peer or "imap",
-                        self.email.parse_budget_s)  # fmt: skip
-            return Outcome.DROPPED
-        mail_id = mime.message_id(msg) or "sha256:" + hashlib.sha256(raw).hexdigest()
-        if sender is None:
-            log.warning("mail %s dropped: From names %d addresses", mail_id, sender_count)
-            return Outcome.DROPPED
-        if reason := loop_reason(msg, envelope_sender, self.own_addresses, self.own_domain):
-            log.info("mail %s from %s not answered: %s", mail_id, sender, reason)
-            return Outcome.DROPPED
+        if peer is None:
+            await self._inbox.wait_for_room()  # the mailbox keeps its mail (unseen, unchecked) until there is room
+        async with self.reading.slot(len(raw), None if peer is None else self.email.busy_wait_s) as admitted:
+            if not admitted:
+                log.warning("mail of %d bytes from peer %s deferred: %d mails (%d bytes) being read", len(raw), peer,
+                            self.reading.mails, self.reading.bytes)  # fmt: skip
+                return Outcome.BUSY
+            return await self._take(raw, envelope_sender, peer)
+
+    async def _take(self, raw: bytes, envelope_sender: str | None, peer: str | None) -> Outcome:
+        read = await self._head(raw, envelope_sender, peer or "imap")
+        if isinstance(read, Outcome):
+            return read
+        head, mail_id, sender = read
         verdict = await authenticate(
-            raw, msg, domain_of(sender), self._authserv_ids_for(peer), self.email.verify_dkim, self.dnsfunc
+            raw, head, domain_of(sender), self._authserv_ids_for(peer), self.email.verify_dkim, self.dnsfunc
         )
         if not verdict.authenticated:
             log.warning("mail %s claiming to be from %s dropped: not authenticated (%s)", mail_id, sender, verdict.how)
@@ -134,28 +152,102 @@ class EmailAdapter:
             log.warning("mail %s from %s refused: over %d mails per hour", mail_id, sender, self.rate.per_hour)
             return Outcome.RATE_LIMITED
         try:
-            message = await self._incoming(msg, mail_id, sender, verdict.proven)
-            created = await self._inbox.put(message)
+            outcome = await self._store(raw, head, mail_id, sender, verdict.proven)
         except BaseException:
             self.rate.forget(sender)
             raise
-        if not created:
+        if outcome is not Outcome.STORED:
             self.rate.forget(sender)
-        log.info("mail %s from %s %s (%s)", mail_id, sender, "queued" if created else "was queued before", verdict.how)
-        return Outcome.STORED if created else Outcome.DUPLICATE
+        done = {Outcome.STORED: "queued", Outcome.DUPLICATE: "was queued before"}.get(outcome, outcome.value)
+        log.info("mail %s from %s %s (%s)", mail_id, sender, done, verdict.how)
+        return outcome
+
+    async def _head(self, raw: bytes, envelope_sender: str | None, where: str) -> tuple[MailHead, str, str] | Outcome:
+        """The header block, id and sender of a mail that may be answered if its sender is authenticated; else the
+        outcome of one that may not (logged): unreadable, a header allowed once twice, not one sender, a loop, or
+        an address no person has (the bridge would ignore it)."""
+        try:
+            head, mail_id, loop = await self._off_loop(self._read_head, raw, envelope_sender)
+        except Unreadable as exc:
+            log.warning("mail of %d bytes from peer %s %s: %s", len(raw), where,
+                        "refused" if exc.permanent else "dropped unread", exc.reason)  # fmt: skip
+            return Outcome.REFUSED if exc.permanent else Outcome.DROPPED
+        except TimeoutError:
+            log.warning("mail of %d bytes from peer %s dropped: its header not read within %.0f s", len(raw), where,
+                        self.email.parse_budget_s)  # fmt: skip
+            return Outcome.DROPPED
+        if duplicated := head.duplicated():
+            log.warning("mail %s from peer %s not answered: it carries more than one %s header", mail_id, where,
+                        ", ".join(duplicated))  # fmt: skip
+            return Outcome.DROPPED
+        sender = head.sender
+        if sender is None:
+            log.warning("mail %s dropped: From names %d addresses", mail_id, len(head.from_addresses))
+            return Outcome.DROPPED
+        if loop:
+            log.info("mail %s from %s not answered: %s", mail_id, sender, loop)
+            return Outcome.DROPPED
+        if not self._is_person(sender):
+            log.info("mail %s from %s dropped: no person has this address", mail_id, sender)
+            return Outcome.DROPPED
+        return head, mail_id, sender
+
+    async def worth_keeping(self, first: bytes, envelope_sender: str | None, peer: str) -> bool:
+        """Whether an SMTP mail still arriving, of which `first` (a MiB) has come, could be answered: its header
+        passes every check before authentication, and a DKIM signature of the From domain holds over it (its body is
+        checked once it has arrived) or a trusted relay hands it over. One that could not is read to its end without
+        being kept (smtp_server.read_data)."""
+        read = await self._head(first, envelope_sender, peer)
+        if isinstance(read, Outcome):
+            return False
+        head, mail_id, sender = read
+        if self._authserv_ids_for(peer):
+            return True  # the relay's Authentication-Results are read once the mail has arrived
+        if self.email.verify_dkim and head.dkim_signatures:
+            if await asyncio.to_thread(header_signed, head, domain_of(sender), self.dnsfunc):
+                return True
+        log.warning("mail %s claiming to be from %s dropped while arriving: no DKIM signature of its domain holds",
+                    mail_id, sender)  # fmt: skip
+        return False
+
+    async def _store(self, raw: bytes, head: MailHead, mail_id: str, sender: str, proven: bool) -> Outcome:
+        """Parse the whole mail of an authenticated sender and put it in the inbox."""
+        assert self._inbox is not None
+        try:
+            msg = await self._off_loop(_parse, raw)
+            if tuple(name.lower() for name in msg.keys()) != head.names:
+                # Judged on one reading of the header, answered from another: never.
+                log.warning("mail %s from %s dropped: its header read differently when parsed whole", mail_id, sender)
+                return Outcome.DROPPED
+            message = await self._incoming(msg, mail_id, sender, proven)
+        except RecursionError:
+            log.warning("mail %s from %s refused: nested too deeply to read", mail_id, sender)
+            return Outcome.REFUSED
+        except TimeoutError:
+            log.warning("mail %s from %s dropped: not read within %.0f s", mail_id, sender, self.email.parse_budget_s)
+            return Outcome.DROPPED
+        return Outcome.STORED if await self._inbox.put(message) else Outcome.DUPLICATE
+
+    def _read_head(self, raw: bytes, envelope_sender: str | None) -> tuple[MailHead, str, str | None]:
+        """(the header block, the mail's id, why it must not be answered): CPU work, run in a thread."""
+        head = read_head(raw, self.bounds)
+        mail_id = head.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        try:
+            return head, mail_id, loop_reason(head.msg, envelope_sender, self.own_addresses, self.own_domain)
+        except RecursionError:
+            raise Unreadable("a header nested too deeply to read", permanent=True) from None
+
+    async def _off_loop(self, work: Callable[..., T], *args: object) -> T:
+        """`work` in a thread within the parse budget. Past it the thread runs on (a thread cannot be stopped): the
+        bounds checked before any parsing are what keep that short."""
+        return await asyncio.wait_for(asyncio.to_thread(work, *args), self.email.parse_budget_s)
 
     def _authserv_ids_for(self, peer: str | None) -> list[str]:
         """Whose Authentication-Results count for a mail from `peer`: in SMTP mode Confide is the receiving MTA, and
         a header that came with the mail was written by whoever sent it, unless a trusted relay handed it over."""
         if peer is None:
             return self.email.trusted_authserv_ids  # IMAP: the mailbox provider's MTA received it
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return []
-        if any(address in network for network in self.email.trusted_relays):
-            return self.email.trusted_authserv_ids
-        return []
+        return self.email.trusted_authserv_ids if trusted_relay(self.email, peer) else []
 
     async def _incoming(self, msg: EmailMessage, mail_id: str, sender: str, proven: bool) -> IncomingMessage:
         subject = mime.header(msg, "Subject")
@@ -205,7 +297,8 @@ class EmailAdapter:
         return await self._save(mail_id, 1, parts[0])
 
     async def _save_attachments(self, msg: EmailMessage, mail_id: str) -> list[Attachment]:
-        return [await self._save(mail_id, index, part) for index, part in enumerate(mime.attachments(msg), start=1)]
+        parts = await asyncio.to_thread(mime.attachments, msg)  # decoding files of megabytes: off the loop
+        return [await self._save(mail_id, index, part) for index, part in enumerate(parts, start=1)]
 
     async def _save(self, mail_id: str, index: int, part: mime.MailAttachment) -> Attachment:
         """One attached file under the mail's own folder (named by a hash of its Message-ID), written atomically."""
@@ -218,12 +311,10 @@ class EmailAdapter:
         return Attachment(name=part.name, mime_type=part.mime_type, size=len(part.data), path=str(path))
 
 
-def _read(raw: bytes) -> tuple[EmailMessage, int, str | None]:
-    """The parsed mail, how many addresses its From names, and the one sender (None unless exactly one)."""
+def _parse(raw: bytes) -> EmailMessage:
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
-    addresses = [a.lower() for _, a in getaddresses([mime.header(msg, "From")]) if "@" in a]
-    return msg, len(addresses), addresses[0] if len(addresses) == 1 else None
+    return msg
 
 
 def subject_command(subject: str, body: str, models: Collection[str]) -> tuple[str, bool] | None:

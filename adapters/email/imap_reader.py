@@ -121,6 +121,9 @@ class ImapReader:
             log.debug("mail UID %d in %s: %s", uid, self.where, outcome.value)
             if outcome is Outcome.RATE_LIMITED:
                 log.warning("mail UID %d in %s dropped: its sender is over the hourly limit", uid, self.where)
+            elif outcome is Outcome.REFUSED:
+                # It can never be read: skipped for good (taken again at every pass, it would stop the mailbox).
+                log.warning("mail UID %d in %s skipped: it can never be read", uid, self.where)
         # Only now, with the mail in the inbox (or deliberately not taken), is it marked read.
         _ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), f"UID STORE {uid}")
 

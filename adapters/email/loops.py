@@ -2,7 +2,8 @@
 
 Auto-replies, bounces, delivery and read reports, list and bulk mail, and Confide's own mail are dropped,
 and each sender gets at most `rate_limit_per_hour` answers per hour, which ends a loop that slips past
-every header check.
+every header check. `loop_reason` runs before the sender is authenticated, on the header block alone parsed with
+compat32 (raw strings, bounded on the raw bytes first: headers.py), in a thread.
 """
 
 from __future__ import annotations

@@ -49,9 +49,42 @@ class EmailSettings(BaseModel):
         "headers are read; from any other peer they are ignored, since the sender could have written them",
     )
     # Read before a mail is parsed: bounds that keep a hostile mail from stalling the server.
-    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    # At most a MiB: a large mail is judged on its first MiB, which must hold its whole header (smtp_server.py).
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
     max_mime_parts: int = Field(500, ge=1)
+    max_address_header_bytes: int = Field(
+        8 * 1024, ge=256, description="Bytes of one address header (To, Cc, Sender...); a larger one: dropped unread"
+    )
+    max_addresses: int = Field(
+        100, ge=1, description="Addresses one address header may name (counted by its commas); more: dropped unread"
+    )
+    max_mime_depth: int = Field(
+        50,
+        ge=1,
+        description="Multipart and message parts a mail may declare, which bounds how deep it nests; "
+        "more: refused for good (554), the sending server bounces it",
+    )
     parse_budget_s: float = Field(10.0, gt=0, description="Most seconds one mail may take to read")
+    # How much mail is taken at once: a flood of strangers' mail must not starve a person's or exhaust memory.
+    max_receiving: int = Field(
+        4,
+        ge=1,
+        description="SMTP mails arriving (DATA) at once from strangers, and as many again from persons' addresses "
+        "(envelope senders); a mail held unread beyond its first MiB when it could never be answered gives its place "
+        "back",
+    )
+    max_receiving_per_peer: int = Field(
+        2, ge=1, description="Of those, from one client address (trusted relays excepted); more wait as for a place"
+    )
+    max_reading: int = Field(2, ge=1, description="Mails read and authenticated at once (SMTP and IMAP)")
+    max_reading_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of the mails read at once (one mail is always let in alone, whatever its size)",
+    )
+    busy_wait_s: float = Field(
+        10.0, ge=0, description="How long an SMTP mail waits for its turn before 451 4.3.2 (the sender retries)"
+    )
     verify_dkim: bool = Field(True, description="Check DKIM signatures (DNS TXT lookups of sender domains)")
     rate_limit_per_hour: int = Field(20, ge=1)
     ca_file: Path | None = Field(None, description="CA bundle for the relay's and IMAP server's certificates")
