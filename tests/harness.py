@@ -14,7 +14,7 @@ from bridge.energy import Energy
 from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.services import Services
-from tests.recording_adapter import RecordingAdapter
+from tests.fakes.recording_adapter import RecordingAdapter
 
 
 class Harness:

@@ -13,9 +13,9 @@ from bridge.config import RetrievalSettings
 from bridge.history import NO_RELEVANCE, HistoryIndex
 from bridge.llm import ModelClient
 from bridge.messages import HistoryRecord
-from tests.conftest import eventually, model_for
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
+from tests.helpers import eventually, model_for
 
 WHEN = datetime(2024, 5, 3, 18, 30, tzinfo=UTC)
 QUESTION = "What is the wifi password at the cabin?"

@@ -18,10 +18,10 @@ from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
 from bridge.state import StateDB
 from bridge.usage import AnswerUsage, UsageRow, format_summary, record
-from tests.conftest import eventually, model_for
 from tests.fakes.dcgm_exporter import FakeDcgm
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
+from tests.helpers import eventually, model_for
 
 WHEN = datetime(2024, 5, 3, 18, 30, tzinfo=UTC)
 

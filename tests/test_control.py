@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import kill_if_running, run_cli, start_serve, telegram_serve_env
-from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
+from tests.helpers import eventually
 
 USER = 100
 

@@ -9,9 +9,9 @@ from bridge.dispatch import DELIVERY_PAGE
 from bridge.messages import OutgoingReply
 from bridge.outbox import enqueue_reply
 from bridge.state import StateDB
-from tests.conftest import eventually, model_for
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
+from tests.helpers import eventually, model_for
 
 
 async def test_more_replies_than_one_page_left_by_a_previous_run_are_all_delivered(

@@ -23,9 +23,9 @@ import pytest
 from adapters.email.settings import EmailSettings
 from adapters.email.smtp_server import Outcome, serve_smtp
 from tests.cli_helpers import kill_if_running, run_cli, start_serve, telegram_serve_env
-from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import eventually
 from tests.mailservers import free_port
 
 USER = 300

@@ -34,9 +34,9 @@ from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, utcnow
 from bridge.transcriber import OpenAITranscriber
-from tests.conftest import eventually, make_settings, model_for
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
+from tests.helpers import eventually, make_settings, model_for
 from tests.mailservers import (
     CONFIDE_DOMAIN,
     IMAP_DOMAIN,

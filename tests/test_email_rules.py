@@ -18,7 +18,7 @@ from adapters.email.mime import unreadable
 from adapters.email.sender import build_reply, message_id_for
 from adapters.email.settings import EmailSettings
 from bridge.messages import Citation, OutgoingReply
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.mailservers import free_port
 
 OWN = {"confide@confide.test"}

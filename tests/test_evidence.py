@@ -13,9 +13,9 @@ from bridge.embedder import LocalEmbedder
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
 from bridge.store.edge import EdgeStore
-from tests.conftest import eventually, model_for
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
 from tests.harness import Harness
+from tests.helpers import eventually, model_for
 
 WHEN = datetime(2025, 8, 1, 9, 0, tzinfo=UTC)
 INVENTED = "The wifi password at the cabin is 2026-11-30. [1]"

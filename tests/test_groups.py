@@ -18,9 +18,9 @@ from bridge.handler import GROUP_ONLY
 from bridge.history import HistoryIndex
 from bridge.messages import Attachment, HistoryRecord, IncomingMessage
 from bridge.router import Command, Question, Remember, RouteContext, room_scope, route
-from tests.conftest import eventually, model_for
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
 from tests.harness import Harness
+from tests.helpers import eventually, model_for
 
 SECRET = "31-41-59"
 PERSONS = ("alice", "bob", "carol")

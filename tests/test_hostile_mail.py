@@ -40,9 +40,9 @@ from adapters.email.state import EmailState
 from bridge.config import PersonSettings, Settings
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, utcnow
-from tests.conftest import eventually, make_settings, model_for
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
+from tests.helpers import eventually, make_settings, model_for
 from tests.mailservers import DkimKey, free_port
 
 DOMAIN = "example.test"

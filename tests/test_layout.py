@@ -168,3 +168,15 @@ def _on_map(path: Path, named: set[str], section: str) -> bool:
         return True
     platform = path.parts[0] == "adapters" and len(path.parts) > 2
     return platform and "/".join(path.parts[:2]) in named
+
+
+def test_no_test_imports_from_conftest_and_conftest_holds_only_fixtures() -> None:
+    """Helpers live in tests/helpers.py and the fakes in tests/fakes/; conftest.py is pytest's, for fixtures."""
+    tests = ROOT / "tests"
+    importing = [p.name for p in tests.rglob("*.py") if re.search(r"^from tests\.conftest import|^import tests\.conftest",
+                                                                  p.read_text(encoding="utf-8"), re.MULTILINE)]  # fmt: skip
+    assert importing == []
+    tree = ast.parse((tests / "conftest.py").read_text(encoding="utf-8"))
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+    plain = [f.name for f in functions if not any("fixture" in ast.unparse(d) for d in f.decorator_list)]
+    assert plain == [], "helpers in conftest.py"

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from bridge.llm import BREAKER_FAILURES, Delta, Done, ModelClient, ModelUnavailable, Restart, StreamEvent
-from tests.conftest import eventually, model_for
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.helpers import eventually, model_for
 
 MESSAGES = [{"role": "user", "content": "Question: what time is it"}]
 

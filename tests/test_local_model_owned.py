@@ -22,7 +22,7 @@ import pytest
 from bridge.config import LocalModelSettings
 from bridge.llm import Delta, ModelClient, ModelUnavailable
 from bridge.local_model import LocalModelError, LocalModelServer, smollm2_gguf
-from tests.conftest import eventually
+from tests.helpers import eventually
 from tests.other_user import OtherUser
 
 # Run as the other user (stdlib only): every way it could take the port, whether it can use the model without the

@@ -30,9 +30,9 @@ from bridge.reanswer import FOLLOW_UP
 from bridge.store.edge import EdgeStore
 from bridge.transcriber import OpenAITranscriber
 from tests.cli_helpers import cli_env, run_cli
-from tests.conftest import eventually, make_settings, model_for
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
+from tests.helpers import eventually, make_settings, model_for
 from tests.synapse import Person, Synapse
 
 PASSWORD = "secret-password"

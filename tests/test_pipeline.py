@@ -12,9 +12,9 @@ import pytest
 from bridge.answer import FALLBACK_HEADER
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord
-from tests.conftest import eventually, model_for
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
+from tests.helpers import eventually, model_for
 
 WHEN = datetime(2024, 5, 3, 18, 30, tzinfo=UTC)
 

@@ -12,11 +12,11 @@ from bridge.hearing import Hearing
 from bridge.history import HistoryIndex
 from bridge.reanswer import FOLLOW_UP
 from bridge.transcriber import OpenAITranscriber
-from tests.conftest import eventually, make_settings, model_for
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.fakes.recording_adapter import RecordingAdapter
 from tests.harness import Harness
-from tests.recording_adapter import RecordingAdapter
+from tests.helpers import eventually, make_settings, model_for
 
 
 async def test_a_fallback_is_followed_by_the_real_answer_once_the_model_is_back(

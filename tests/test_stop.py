@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.cli_helpers import cli_env, kill_if_running, run_cli, start_serve
-from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.helpers import eventually
 from tests.mailservers import free_port
 
 USER = 100

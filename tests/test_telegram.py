@@ -26,10 +26,10 @@ from bridge.hearing import NOT_HEARD, NOTHING_HEARD, Hearing
 from bridge.history import HistoryIndex
 from bridge.messages import HistoryRecord, Image, IncomingMessage, OutgoingReply
 from bridge.transcriber import OpenAITranscriber
-from tests.conftest import eventually, make_settings, model_for, plain_png
 from tests.fakes.bot_api import BOT_ID, FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
+from tests.helpers import eventually, make_settings, model_for, plain_png
 from tests.import_fixtures import ogg_opus
 
 GROUP = -5

@@ -16,9 +16,9 @@ import pytest
 
 from bridge.commands import HELP
 from tests.cli_helpers import CONFIDE, cli_env
-from tests.conftest import eventually
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.helpers import eventually
 
 PERSONS = [{"id": "alice", "accounts": ["telegram:100"]}, {"id": "bob", "accounts": ["telegram:200"]}]
 
