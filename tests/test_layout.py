@@ -173,8 +173,8 @@ def _on_map(path: Path, named: set[str], section: str) -> bool:
 def test_no_test_imports_from_conftest_and_conftest_holds_only_fixtures() -> None:
     """Helpers live in tests/helpers.py and the fakes in tests/fakes/; conftest.py is pytest's, for fixtures."""
     tests = ROOT / "tests"
-    importing = [p.name for p in tests.rglob("*.py") if re.search(r"^from tests\.conftest import|^import tests\.conftest",
-                                                                  p.read_text(encoding="utf-8"), re.MULTILINE)]  # fmt: skip
+    pattern = re.compile(r"^from tests\.conftest import|^import tests\.conftest", re.MULTILINE)
+    importing = [p.name for p in tests.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
     assert importing == []
     tree = ast.parse((tests / "conftest.py").read_text(encoding="utf-8"))
     functions = [node for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
