@@ -1,13 +1,16 @@
-"""What the core asks of a platform adapter, and the one thing it offers adapters: the inbox."""
+"""What the core asks of a platform adapter, and what it offers adapters: the inbox, and their own tables."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bridge.messages import IncomingMessage, OutgoingReply
+
+if TYPE_CHECKING:
+    from bridge.state import PlatformState
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,16 @@ class EditsSent(Protocol):
     an answer owed after a fallback then replaces the fallback in place instead of following it)."""
 
     def edit_token_for(self, receipt: str) -> str | None: ...
+
+
+@runtime_checkable
+class KeepsState(Protocol):
+    """An adapter with tables of its own in the state database, declared as its `Platform`'s migrations (optional).
+
+    `assemble` brings those tables to their last migration and hands the adapter its handle on them before the
+    Dispatcher exists, so neither `run` nor `deliver` ever finds it missing. The adapter opens no database."""
+
+    async def attach_state(self, state: PlatformState) -> None: ...
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.adapter import Adapter
+from bridge.adapter import Adapter, KeepsState
 from bridge.answer import AnswerPipeline
 from bridge.chats import Chats
 from bridge.commands import Commands
@@ -32,6 +32,7 @@ from bridge.lockdown import ensure_private_dir, lock_down_environment
 from bridge.metrics import Metrics
 from bridge.outbox import Drafts, Outbox
 from bridge.persons import Directory
+from bridge.platforms import platforms
 from bridge.privacy import check_endpoints
 from bridge.services import Services, WorkerOptions
 from bridge.state import StateDB
@@ -178,6 +179,16 @@ class Running:
         return await self.inbox.unfinished(channel) == 0 and await self.outbox.unsent(channel) == 0
 
 
+async def _hand_over_state(db: StateDB, adapters: list[Adapter]) -> None:
+    """Each adapter's platform tables brought to their last migration, and its handle on them given to it: before
+    the Dispatcher exists, so no run or delivery finds it missing."""
+    for adapter in adapters:
+        platform = platforms().get(adapter.channel)
+        state = await db.platform_state(adapter.channel, platform.migrations if platform is not None else ())
+        if isinstance(adapter, KeepsState):
+            await adapter.attach_state(state)
+
+
 @asynccontextmanager
 async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = Parts()) -> AsyncIterator[Running]:
     """Everything a running bridge needs, built once (`confide serve`, `confide chat`, tests, benchmarks), and taken
@@ -195,6 +206,7 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
         db = StateDB(settings.state_path)
         await db.open()
         stack.push_async_callback(db.close)
+        await _hand_over_state(db, adapters)
         models, default_model = await stack.enter_async_context(open_models(settings))
         metrics.room = DiskRoom(settings.data_dir, settings.min_free_mb)
         pipeline = AnswerPipeline(history, models, settings.retrieval.limit, settings.retrieval.candidates, energy)

@@ -3,13 +3,14 @@
 
 A platform brings its settings section (`CONFIDE_<NAME>__*`), the hosts it contacts (listed by the privacy
 check and `confide doctor`), how its account addresses compare, its adapter factory and, optionally, its own
-CLI commands. Adding a platform touches only its own package and pyproject.toml; bridge/ never imports adapters/.
+tables in the state database and CLI commands. Adding a platform touches only its own package and
+pyproject.toml; bridge/ never imports adapters/.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from bridge.adapter import Adapter
     from bridge.config import Settings
+    from bridge.state import Migration
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,9 @@ class Platform:
     endpoints: Callable[[Any], list[Endpoint]] = _no_endpoints
     # Account addresses as they compare on this platform (mail addresses ignore case).
     normalize_address: Callable[[str], str] = _same
+    # Its own tables in the state database (named `<name>_...`), as ordered migrations (bridge/state.py): the core
+    # applies them at assembly and hands the adapter a `PlatformState` over them (bridge.adapter.KeepsState).
+    migrations: Sequence[Migration] = ()
     # Its own `confide import` commands, e.g. `confide import matrix --room` (given the `import` group).
     add_import_commands: Callable[[typer.Typer], None] | None = field(default=None)
 

@@ -1,9 +1,11 @@
 """The state database: one SQLite file in WAL mode, used from one dedicated thread.
 
 Everything durable that is not history lives here: inbox, outbox, drafts, chat turns, chat settings,
-pending confirmations, usage, and the adapters' own tables (named after their owner: `telegram_...`,
+pending confirmations, usage, and the platforms' own tables (named after their owner: `telegram_...`,
 `email_...`). Callers pass a function that runs inside a transaction on the database thread, so the event
-loop never waits on disk and writes are naturally serialized.
+loop never waits on disk and writes are naturally serialized. A platform's adapter opens no connection of its
+own: at assembly the core brings the platform's tables to their last migration and hands the adapter a
+`PlatformState` over this one (bridge/app.py).
 
 Each owner's tables have a version in `schema_versions`, brought forward by an ordered list of migrations:
 version N is the N-th entry, and each runs in one transaction together with its version bump, so a crash
@@ -18,7 +20,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -233,19 +234,6 @@ def apply_migrations(conn: sqlite3.Connection, owner: str, migrations: Sequence[
     return latest
 
 
-def old_rows(path: Path | None, query: str) -> list[tuple[Any, ...]]:
-    """The rows of `query` on a SQLite file of an earlier version; none where the file or its table is gone."""
-    if path is None or not path.is_file():
-        return []
-    with closing(sqlite3.connect(path, timeout=10)) as conn:
-        try:
-            return list(conn.execute(query).fetchall())
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
-
-
 # Calls in one group commit at most: a bound on how long the first of them waits for the others.
 MAX_GROUP = 256
 
@@ -336,6 +324,11 @@ class StateDB:
         """Bring an adapter's own tables (named `<owner>_...`) to the last of its migrations."""
         return await self._submit(lambda: apply_migrations(self._open_conn(), owner, migrations))
 
+    async def platform_state(self, owner: str, migrations: Sequence[Migration]) -> PlatformState:
+        """A platform's handle on its own tables, brought to the last of its migrations first."""
+        await self.migrate(owner, migrations)
+        return PlatformState(self, owner)
+
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         call: _Call[T] = _Call(fn, loop.create_future())
@@ -378,3 +371,18 @@ class StateDB:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
+
+
+class PlatformState:
+    """One platform's tables in the state database, as the core hands them to its adapter.
+
+    Each `run` is one transaction of its own (a savepoint in the core's group commit): committed if fn returns,
+    undone whole if it raises, so a record and the mark it clears never part.
+    """
+
+    def __init__(self, db: StateDB, owner: str) -> None:
+        self._db = db
+        self.owner = owner
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._db.run(fn)

@@ -179,7 +179,8 @@ async def test_a_reply_whose_send_was_cut_off_goes_again_with_its_message_id_and
     from aiosmtpd.controller import Controller
 
     from adapters.email.sender import ReplySender
-    from adapters.email.state import EmailState
+    from adapters.email.state import MIGRATIONS, EmailState
+    from bridge.state import StateDB
 
     received: list[bytes] = []
     refuse = [True]
@@ -195,10 +196,12 @@ async def test_a_reply_whose_send_was_cut_off_goes_again_with_its_message_id_and
     port = free_port()
     relay = Controller(Relay(), hostname="127.0.0.1", port=port)
     relay.start()
+    db = StateDB(tmp_path / "state.sqlite3")
+    await db.open()
     try:
         settings = EmailSettings(relay_host="127.0.0.1", relay_port=port, relay_security="none",
                                  from_address="confide@confide.test")  # fmt: skip
-        state = EmailState(tmp_path / "state.sqlite3")
+        state = EmailState(await db.platform_state("email", MIGRATIONS))
         reply = OutgoingReply(reply_id="r-9", channel="email", chat_id="c", text="The key is under the pot.",
                               extra={"from": "alice@example.test", "subject": "key"})  # fmt: skip
         sender = ReplySender(settings, state)
@@ -210,11 +213,15 @@ async def test_a_reply_whose_send_was_cut_off_goes_again_with_its_message_id_and
         cut = reply.model_copy(update={"reply_id": "r-10"})
         await state.mark_sending("r-10", message_id_for("r-10", "confide.test"))
         await ReplySender(settings, state)._send(build_reply(cut, "confide@confide.test"))
-        restarted = ReplySender(settings, EmailState(tmp_path / "state.sqlite3"))
+        await db.close()  # the stop
+        db = StateDB(tmp_path / "state.sqlite3")
+        await db.open()
+        restarted = ReplySender(settings, EmailState(await db.platform_state("email", MIGRATIONS)))
         await restarted.deliver(cut)
         await restarted.deliver(cut)  # the outbox retrying once more sends nothing
     finally:
         relay.stop()
+        await db.close()
     assert restarted.in_doubt == 1
     ids = [BytesParser(policy=policy.default).parsebytes(raw)["Message-ID"] for raw in received]
     assert ids == [message_id_for("r-9", "confide.test")] + [message_id_for("r-10", "confide.test")] * 2

@@ -609,7 +609,7 @@ async def test_imap_skips_a_mail_that_can_never_be_read_and_moves_on(
     caplog.set_level(logging.INFO, logger="adapters.email")
     adapter = confide.adapter
     assert isinstance(adapter, EmailAdapter)
-    state = EmailState(tmp_path / "imap-state.sqlite3")
+    state: EmailState = adapter.state  # the adapter's own tables, handed over at assembly (its IMAP is off)
     reader = ImapReader(adapter.email, state, adapter.accept)
     client = FakeImap({7: nested_mail(1000), 8: signed(mail("cabin", "Where is the spare key?"), key)})
     await reader._take_new(client, uidvalidity=1)  # type: ignore[arg-type]

@@ -7,24 +7,37 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
+import bridge.app
+from adapters.email.state import MIGRATIONS as EMAIL_MIGRATIONS
 from adapters.email.state import EmailState
+from adapters.telegram.sent import MIGRATIONS as TELEGRAM_MIGRATIONS
 from adapters.telegram.sent import SentParts
+from bridge.adapter import InboxPort
+from bridge.history import HistoryIndex
 from bridge.inbox import Inbox
 from bridge.messages import IncomingMessage, OutgoingReply
 from bridge.outbox import Outbox
+from bridge.platforms import Platform
 from bridge.state import (
     CORE_MIGRATIONS,
     Migration,
+    PlatformState,
     SchemaTooNew,
     StateDB,
     apply_migrations,
     connect,
     schema_version,
 )
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.recording_adapter import RecordingAdapter
+from tests.harness import Harness
+from tests.helpers import eventually, make_settings, model_for
 
 
 def message(pid: str, chat: str = "c1", text: str = "hi") -> IncomingMessage:
@@ -277,52 +290,103 @@ async def test_each_owner_has_its_own_version(tmp_path: Path) -> None:
 async def test_adapters_keep_their_tables_in_the_state_database_beside_the_core(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     db = await open_db(tmp_path)
-    sent = SentParts(path)
-    email = EmailState(path)
+    sent = SentParts(await db.platform_state("telegram", TELEGRAM_MIGRATIONS))
+    email = EmailState(await db.platform_state("email", EMAIL_MIGRATIONS))
     await asyncio.gather(sent.record("r1", 0, 41), email.mark_sent("r2", "<m2@x>"), Inbox(db).put(message("1")))
     await email.save_checkpoint("INBOX", 7, 12)
     assert await sent.parts("r1") == {0: 41}
     assert await email.sent_message_id("r2") == "<m2@x>" and await email.checkpoint("INBOX") == (7, 12)
-    sent.close()
     await db.close()
     assert {"telegram_sent_parts", "email_sent", "email_imap_checkpoint", "inbox"} <= tables(path)
     with closing(connect(path)) as conn:
         assert schema_version(conn, "telegram") == 2 and schema_version(conn, "email") == 2
 
 
-OLD_TELEGRAM = """
-CREATE TABLE sent_parts (reply_id TEXT NOT NULL, part INTEGER NOT NULL, message_id INTEGER NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (reply_id, part));
-"""
-OLD_EMAIL = """
-CREATE TABLE sent (reply_id TEXT PRIMARY KEY, message_id TEXT NOT NULL, sent_at REAL NOT NULL);
-CREATE TABLE imap_checkpoint (
-    mailbox TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL, last_uid INTEGER NOT NULL, updated_at REAL NOT NULL
-);
-INSERT INTO sent VALUES ('r2', '<m2@x>', 1.0);
-INSERT INTO imap_checkpoint VALUES ('INBOX', 7, 12, 1.0);
+# The platforms' tables as the previous version created them, each adapter on a connection of its own.
+PREVIOUS_PLATFORM_TABLES = """
+CREATE TABLE telegram_sent_parts (reply_id TEXT NOT NULL, part INTEGER NOT NULL, message_id INTEGER NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (reply_id, part));
+CREATE TABLE telegram_sending (reply_id TEXT NOT NULL, part INTEGER NOT NULL, PRIMARY KEY (reply_id, part));
+CREATE TABLE email_sent (reply_id TEXT PRIMARY KEY, message_id TEXT NOT NULL, sent_at REAL NOT NULL);
+CREATE TABLE email_imap_checkpoint (mailbox TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL,
+    last_uid INTEGER NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE email_sending (reply_id TEXT PRIMARY KEY, message_id TEXT NOT NULL, started_at REAL NOT NULL);
+INSERT INTO schema_versions VALUES ('telegram', 2), ('email', 2);
+INSERT INTO telegram_sending VALUES ('r1', 1);
+INSERT INTO email_sending VALUES ('r2', '<m2@x>', 1.0);
+INSERT INTO email_imap_checkpoint VALUES ('INBOX', 7, 12, 1.0);
 """
 
 
-async def test_the_rows_of_the_adapters_former_files_are_taken_over(tmp_path: Path) -> None:
-    delivered, mail = tmp_path / "telegram" / "delivered.sqlite3", tmp_path / "email" / "email.sqlite3"
-    for path, script in [(delivered, OLD_TELEGRAM), (mail, OLD_EMAIL)]:
-        path.parent.mkdir()
-        with closing(sqlite3.connect(path)) as conn, conn:
-            conn.executescript(script)
-    with closing(sqlite3.connect(delivered)) as conn, conn:
-        conn.execute("INSERT INTO sent_parts VALUES ('r1', 0, 41, ?)", (time.time(),))
-    state = tmp_path / "state.sqlite3"
-    sent = SentParts(state, delivered)
-    email = EmailState(state, mail)
-    assert await sent.parts("r1") == {0: 41}
-    assert await email.sent_message_id("r2") == "<m2@x>" and await email.checkpoint("INBOX") == (7, 12)
-    sent.close()
-    with closing(sqlite3.connect(mail)) as conn, conn:
-        conn.execute("DELETE FROM sent")  # taken over once: later changes to the old file are not read again
-    again = EmailState(state, mail)
-    assert await again.sent_message_id("r2") == "<m2@x>"
-    assert SentParts(tmp_path / "other.sqlite3", tmp_path / "missing.sqlite3")  # no former file: nothing to take
+async def test_a_state_database_of_the_previous_version_keeps_the_platforms_rows(tmp_path: Path) -> None:
+    db = await open_db(tmp_path)
+    await db.close()
+    with closing(sqlite3.connect(tmp_path / "state.sqlite3")) as conn, conn:
+        conn.executescript(PREVIOUS_PLATFORM_TABLES)
+        conn.execute("INSERT INTO telegram_sent_parts VALUES ('r1', 0, 41, ?)", (time.time(),))
+    db = await open_db(tmp_path)
+    sent = SentParts(await db.platform_state("telegram", TELEGRAM_MIGRATIONS))
+    email = EmailState(await db.platform_state("email", EMAIL_MIGRATIONS))
+    assert await sent.parts("r1") == {0: 41} and await sent.begin("r1", 1) is True  # part 1 stays in doubt
+    assert await email.mark_sending("r2", "<m2@x>") is True and await email.checkpoint("INBOX") == (7, 12)
+    await db.close()
+
+
+async def test_an_exception_inside_a_platforms_transaction_undoes_its_write(tmp_path: Path) -> None:
+    """Each call of a platform is one transaction: a part recorded as sent and its sending mark cleared go together
+    (the adapters once wrote on autocommit connections, where the first write stayed after the second failed)."""
+    db = await open_db(tmp_path)
+    state = await db.platform_state("telegram", TELEGRAM_MIGRATIONS)
+    sent = SentParts(state)
+
+    def mark_and_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO telegram_sending VALUES ('r1', 0)")
+        raise RuntimeError("stopped halfway")
+
+    with pytest.raises(RuntimeError, match="stopped halfway"):
+        await state.run(mark_and_fail)
+    assert await sent.begin("r1", 0) is False, "the write before the exception was kept"
+    await db.run(lambda conn: conn.execute("DROP TABLE telegram_sending"))  # so `record` fails after its insert
+    with pytest.raises(sqlite3.OperationalError, match="no such table: telegram_sending"):
+        await sent.record("r1", 0, 41)
+    assert await sent.parts("r1") == {}, "the part was recorded as sent by a record that failed"
+    await db.close()
+
+
+@dataclass
+class KeepingAdapter(RecordingAdapter):
+    """An adapter of a platform with tables of its own: notes whether it had their handle when it started."""
+
+    state: PlatformState | None = None
+    had_state_at_run: bool | None = None
+
+    async def attach_state(self, state: PlatformState) -> None:
+        self.state = state
+
+    async def run(self, inbox: InboxPort) -> None:
+        self.had_state_at_run = self.state is not None
+        await super().run(inbox)
+
+
+async def test_assembly_runs_a_platforms_migrations_and_hands_its_adapter_the_state_first(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = KeepingAdapter(channel="pigeon")
+    migrations: list[Migration] = [
+        (1, "CREATE TABLE pigeon_seen (id TEXT PRIMARY KEY)"),
+        (2, "ALTER TABLE pigeon_seen ADD COLUMN at REAL"),
+    ]
+    pigeon = Platform(name="pigeon", settings=BaseModel, build=lambda settings: adapter, migrations=migrations)
+    monkeypatch.setattr(bridge.app, "platforms", lambda: {"pigeon": pigeon})
+    settings = make_settings(tmp_path, {"main": model_for(fake_llm)})
+    async with Harness(settings, history, adapter) as h:
+        assert adapter.state is not None and adapter.state.owner == "pigeon"
+        await adapter.state.run(lambda conn: conn.execute("INSERT INTO pigeon_seen VALUES ('m1', 1.5)"))
+        await eventually(lambda: adapter.had_state_at_run is not None)
+        versions = await h.db.run(lambda conn: dict(conn.execute("SELECT owner, version FROM schema_versions")))
+        seen = await h.db.run(lambda conn: [tuple(row) for row in conn.execute("SELECT id, at FROM pigeon_seen")])
+    assert adapter.had_state_at_run is True
+    assert versions["pigeon"] == 2 and seen == [("m1", 1.5)]
 
 
 async def test_concurrent_calls_share_one_commit_and_fail_alone(tmp_path: Path) -> None:

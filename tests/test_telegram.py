@@ -51,6 +51,23 @@ def telegram_settings(fake: FakeTelegram, **fields: Any) -> TelegramSettings:
 
 
 @asynccontextmanager
+async def delivering(tmp_path: Path, fake: FakeTelegram) -> AsyncIterator[Any]:
+    """The adapter alone, as assembly leaves it for delivery: its tables in the state database handed over."""
+    from adapters.telegram import PLATFORM
+    from bridge.state import StateDB
+
+    settings = make_settings(tmp_path, {}, telegram=telegram_settings(fake))
+    db = StateDB(settings.state_path)
+    await db.open()
+    try:
+        adapter = build_adapter(settings)
+        await adapter.attach_state(await db.platform_state(PLATFORM.name, PLATFORM.migrations))
+        yield adapter
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
 async def bridge(
     tmp_path: Path, history: HistoryIndex, llm: FakeOpenAI, fake: FakeTelegram, **fields: Any
 ) -> AsyncIterator[Harness]:
@@ -367,26 +384,25 @@ async def test_webhook_mode_checks_the_secret_and_answers_only_after_storing(
 
 
 async def test_delivery_is_idempotent_and_resumes_after_a_failed_part(tmp_path: Path, telegram: FakeTelegram) -> None:
-    settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))
-    adapter = build_adapter(settings)
-    text = "\n\n".join(f"Part {n}. " + "x " * 1500 for n in range(2))
-    reply = OutgoingReply(reply_id="r1", channel="telegram", chat_id="100", text=text,
-                          extra={"chat_id": 100, "message_id": 7})  # fmt: skip
-    telegram.fail("sendMessage", 500, "Internal Server Error", after=1)
-    with pytest.raises(NetworkError):
-        await adapter.deliver(reply)
-    assert len(telegram.bot_messages(100)) == 1
-    receipt = await adapter.deliver(reply)
-    assert await adapter.deliver(reply) == receipt == "100:1"
-    assert [m.text.split(".")[0] for m in telegram.bot_messages(100)] == ["Part 0", "Part 1"]
-    # An edit to the text the message already shows ("message is not modified") is a success.
-    short = reply.model_copy(update={"reply_id": "r2", "text": "Short answer", "edit_token": "m:1"})
-    await adapter.deliver(short)
-    again = short.model_copy(update={"reply_id": "r3"})  # the same edit again: Telegram says "not modified"
-    assert await adapter.deliver(again) == "100:1"
-    assert len(telegram.calls_of("editMessageText")) == 2 and len(telegram.bot_messages(100)) == 2
-    assert telegram.bot_messages(100)[0].text == "Short answer"
-    await adapter.bot.shutdown()
+    async with delivering(tmp_path, telegram) as adapter:
+        text = "\n\n".join(f"Part {n}. " + "x " * 1500 for n in range(2))
+        reply = OutgoingReply(reply_id="r1", channel="telegram", chat_id="100", text=text,
+                              extra={"chat_id": 100, "message_id": 7})  # fmt: skip
+        telegram.fail("sendMessage", 500, "Internal Server Error", after=1)
+        with pytest.raises(NetworkError):
+            await adapter.deliver(reply)
+        assert len(telegram.bot_messages(100)) == 1
+        receipt = await adapter.deliver(reply)
+        assert await adapter.deliver(reply) == receipt == "100:1"
+        assert [m.text.split(".")[0] for m in telegram.bot_messages(100)] == ["Part 0", "Part 1"]
+        # An edit to the text the message already shows ("message is not modified") is a success.
+        short = reply.model_copy(update={"reply_id": "r2", "text": "Short answer", "edit_token": "m:1"})
+        await adapter.deliver(short)
+        again = short.model_copy(update={"reply_id": "r3"})  # the same edit again: Telegram says "not modified"
+        assert await adapter.deliver(again) == "100:1"
+        assert len(telegram.calls_of("editMessageText")) == 2 and len(telegram.bot_messages(100)) == 2
+        assert telegram.bot_messages(100)[0].text == "Short answer"
+        await adapter.bot.shutdown()
 
 
 async def test_a_part_cut_off_by_a_stop_is_sent_again_and_counted_in_doubt(
@@ -394,20 +410,19 @@ async def test_a_part_cut_off_by_a_stop_is_sent_again_and_counted_in_doubt(
 ) -> None:
     """Telegram took the message, then the process stopped before its id was recorded: the Bot API cannot list the
     chat to check, so the part goes again, counted and logged as in doubt; a refused send is no doubt."""
-    settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))
-    first = build_adapter(settings)
     reply = OutgoingReply(reply_id="r9", channel="telegram", chat_id="100", text="The key is under the pot.",
                           extra={"chat_id": 100})  # fmt: skip
     telegram.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
-    with pytest.raises(Forbidden):
-        await first.deliver(reply)
-    assert await first._sent.begin("r9", 0) is False, "a refused send was left in doubt"
-    await first._send(100, reply.text, reply.extra, reply_to=False)  # Telegram takes it; the stop comes now
-    await first.bot.shutdown()
-    restarted = build_adapter(settings)
-    receipt = await restarted.deliver(reply)
-    assert await restarted.deliver(reply) == receipt  # retried once more: nothing is sent
-    await restarted.bot.shutdown()
+    async with delivering(tmp_path, telegram) as first:
+        with pytest.raises(Forbidden):
+            await first.deliver(reply)
+        assert await first._sent.begin("r9", 0) is False, "a refused send was left in doubt"
+        await first._send(100, reply.text, reply.extra, reply_to=False)  # Telegram takes it; the stop comes now
+        await first.bot.shutdown()
+    async with delivering(tmp_path, telegram) as restarted:
+        receipt = await restarted.deliver(reply)
+        assert await restarted.deliver(reply) == receipt  # retried once more: nothing is sent
+        await restarted.bot.shutdown()
     assert restarted.in_doubt == 1
     assert [m.text for m in telegram.bot_messages(100)] == ["The key is under the pot."] * 2
 
@@ -466,22 +481,21 @@ async def test_compare_sends_its_chart_as_a_photo_after_the_text(
 async def test_a_chart_whose_upload_failed_is_sent_once_after_the_text_without_repeating_it(
     tmp_path: Path, telegram: FakeTelegram
 ) -> None:
-    settings = make_settings(tmp_path, {}, telegram=telegram_settings(telegram))
-    adapter = build_adapter(settings)
-    png = plain_png(640, 360)
-    reply = OutgoingReply(reply_id="r1", channel="telegram", chat_id="100", text="Two answers, compared.",
-                          extra={"chat_id": 100, "message_id": 7},
-                          images=[Image.png("compare.png", "Power of main and other", png)])  # fmt: skip
-    telegram.fail("sendPhoto", 500, "Internal Server Error")
-    with pytest.raises(NetworkError):
-        await adapter.deliver(reply)
-    assert [m.photo for m in telegram.bot_messages(100)] == [None], "only the text went out"
-    receipt = await adapter.deliver(reply)
-    assert await adapter.deliver(reply) == receipt == "100:1"
-    text, photo = telegram.bot_messages(100)
-    assert text.text == "Two answers, compared." and photo.photo == png and photo.text == "Power of main and other"
-    assert len(telegram.calls_of("sendMessage")) == 1 and len(telegram.calls_of("sendPhoto")) == 2
-    await adapter.bot.shutdown()
+    async with delivering(tmp_path, telegram) as adapter:
+        png = plain_png(640, 360)
+        reply = OutgoingReply(reply_id="r1", channel="telegram", chat_id="100", text="Two answers, compared.",
+                              extra={"chat_id": 100, "message_id": 7},
+                              images=[Image.png("compare.png", "Power of main and other", png)])  # fmt: skip
+        telegram.fail("sendPhoto", 500, "Internal Server Error")
+        with pytest.raises(NetworkError):
+            await adapter.deliver(reply)
+        assert [m.photo for m in telegram.bot_messages(100)] == [None], "only the text went out"
+        receipt = await adapter.deliver(reply)
+        assert await adapter.deliver(reply) == receipt == "100:1"
+        text, photo = telegram.bot_messages(100)
+        assert text.text == "Two answers, compared." and photo.photo == png and photo.text == "Power of main and other"
+        assert len(telegram.calls_of("sendMessage")) == 1 and len(telegram.calls_of("sendPhoto")) == 2
+        await adapter.bot.shutdown()
 
 
 def voice(fake: FakeTelegram, speech: str) -> dict[str, Any]:

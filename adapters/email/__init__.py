@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from adapters.email.settings import EmailSettings
+from adapters.email.state import MIGRATIONS
 from bridge.platforms import Endpoint, Platform, configured
 
 if TYPE_CHECKING:
@@ -48,4 +49,5 @@ PLATFORM = Platform(
     enabled=_enabled,
     endpoints=_endpoints,
     normalize_address=_normalize,
+    migrations=MIGRATIONS,
 )

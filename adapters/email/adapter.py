@@ -47,6 +47,7 @@ from bridge.config import Settings
 from bridge.hearing import fetched_to_hear
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
 from bridge.persons import Directory
+from bridge.state import PlatformState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,8 +69,8 @@ class EmailAdapter:
         self.settings = settings
         self.email = email_settings(settings)
         self.dnsfunc = dnsfunc  # None: the system resolver (tests serve their own DKIM keys)
-        self.state = EmailState(settings.state_path, settings.data_dir / "email" / "email.sqlite3")
-        self.sender = ReplySender(self.email, self.state)
+        self._state: EmailState | None = None  # handed over by the core at assembly (`attach_state`)
+        self._sender: ReplySender | None = None
         self.rate = RateLimit(self.email.rate_limit_per_hour)
         self.own_addresses = {a.lower() for a in [*self.email.addresses, self.email.from_address or ""] if a}
         self.own_domain = domain_of(self.email.from_address or "")
@@ -89,6 +90,23 @@ class EmailAdapter:
             max_addresses=self.email.max_addresses,
             max_depth=self.email.max_mime_depth,
         )
+
+    async def attach_state(self, state: PlatformState) -> None:
+        """Its tables in the state database, given by the core before anything runs or is delivered."""
+        self._state = EmailState(state)
+        self._sender = ReplySender(self.email, self._state)
+
+    @property
+    def state(self) -> EmailState:
+        if self._state is None:
+            raise RuntimeError("the email adapter was given no state database (bridge.app.assemble hands it one)")
+        return self._state
+
+    @property
+    def sender(self) -> ReplySender:
+        if self._sender is None:
+            raise RuntimeError("the email adapter was given no state database (bridge.app.assemble hands it one)")
+        return self._sender
 
     async def run(self, inbox: InboxPort) -> None:
         self._inbox = inbox

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from adapters.telegram.sent import MIGRATIONS
 from adapters.telegram.settings import TelegramSettings
 from bridge.platforms import Endpoint, Platform, configured, section
 
@@ -37,4 +38,5 @@ PLATFORM = Platform(
     build=build_adapter,
     enabled=_enabled,
     endpoints=_endpoints,
+    migrations=MIGRATIONS,
 )

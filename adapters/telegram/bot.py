@@ -37,6 +37,7 @@ from bridge.config import TranscriberSettings
 from bridge.hearing import fetched_to_hear
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
 from bridge.persons import Directory
+from bridge.state import PlatformState
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,7 @@ class TelegramAdapter:
         self._transcriber = transcriber or TranscriberSettings()  # which voice messages are fetched to be heard
         self._state_dir = data_dir / "telegram"
         self._attachments_dir = data_dir / "attachments" / CHANNEL
-        # Its table lives in the state database; rows of an older install's own file are taken over once.
-        self._sent = SentParts(data_dir / "state.sqlite3", self._state_dir / "delivered.sqlite3")
+        self._sent_parts: SentParts | None = None  # handed over by the core at assembly (`attach_state`)
         self._identity_path = self._state_dir / "bot.json"
         # The token starts with the bot's id; the username is remembered from the last getMe, so that
         # messages left from a previous run are routed right before this run has asked Telegram again.
@@ -104,6 +104,17 @@ class TelegramAdapter:
         self._drafts = settings.drafts
         self._init_lock = asyncio.Lock()
         self._initialized = False
+
+    async def attach_state(self, state: PlatformState) -> None:
+        """Its tables in the state database, given by the core before anything runs or is delivered."""
+        self._sent_parts = SentParts(state)
+        await self._sent_parts.forget_old()
+
+    @property
+    def _sent(self) -> SentParts:
+        if self._sent_parts is None:
+            raise RuntimeError("the Telegram adapter was given no state database (bridge.app.assemble hands it one)")
+        return self._sent_parts
 
     # -- identity --------------------------------------------------------------------------------
 
@@ -170,7 +181,6 @@ class TelegramAdapter:
         except Exception:
             log.exception("closing the Telegram client failed")
         self._initialized = False
-        self._sent.close()
 
     async def stop_intake(self) -> None:
         """A graceful stop: fetch no more updates (Telegram keeps the unconfirmed ones); replies still go out."""
