@@ -31,10 +31,10 @@ from adapters.telegram.settings import TelegramSettings
 from bridge.adapter import Adapter, KeepsState
 from bridge.config import PersonSettings, Settings
 from bridge.handler import reply_to
-from bridge.messages import IncomingMessage
 from bridge.platforms import platforms
 from bridge.state import StateDB
 from tests.fakes.bot_api import FakeTelegram
+from tests.fakes.inbox import RecordingInbox
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import eventually, make_settings, model_for
 from tests.mailservers import PASSWORD, PEOPLE_DOMAIN, DkimKey, MailServers
@@ -45,39 +45,12 @@ PLATFORMS = ["telegram", "matrix", "email"]
 TELEGRAM_USER = 100
 
 
-class FailingOnceInbox:
-    """An inbox whose first `put` fails (a full disk, a crash between receiving and storing), then stores each
-    message once, as the real inbox does."""
-
-    def __init__(self) -> None:
-        self.messages: list[IncomingMessage] = []
-        self.puts = 0
-
-    async def put(self, message: IncomingMessage) -> bool:
-        self.puts += 1
-        if self.puts == 1:
-            raise RuntimeError("the inbox could not store it")
-        if any(m.platform_message_id == message.platform_message_id for m in self.messages):
-            return False
-        self.messages.append(message)
-        return True
-
-    async def wait_for_room(self) -> None:
-        return None
-
-    def has_room(self) -> bool:
-        return True
-
-    def stored(self, text: str) -> list[IncomingMessage]:
-        return [m for m in self.messages if text in m.text]
-
-
 @dataclass
 class Rig:
-    """One platform, its adapter running on a FailingOnceInbox, and a known person on the platform's peer."""
+    """One platform, its adapter running on an inbox whose first put fails, and a known person on its peer."""
 
     adapter: Adapter
-    inbox: FailingOnceInbox
+    inbox: RecordingInbox
     send: Callable[[str], Awaitable[None]]  # the person writes to Confide
     shown: Callable[[str], Awaitable[int]]  # how many messages with that text reached the person
 
@@ -112,7 +85,7 @@ async def rig(
 
 
 @contextlib.asynccontextmanager
-async def running(adapter: Adapter, settings: Settings) -> AsyncIterator[FailingOnceInbox]:
+async def running(adapter: Adapter, settings: Settings) -> AsyncIterator[RecordingInbox]:
     """The adapter as assembly leaves it (its tables on a state database handed over), running on the inbox."""
     db = StateDB(settings.state_path)
     await db.open()
@@ -120,7 +93,7 @@ async def running(adapter: Adapter, settings: Settings) -> AsyncIterator[Failing
     state = await db.platform_state(adapter.channel, platform.migrations)
     if isinstance(adapter, KeepsState):
         await adapter.attach_state(state)
-    inbox = FailingOnceInbox()
+    inbox = RecordingInbox(failures=1)
     task = asyncio.create_task(adapter.run(inbox))
     try:
         yield inbox

@@ -24,9 +24,10 @@ from adapters.telegram.settings import TelegramSettings
 from bridge.commands import HELP
 from bridge.hearing import NOT_HEARD, NOTHING_HEARD, Hearing
 from bridge.history import HistoryIndex
-from bridge.messages import HistoryRecord, Image, IncomingMessage, OutgoingReply
+from bridge.messages import HistoryRecord, Image, OutgoingReply
 from bridge.transcriber import OpenAITranscriber
 from tests.fakes.bot_api import BOT_ID, FakeTelegram
+from tests.fakes.inbox import RecordingInbox
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness
 from tests.helpers import eventually, make_settings, model_for, plain_png
@@ -308,21 +309,6 @@ async def test_a_private_secret_reaches_a_group_only_while_its_owner_shares_it(
     assert secret not in retrieved_history(fake_llm.requests[-1]), "after /unshare they may not"
     assert all(secret not in m.text for m in telegram.bot_messages(GROUP) if m.message_id != shared_answer)
     assert len(telegram.bot_messages(666)) == 0 and len(telegram.bot_messages(GROUP)) == 6
-
-
-class RecordingInbox:
-    def __init__(self) -> None:
-        self.messages: list[IncomingMessage] = []
-
-    async def put(self, message: IncomingMessage) -> bool:
-        self.messages.append(message)
-        return True
-
-    async def wait_for_room(self) -> None:
-        return None
-
-    def has_room(self) -> bool:
-        return True
 
 
 async def test_media_become_attachments_with_their_mime_types(tmp_path: Path, telegram: FakeTelegram) -> None:
