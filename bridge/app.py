@@ -31,7 +31,7 @@ from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer
 from bridge.lockdown import ensure_private_dir, lock_down_environment
 from bridge.metrics import Metrics
 from bridge.outbox import Drafts, Outbox
-from bridge.persons import Directory
+from bridge.persons import PersonDirectory
 from bridge.platforms import platforms
 from bridge.privacy import check_endpoints
 from bridge.services import Services, WorkerOptions
@@ -220,7 +220,7 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
         )
         commands = Commands(history, pipeline, default_model, find_source, UsageLog(db), hearing, settings.imports)
         services = Services(
-            settings, db, Inbox(db, metrics.room), Outbox(db), Drafts(db), Chats(db), Directory(settings.persons),
+            settings, db, Inbox(db, metrics.room), Outbox(db), Drafts(db), Chats(db), PersonDirectory(settings.persons),
             history, models, pipeline, commands, options, metrics,
         )  # fmt: skip
         if settings.metrics.port:

@@ -329,9 +329,10 @@ class Commands:
         what = call.command.args[0] if call.command.args else "that"
         action = "Confirming" if what == "confirm" else f"/{what}"
         return CommandResult(
-            f"{action} changes your history, so I take it only from a sender I can prove myself. This message was "
-            "vouched for only by another server's word. By mail: send it from your own provider with a DKIM "
-            "signature of your domain (most providers sign every mail)."
+            f"{action} changes your history, so I take it only from a sender I can prove myself, and I could not "
+            "prove this message's: it came with another server's word only, or with a signature that does not "
+            "cover its subject and framing. By mail: send it from your own provider, with a DKIM signature of your "
+            "domain over the whole mail (most providers sign every mail so)."
         )
 
     async def _keep_sent(self, message: IncomingMessage, person: str, attachment: Attachment) -> str:

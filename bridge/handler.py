@@ -306,8 +306,7 @@ def question_record(
 
 def _heard_extra(message: IncomingMessage) -> dict[str, Any]:
     """A voice message's record: its transcript, marked so, with the file it came from."""
-    heard = message.extra.get("heard")
-    return {"transcribed": True, "audio": heard["file"]} if isinstance(heard, dict) else {}
+    return {"transcribed": True, "audio": message.heard.file} if message.heard is not None else {}
 
 
 def room_record(message: IncomingMessage, scope: str, text: str, author: str) -> HistoryRecord:

@@ -13,8 +13,8 @@ from pathlib import Path
 from bridge.at_work import now_at_work
 from bridge.config import TranscriberSettings
 from bridge.inbox import Claimed, Inbox
-from bridge.messages import Attachment, IncomingMessage
-from bridge.persons import Directory
+from bridge.messages import Attachment, Heard, IncomingMessage
+from bridge.persons import PersonDirectory
 from bridge.transcriber import Transcriber
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,12 @@ def voice_of(message: IncomingMessage) -> Attachment | None:
 
 
 def heard_message(message: IncomingMessage, voice: Attachment, said: str) -> IncomingMessage:
-    """The message as the question it says; `extra["heard"]` keeps what was understood and from which file."""
-    extra = {**message.extra, "heard": {"text": said, "file": voice.name}}
-    return message.model_copy(update={"text": said, "attachments": [], "extra": extra})
+    """The message as the question it says; `heard` keeps what was understood and from which file."""
+    return message.model_copy(update={"text": said, "attachments": [], "heard": Heard(text=said, file=voice.name)})
 
 
 def heard_prefix(message: IncomingMessage) -> str:
-    heard = message.extra.get("heard")
-    return f"🎤 “{heard['text']}”\n\n" if isinstance(heard, dict) else ""
+    return f"🎤 “{message.heard.text}”\n\n" if message.heard is not None else ""
 
 
 class Hearing:
@@ -88,7 +86,7 @@ class Hearing:
 
 
 @dataclass(frozen=True)
-class Heard:
+class AfterHearing:
     """A claimed message after the hearing stage: as it now reads, and, where its voice could not be heard, what to
     tell the person instead of handling it."""
 
@@ -102,27 +100,27 @@ class HearingStage:
     replace the message in the inbox (a retry after a crash, and an answer owed after a fallback, read the text
     instead of hearing it again) and the recording is deleted; the handler then sees a text question, nothing else."""
 
-    def __init__(self, hearing: Hearing | None, directory: Directory, inbox: Inbox) -> None:
+    def __init__(self, hearing: Hearing | None, directory: PersonDirectory, inbox: Inbox) -> None:
         self.hearing = hearing
         self.directory = directory
         self.inbox = inbox
 
-    async def hear(self, claimed: Claimed) -> Heard:
+    async def hear(self, claimed: Claimed) -> AfterHearing:
         message = claimed.message
         voice = voice_of(message) if self.hearing is not None else None
         if self.hearing is None or voice is None or self.directory.person_for(message.account) is None:
-            return Heard(claimed)
+            return AfterHearing(claimed)
         await now_at_work()  # hearing is work (an endpoint's call), not waiting
         try:
             said = await self.hearing.hear(voice)
         except NotHeard as exc:
-            return Heard(claimed, NOT_HEARD.format(reason=exc) if str(exc) else NOTHING_HEARD, voice)
+            return AfterHearing(claimed, NOT_HEARD.format(reason=exc) if str(exc) else NOTHING_HEARD, voice)
         message = heard_message(message, voice, said)
         await self.inbox.rewrite(claimed.inbox_id, message)
         await self.hearing.discard(voice)  # the recording is no longer needed; the words are kept
-        return Heard(replace(claimed, message=message))
+        return AfterHearing(replace(claimed, message=message))
 
-    async def discard(self, heard: Heard) -> None:
+    async def discard(self, heard: AfterHearing) -> None:
         """After the reply that it could not be heard: the person sends it again if they wish."""
         if self.hearing is not None and heard.voice is not None:
             await self.hearing.discard(heard.voice)

@@ -7,7 +7,7 @@ import struct
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 def utcnow() -> datetime:
@@ -25,6 +25,13 @@ class Attachment(BaseModel):
     def is_media(self) -> bool:
         """A photo, voice message or video: nothing Confide imports, so adapters need not download it."""
         return self.mime_type.startswith(("image/", "audio/", "video/"))
+
+
+class Heard(BaseModel):
+    """What a voice message was understood to say, and the file it came in (bridge/hearing.py)."""
+
+    text: str
+    file: str
 
 
 class IncomingMessage(BaseModel):
@@ -45,11 +52,21 @@ class IncomingMessage(BaseModel):
     sender_proven: bool = Field(
         True,
         description="The sender is proven by the platform itself (a login, a signature Confide verified); False "
-        "where only another server's word vouches for it (mail by Authentication-Results). Commands that change a "
-        "history need True.",
+        "where only another server's word vouches for it (mail by Authentication-Results), or a signature that does "
+        "not cover what a command rests on (adapters/email/auth.py). Commands that change a history need True.",
     )
     attachments: list[Attachment] = Field(default_factory=list)
+    heard: Heard | None = Field(None, description="A voice message: what was understood, once (its text is that)")
     extra: dict[str, Any] = Field(default_factory=dict, description="Adapter data needed to reply")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _heard_was_an_extra(cls, data: Any) -> Any:
+        """An inbox row written before `heard` was a field kept it in `extra`: read forward, not lost."""
+        if isinstance(data, dict) and isinstance(extra := data.get("extra"), dict) and "heard" in extra:
+            extra = dict(extra)
+            data = {**data, "extra": extra, "heard": data.get("heard") or extra.pop("heard")}
+        return data
 
     @property
     def account(self) -> str:

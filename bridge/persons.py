@@ -6,7 +6,7 @@ from bridge.config import PersonSettings
 from bridge.platforms import normalize_account
 
 
-class Directory:
+class PersonDirectory:
     def __init__(self, persons: list[PersonSettings]) -> None:
         self._by_account = {account: p.id for p in persons for account in p.accounts}
         self._names = {p.id: p.name or p.id for p in persons}

@@ -16,7 +16,7 @@ from bridge.inbox import Inbox
 from bridge.llm import ModelClient
 from bridge.metrics import Metrics
 from bridge.outbox import Drafts, Outbox
-from bridge.persons import Directory
+from bridge.persons import PersonDirectory
 from bridge.state import StateDB
 
 
@@ -37,7 +37,7 @@ class Services:
     outbox: Outbox
     drafts: Drafts
     chats: Chats
-    directory: Directory
+    directory: PersonDirectory
     history: HistoryIndex
     models: ModelClient
     pipeline: AnswerPipeline

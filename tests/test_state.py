@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -422,3 +423,20 @@ async def test_concurrent_calls_share_one_commit_and_fail_alone(tmp_path: Path) 
     await db.close()
     with closing(connect(tmp_path / "state.sqlite3")) as again:  # durable: on disk after close
         assert again.execute("SELECT count(*) FROM t").fetchone()[0] == 19
+
+
+async def test_a_voice_message_heard_before_heard_was_a_field_is_read_forward(tmp_path: Path) -> None:
+    """An inbox row written by the previous version kept what was heard in `extra`: it is still heard, once."""
+    db = await open_db(tmp_path)
+    inbox = Inbox(db)
+    old = message("1").model_dump(mode="json")
+    old.update(text="where is the key?", extra={"chat_id": 7, "heard": {"text": "where is the key?", "file": "a.ogg"}})
+    await db.run(lambda conn: conn.execute(
+        "INSERT INTO inbox (channel, platform_message_id, chat_key, payload, received_at) VALUES (?, ?, ?, ?, 1.0)",
+        ("telegram", "1", "telegram:c1", json.dumps(old)),
+    ))  # fmt: skip
+    claimed = await inbox.claim_next("telegram:c1")
+    assert claimed is not None
+    assert claimed.message.heard is not None and claimed.message.heard.file == "a.ogg"
+    assert claimed.message.extra == {"chat_id": 7}
+    await db.close()

@@ -46,7 +46,7 @@ from bridge.adapter import Capabilities, InboxPort
 from bridge.config import Settings
 from bridge.hearing import fetched_to_hear
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
-from bridge.persons import Directory
+from bridge.persons import PersonDirectory
 from bridge.state import PlatformState
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class EmailAdapter:
         self.own_domain = domain_of(self.email.from_address or "")
         self.attachments_dir = settings.data_dir / "attachments" / "email"
         self.models = set(settings.models)
-        self.directory = Directory(settings.persons)  # whose voice messages are saved to be heard
+        self.directory = PersonDirectory(settings.persons)  # whose voice messages are saved to be heard
         self.smtp_started = asyncio.Event()
         self.imap: ImapReader | None = None
         self._imap_task: asyncio.Task[None] | None = None

@@ -47,7 +47,7 @@ from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.config import Settings
 from bridge.hearing import fetched_to_hear
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
-from bridge.persons import Directory
+from bridge.persons import PersonDirectory
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class MatrixAdapter:
         assert own.user_id
         self.settings = settings
         self.capabilities = Capabilities(can_edit=True, edit_interval_s=1.0)
-        self.directory = Directory(settings.persons)
+        self.directory = PersonDirectory(settings.persons)
         self.me = Me(own.user_id, "")
         self.rate_limited = 0  # 429 answers seen, each waited out and retried
         self._intake_stopped = False  # a graceful stop: sync no more

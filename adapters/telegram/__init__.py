@@ -16,12 +16,11 @@ if TYPE_CHECKING:
 def build_adapter(settings: Settings) -> TelegramAdapter:
     """The live bot adapter, as `confide serve` runs it (imported lazily: the export importer needs no PTB)."""
     from adapters.telegram.bot import TelegramAdapter
-    from bridge.persons import Directory
+    from bridge.persons import PersonDirectory
 
     own = section(settings, "telegram", TelegramSettings)
-    return TelegramAdapter(
-        own, settings.data_dir, Directory(settings.persons), proxy=settings.proxy_url, transcriber=settings.transcriber
-    )
+    people = PersonDirectory(settings.persons)
+    return TelegramAdapter(own, settings.data_dir, people, proxy=settings.proxy_url, transcriber=settings.transcriber)
 
 
 def _enabled(own: TelegramSettings) -> bool:

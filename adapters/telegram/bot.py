@@ -36,7 +36,7 @@ from bridge.command_table import menu
 from bridge.config import TranscriberSettings
 from bridge.hearing import fetched_to_hear
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
-from bridge.persons import Directory
+from bridge.persons import PersonDirectory
 from bridge.state import PlatformState
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class TelegramAdapter:
         self,
         settings: TelegramSettings,
         data_dir: Path,
-        directory: Directory,
+        directory: PersonDirectory,
         bot: ExtBot[int] | None = None,
         proxy: str | None = None,
         transcriber: TranscriberSettings | None = None,
