@@ -96,7 +96,7 @@ async def run_pipeline(args: argparse.Namespace, llm: StreamServer, workdir: Pat
             await asyncio.gather(*sends)
         await adapter.all_delivered.wait()
         elapsed = time.perf_counter() - started
-        peak = running.models.peak_in_flight("main")
+        peak = running.services.models.peak_in_flight("main")
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
     latencies = [adapter.delivered_at[pid] - sent_at[pid] for pid in sent_at]

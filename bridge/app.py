@@ -73,8 +73,9 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         handle.close()
 
 
-def private_data(settings: Settings) -> None:
-    """Every folder Confide keeps a history in is its owner's alone (refused with the chmod to run otherwise)."""
+def check_data_dir(settings: Settings) -> None:
+    """Before anything is written there: every folder Confide keeps a history in is its owner's alone (refused with
+    the chmod to run otherwise), and its disk has room to start on (NotEnoughSpace otherwise)."""
     ensure_private_dir(settings.data_dir)
     ensure_room_to_start(settings.data_dir, settings.min_free_mb)
     if settings.store.backend == "embedded" and not settings.shard_path.is_relative_to(settings.data_dir):
@@ -86,7 +87,7 @@ async def open_history(settings: Settings) -> AsyncIterator[HistoryIndex]:
     """The history index alone, for CLI work such as import, forget and export."""
     lock_down_environment()
     check_endpoints(settings)
-    private_data(settings)
+    check_data_dir(settings)
     with data_dir_lock(settings.data_dir):
         history = build_history(settings)
         await history.open()
@@ -150,33 +151,10 @@ class Running:
     services: Services
     dispatcher: Dispatcher
 
-    @property
-    def db(self) -> StateDB:
-        return self.services.db
-
-    @property
-    def inbox(self) -> Inbox:
-        return self.services.inbox
-
-    @property
-    def outbox(self) -> Outbox:
-        return self.services.outbox
-
-    @property
-    def history(self) -> HistoryIndex:
-        return self.services.history
-
-    @property
-    def models(self) -> ModelClient:
-        return self.services.models
-
-    @property
-    def metrics(self) -> Metrics:
-        return self.services.metrics
-
     async def idle(self, channel: str) -> bool:
         """Nothing of this channel is waiting to be answered or delivered."""
-        return await self.inbox.unfinished(channel) == 0 and await self.outbox.unsent(channel) == 0
+        services = self.services
+        return await services.inbox.unfinished(channel) == 0 and await services.outbox.unsent(channel) == 0
 
 
 async def _hand_over_state(db: StateDB, adapters: list[Adapter]) -> None:

@@ -71,13 +71,11 @@ def settings_or_exit(quiet: bool = False) -> Settings:
 
 
 def _log_to_file(settings: Settings) -> None:
-    from bridge.diskspace import NotEnoughSpace, ensure_room_to_start
-    from bridge.lockdown import ensure_private_dir
+    from bridge.app import check_data_dir
+    from bridge.diskspace import NotEnoughSpace
 
     try:
-        # First: no log file is written into a folder others can read, nor onto a disk too full to start on.
-        ensure_private_dir(settings.data_dir)
-        ensure_room_to_start(settings.data_dir, settings.min_free_mb)
+        check_data_dir(settings)  # first: no log file in a folder others can read, nor on a disk too full to start
     except (DataDirNotPrivate, NotEnoughSpace) as exc:
         raise fail(str(exc), 2) from None
     path = settings.data_dir / "logs" / "confide.log"

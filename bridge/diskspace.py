@@ -49,7 +49,8 @@ class DiskRoom:
         return self.free_bytes() >= self.floor
 
     def describe(self) -> str:
-        return f"{self.free_bytes() / MB:.0f} MB free on the disk of {self.path}, {self.floor / MB:.0f} MB needed"
+        """The last reading, in words (has_room and check take a fresh one when it is due)."""
+        return f"{self._free / MB:.0f} MB free on the disk of {self.path}, {self.floor / MB:.0f} MB needed"
 
     def check(self) -> None:
         """Raise NoRoom when below the floor (before a message is taken)."""
@@ -65,13 +66,10 @@ class DiskRoom:
         """Said once when the disk runs low, once when it has room again: not at every message."""
         if low and not self._low:
             log.warning("the disk is nearly full (%s): new messages wait until there is room (free some space; "
-                        "answers already taken go on)", self.describe_cached())  # fmt: skip
+                        "answers already taken go on)", self.describe())  # fmt: skip
         elif self._low and not low:
-            log.warning("the disk has room again (%s): taking messages again", self.describe_cached())
+            log.warning("the disk has room again (%s): taking messages again", self.describe())
         self._low = low
-
-    def describe_cached(self) -> str:
-        return f"{self._free / MB:.0f} MB free on the disk of {self.path}, {self.floor / MB:.0f} MB needed"
 
 
 def ensure_room_to_start(path: Path, floor_mb: int) -> None:

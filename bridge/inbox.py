@@ -22,6 +22,8 @@ from bridge.state import StateDB
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Taken messages pending again, none of them at work: after a death (recover) or a stop of our own (release_taken).
+PUT_BACK = "UPDATE inbox SET status='pending', at_work=0 WHERE status='working'"
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class Inbox:
 
         def reset(conn: sqlite3.Connection) -> int:
             conn.execute("UPDATE inbox SET attempts=attempts+1 WHERE status='working' AND at_work=1")
-            return conn.execute("UPDATE inbox SET status='pending', at_work=0 WHERE status='working'").rowcount
+            return conn.execute(PUT_BACK).rowcount
 
         count = await self._db.run(reset)
         if count:
@@ -88,8 +90,7 @@ class Inbox:
 
     async def release_taken(self) -> None:
         """A stop of our own: messages taken or at work are pending again, and none of them is blamed for it."""
-        sql = "UPDATE inbox SET status='pending', at_work=0 WHERE status='working'"
-        await self._db.run(lambda conn: conn.execute(sql))
+        await self._db.run(lambda conn: conn.execute(PUT_BACK))
 
     async def pending_chats(self, exclude: set[str]) -> list[str]:
         def query(conn: sqlite3.Connection) -> list[str]:

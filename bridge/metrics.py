@@ -143,7 +143,7 @@ class Metrics:
         """(ok, what to say): alive is always ok, but says when the disk is too full to take messages; ready also
         needs the bridge running and room on the disk."""
         low = self.room is not None and not self.room.has_room()
-        disk = f"disk nearly full: {self.room.describe_cached()}" if low and self.room is not None else ""
+        disk = f"disk nearly full: {self.room.describe()}" if low and self.room is not None else ""
         if not readiness:
             return True, f"ok ({disk})" if disk else "ok"
         if not self.ready:

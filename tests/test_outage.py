@@ -140,7 +140,7 @@ async def run(args: Outage, workdir: Path) -> EditingAdapter:
             note = HistoryRecord(id=f"note-{i}", person=f"p{i}", channel="whatsapp", conversation="Boat",
                                  author="Anna", text="The boat trip starts at the pier at nine on Saturday.",
                                  time=datetime(2024, 5, 3, tzinfo=UTC), source="whatsapp:boat.zip")  # fmt: skip
-            await running.history.add(f"p{i}", [note])
+            await running.services.history.add(f"p{i}", [note])
         work = asyncio.create_task(running.dispatcher.run())
         await adapter.ready.wait()
         start = time.monotonic()
@@ -163,7 +163,7 @@ async def run(args: Outage, workdir: Path) -> EditingAdapter:
 
 
 async def settled(running: Running, adapter: EditingAdapter) -> bool:
-    owed = await reanswer.owed(running.inbox, limit=1)
+    owed = await reanswer.owed(running.services.inbox, limit=1)
     answered = all(any(is_answer(t[-1]) for t in s.messages.values()) for s in adapter.questions.values())
     return answered and not owed and await running.idle("telegram")
 
