@@ -96,7 +96,7 @@ class LocomoImporter(CheckedOnce):
 
     def _turn(self, sample: str, name: str, session: int, turn: dict[str, Any], time: datetime) -> HistoryRecord:
         text = str(turn["text"])
-        extra: dict[str, Any] = {"dia_id": turn["dia_id"], "session": session}
+        extra: dict[str, Any] = {"dia_id": turn["dia_id"]}
         if turn.get("blip_caption"):
             text = f"{text} [shares a photo: {turn['blip_caption']}]"
             extra["blip_caption"] = turn["blip_caption"]
@@ -112,6 +112,7 @@ class LocomoImporter(CheckedOnce):
             text=text,
             source=self.source,
             link=str(turn["dia_id"]),
+            session=session,
             extra=extra,
         )
 

@@ -355,10 +355,13 @@ PersonOption = Annotated[str, typer.Option(help="Whose history this is")]
 def _import_command(kind: str, importer: type[Importer]) -> Callable[..., None]:
     """`confide import KIND PATH --person ID [options]`, described by the importer class itself."""
 
-    def command(path: Path, person: str, **options: str | None) -> None:
-        run_import(kind, path, person, **{k: v for k, v in options.items() if v is not None})
+    def command(ctx: typer.Context, path: Path, person: str, **options: str | None) -> None:
+        given = {k: v for k, v in options.items() if v is not None}
+        terminal = ctx.find_object(_Terminal)
+        run_import(kind, path, person, verbose=terminal is not None and terminal.verbose, **given)
 
     parameters = [
+        Parameter("ctx", Parameter.KEYWORD_ONLY, annotation=typer.Context),
         Parameter("path", Parameter.KEYWORD_ONLY, annotation=Annotated[Path, typer.Argument(help=importer.path_help)]),
         Parameter("person", Parameter.KEYWORD_ONLY, annotation=PersonOption),
     ]
@@ -379,12 +382,16 @@ def _add_import_commands() -> None:
 
 
 @import_app.callback()
-def _import_group(ctx: typer.Context) -> None:
-    ctx.obj = _Terminal()  # what a platform's own import command (`confide import matrix`) runs through
+def _import_group(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr instead of DATA_DIR/logs/")] = False,
+) -> None:
+    """Imports show their progress bar and summary; logs go to DATA_DIR/logs/confide.log (-v: to stderr)."""
+    ctx.obj = _Terminal(verbose)  # what a platform's own import command (`confide import matrix`) runs through
 
 
-def run_import(kind: str, path: Path, person: str, **options: str) -> None:
-    settings = settings_or_exit()
+def run_import(kind: str, path: Path, person: str, verbose: bool = False, **options: str) -> None:
+    settings = settings_or_exit(quiet=not verbose)
     known_person(settings, person)
     try:
         importer = open_checked(kind, path, person, settings.imports, **options)  # before anything is written
@@ -469,8 +476,11 @@ def _audio_count(now: ImportProgress) -> str:
 class _Terminal:
     """`CommandLine` (bridge.imports) for a platform's own import command: this CLI's settings, errors and bars."""
 
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
     def settings(self, person: str | None = None) -> Settings:
-        settings = settings_or_exit()
+        settings = settings_or_exit(quiet=not self.verbose)
         if person is not None:
             known_person(settings, person)
         return settings

@@ -222,8 +222,14 @@ class ImportSettings(BaseSettings):
     max_text_chars: int = Field(
         10_000_000, ge=1000, description="Characters of one document or attachment; the rest is cut, reported"
     )
+    # One mail's bounds, for mail imported and mail received alike (adapters/email reads them here).
     max_mime_parts: int = Field(500, ge=1, description="MIME parts of one mail; a mail with more is skipped")
-    max_mail_header_bytes: int = Field(64 * 1024, ge=1024, description="Header bytes of one mail")
+    max_mail_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=1024 * 1024,  # a received mail is judged on its first MiB, which must hold its whole header
+        description="Header bytes of one mail",
+    )
     max_attachment_bytes: int = Field(32 * MiB, ge=1024, description="Decoded bytes of one mail attachment")
     max_pdf_pages: int = Field(2000, ge=1, description="Pages read of one PDF; later pages are cut, reported")
     max_document_seconds: float = Field(

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
-from bridge.messages import HistoryRecord
+from bridge.messages import HistoryRecord, Neighbours
 
 BEFORE, AFTER = 2, 1
 # A pause this long starts a new conversation: context does not reach across it.
@@ -21,7 +21,7 @@ SESSION_GAP = timedelta(hours=6)
 
 def is_chat(record: HistoryRecord) -> bool:
     """Whether `with_context` windowed the record as a chat message (it then has neighbours, perhaps none)."""
-    return "before" in record.extra
+    return record.neighbours is not None
 
 
 def line(record: HistoryRecord) -> str:
@@ -31,7 +31,7 @@ def line(record: HistoryRecord) -> str:
 def with_context(
     records: Iterable[HistoryRecord], before: int = BEFORE, after: int = AFTER, *, chat: bool
 ) -> Iterator[HistoryRecord]:
-    """Chat records gain `extra["before"]`/`["after"]` (neighbouring lines) and `["prev"]`/`["next"]` (ids).
+    """Chat records gain `neighbours`: the lines before and after, and the ids of the records either side.
 
     `chat` is the caller's word (the importer's `chat`) that the records are chat messages; mails and
     documents (chat=False) pass through untouched. Streaming, with a window of before + after + 1 records:
@@ -71,23 +71,26 @@ def _annotate(window: deque[HistoryRecord], index: int, before: int) -> HistoryR
     items = list(window)
     earlier = items[max(0, index - before) : index]
     later = items[index + 1 :]
-    record.extra["before"] = [line(r) for r in earlier]
-    record.extra["after"] = [line(r) for r in later]
-    record.extra["prev"] = items[index - 1].id if index > 0 else None
-    record.extra["next"] = items[index + 1].id if index + 1 < len(items) else None
+    record.neighbours = Neighbours(
+        before=[line(r) for r in earlier],
+        after=[line(r) for r in later],
+        prev=items[index - 1].id if index > 0 else None,
+        next=items[index + 1].id if index + 1 < len(items) else None,
+    )
     return record
 
 
 def _same_session(a: HistoryRecord, b: HistoryRecord) -> bool:
     if a.conversation != b.conversation or a.source != b.source:
         return False
-    if "session" in a.extra or "session" in b.extra:
-        return a.extra.get("session") == b.extra.get("session")
+    if a.session is not None or b.session is not None:
+        return a.session == b.session
     return abs(b.time - a.time) <= SESSION_GAP
 
 
 def context_text(record: HistoryRecord, before: int, after: int) -> str:
     """The message first (so an encoder's length limit cuts context, not the message), then its neighbours."""
-    lines = record.extra.get("before", [])[-before:] if before else []
-    lines += record.extra.get("after", [])[:after]
+    around = record.neighbours or Neighbours()
+    lines = around.before[-before:] if before else []
+    lines += around.after[:after]
     return "\n".join([line(record), *lines])

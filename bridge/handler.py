@@ -300,13 +300,10 @@ def question_record(
         text=question.text,
         source=f"{CONFIDE_SOURCE_PREFIX}{message.chat_key}",
         link=message.platform_message_id,
-        extra=_heard_extra(message),
+        # A voice message's record: its transcript, marked so, with the file it came from.
+        transcribed=message.heard is not None,
+        audio=message.heard.file if message.heard is not None else None,
     )
-
-
-def _heard_extra(message: IncomingMessage) -> dict[str, Any]:
-    """A voice message's record: its transcript, marked so, with the file it came from."""
-    return {"transcribed": True, "audio": message.heard.file} if message.heard is not None else {}
 
 
 def room_record(message: IncomingMessage, scope: str, text: str, author: str) -> HistoryRecord:

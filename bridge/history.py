@@ -185,7 +185,8 @@ def lift_neighbours(hits: list[Hit]) -> list[Hit]:
     """Give the chat neighbours of each candidate a share of its fused score, then re-rank."""
     scores = {hit.record.id: hit.score for hit in hits}
     for hit in hits:
-        for neighbour in (hit.record.extra.get("prev"), hit.record.extra.get("next")):
+        around = hit.record.neighbours
+        for neighbour in (around.prev, around.next) if around else ():
             if neighbour in scores:
                 scores[neighbour] += NEIGHBOUR_SHARE * hit.score
     lifted = [replace(hit, score=scores[hit.record.id]) for hit in hits]

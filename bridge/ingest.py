@@ -27,8 +27,6 @@ MAX_REPORTED_PROBLEMS = 50
 # Longer texts are split: the encoder sees about PASSAGE_CHARS of a text, and the paragraph rule of
 # `passages` keeps paragraphs up to twice that whole.
 LONG_TEXT_CHARS = 2 * PASSAGE_CHARS
-# Kept on the first passage of a split record only: quotes and signatures of a mail, not repeated N times.
-FIRST_PASSAGE_ONLY = ("quoted", "signature")
 
 
 class Histories(Protocol):
@@ -101,6 +99,8 @@ def _cleaned(record: HistoryRecord) -> HistoryRecord:
     record.conversation = clean_text(record.conversation)
     record.source = clean_text(record.source)
     record.link = clean_text(record.link) if record.link is not None else None
+    record.quoted = clean_text(record.quoted) if record.quoted is not None else None
+    record.signature = clean_text(record.signature) if record.signature is not None else None
     record.extra = _cleaned_value(record.extra)
     return record
 
@@ -119,18 +119,19 @@ def _cleaned_value(value: Any, depth: int = 0) -> Any:
 
 def _split(records: Iterable[HistoryRecord]) -> Iterator[HistoryRecord]:
     """Records, a long one as one record per passage: the first keeps the record's id (replies and neighbours
-    name it), the next ones are `id#2`, `id#3`..., each with `extra["passage"]`."""
+    name it), the next ones are `id#2`, `id#3`..., each with its `passage` number. A mail's quote and signature
+    stay on the first only."""
     for record in records:
         if len(record.text) <= LONG_TEXT_CHARS:
             yield record
             continue
-        later = {k: v for k, v in record.extra.items() if k not in FIRST_PASSAGE_ONLY}
         for number, passage in enumerate(passages(record.text), start=1):
             yield record.model_copy(
                 update={
                     "id": record.id if number == 1 else f"{record.id}#{number}",
                     "text": passage,
-                    "extra": {**(record.extra if number == 1 else later), "passage": number},
+                    "passage": number,
+                    **({} if number == 1 else {"quoted": None, "signature": None}),
                 }
             )
 
@@ -152,7 +153,7 @@ async def _store(
     fresh = [r for r in unique if r.id not in known]
     summary.duplicates += len(known)
     if transcribe is not None:
-        for record in (r for r in fresh if r.extra.get("audio")):
+        for record in (r for r in fresh if r.audio and not r.transcribed):
             if problem := await transcribe(record):
                 _report(summary, Problem(record.link or record.source, problem))
             record.text = clean_text(record.text)  # what was said passes the same cleaning as imported text

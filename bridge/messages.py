@@ -57,7 +57,9 @@ class IncomingMessage(BaseModel):
     )
     attachments: list[Attachment] = Field(default_factory=list)
     heard: Heard | None = Field(None, description="A voice message: what was understood, once (its text is that)")
-    extra: dict[str, Any] = Field(default_factory=dict, description="Adapter data needed to reply")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="The platform's own (where to reply): the core hands it back, never reads it"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +147,20 @@ class OutgoingReply(BaseModel):
         return self.text + "\n\nSources:\n" + "\n".join(c.label() for c in self.citations)
 
 
+class Neighbours(BaseModel):
+    """A chat line's neighbours in its conversation, stored with it at ingest (bridge/context_windows.py)."""
+
+    before: list[str] = Field(default_factory=list, description="Earlier lines, 'author: text', oldest first")
+    after: list[str] = Field(default_factory=list, description="Later lines, in order")
+    prev: str | None = Field(None, description="Id of the record just before, if any")
+    next: str | None = Field(None, description="Id of the record just after, if any")
+
+
+# Keys the core reads, typed fields since issue 21: a payload stored before kept them in `extra`.
+_CORE_KEYS = ("session", "passage", "page", "audio", "transcribed", "quoted", "signature")
+_NEIGHBOUR_KEYS = ("before", "after", "prev", "next")
+
+
 class HistoryRecord(BaseModel):
     """One piece of a person's history, as indexed."""
 
@@ -157,7 +173,34 @@ class HistoryRecord(BaseModel):
     text: str
     source: str = Field(description="Where it came from: file, chat export, mailbox, live chat")
     link: str | None = Field(None, description="Platform message id or URL the person can follow")
-    extra: dict[str, Any] = Field(default_factory=dict)
+    session: str | int | None = Field(None, description="An export's session (a day's talk): windows stay inside it")
+    passage: int | None = Field(None, description="Which passage of a long text split at ingest (1, 2, ...)")
+    page: int | None = Field(None, description="Page of the document it was read from")
+    audio: str | None = Field(None, description="A voice note's file inside the import: transcribed before indexing")
+    transcribed: bool = Field(False, description="Its text is what a voice message was heard to say")
+    quoted: str | None = Field(None, description="What the author quoted from others: stored, not its own words")
+    signature: str | None = Field(None, description="The author's signature block: stored, not its own words")
+    neighbours: Neighbours | None = Field(None, description="A chat line's neighbours; None for documents")
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The importer's or platform's own details (attachments, links, edits): stored and shown, never a "
+        "key the core acts on",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _core_keys_were_extras(cls, data: Any) -> Any:
+        """A payload indexed before these were fields kept them in `extra`: read forward, not lost."""
+        if not isinstance(data, dict) or not isinstance(extra := data.get("extra"), dict):
+            return data
+        if not any(k in extra for k in (*_CORE_KEYS, *_NEIGHBOUR_KEYS)):
+            return data
+        extra = dict(extra)
+        lifted = {k: extra.pop(k) for k in _CORE_KEYS if k in extra and not data.get(k)}
+        around = {k: extra.pop(k) for k in _NEIGHBOUR_KEYS if k in extra}
+        if around and not data.get("neighbours"):
+            lifted["neighbours"] = around
+        return {**data, **lifted, "extra": extra}
 
     def citation(self, number: int) -> Citation:
         excerpt = self.text if len(self.text) <= 160 else self.text[:157] + "..."

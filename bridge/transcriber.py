@@ -1,5 +1,5 @@
 """Voice notes into text: beside the embedder, the same shape. An import whose records name an audio file it holds
-(`extra["audio"]`, a WhatsApp zip's voice notes) has each new one transcribed before it is embedded; records
+(`audio`, a WhatsApp zip's voice notes) has each new one transcribed before it is embedded; records
 already stored are never sent again (bridge/ingest.py asks the index first), so a second import transcribes
 nothing and an interrupted one goes on where it stopped.
 """
@@ -101,7 +101,7 @@ def voice_notes(transcriber: Transcriber, source: HoldsAudio, max_bytes: int, he
     returns why (a problem of the import, which goes on)."""
 
     async def transcribe(record: HistoryRecord) -> str | None:
-        name = str(record.extra["audio"])
+        name = str(record.audio)
         try:
             audio = await asyncio.to_thread(source.read_audio, name, max_bytes)  # a zip member: off the loop
             if heard is not None:
@@ -114,7 +114,7 @@ def voice_notes(transcriber: Transcriber, source: HoldsAudio, max_bytes: int, he
             return f"{name}: not transcribed ({type(exc).__name__}: {exc})"
         if said:
             record.text = f"{record.text}, transcribed: {said}"
-            record.extra["transcribed"] = True
+            record.transcribed = True
         return None
 
     return transcribe

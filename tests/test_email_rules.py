@@ -17,6 +17,7 @@ from adapters.email.loops import RateLimit, loop_reason
 from adapters.email.mime import unreadable
 from adapters.email.sender import build_reply, message_id_for
 from adapters.email.settings import EmailSettings
+from bridge.cli import build_platform_adapters
 from bridge.messages import Citation, OutgoingReply
 from tests.helpers import make_settings
 from tests.mailservers import free_port
@@ -164,13 +165,26 @@ def test_reply_is_threaded_automatic_and_keeps_its_message_id() -> None:
 
 
 def test_serve_builds_the_email_adapter_from_settings(tmp_path: Path) -> None:
-    from bridge.cli import build_platform_adapters
-
     email = EmailSettings(imap_enabled=True, imap_host="127.0.0.1", imap_user="c@x.test", imap_password="pw",
                           relay_host="127.0.0.1", from_address="c@x.test")  # fmt: skip
     [adapter] = build_platform_adapters(make_settings(tmp_path, {}, email=email, local_model={"enabled": True}))
     assert isinstance(adapter, EmailAdapter) and adapter.channel == "email"
     assert adapter.capabilities.can_edit is False
+
+
+def test_a_mail_is_bounded_once_whether_received_or_imported(tmp_path: Path) -> None:
+    """The header and MIME-part bounds are the import settings' (CONFIDE_IMPORTS__*); the old email names are
+    refused with the new one, not silently ignored."""
+    from bridge.config import ImportSettings
+
+    email = EmailSettings(imap_enabled=True, imap_host="127.0.0.1", imap_user="c@x.test", imap_password="pw",
+                          relay_host="127.0.0.1", from_address="c@x.test")  # fmt: skip
+    limits = ImportSettings(max_mime_parts=7, max_mail_header_bytes=4096)
+    [adapter] = build_platform_adapters(make_settings(tmp_path, {}, email=email, imports=limits))
+    assert isinstance(adapter, EmailAdapter)
+    assert (adapter.bounds.max_parts, adapter.bounds.max_header_bytes) == (7, 4096)
+    with pytest.raises(ValueError, match="CONFIDE_EMAIL__MAX_HEADER_BYTES is now CONFIDE_IMPORTS__MAX_MAIL_HEADER"):
+        EmailSettings(max_header_bytes=4096)
 
 
 async def test_a_reply_whose_send_was_cut_off_goes_again_with_its_message_id_and_is_counted(tmp_path: Path) -> None:

@@ -151,10 +151,10 @@ def test_mbox_import(tmp_path: Path) -> None:
     assert len(mails) == 7
     root, reply, outlook = mails[:3]
     # The body line the mbox writer escaped as ">From now on" is text again, not a quote.
-    assert root.text.endswith("pinecone-42.\nFrom now on, bring towels.") and "quoted" not in root.extra
-    assert root.extra["signature"].startswith("Anna Smith")
+    assert root.text.endswith("pinecone-42.\nFrom now on, bring towels.") and root.quoted is None
+    assert root.signature.startswith("Anna Smith")
     assert (reply.conversation, reply.author) == ("Cabin weekend", "Ben Jones <ben@example.com>")
-    assert reply.text == "Thanks! I'll bring the boots." and "pinecone-42" in reply.extra["quoted"]
+    assert reply.text == "Thanks! I'll bring the boots." and "pinecone-42" in reply.quoted
     assert {root.extra["thread"], reply.extra["thread"], outlook.extra["thread"]} == {"root@example.com"}
     assert reply.link == "r1@example.com" and reply.channel == "email"
     assert {r.source for r in records} == {"mbox:archive.mbox"}
@@ -163,7 +163,7 @@ def test_mbox_import(tmp_path: Path) -> None:
     with_files = mails[3]
     assert with_files.extra["attachments"] == ["packing.txt", "ferry-ticket.pdf", "map.png"]
     passages = [r for r in records if r.extra.get("mail") == with_files.link]
-    assert [(p.extra["attachment"], p.extra.get("page"), p.text) for p in passages] == [
+    assert [(p.extra["attachment"], p.page, p.text) for p in passages] == [
         ("packing.txt", None, "Sleeping bag\n\nHeadlamp and spare batteries"),
         ("ferry-ticket.pdf", 1, "Ferry ticket"),
         ("ferry-ticket.pdf", 2, "Seat 12A, deck 3"),

@@ -43,7 +43,7 @@ def test_every_kind_of_document(folder: Path) -> None:
         by_file.setdefault(record.conversation, []).append(record)
     assert sorted(by_file) == ["handbook.docx", "house.md", "recipes.html", "ticket.pdf"]
     pdf = by_file["ticket.pdf"]
-    assert [(r.text, r.extra["page"], r.link) for r in pdf] == [
+    assert [(r.text, r.page, r.link) for r in pdf] == [
         ("Ferry to Lisbon", 1, "trips/ticket.pdf#passage-1"),
         ("Seat 12A, deck 3", 2, "trips/ticket.pdf#passage-2"),
     ]

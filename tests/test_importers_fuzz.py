@@ -524,7 +524,7 @@ async def test_a_5_mb_whatsapp_message_imports_as_passages(tmp_path: Path) -> No
     assert all(len(r.text) <= PASSAGE_CHARS for r in pieces)  # never embedded whole
     assert pieces[0].id == records[0].id and pieces[1].id == f"{records[0].id}#2"
     assert " ".join(r.text for r in pieces).split() == records[0].text.split()
-    assert pieces[5].extra["before"][-1].startswith("Anna: word")  # passages are each other's context
+    assert pieces[5].neighbours.before[-1].startswith("Anna: word")  # passages are each other's context
 
 
 async def test_a_lone_surrogate_is_cleaned_before_embedding(tmp_path: Path, history: HistoryIndex) -> None:
@@ -552,7 +552,7 @@ def test_text_cut_at_the_bounds_is_reported(tmp_path: Path) -> None:
     records, problems = split(drain("files", tmp_path))
     assert {p.where for p in problems} == {"long.txt", "pages.pdf", "big.html"}
     assert any("MAX_PDF_PAGES" in p.why for p in problems) and any("MAX_TEXT_CHARS" in p.why for p in problems)
-    assert max(r.extra.get("page", 0) for r in records) == SMALL.max_pdf_pages
+    assert max(r.page or 0 for r in records) == SMALL.max_pdf_pages
     sections = extract_text("big.html", html.encode(), ImportSettings(max_document_seconds=0.001)).cut
     assert "MAX_DOCUMENT_SECONDS" in sections[0]
 

@@ -15,7 +15,6 @@ from tests.import_fixtures import telegram_chat, write_json
 LOCOMO_26 = Path("/work/shared/datasets/locomo/26.json")
 
 
-
 def run(path: Path) -> tuple[list[HistoryRecord], list[Problem]]:
     items = list(LocomoImporter(path, "me").items())
     return [i for i in items if isinstance(i, HistoryRecord)], [i for i in items if isinstance(i, Problem)]
@@ -40,11 +39,11 @@ def test_turn_records() -> None:
     first = records[0]
     assert (first.link, first.author, first.conversation) == ("D1:1", "Caroline", "Caroline & Melanie")
     assert first.time == datetime(2023, 5, 8, 13, 56, tzinfo=UTC)  # "1:56 pm on 8 May, 2023"
-    assert first.extra == {"dia_id": "D1:1", "session": 1}
+    assert first.extra == {"dia_id": "D1:1"} and first.session == 1
     assert {r.source for r in records} == {"locomo:26.json"}
-    session_1 = [r for r in records if r.extra["session"] == 1]
+    session_1 = [r for r in records if r.session == 1]
     assert [r.time for r in session_1] == sorted({r.time for r in session_1})  # strictly increasing
-    assert [r.extra["session"] for r in records] == sorted(r.extra["session"] for r in records)  # 1, 2, ..., 19
+    assert [r.session for r in records] == sorted(r.session for r in records)  # 1, 2, ..., 19
     photo = next(r for r in records if "blip_caption" in r.extra)
     assert photo.text.endswith(f" [shares a photo: {photo.extra['blip_caption']}]")
     again, _ = run(LOCOMO_26)

@@ -13,8 +13,8 @@ from bridge.history import HistoryIndex, lift_neighbours
 from bridge.importers.base import Problem, WrongKind
 from bridge.importers.registry import open_importer
 from bridge.ingest import ingest
-from bridge.messages import HistoryRecord
-from bridge.store import Hit
+from bridge.messages import HistoryRecord, Neighbours
+from bridge.store import Hit, from_payload
 from tests.import_fixtures import ANDROID_US, write_whatsapp_txt
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
@@ -38,13 +38,14 @@ def test_context_windows_stay_inside_one_conversation_and_session() -> None:
     out = {r.id: r for r in with_context(records, chat=True)}
     assert [r.id for r in with_context(records[:0], chat=True)] == []
     assert list(out) == ["a", "b", "c", "d", "e", "x", "m", "y"]
-    assert out["a"].extra["before"] == [] and out["a"].extra["after"] == ["B: message b"]
-    assert out["c"].extra["before"] == ["A: message a", "B: message b"] and out["c"].extra["after"] == ["D: message d"]
-    assert out["d"].extra["after"] == [] and out["d"].extra["next"] is None
-    assert (out["c"].extra["prev"], out["c"].extra["next"]) == ("b", "d")
-    assert out["e"].extra["before"] == [] and out["e"].extra["prev"] is None
-    assert out["x"].extra["before"] == [] and out["x"].extra["next"] is None
-    assert "before" not in out["m"].extra and out["y"].extra["prev"] is None
+    assert out["a"].neighbours.before == [] and out["a"].neighbours.after == ["B: message b"]
+    assert out["c"].neighbours.before == ["A: message a", "B: message b"]
+    assert out["c"].neighbours.after == ["D: message d"]
+    assert out["d"].neighbours.after == [] and out["d"].neighbours.next is None
+    assert (out["c"].neighbours.prev, out["c"].neighbours.next) == ("b", "d")
+    assert out["e"].neighbours.before == [] and out["e"].neighbours.prev is None
+    assert out["x"].neighbours.before == [] and out["x"].neighbours.next is None
+    assert out["m"].neighbours is None and out["y"].neighbours.prev is None
     assert context_text(out["c"], before=1, after=1) == "C: message c\nB: message b\nD: message d"
 
 
@@ -56,13 +57,13 @@ def test_context_windows_stream_through_a_long_chat() -> None:
     last = None
     for last in with_context(endless(), chat=True):  # noqa: B007
         pass
-    assert last is not None and last.extra["before"] == ["M19998: message m19998", "M19997: message m19997"][::-1]
+    assert last is not None and last.neighbours.before == ["M19998: message m19998", "M19997: message m19997"][::-1]
 
 
 def test_neighbours_of_a_strong_hit_are_lifted() -> None:
     a, b, c = chat("a", 0), chat("b", 1), chat("c", 2)
     for r, prev, nxt in ((a, None, "b"), (b, "a", "c"), (c, "b", None)):
-        r.extra.update(prev=prev, next=nxt)
+        r.neighbours = Neighbours(prev=prev, next=nxt)
     ranked = lift_neighbours([Hit(b, 1.0), Hit(chat("z", 9), 0.5), Hit(a, 0.45), Hit(c, 0.1)])
     assert [h.record.id for h in ranked] == ["b", "a", "z", "c"]  # a: 0.45 + 0.3 x 1.0 overtakes z
 
@@ -70,13 +71,30 @@ def test_neighbours_of_a_strong_hit_are_lifted() -> None:
 def test_records_that_are_not_chat_pass_through_untouched() -> None:
     records = [chat("a", 0), chat("b", 1), chat("c", 2)]
     assert list(with_context(iter(records), chat=False)) == records
-    assert all(r.extra == {} for r in records)
+    assert all(r.extra == {} and r.neighbours is None for r in records)
+
+
+def test_a_record_indexed_before_its_core_keys_were_fields_is_read_forward() -> None:
+    """Payloads stored by earlier versions kept neighbours, session, passage, audio... in `extra`."""
+    old = chat("b", 1).model_dump(mode="json") | {"ts": 0.0}
+    old["extra"] = {
+        "before": ["A: message a"], "after": ["C: message c"], "prev": "a", "next": "c", "session": 3,
+        "passage": 2, "audio": "PTT-1.opus", "transcribed": True, "quoted": "> earlier", "line": 12,
+    }  # fmt: skip
+    record = from_payload(old)
+    assert record.neighbours == Neighbours(before=["A: message a"], after=["C: message c"], prev="a", next="c")
+    assert (record.session, record.passage, record.audio, record.transcribed) == (3, 2, "PTT-1.opus", True)
+    assert record.quoted == "> earlier" and record.extra == {"line": 12}  # the importer's own key stays
+    assert context_text(record, 1, 1) == "B: message b\nA: message a\nC: message c"
+    ranked = lift_neighbours([Hit(record, 1.0), Hit(chat("z", 9), 0.5), Hit(chat("a", 0), 0.45)])
+    assert [h.record.id for h in ranked] == ["b", "a", "z"]
 
 
 async def test_mails_and_documents_are_stored_without_neighbours(history: HistoryIndex) -> None:
     summary = await ingest(history, "alice", [chat("a", 0), chat("b", 1)], chat=False)
     assert summary.imported == 2
-    assert [r.extra for r in [r async for r in history.export("alice")]] == [{}, {}]
+    stored = [r async for r in history.export("alice")]
+    assert [(r.extra, r.neighbours) for r in stored] == [({}, None), ({}, None)]
 
 
 async def test_import_twice_adds_nothing_and_reports_duplicates(tmp_path: Path, history: HistoryIndex) -> None:

@@ -554,4 +554,4 @@ async def test_a_voice_message_in_an_encrypted_direct_chat_is_heard_and_answered
     assert (done(ana, room, bot, sent) or "").startswith("🎤 “Where is the spare key?”\n\nYou asked: Where is")
     assert [t["size"] for t in fake_llm.transcriptions] == [len(speech)], "not the decrypted file, or not once"
     [asked] = [r async for r in history.export("ana") if r.id.startswith("q:")]
-    assert asked.text == "Where is the spare key?" and asked.extra["transcribed"] is True
+    assert asked.text == "Where is the spare key?" and asked.transcribed is True

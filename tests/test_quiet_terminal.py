@@ -46,3 +46,21 @@ async def test_an_error_is_said_once_in_words(tmp_path: Path, fake_llm: FakeOpen
     said = [line for line in result.stderr.splitlines() if line.strip()]
     assert said and len(said) == len(set(said)), said
     assert all("details in" in line for line in said), said
+
+
+async def test_an_import_shows_its_progress_and_summary_and_no_log_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    note = tmp_path / "cabin.txt"
+    note.write_text("The wifi password at the cabin is pine-cone-1987.\n")
+    env = cli_env(data)
+    env["CONFIDE_LOG_LEVEL"] = "DEBUG"
+    result = await run_cli(["import", "files", str(note), "--person", "me"], env)
+    assert result.code == 0, result.stderr
+    assert not LOG_LINE.search(result.stdout + result.stderr), result.stdout + result.stderr
+    assert "Imported 1, already there 0" in result.stderr  # the bar and the summary: on stderr, as rich puts them
+    assert "imported files cabin.txt into me's history" in (data / "logs" / "confide.log").read_text()
+
+    verbose = await run_cli(["import", "-v", "files", str(note), "--person", "me"], env)
+    assert verbose.code == 0 and LOG_LINE.search(verbose.stderr), verbose.stderr
+    assert "Imported 0, already there 1" in verbose.stderr

@@ -511,8 +511,8 @@ async def test_a_voice_message_is_heard_and_answered_quoting_what_was_understood
     assert list((tmp_path / "attachments").rglob("*.ogg")) == [], "a recording was kept after it was heard"
     assert telegram.bot_messages(999) == [] and telegram.bot_messages(GROUP) == []
     [asked] = [r async for r in history.store.export("alice") if r.id.startswith("q:")]
-    assert asked.text == "Where is the spare key?" and asked.extra["transcribed"] is True
-    assert asked.extra["audio"].endswith(".ogg")
+    assert asked.text == "Where is the spare key?" and asked.transcribed is True
+    assert asked.audio.endswith(".ogg")
 
 
 async def test_an_export_sent_in_the_chat_has_its_voice_notes_transcribed(

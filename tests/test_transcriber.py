@@ -52,7 +52,7 @@ async def test_voice_notes_are_transcribed_once_and_answer_questions(tmp_path: P
     exported = await run_cli(["export", "--person", "me"], env)
     records = {r["text"]: r for r in map(json.loads, exported.stdout.splitlines())}
     note = records[f"sent a voice message (PTT-20231231-WA0004.opus), transcribed: {SAID}"]
-    assert note["author"] == "Ben" and note["extra"]["transcribed"] is True
+    assert note["author"] == "Ben" and note["transcribed"] is True
     assert "sent a voice message (PTT-20231231-WA0005.opus)" in records  # the one over the bound, as it was
     assert "sent a photo (IMG-20231231-WA0006.jpg)" in records
 

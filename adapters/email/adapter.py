@@ -84,8 +84,8 @@ class EmailAdapter:
         self._inbox: InboxPort | None = None
         self.reading = Reading(self.email.max_reading, self.email.max_reading_bytes)
         self.bounds = Bounds(
-            max_header_bytes=self.email.max_header_bytes,
-            max_parts=self.email.max_mime_parts,
+            max_header_bytes=settings.imports.max_mail_header_bytes,
+            max_parts=settings.imports.max_mime_parts,
             max_address_bytes=self.email.max_address_header_bytes,
             max_addresses=self.email.max_addresses,
             max_depth=self.email.max_mime_depth,

@@ -1,6 +1,6 @@
 """Importers of mail archives: mbox files (Thunderbird, Gmail Takeout, Apple Mail's `.mbox` folders) and Maildir.
 
-One record per mail (its own words; quotes and signature go to `extra`), plus one per passage of each text, PDF,
+One record per mail (its own words; quotes and signature stored beside them), plus one per passage of each text, PDF,
 .docx or HTML attachment. Mails are read one at a time: an mbox is indexed by offsets (the stdlib `mailbox`
 table of contents) and never held in memory whole. Each mail is judged on its bytes before it is parsed (its
 size, header and MIME parts: CONFIDE_IMPORTS__*), and anything that cannot be read is a `Problem` for that
@@ -102,10 +102,6 @@ class _Mails:
         for name, key in (("In-Reply-To", "in_reply_to"), ("To", "to"), ("Cc", "cc")):
             if value := header(msg, name):
                 info[key] = value
-        if body.quoted:
-            info["quoted"] = body.quoted[:QUOTED_CHARS]
-        if body.signature:
-            info["signature"] = body.signature[:QUOTED_CHARS]
         subject = normalized_subject(header(msg, "Subject"))
         return HistoryRecord(
             # The Message-ID names the mail wherever it is filed; without one, its bytes do.
@@ -118,6 +114,8 @@ class _Mails:
             text=body.new_text,
             source=self.source,
             link=own_id or where,
+            quoted=body.quoted[:QUOTED_CHARS] or None,
+            signature=body.signature[:QUOTED_CHARS] or None,
             extra=info,
         )
 
@@ -158,13 +156,14 @@ class _Mails:
                 number += 1
                 extra: dict[str, Any] = {"attachment": attachment.name, "mail": mail.link}
                 extra["thread"] = mail.extra["thread"]
-                if page is not None:
-                    extra["page"] = page
                 yield mail.model_copy(
                     update={
                         "id": stable_id("email", mail.id, "attachment", index, attachment.name, number),
                         "text": passage,
                         "link": f"{mail.link}#{attachment.name}#passage-{number}",
+                        "page": page,
+                        "quoted": None,
+                        "signature": None,
                         "extra": extra,
                     }
                 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, model_validator
 
@@ -11,6 +11,9 @@ from bridge.platforms import section
 
 if TYPE_CHECKING:
     from bridge.config import Settings
+
+
+_MOVED = {"max_header_bytes": "max_mail_header_bytes", "max_mime_parts": "max_mime_parts"}
 
 
 class EmailSettings(BaseModel):
@@ -48,10 +51,8 @@ class EmailSettings(BaseModel):
         description="SMTP mode: addresses (or networks) of the MTAs in front of Confide whose Authentication-Results "
         "headers are read; from any other peer they are ignored, since the sender could have written them",
     )
-    # Read before a mail is parsed: bounds that keep a hostile mail from stalling the server.
-    # At most a MiB: a large mail is judged on its first MiB, which must hold its whole header (smtp_server.py).
-    max_header_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
-    max_mime_parts: int = Field(500, ge=1)
+    # Read before a mail is parsed: bounds that keep a hostile mail from stalling the server. A mail's header
+    # bytes and MIME parts are bounded once for every mail, received or imported: CONFIDE_IMPORTS__*.
     max_address_header_bytes: int = Field(
         8 * 1024, ge=256, description="Bytes of one address header (To, Cc, Sender...); a larger one: dropped unread"
     )
@@ -88,6 +89,19 @@ class EmailSettings(BaseModel):
     verify_dkim: bool = Field(True, description="Check DKIM signatures (DNS TXT lookups of sender domains)")
     rate_limit_per_hour: int = Field(20, ge=1)
     ca_file: Path | None = Field(None, description="CA bundle for the relay's and IMAP server's certificates")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        """A bound that moved is named, not silently ignored: the operator meant it to hold."""
+        if isinstance(data, dict):
+            for old, new in _MOVED.items():
+                if old in data:
+                    raise ValueError(
+                        f"CONFIDE_EMAIL__{old.upper()} is now CONFIDE_IMPORTS__{new.upper()}: one bound "
+                        "for every mail, received or imported"
+                    )
+        return data
 
     @model_validator(mode="after")
     def _complete(self) -> EmailSettings:

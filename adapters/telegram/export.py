@@ -208,8 +208,6 @@ class TelegramImporter(CheckedOnce):
             extra["sticker"] = _scalar(message["sticker_emoji"])
         if message.get("edited") or message.get("edited_unixtime"):
             extra["edited"] = True
-        if audio := self._audio_file(message):
-            extra["audio"] = audio  # a voice message the export holds: transcribed on import where configured
         if not text:
             text = _shared(message)
         if not text and (attachments or omitted or message.get("media_type")):  # media only: said in words
@@ -231,6 +229,7 @@ class TelegramImporter(CheckedOnce):
             text=text,
             source=self.source,
             link=f"{chat_id}/{message_id}",
+            audio=self._audio_file(message),  # a voice message the export holds: transcribed on import
             extra=extra,
         )
 

@@ -89,7 +89,7 @@ def _records(file: Path, relative: str, sections: list[Section], person: str) ->
                 text=passage,
                 source=f"file:{file.resolve()}",
                 link=f"{relative}#passage-{number + 1}",
-                extra={"page": page} if page is not None else {},
+                page=page,
             )
             number += 1
 

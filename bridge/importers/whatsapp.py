@@ -322,8 +322,7 @@ class WhatsAppImporter(CheckedOnce):
         if not text and (attachments or omitted):  # media only: still a message of the chat, said in words
             text = media.describe(attachments, kind, omitted)[: self.limits.max_message_chars]
             extra["media"] = True
-        if held := [n for n in attachments if n in self._audio]:
-            extra["audio"] = held[0]  # a voice note the zip holds: transcribed on import where configured
+        held = [n for n in attachments if n in self._audio]  # a voice note the zip holds: transcribed on import
         when = pending.time.isoformat()
         count = occurrences.next(pending.time, pending.author, text, "|".join(attachments))
         yield HistoryRecord(
@@ -336,6 +335,7 @@ class WhatsAppImporter(CheckedOnce):
             text=text,
             source=self.source,
             link=f"{name}:{pending.line}",
+            audio=held[0] if held else None,
             extra=extra,
         )
 
