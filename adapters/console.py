@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, TextIO
 
 from pydantic import BaseModel, Field
 
-from bridge.adapter import Capabilities, InboxPort
-from bridge.diskspace import NoRoom
+from bridge.intake.adapter import Capabilities, InboxPort
+from bridge.intake.platforms import Platform, section
 from bridge.messages import Image, IncomingMessage, OutgoingReply
-from bridge.platforms import Platform, section
+from bridge.ops.diskspace import NoRoom
 
 if TYPE_CHECKING:
     from bridge.config import Settings

@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.locomo import questions_of
 from benchmarks.locomo_import import LocomoImporter
-from bridge.answer import AnswerPipeline
+from bridge.answering.answer import AnswerPipeline
 from bridge.config import RetrievalSettings
-from bridge.embedder import LocalEmbedder
-from bridge.history import HistoryIndex
-from bridge.ingest import ingest
-from bridge.llm import ModelClient
-from bridge.store.edge import EdgeStore
+from bridge.history.index import HistoryIndex
+from bridge.history.ingest import ingest
+from bridge.history.store.edge import EdgeStore
+from bridge.models.embedder import LocalEmbedder
+from bridge.models.llm import ModelClient
 
 MAX_ANSWERABLE_ABSTAINED = 0.05  # the bound: abstain on at most 5% of answerable questions
 CURVE_STEP = 0.02

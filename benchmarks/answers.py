@@ -7,7 +7,7 @@
 Each LoCoMo conversation is one person's history, imported through the `locomo` importer and the ingestion
 driver (as benchmarks/locomo.py does); every question then goes through Confide's own answer pipeline
 (retrieval, prompt, model, citations) with no earlier turns. `--model local` starts the embedded llama.cpp
-server (bridge.local_model) with `--gguf` or the installed default model; any other name is a model of
+server (bridge.models.local_model) with `--gguf` or the installed default model; any other name is a model of
 CONFIDE_MODELS. A CPU run takes a seeded sample (`--limit`), a GPU run the whole set (`--limit 0`).
 
 Printed (figures, not a test):
@@ -48,15 +48,15 @@ import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.locomo import questions_of, turns_of
 from benchmarks.locomo_import import LocomoImporter
 from benchmarks.stats import percentile
-from bridge.answer import AnswerPipeline
+from bridge.answering.answer import AnswerPipeline
 from bridge.config import LocalModelSettings, ModelSettings, RetrievalSettings, load_settings
-from bridge.embedder import LocalEmbedder
-from bridge.history import HistoryIndex
-from bridge.ingest import ingest
-from bridge.llm import ModelClient
-from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer, packaged_gguf
-from bridge.store import Hit
-from bridge.store.edge import EdgeStore
+from bridge.history.index import HistoryIndex
+from bridge.history.ingest import ingest
+from bridge.history.store import Hit
+from bridge.history.store.edge import EdgeStore
+from bridge.models.embedder import LocalEmbedder
+from bridge.models.llm import ModelClient
+from bridge.models.local_model import LOCAL_MODEL_NAME, LocalModelServer, packaged_gguf
 
 PERSON_NAME = "Me"
 _CITATION_MARK = re.compile(r"\[\d{1,3}\]")

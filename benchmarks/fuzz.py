@@ -8,8 +8,8 @@ identical messages, 5 MB single messages), Telegram result.json (fields of any t
 a hundred thousand deep, lone surrogates), mbox and Maildir (broken headers and encodings, thousands of MIME
 parts, .docx and PDF attachment bombs, odd file names) and documents (.txt, .md, .html, .docx, .pdf: valid,
 mutated, bombs, thousands of pages). The importer is opened as `confide import` opens it
-(bridge.importers.registry), `check()` may refuse the file (WrongKind: an answer, not a failure), and every item
-of `items()` goes through bridge.ingest.ingest with a history that embeds nothing: cleaning, passage splitting
+(bridge.history.importers.registry), `check()` may refuse the file (WrongKind: an answer, not a failure), and every item
+of `items()` goes through bridge.history.ingest.ingest with a history that embeds nothing: cleaning, passage splitting
 and context windows run, embedding and indexing (too slow for thousands of cases) do not. Every 1000th case
 (case 0 included) instead imports a 5 MB WhatsApp message through the real embedder and an embedded Qdrant
 shard, with CONFIDE_IMPORTS__MAX_MESSAGE_CHARS at 100,000 so that it fits the time limit: the passages, not the
@@ -517,7 +517,7 @@ class NullHistory:
         return set()
 
     async def add(self, person: str, records: Sequence[Any]) -> int:
-        from bridge.ingest import LONG_TEXT_CHARS
+        from bridge.history.ingest import LONG_TEXT_CHARS
 
         self.stats["violations"] += sum(1 for r in records if len(r.text) > LONG_TEXT_CHARS)
         return len(records)
@@ -525,7 +525,7 @@ class NullHistory:
 
 def checked(items: Iterable[Any], stats: dict[str, Any], max_chars: int) -> Iterator[Any]:
     """The importer's items as they pass: each a record within the bound, or a `Problem`."""
-    from bridge.importers.base import Problem
+    from bridge.history.importers.base import Problem
     from bridge.messages import HistoryRecord
 
     for item in items:
@@ -543,10 +543,10 @@ def checked(items: Iterable[Any], stats: dict[str, Any], max_chars: int) -> Iter
 
 def import_like_confide(kind: str, path: Path, stats: dict[str, Any]) -> None:
     from bridge.config import ImportSettings
-    from bridge.importers.base import WrongKind
-    from bridge.importers.registry import open_importer
-    from bridge.importers.text import PASSAGE_CHARS
-    from bridge.ingest import ingest
+    from bridge.history.importers.base import WrongKind
+    from bridge.history.importers.registry import open_importer
+    from bridge.history.importers.text import PASSAGE_CHARS
+    from bridge.history.ingest import ingest
 
     importer = open_importer(kind, path, "me")  # as `confide import KIND PATH` does
     try:
@@ -562,11 +562,11 @@ def import_like_confide(kind: str, path: Path, stats: dict[str, Any]) -> None:
 def import_with_the_embedder(path: Path, stats: dict[str, Any]) -> None:
     """A 5 MB message through the real embedder and an embedded shard: memory must not follow its size."""
     from bridge.config import ImportSettings
-    from bridge.embedder import LocalEmbedder
-    from bridge.history import HistoryIndex
-    from bridge.importers.registry import open_importer
-    from bridge.ingest import ingest
-    from bridge.store.edge import EdgeStore
+    from bridge.history.importers.registry import open_importer
+    from bridge.history.index import HistoryIndex
+    from bridge.history.ingest import ingest
+    from bridge.history.store.edge import EdgeStore
+    from bridge.models.embedder import LocalEmbedder
 
     async def run() -> None:
         embedder = LocalEmbedder()
@@ -633,7 +633,7 @@ def child(seed: int) -> None:
     import logging
 
     import bridge  # noqa: F401  (the environment locked down before any ML import, as the CLI does)
-    import bridge.importers.registry as registry
+    import bridge.history.importers.registry as registry
 
     logging.basicConfig(level=logging.CRITICAL)  # problems are counted here, not logged
     registry.importer_classes()  # every importer imported before the first case is timed

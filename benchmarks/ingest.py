@@ -4,7 +4,8 @@
 
 The import runs the real path: the WhatsApp importer parses an Android export, the driver adds chat context,
 checks which ids exist, embeds and stores into the embedded Qdrant shard. Each message is embedded twice
-(alone, and with its neighbours: see bridge/context_windows.py), so the raw baseline encodes exactly those same texts,
+(alone, and with its neighbours: see bridge/history/context_windows.py), so the raw baseline encodes exactly those
+same texts,
 in the same batch size, with no parsing or storing; the ratio is the import's overhead over pure encoding.
 """
 
@@ -22,13 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401
-from bridge.context_windows import context_text, with_context
-from bridge.embedder import LocalEmbedder
-from bridge.history import HistoryIndex, message_text
-from bridge.importers.whatsapp import WhatsAppImporter
-from bridge.ingest import ingest
+from bridge.history.context_windows import context_text, with_context
+from bridge.history.importers.whatsapp import WhatsAppImporter
+from bridge.history.index import HistoryIndex, message_text
+from bridge.history.ingest import ingest
+from bridge.history.store.edge import EdgeStore
 from bridge.messages import HistoryRecord
-from bridge.store.edge import EdgeStore
+from bridge.models.embedder import LocalEmbedder
 
 PHRASES = (
     "are we still on for dinner on friday", "the plumber comes at 9", "can you send me the photos from the beach",

@@ -28,11 +28,11 @@ import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.locomo_import import LocomoImporter, load_questions
 from benchmarks.stats import percentile
 from bridge.config import RetrievalSettings
-from bridge.embedder import LocalEmbedder
-from bridge.history import HistoryIndex
-from bridge.ingest import ingest
+from bridge.history.index import HistoryIndex
+from bridge.history.ingest import ingest
+from bridge.history.store.edge import EdgeStore
 from bridge.messages import HistoryRecord
-from bridge.store.edge import EdgeStore
+from bridge.models.embedder import LocalEmbedder
 
 KS = (5, 10, 20)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import ImportSettings
-from bridge.importers.base import (
+from bridge.history.importers.base import (
     CheckedOnce,
     Problem,
     WrongKind,

@@ -7,7 +7,7 @@ call as CONFIDE_ENERGY__SOURCE=nvml). The work is a torch matmul loop when torch
 installed; otherwise the GPU's idle draw is measured. Without an NVIDIA GPU or driver it says so and
 exits with status 0: nothing to check here.
 
-Then Confide's own meter (bridge.energy: NvmlSource, Energy) runs around two overlapping "answers" on
+Then Confide's own meter (bridge.models.energy: NvmlSource, Energy) runs around two overlapping "answers" on
 that GPU while the same work goes on: A for the whole time with 3 tokens per step, B for the second half
 with 1 token per step. Their attributed energy must add up to the counter's difference over the same
 time (within 3%), and B must get about a quarter of the second half's energy. Exit status 1 otherwise.
@@ -103,7 +103,7 @@ def main() -> int:
 
 async def check_confide_meter(gpu: int, seconds: float, step: Callable[[], None]) -> int:
     """Confide's NVML meter around two overlapping answers, against the raw counter over the same time."""
-    from bridge.energy import Energy, NvmlSource
+    from bridge.models.energy import Energy, NvmlSource
 
     raw = NvmlSource([gpu])  # a second NVML user: the counter read directly, around the meter's answers
     energy = Energy(NvmlSource([gpu]), {"a": [gpu], "b": [gpu]}, interval_s=0.5)

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.stats import percentile
 from benchmarks.stream_server import StreamServer
-from bridge.adapter import Capabilities, InboxPort
 from bridge.app import assemble
 from bridge.config import ModelSettings, PersonSettings, load_settings
-from bridge.llm import Delta, ModelClient
+from bridge.intake.adapter import Capabilities, InboxPort
 from bridge.messages import IncomingMessage, OutgoingReply
+from bridge.models.llm import Delta, ModelClient
 
 
 class TimedAdapter:

@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401
 from benchmarks.stats import percentile
+from bridge.history.sparse import SparseEncoder
+from bridge.history.store import HistoryStore, Selector, Vectorized
+from bridge.history.store.edge import EdgeStore
+from bridge.history.store.server import ServerStore
 from bridge.messages import HistoryRecord
-from bridge.sparse import SparseEncoder
-from bridge.store import HistoryStore, Selector, Vectorized
-from bridge.store.edge import EdgeStore
-from bridge.store.server import ServerStore
 
 DIMENSION = 384
 PERSONS = 10

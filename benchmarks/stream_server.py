@@ -47,7 +47,7 @@ class StreamServer:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            # The question is the paragraph after "question:" in the last message (bridge/prompt.py's layout).
+            # The question is the paragraph after "question:" in the last message (bridge/answering/prompt.py's layout).
             asked = re.split(r"question:", str(body["messages"][-1]["content"]), flags=re.IGNORECASE)[-1]
             question = asked.strip().split("\n\n", 1)[0].strip()
             words = f"You asked: {question} [1]".split(" ")

@@ -4,7 +4,7 @@
 
 A spoken set the project makes itself: the sentences below, spoken by espeak-ng and encoded as Ogg Opus at 24
 kbit/s mono (as a WhatsApp or Telegram voice note is), then sent one at a time through Confide's own transcriber
-(bridge/transcriber.py, `openai`: an OpenAI-compatible /v1/audio/transcriptions such as vLLM serving Whisper on
+(bridge/models/transcriber.py, `openai`: an OpenAI-compatible /v1/audio/transcriptions such as vLLM serving Whisper on
 the GPU host). The endpoint comes from --base-url/--model or CONFIDE_TRANSCRIBER__BASE_URL/__MODEL. Needs
 `apt-get install espeak-ng opus-tools`.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.config import TranscriberSettings
-from bridge.transcriber import OpenAITranscriber, ogg_seconds
+from bridge.models.transcriber import OpenAITranscriber, ogg_seconds
 
 SENTENCES = [
     "The spare key for the boat is in the red toolbox.",

@@ -1,10 +1,10 @@
 """Confide's core: messages, durable inbox and outbox, routing, history index, answer pipeline.
 
-Importing the core turns off every dependency's telemetry and hub access first (see bridge.lockdown); it imports
+Importing the core turns off every dependency's telemetry and hub access first (see bridge.ops.lockdown); it imports
 nothing heavy, so that the `confide` executable holds its stop signals from its first instant (bridge/launch.py).
 """
 
-from bridge.lockdown import lock_down_environment
+from bridge.ops.lockdown import lock_down_environment
 
 lock_down_environment()
 

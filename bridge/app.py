@@ -13,31 +13,31 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.adapter import Adapter, KeepsState
-from bridge.answer import AnswerPipeline
-from bridge.chats import Chats
-from bridge.commands import Commands
+from bridge.answering.answer import AnswerPipeline
+from bridge.commands.handlers import Commands
 from bridge.config import Settings
-from bridge.control import ControlServer
-from bridge.diskspace import DiskRoom, ensure_room_to_start
-from bridge.dispatch import Dispatcher
-from bridge.energy import Energy, open_energy
-from bridge.hearing import Hearing
-from bridge.history import HistoryIndex, build_history
-from bridge.importers.registry import find_source
-from bridge.inbox import Inbox
-from bridge.llm import ModelClient
-from bridge.local_model import LOCAL_MODEL_NAME, LocalModelServer
-from bridge.lockdown import ensure_private_dir, lock_down_environment
-from bridge.metrics import Metrics
-from bridge.outbox import Drafts, Outbox
-from bridge.persons import PersonDirectory
-from bridge.platforms import platforms
-from bridge.privacy import check_endpoints
+from bridge.dispatch.dispatcher import Dispatcher
+from bridge.dispatch.inbox import Inbox
+from bridge.dispatch.outbox import Drafts, Outbox
+from bridge.history.importers.registry import find_source
+from bridge.history.index import HistoryIndex, build_history
+from bridge.intake.adapter import Adapter, KeepsState
+from bridge.intake.hearing import Hearing
+from bridge.intake.persons import PersonDirectory
+from bridge.intake.platforms import platforms
+from bridge.models.energy import Energy, open_energy
+from bridge.models.llm import ModelClient
+from bridge.models.local_model import LOCAL_MODEL_NAME, LocalModelServer
+from bridge.models.transcriber import build_transcriber
+from bridge.ops.control import ControlServer
+from bridge.ops.diskspace import DiskRoom, ensure_room_to_start
+from bridge.ops.lockdown import ensure_private_dir, lock_down_environment
+from bridge.ops.metrics import Metrics
+from bridge.ops.privacy import check_endpoints
 from bridge.services import Services, WorkerOptions
-from bridge.state import StateDB
-from bridge.transcriber import build_transcriber
-from bridge.usage import UsageLog
+from bridge.state.chats import Chats
+from bridge.state.db import StateDB
+from bridge.state.usage import UsageLog
 
 log = logging.getLogger(__name__)
 

@@ -28,20 +28,20 @@ from rich.progress import (
 )
 
 from bridge import __version__
-from bridge.adapter import Adapter, Terminal
 from bridge.config import ConfigError, Settings, load_settings
-from bridge.early_stop import early_stops, hold_stop_signals
-from bridge.importers.base import Importer, WrongKind
-from bridge.importers.registry import importer_classes
-from bridge.imports import CannotImport, ImportJob, ImportProgress, import_into, open_checked
-from bridge.lockdown import DataDirNotPrivate, private_files
-from bridge.platforms import enabled_platforms, platforms
-from bridge.store import Selector
-from bridge.transcriber import HoldsAudio
+from bridge.history.importers.base import Importer, WrongKind
+from bridge.history.importers.registry import importer_classes
+from bridge.history.imports import CannotImport, ImportJob, ImportProgress, import_into, open_checked
+from bridge.history.store import Selector
+from bridge.intake.adapter import Adapter, Terminal
+from bridge.intake.platforms import enabled_platforms, platforms
+from bridge.models.transcriber import HoldsAudio
+from bridge.ops.early_stop import early_stops, hold_stop_signals
+from bridge.ops.lockdown import DataDirNotPrivate, private_files
 
 if TYPE_CHECKING:
-    from bridge.control import RemoteHistory
-    from bridge.history import HistoryIndex
+    from bridge.history.index import HistoryIndex
+    from bridge.ops.control import RemoteHistory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Confide: answers from your own history.")
 import_app = typer.Typer(no_args_is_help=True, help="Bring history in from exports and files.")
@@ -72,7 +72,7 @@ def settings_or_exit(quiet: bool = False) -> Settings:
 
 def _log_to_file(settings: Settings) -> None:
     from bridge.app import check_data_dir
-    from bridge.diskspace import NotEnoughSpace
+    from bridge.ops.diskspace import NotEnoughSpace
 
     try:
         check_data_dir(settings)  # first: no log file in a folder others can read, nor on a disk too full to start
@@ -111,13 +111,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def run_async(coro: Coroutine[Any, Any, Any]) -> None:
     from bridge.app import DataDirBusy
-    from bridge.diskspace import NotEnoughSpace
-    from bridge.energy import EnergyUnavailable
-    from bridge.local_model import LocalModelError
-    from bridge.metrics import MetricsPortError
-    from bridge.privacy import HostNotAllowed
-    from bridge.state import SchemaTooNew, StateDamaged
-    from bridge.store import IndexIncompatible
+    from bridge.history.store import IndexIncompatible
+    from bridge.models.energy import EnergyUnavailable
+    from bridge.models.local_model import LocalModelError
+    from bridge.ops.diskspace import NotEnoughSpace
+    from bridge.ops.metrics import MetricsPortError
+    from bridge.ops.privacy import HostNotAllowed
+    from bridge.state.db import SchemaTooNew, StateDamaged
 
     errors = (
         DataDirBusy,
@@ -260,7 +260,7 @@ def health(
 @app.command()
 def doctor() -> None:
     """Check every configured endpoint and model; list every host Confide will contact."""
-    from bridge.doctor import run_doctor
+    from bridge.ops.doctor import run_doctor
 
     settings = settings_or_exit()
     ok = asyncio.run(run_doctor(settings, Console()))
@@ -277,7 +277,7 @@ def forget(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
 ) -> None:
     """Delete part or all of a person's history."""
-    from bridge.commands import parse_date
+    from bridge.commands.handlers import parse_date
 
     settings = settings_or_exit()
     known_person(settings, person)
@@ -295,9 +295,9 @@ def forget(
 @asynccontextmanager
 async def history_access(settings: Settings) -> AsyncIterator[HistoryIndex | RemoteHistory]:
     """The history index, opened here; or, while `confide serve` holds it, the running process's, over its local
-    socket (bridge/control.py): import, forget and export work while Confide answers."""
+    socket (bridge/ops/control.py): import, forget and export work while Confide answers."""
     from bridge.app import DataDirBusy, open_history
-    from bridge.control import RemoteHistory
+    from bridge.ops.control import RemoteHistory
 
     try:
         async with open_history(settings) as history:
@@ -406,10 +406,10 @@ def run_import(kind: str, path: Path, person: str, verbose: bool = False, **opti
 
 
 async def _import(settings: Settings, job: ImportJob) -> None:
-    """One import on this terminal (bridge.imports does it): bars while it runs, the summary after. The index is
+    """One import on this terminal (bridge.history.imports does it): bars while it runs, the summary after. The index is
     opened here or, while `confide serve` holds it, reached in that process (`history_access`)."""
-    from bridge.hearing import Hearing
-    from bridge.transcriber import build_transcriber
+    from bridge.intake.hearing import Hearing
+    from bridge.models.transcriber import build_transcriber
 
     if job.note:
         err.print(job.note)
@@ -474,7 +474,8 @@ def _audio_count(now: ImportProgress) -> str:
 
 
 class _Terminal:
-    """`CommandLine` (bridge.imports) for a platform's own import command: this CLI's settings, errors and bars."""
+    """`CommandLine` (bridge.history.imports) for a platform's own import command: this CLI's settings, errors and
+    bars."""
 
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose

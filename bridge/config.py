@@ -2,7 +2,7 @@
 
 Every setting has a default that runs on a fresh machine: embedded Qdrant on disk, the packaged
 MiniLM embedder and, when no model endpoint is configured, a local llama.cpp server. Each platform brings
-its own section (bridge.platforms); `load_settings()` builds the class that holds them all.
+its own section (bridge.intake.platforms); `load_settings()` builds the class that holds them all.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bridge.platforms import channels, normalize_account, platforms
+from bridge.intake.platforms import channels, normalize_account, platforms
 
 
 class ModelSettings(BaseModel):
@@ -188,7 +188,7 @@ class ImportSettings(BaseSettings):
     process: each is checked as the bytes are read (decompressed sizes are counted, since zip headers lie).
 
     The `imports` section of `Settings` (CONFIDE_IMPORTS__*), passed to each importer by its caller
-    (bridge/imports.py); an importer never reads the environment itself. The defaults are far above real
+    (bridge/history/imports.py); an importer never reads the environment itself. The defaults are far above real
     exports: WhatsApp caps a message at 65,536 characters and an export at 40,000 messages, Telegram a message
     at 4,096.
     """

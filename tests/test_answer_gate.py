@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.answer import AnswerPipeline, key_terms
+from bridge.answering.answer import AnswerPipeline, key_terms
 from bridge.config import RetrievalSettings
-from bridge.history import NO_RELEVANCE, HistoryIndex
-from bridge.llm import ModelClient
+from bridge.history.index import NO_RELEVANCE, HistoryIndex
 from bridge.messages import HistoryRecord
+from bridge.models.llm import ModelClient
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
 from tests.helpers import eventually, model_for

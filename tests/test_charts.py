@@ -15,11 +15,11 @@ import pytest
 from matplotlib.dates import date2num
 from PIL import Image
 
-from bridge.charts import Chart, ChartSeries, compare_chart, usage_chart
-from bridge.commands import _picture
-from bridge.energy import Energy, Measurement, Meter, Trace
+from bridge.commands.charts import Chart, ChartSeries, compare_chart, usage_chart
+from bridge.commands.handlers import _picture
 from bridge.messages import Image as ReplyImage
-from bridge.usage import AnswerUsage, UsageRow, format_wh
+from bridge.models.energy import Energy, Measurement, Meter, Trace
+from bridge.state.usage import AnswerUsage, UsageRow, format_wh
 from tests.test_energy import FakeClock, ScriptedSource, step_area
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ def test_charts_work_offline_with_an_unwritable_home(tmp_path: Path) -> None:
         "def offline(*args, **kwargs): raise OSError('network use')\n"
         "socket.socket.connect = socket.socket.connect_ex = offline\n"
         "socket.create_connection = socket.getaddrinfo = offline\n"
-        "import bridge.charts as charts\n"
+        "import bridge.commands.charts as charts\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib is imported at start-up'\n"
         "png = charts.usage_chart([charts.UsageRow('2025-06-01', 'm', 1, 5, 5, 0.5, 1)]).png\n"
         "assert png.startswith(b'\\x89PNG') and len(png) > 5000\n"

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from bridge.local_model import smollm2_gguf
+from bridge.models.local_model import smollm2_gguf
 from tests.cli_helpers import CONFIDE, cli_env, run_cli
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
@@ -171,7 +171,7 @@ async def test_the_embedded_model_server_dies_with_confide_even_when_it_is_kille
         server: list[int] = []
         for _ in range(600):  # the server is started while Confide assembles
             server = children(confide.pid)
-            if server and "bridge.local_model" in cmdline(server[0]):
+            if server and "bridge.models.local_model" in cmdline(server[0]):
                 break
             await asyncio.sleep(0.1)
         assert server, "no model server was started"

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from bridge.chats import Turn
-from bridge.compare import NO_QUESTION, CompareError, CompareRequest, parse_compare, question_and_context
+from bridge.commands.compare import NO_QUESTION, CompareError, CompareRequest, parse_compare, question_and_context
 from bridge.config import EnergySettings, ModelSettings
-from bridge.energy import Energy, PrometheusSource
-from bridge.history import HistoryIndex
+from bridge.history.index import HistoryIndex
 from bridge.messages import HistoryRecord
-from bridge.state import StateDB
-from bridge.usage import AnswerUsage, UsageRow, format_summary, record
+from bridge.models.energy import Energy, PrometheusSource
+from bridge.state.chats import Turn
+from bridge.state.db import StateDB
+from bridge.state.usage import AnswerUsage, UsageRow, format_summary, record
 from tests.fakes.dcgm_exporter import FakeDcgm
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness

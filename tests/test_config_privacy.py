@@ -8,8 +8,8 @@ import os
 import pytest
 
 from bridge.config import ConfigError, load_settings
-from bridge.lockdown import OFFLINE_ENV
-from bridge.privacy import HostNotAllowed, check_endpoints, endpoints
+from bridge.ops.lockdown import OFFLINE_ENV
+from bridge.ops.privacy import HostNotAllowed, check_endpoints, endpoints
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from bridge.dispatch import DELIVERY_PAGE
+from bridge.dispatch.dispatcher import DELIVERY_PAGE
+from bridge.dispatch.outbox import enqueue_reply
 from bridge.messages import OutgoingReply
-from bridge.outbox import enqueue_reply
-from bridge.state import StateDB
+from bridge.state.db import StateDB
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
 from tests.helpers import eventually, model_for

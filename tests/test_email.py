@@ -30,10 +30,10 @@ from adapters.email.adapter import EmailAdapter
 from adapters.email.settings import EmailSettings
 from adapters.email.smtp_server import Outcome, serve_smtp
 from bridge.config import PersonSettings, Settings, TranscriberSettings
-from bridge.hearing import Hearing
-from bridge.history import HistoryIndex
+from bridge.history.index import HistoryIndex
+from bridge.intake.hearing import Hearing
 from bridge.messages import HistoryRecord, utcnow
-from bridge.transcriber import OpenAITranscriber
+from bridge.models.transcriber import OpenAITranscriber
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.harness import Harness
 from tests.helpers import eventually, make_settings, model_for

@@ -194,7 +194,7 @@ async def test_a_reply_whose_send_was_cut_off_goes_again_with_its_message_id_and
 
     from adapters.email.sender import ReplySender
     from adapters.email.state import MIGRATIONS, EmailState
-    from bridge.state import StateDB
+    from bridge.state.db import StateDB
 
     received: list[bytes] = []
     refuse = [True]

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.embedder import LocalEmbedder, packaged_model_path
-from bridge.encoders import (
+from bridge.models.embedder import LocalEmbedder, packaged_model_path
+from bridge.models.encoders import (
     SentenceTransformerEncoder,
     load_encoder,
     onnx_compatible,
@@ -47,7 +47,7 @@ def test_the_embedder_process_never_loads_torch() -> None:
     """Why the ONNX path exists: a process that embeds (serve, import) stays small without torch."""
     code = (
         "import asyncio, sys\n"
-        "from bridge.embedder import LocalEmbedder\n"
+        "from bridge.models.embedder import LocalEmbedder\n"
         "async def main():\n"
         "    e = LocalEmbedder(); await e.open(); await e.embed_documents(['hello'] * 70); await e.close()\n"
         "asyncio.run(main())\n"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pytest
 
 from bridge.config import EnergySettings, ModelSettings
-from bridge.energy import (
+from bridge.models.energy import (
     Energy,
     EnergyUnavailable,
     Meter,

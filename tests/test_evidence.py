@@ -7,12 +7,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge.answer import asked_before
+from bridge.answering.answer import asked_before
 from bridge.config import RetrievalSettings
-from bridge.embedder import LocalEmbedder
-from bridge.history import HistoryIndex
+from bridge.history.index import HistoryIndex
+from bridge.history.store.edge import EdgeStore
 from bridge.messages import HistoryRecord
-from bridge.store.edge import EdgeStore
+from bridge.models.embedder import LocalEmbedder
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
 from tests.harness import Harness
 from tests.helpers import eventually, model_for

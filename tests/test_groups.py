@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.handler import GROUP_ONLY
-from bridge.history import HistoryIndex
+from bridge.dispatch.handler import GROUP_ONLY
+from bridge.dispatch.router import Command, Question, Remember, RouteContext, room_scope, route
+from bridge.history.index import HistoryIndex
 from bridge.messages import Attachment, HistoryRecord, IncomingMessage
-from bridge.router import Command, Question, Remember, RouteContext, room_scope, route
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
 from tests.harness import Harness
 from tests.helpers import eventually, model_for

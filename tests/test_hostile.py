@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from tests.cli_helpers import CONFIDE, cli_env, run_cli
 from tests.fakes.openai_server import FakeOpenAI
 from tests.mailservers import free_port

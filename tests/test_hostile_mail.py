@@ -38,7 +38,7 @@ from adapters.email.settings import EmailSettings
 from adapters.email.smtp_server import TOO_MUCH, read_data
 from adapters.email.state import EmailState
 from bridge.config import PersonSettings, Settings
-from bridge.history import HistoryIndex
+from bridge.history.index import HistoryIndex
 from bridge.messages import HistoryRecord, utcnow
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness

@@ -1,4 +1,5 @@
-"""The one import service (bridge/imports.py): `confide import` and a file sent in a chat read an export once and
+"""The one import service (bridge/history/imports.py): `confide import` and a file sent in a chat read an export
+once and
 check it once, with the bounds of the one `Settings`; its progress callback and summary say what was imported."""
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import pytest
 from typer.testing import CliRunner
 
 from bridge import cli
-from bridge.chats import ChatState
-from bridge.commands import CommandCall, Commands
+from bridge.commands.handlers import CommandCall, Commands
 from bridge.config import ImportSettings, Settings
-from bridge.hearing import Hearing
-from bridge.history import HistoryIndex
-from bridge.importers.base import Problem
-from bridge.importers.registry import find_source
-from bridge.importers.whatsapp import WhatsAppImporter
-from bridge.imports import ImportJob, ImportProgress, import_into, open_checked
+from bridge.dispatch.router import Command
+from bridge.history.importers.base import Problem
+from bridge.history.importers.registry import find_source
+from bridge.history.importers.whatsapp import WhatsAppImporter
+from bridge.history.imports import ImportJob, ImportProgress, import_into, open_checked
+from bridge.history.index import HistoryIndex
+from bridge.intake.hearing import Hearing
 from bridge.messages import Attachment, HistoryRecord, IncomingMessage
-from bridge.router import Command
+from bridge.state.chats import ChatState
 from tests.cli_helpers import cli_env
 from tests.import_fixtures import ogg_opus, write_whatsapp_txt
 
@@ -44,7 +45,7 @@ def cut_at_the_bound(texts: list[str]) -> bool:
 
 
 class MemoryHistory:
-    """A history in memory: what the service needs of one (`bridge.ingest.Histories`), local or remote alike."""
+    """A history in memory: what the service needs of one (`bridge.history.ingest.Histories`), local or remote alike."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], HistoryRecord] = {}

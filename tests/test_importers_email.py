@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from adapters.email.mime import attachments, mail_text, normalized_subject, split_reply, thread_root
-from bridge.importers.base import Problem, WrongKind
-from bridge.importers.registry import open_importer
+from bridge.history.importers.base import Problem, WrongKind
+from bridge.history.importers.registry import open_importer
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import (
     BROKEN_BASE64,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.importers.base import Problem, WrongKind
-from bridge.importers.registry import open_importer
-from bridge.importers.text import PASSAGE_CHARS
+from bridge.history.importers.base import Problem, WrongKind
+from bridge.history.importers.registry import open_importer
+from bridge.history.importers.text import PASSAGE_CHARS
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import HTML_PAGE, docx_bytes, tiny_pdf
 

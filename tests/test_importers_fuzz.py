@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import ImportSettings
-from bridge.history import HistoryIndex
-from bridge.importers.archive import Capped, TooBig, check_archive, open_member, read_member
-from bridge.importers.base import Problem, WrongKind, guarded
-from bridge.importers.registry import detect_kind, open_importer
-from bridge.importers.text import PASSAGE_CHARS, extract_text, passages
-from bridge.ingest import ingest
+from bridge.history.importers.archive import Capped, TooBig, check_archive, open_member, read_member
+from bridge.history.importers.base import Problem, WrongKind, guarded
+from bridge.history.importers.registry import detect_kind, open_importer
+from bridge.history.importers.text import PASSAGE_CHARS, extract_text, passages
+from bridge.history.index import HistoryIndex
+from bridge.history.ingest import ingest
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import (
     ANDROID_US,

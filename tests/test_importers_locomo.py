@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.locomo_import import LocomoImporter, load_questions, normalized_evidence
-from bridge.importers.base import Problem, WrongKind
+from bridge.history.importers.base import Problem, WrongKind
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import telegram_chat, write_json
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.importers.base import Problem, WrongKind
-from bridge.importers.registry import detect_kind, find_source, importer_classes, kinds, open_importer
+from bridge.history.importers.base import Problem, WrongKind
+from bridge.history.importers.registry import detect_kind, find_source, importer_classes, kinds, open_importer
 from tests.import_fixtures import (
     ANDROID_US,
     IOS_DE,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.importers.base import Problem, WrongKind
-from bridge.importers.registry import open_importer
+from bridge.history.importers.base import Problem, WrongKind
+from bridge.history.importers.registry import open_importer
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import ANDROID_US, telegram_account, telegram_chat, write_json, write_whatsapp_txt
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.history import HistoryIndex
-from bridge.importers.base import Problem, WrongKind
-from bridge.importers.registry import open_importer
-from bridge.ingest import ingest
+from bridge.history.importers.base import Problem, WrongKind
+from bridge.history.importers.registry import open_importer
+from bridge.history.index import HistoryIndex
+from bridge.history.ingest import ingest
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import ANDROID_US, IOS_DE, write_json, write_whatsapp_txt, write_whatsapp_zip
 

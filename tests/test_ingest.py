@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.context_windows import context_text, with_context
-from bridge.history import HistoryIndex, lift_neighbours
-from bridge.importers.base import Problem, WrongKind
-from bridge.importers.registry import open_importer
-from bridge.ingest import ingest
+from bridge.history.context_windows import context_text, with_context
+from bridge.history.importers.base import Problem, WrongKind
+from bridge.history.importers.registry import open_importer
+from bridge.history.index import HistoryIndex, lift_neighbours
+from bridge.history.ingest import ingest
+from bridge.history.store import Hit, from_payload
 from bridge.messages import HistoryRecord, Neighbours
-from bridge.store import Hit, from_payload
 from tests.import_fixtures import ANDROID_US, write_whatsapp_txt
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)

@@ -162,7 +162,7 @@ def test_the_readme_map_names_only_modules_that_exist_and_every_core_module() ->
 
 def _on_map(path: Path, named: set[str], section: str) -> bool:
     """A core module is named itself (or by its file name beside its folder's entry: `text.py` under
-    `bridge/importers/`); a platform's modules are covered by its folder (`adapters/telegram/`)."""
+    `bridge/history/importers/`); a platform's modules are covered by its folder (`adapters/telegram/`)."""
     text = str(path)
     if text in named or f"`{path.name}`" in section:
         return True

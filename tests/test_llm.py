@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bridge.llm import BREAKER_FAILURES, Delta, Done, ModelClient, ModelUnavailable, Restart, StreamEvent
+from bridge.models.llm import BREAKER_FAILURES, Delta, Done, ModelClient, ModelUnavailable, Restart, StreamEvent
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.helpers import eventually, model_for
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import LocalModelSettings
-from bridge.llm import Delta, ModelClient, ModelUnavailable
-from bridge.local_model import LocalModelError, LocalModelServer, smollm2_gguf
+from bridge.models.llm import Delta, ModelClient, ModelUnavailable
+from bridge.models.local_model import LocalModelError, LocalModelServer, smollm2_gguf
 from tests.helpers import eventually
 from tests.other_user import OtherUser
 
@@ -175,7 +175,7 @@ async def test_another_user_can_neither_take_the_port_nor_use_the_model(tmp_path
         assert_port_refused(served)
         assert served["status"] == 401  # reached the server, which refused it: no key
         assert served["environ"] == "Permission denied"
-        assert server.key not in str(served["cmdline"]) and "bridge.local_model" in str(served["cmdline"])
+        assert server.key not in str(served["cmdline"]) and "bridge.models.local_model" in str(served["cmdline"])
 
         client = ModelClient({"local": server.model_settings})
         try:
@@ -247,8 +247,9 @@ def test_the_server_never_serves_without_a_key() -> None:
         listener.listen()
         fd = listener.fileno()
         done = subprocess.run(
-            [sys.executable, "-m", "bridge.local_model", "serve", "--fd", str(fd), "--model", str(smollm2_gguf()),
-             "--model_alias", "local", "--n_ctx", "512", "--n_threads", "1", "--n_threads_batch", "1"],
+            [sys.executable, "-m", "bridge.models.local_model", "serve", "--fd", str(fd),
+             "--model", str(smollm2_gguf()), "--model_alias", "local", "--n_ctx", "512", "--n_threads", "1",
+             "--n_threads_batch", "1"],
             env=env, pass_fds=(fd,), capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert done.returncode == 2

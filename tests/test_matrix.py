@@ -22,13 +22,13 @@ from adapters.matrix import build_adapter
 from adapters.matrix.client import MatrixAdapter
 from adapters.matrix.settings import MatrixSettings
 from bridge.config import PersonSettings, Settings, TranscriberSettings
-from bridge.embedder import LocalEmbedder
-from bridge.hearing import Hearing
-from bridge.history import HistoryIndex
+from bridge.dispatch.reanswer import FOLLOW_UP
+from bridge.history.index import HistoryIndex
+from bridge.history.store.edge import EdgeStore
+from bridge.intake.hearing import Hearing
 from bridge.messages import HistoryRecord
-from bridge.reanswer import FOLLOW_UP
-from bridge.store.edge import EdgeStore
-from bridge.transcriber import OpenAITranscriber
+from bridge.models.embedder import LocalEmbedder
+from bridge.models.transcriber import OpenAITranscriber
 from tests.cli_helpers import cli_env, run_cli
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness

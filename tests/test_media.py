@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.media import describe
+from bridge.intake.media import describe
 
 
 @pytest.mark.parametrize(

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge import reanswer
-from bridge.adapter import Capabilities, InboxPort
 from bridge.app import Running, assemble
 from bridge.config import ModelSettings, PersonSettings, load_settings
+from bridge.dispatch import reanswer
+from bridge.dispatch.reanswer import FOLLOW_UP
+from bridge.intake.adapter import Capabilities, InboxPort
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
-from bridge.reanswer import FOLLOW_UP
 from tests.fakes.openai_server import FakeOpenAI
 
 FALLBACK = "⚠ Model unavailable"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.answer import FALLBACK_HEADER
-from bridge.history import HistoryIndex
+from bridge.answering.answer import FALLBACK_HEADER
+from bridge.history.index import HistoryIndex
 from bridge.messages import HistoryRecord
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
 from tests.harness import Harness

@@ -9,8 +9,8 @@ from adapters.console import ConsoleSettings
 from adapters.email.settings import EmailSettings
 from adapters.telegram.settings import TelegramSettings
 from bridge.config import ConfigError, load_settings
-from bridge.platforms import channels, enabled_platforms, normalize_account, platforms, section
-from bridge.privacy import endpoints
+from bridge.intake.platforms import channels, enabled_platforms, normalize_account, platforms, section
+from bridge.ops.privacy import endpoints
 
 
 def test_the_installed_platforms_are_found_through_their_entry_points() -> None:

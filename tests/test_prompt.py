@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bridge.chats import Turn
+from bridge.answering.prompt import build_messages, format_history
+from bridge.history.store import Hit
 from bridge.messages import HistoryRecord
-from bridge.prompt import build_messages, format_history
-from bridge.store import Hit
+from bridge.state.chats import Turn
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from bridge.question_analysis import date_span, names_in, names_of, without_names
+from bridge.answering.question_analysis import date_span, names_in, names_of, without_names
 
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)  # a Friday
 

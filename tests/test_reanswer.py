@@ -8,10 +8,10 @@ from pathlib import Path
 
 from adapters.telegram import build_adapter
 from adapters.telegram.settings import TelegramSettings
-from bridge.hearing import Hearing
-from bridge.history import HistoryIndex
-from bridge.reanswer import FOLLOW_UP
-from bridge.transcriber import OpenAITranscriber
+from bridge.dispatch.reanswer import FOLLOW_UP
+from bridge.history.index import HistoryIndex
+from bridge.intake.hearing import Hearing
+from bridge.models.transcriber import OpenAITranscriber
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.fakes.recording_adapter import RecordingAdapter

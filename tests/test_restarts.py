@@ -23,7 +23,7 @@ from tests.helpers import eventually
 from tests.mailservers import free_port
 
 PEOPLE = [200 + n for n in range(20)]
-KILLS = 12  # more than bridge.dispatch.MAX_STARTS
+KILLS = 12  # more than bridge.dispatch.dispatcher.MAX_STARTS
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from bridge.command_table import COMMANDS, menu
-from bridge.commands import HELP
+from bridge.commands.command_table import COMMANDS, menu
+from bridge.commands.handlers import HELP
+from bridge.dispatch.router import MAX_TEXT_CHARS, Command, Ignore, Question, Remember, RouteContext, route
 from bridge.messages import Attachment, IncomingMessage
-from bridge.router import MAX_TEXT_CHARS, Command, Ignore, Question, Remember, RouteContext, route
 
 ALICE = RouteContext(person="alice", bot_names=("@confide_bot", "Confide"))
 PENDING = RouteContext(person="alice", pending_action=True, bot_names=("@confide_bot",))

@@ -19,13 +19,13 @@ from adapters.email.state import MIGRATIONS as EMAIL_MIGRATIONS
 from adapters.email.state import EmailState
 from adapters.telegram.sent import MIGRATIONS as TELEGRAM_MIGRATIONS
 from adapters.telegram.sent import SentParts
-from bridge.adapter import InboxPort
-from bridge.history import HistoryIndex
-from bridge.inbox import Inbox
+from bridge.dispatch.inbox import Inbox
+from bridge.dispatch.outbox import Outbox
+from bridge.history.index import HistoryIndex
+from bridge.intake.adapter import InboxPort
+from bridge.intake.platforms import Platform
 from bridge.messages import IncomingMessage, OutgoingReply
-from bridge.outbox import Outbox
-from bridge.platforms import Platform
-from bridge.state import (
+from bridge.state.db import (
     CORE_MIGRATIONS,
     Migration,
     PlatformState,

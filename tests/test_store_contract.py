@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qmodels
 
-import bridge.store
-from bridge.embedder import LocalEmbedder
-from bridge.history import HistoryIndex, message_text
+import bridge.history.store
+from bridge.history.index import HistoryIndex, message_text
+from bridge.history.store import HistoryStore, IndexIncompatible, PersonMismatch, Selector, edge, server
+from bridge.history.store.edge import EdgeStore
+from bridge.history.store.server import ServerStore
 from bridge.messages import HistoryRecord
-from bridge.store import HistoryStore, IndexIncompatible, PersonMismatch, Selector, edge, server
-from bridge.store.edge import EdgeStore
-from bridge.store.server import ServerStore
+from bridge.models.embedder import LocalEmbedder
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -174,7 +174,7 @@ async def test_property_no_query_returns_another_persons_record(
 async def test_an_index_of_another_version_is_refused_and_left_alone(tmp_path: Path, embedder: LocalEmbedder) -> None:
     import qdrant_edge as qe
 
-    from bridge.store import IndexIncompatible
+    from bridge.history.store import IndexIncompatible
 
     old = qe.EdgeShard.create(
         str(tmp_path / "old"),
@@ -302,7 +302,7 @@ async def test_a_new_index_records_the_version_it_was_created_in(
     place: Place, embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     history = await place.open(embedder)
-    assert await place.version() == bridge.store.index_version() == 2
+    assert await place.version() == bridge.history.store.index_version() == 2
     await place.release(history.store)
 
     ran: list[int] = []
@@ -310,7 +310,7 @@ async def test_a_new_index_records_the_version_it_was_created_in(
     async def never(store: HistoryStore) -> None:
         ran.append(3)
 
-    monkeypatch.setattr(bridge.store, "INDEX_MIGRATIONS", [*bridge.store.INDEX_MIGRATIONS, (3, never)])
+    monkeypatch.setattr(bridge.history.store, "INDEX_MIGRATIONS", [*bridge.history.store.INDEX_MIGRATIONS, (3, never)])
     other = Place(place.kind, place.path.parent / "other")
     history = await other.open(embedder)
     assert await other.version() == 3 and ran == []  # created in the newest layout: nothing to migrate
@@ -328,7 +328,7 @@ async def test_an_unversioned_index_is_version_1_and_is_migrated_once(
     ])  # fmt: skip
     await place.release(history.store)
     await place.set_version(None)
-    monkeypatch.setattr(bridge.store, "INDEX_MIGRATIONS", [])
+    monkeypatch.setattr(bridge.history.store, "INDEX_MIGRATIONS", [])
     history = await place.open(embedder)  # unversioned, and no migration known: opens as it is
     assert await history.count("alice") == 2 and await place.version() is None
     await place.release(history.store)
@@ -339,7 +339,7 @@ async def test_an_unversioned_index_is_version_1_and_is_migrated_once(
         ran.append(place.kind)
         await store.delete("alice", Selector(source="confide:telegram"))
 
-    monkeypatch.setattr(bridge.store, "INDEX_MIGRATIONS", [(2, migration)])
+    monkeypatch.setattr(bridge.history.store, "INDEX_MIGRATIONS", [(2, migration)])
     history = await place.open(embedder)
     assert await place.version() == 2 and ran == [place.kind]
     assert [r.id async for r in history.export("alice")] == ["1"]

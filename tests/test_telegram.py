@@ -21,11 +21,11 @@ from telegram.error import Forbidden, NetworkError
 from adapters.telegram import build_adapter
 from adapters.telegram.redact import REDACTED
 from adapters.telegram.settings import TelegramSettings
-from bridge.commands import HELP
-from bridge.hearing import NOT_HEARD, NOTHING_HEARD, Hearing
-from bridge.history import HistoryIndex
+from bridge.commands.handlers import HELP
+from bridge.history.index import HistoryIndex
+from bridge.intake.hearing import NOT_HEARD, NOTHING_HEARD, Hearing
 from bridge.messages import HistoryRecord, Image, OutgoingReply
-from bridge.transcriber import OpenAITranscriber
+from bridge.models.transcriber import OpenAITranscriber
 from tests.fakes.bot_api import BOT_ID, FakeTelegram
 from tests.fakes.inbox import RecordingInbox
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
@@ -55,7 +55,7 @@ def telegram_settings(fake: FakeTelegram, **fields: Any) -> TelegramSettings:
 async def delivering(tmp_path: Path, fake: FakeTelegram) -> AsyncIterator[Any]:
     """The adapter alone, as assembly leaves it for delivery: its tables in the state database handed over."""
     from adapters.telegram import PLATFORM
-    from bridge.state import StateDB
+    from bridge.state.db import StateDB
 
     settings = make_settings(tmp_path, {}, telegram=telegram_settings(fake))
     db = StateDB(settings.state_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.commands import HELP
+from bridge.commands.handlers import HELP
 from tests.cli_helpers import CONFIDE, cli_env
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI

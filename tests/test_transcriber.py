@@ -8,7 +8,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from bridge.transcriber import ogg_seconds
+from bridge.models.transcriber import ogg_seconds
 from tests.cli_helpers import cli_env, run_cli
 from tests.fakes.openai_server import FakeOpenAI, retrieved_history
 from tests.import_fixtures import ogg_opus

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from adapters.email.settings import EmailSettings
 from adapters.email.state import MIGRATIONS
-from bridge.platforms import Endpoint, Platform, configured
+from bridge.intake.platforms import Endpoint, Platform, configured
 
 if TYPE_CHECKING:
     from adapters.email.adapter import EmailAdapter

@@ -8,7 +8,7 @@ stored and no person is ever attributed a mail they did not send (rather than pu
 to nobody, which would keep a stranger's text in the state database for no use). A mail with two of a header
 allowed once (two Subjects: one read, another verified) is never answered.
 
-Subject commands (the entries of bridge/command_table.py with a `mail` rule): a subject (without "Re:"/"Fwd:")
+Subject commands (the entries of bridge/commands/command_table.py with a `mail` rule): a subject (without "Re:"/"Fwd:")
 starting with "[NAME]", or with the bare word NAME where the rule allows it, is that command. "import" hands the
 mail's attachments to the core as "/import"; they are saved under DATA_DIR/attachments/email/. "compare A B",
 where A and B are configured models, asks both the question in the body, as "/compare A B <body>"; the question
@@ -41,13 +41,13 @@ from adapters.email.sender import ReplySender, domain_of
 from adapters.email.settings import email_settings
 from adapters.email.smtp_server import Outcome, serve_smtp, trusted_relay
 from adapters.email.state import EmailState
-from bridge import command_table
-from bridge.adapter import Capabilities, InboxPort
+from bridge.commands import command_table
 from bridge.config import Settings
-from bridge.hearing import fetched_to_hear
+from bridge.intake.adapter import Capabilities, InboxPort
+from bridge.intake.hearing import fetched_to_hear
+from bridge.intake.persons import PersonDirectory
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
-from bridge.persons import PersonDirectory
-from bridge.state import PlatformState
+from bridge.state.db import PlatformState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -276,7 +276,7 @@ class EmailAdapter:
             text, files = command
             attachments = await self._save_attachments(msg, mail_id) if files else []
         elif not body and (voice := await self._voice(msg, mail_id, sender)) is not None:
-            text, attachments = "", [voice]  # a voice message is the question; bridge/hearing.py transcribes it
+            text, attachments = "", [voice]  # a voice message is the question; bridge/intake/hearing.py transcribes it
         else:
             # A question may be the subject alone ("When is the dinner?" with an empty body).
             text, attachments = body or topic, []

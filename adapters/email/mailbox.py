@@ -34,7 +34,7 @@ from adapters.email.mime import (
     unreadable,
 )
 from bridge.config import ImportSettings
-from bridge.importers.base import (
+from bridge.history.importers.base import (
     Problem,
     WrongKind,
     cut_problem,
@@ -43,7 +43,7 @@ from bridge.importers.base import (
     import_limits,
     stable_id,
 )
-from bridge.importers.text import SUFFIXES, extract_text, passages
+from bridge.history.importers.text import SUFFIXES, extract_text, passages
 from bridge.messages import HistoryRecord
 
 MBOX_HEAD_BYTES = 4096  # an mbox starts with its first "From " line

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from bridge.importers.text import html_to_text
+from bridge.history.importers.text import html_to_text
 
 
 @dataclass

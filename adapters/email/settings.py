@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, model_validator
 
-from bridge.platforms import section
+from bridge.intake.platforms import section
 
 if TYPE_CHECKING:
     from bridge.config import Settings

@@ -23,7 +23,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from adapters.email.intake import Receiving
 from adapters.email.settings import EmailSettings
-from bridge.diskspace import NoRoom
+from bridge.ops.diskspace import NoRoom
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Handler:
         self.accept = accept
         self.accepting = accepting  # False during a graceful stop: the sending MTA keeps the mail and retries
         self.judge = judge
-        self.has_room = has_room  # False while the data directory's disk is below its floor (bridge/diskspace.py)
+        self.has_room = has_room  # False while the data directory's disk is below its floor (bridge/ops/diskspace.py)
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from bridge.state import Migration, PlatformState
+from bridge.state.db import Migration, PlatformState
 
 # The same numbered steps as when this adapter kept its own connection, so a database it wrote keeps its rows.
 MIGRATIONS: list[Migration] = [

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from adapters.matrix.settings import MatrixSettings
-from bridge.platforms import Endpoint, Platform, configured
+from bridge.intake.platforms import Endpoint, Platform, configured
 
 if TYPE_CHECKING:
     from adapters.matrix.backfill import Target
     from adapters.matrix.client import MatrixAdapter
     from bridge.config import Settings
-    from bridge.imports import CommandLine, ImportJob
+    from bridge.history.imports import CommandLine, ImportJob
 
 
 def build_adapter(settings: Settings) -> MatrixAdapter:
@@ -60,7 +60,7 @@ async def _room_job(settings: Settings, room: str, target: Target) -> ImportJob:
     """The room's messages, fetched, as an import of the person's or the group's history."""
     from adapters.matrix.backfill import BackfillError, asked_in_room, fetch_room, group_scope, undecryptable_note
     from adapters.matrix.session import MatrixLoginError
-    from bridge.imports import CannotImport, ImportJob
+    from bridge.history.imports import CannotImport, ImportJob
 
     try:
         fetched = await fetch_room(settings, room, target)

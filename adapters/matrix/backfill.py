@@ -1,7 +1,7 @@
 """`confide import matrix`: a room's past messages, decrypted where keys exist, for a person's history, or
 (`--group`) for the room's own history, the one Confide answers from when asked in that room.
 
-Only fetching lives here: the fetched room is a source of the import service (bridge.imports), stored with the
+Only fetching lives here: the fetched room is a source of the import service (bridge.history.imports), stored with the
 same ingest, progress and summary as every import.
 
 Logs in as Confide's stored device (the one the live adapter uses), so the room keys it received are
@@ -33,8 +33,8 @@ from adapters.matrix.events import CHANNEL, relations
 from adapters.matrix.render import permalink
 from adapters.matrix.session import login
 from bridge.config import Settings
+from bridge.dispatch.router import MAX_TEXT_CHARS, scope_of_room
 from bridge.messages import HistoryRecord
-from bridge.router import MAX_TEXT_CHARS, scope_of_room
 
 log = logging.getLogger(__name__)
 PAGE = 200

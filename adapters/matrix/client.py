@@ -43,11 +43,11 @@ from adapters.matrix.events import CHANNEL, Me, relations, to_incoming
 from adapters.matrix.session import login
 from adapters.matrix.settings import matrix_settings
 from adapters.matrix.state import SyncState, store_dir
-from bridge.adapter import Capabilities, InboxPort, Members
 from bridge.config import Settings
-from bridge.hearing import fetched_to_hear
+from bridge.intake.adapter import Capabilities, InboxPort, Members
+from bridge.intake.hearing import fetched_to_hear
+from bridge.intake.persons import PersonDirectory
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
-from bridge.persons import PersonDirectory
 
 log = logging.getLogger(__name__)
 

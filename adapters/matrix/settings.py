@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from bridge.platforms import section
+from bridge.intake.platforms import section
 
 if TYPE_CHECKING:
     from bridge.config import Settings

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from adapters.telegram.sent import MIGRATIONS
 from adapters.telegram.settings import TelegramSettings
-from bridge.platforms import Endpoint, Platform, configured, section
+from bridge.intake.platforms import Endpoint, Platform, configured, section
 
 if TYPE_CHECKING:
     from adapters.telegram.bot import TelegramAdapter
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def build_adapter(settings: Settings) -> TelegramAdapter:
     """The live bot adapter, as `confide serve` runs it (imported lazily: the export importer needs no PTB)."""
     from adapters.telegram.bot import TelegramAdapter
-    from bridge.persons import PersonDirectory
+    from bridge.intake.persons import PersonDirectory
 
     own = section(settings, "telegram", TelegramSettings)
     people = PersonDirectory(settings.persons)

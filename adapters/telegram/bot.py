@@ -31,13 +31,13 @@ from adapters.telegram.convert import CHANNEL, Media, media_of, to_incoming
 from adapters.telegram.render import preview, reply_parts, to_html
 from adapters.telegram.sent import SentParts
 from adapters.telegram.settings import TelegramSettings
-from bridge.adapter import Capabilities, InboxPort, Members
-from bridge.command_table import menu
+from bridge.commands.command_table import menu
 from bridge.config import TranscriberSettings
-from bridge.hearing import fetched_to_hear
+from bridge.intake.adapter import Capabilities, InboxPort, Members
+from bridge.intake.hearing import fetched_to_hear
+from bridge.intake.persons import PersonDirectory
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
-from bridge.persons import PersonDirectory
-from bridge.state import PlatformState
+from bridge.state.db import PlatformState
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,8 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from bridge import media
 from bridge.config import ImportSettings
-from bridge.importers.base import (
+from bridge.history.importers.base import (
     READ_ERRORS,
     CheckedOnce,
     Problem,
@@ -32,6 +31,7 @@ from bridge.importers.base import (
     stable_id,
     text_head,
 )
+from bridge.intake import media
 from bridge.messages import HistoryRecord
 
 _KEYS = re.compile(r'"(?:messages|chats|personal_information|left_chats)"\s*:')
@@ -99,7 +99,7 @@ class TelegramImporter(CheckedOnce):
         for chat in chats:
             yield from self._chat(chat)
 
-    # -- voice messages (bridge/transcriber.py) ---------------------------------------------------------------
+    # -- voice messages (bridge/models/transcriber.py) ---------------------------------------------------------------
 
     def _audio_file(self, message: dict[str, Any]) -> str | None:
         """The export's own copy of a voice message or audio file ("voice_messages/audio_1@….ogg"), if it holds

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from bridge.state import Migration, PlatformState
+from bridge.state.db import Migration, PlatformState
 
 _KEEP_S = 30 * 24 * 3600  # the outbox gives up long before this
 

@@ -195,7 +195,7 @@ def _toy_embedding(text: str, size: int = 16) -> list[float]:
 
 
 def retrieved_history(request: dict[str, Any]) -> str:
-    """The <history> block of a request's prompt (wherever bridge/prompt.py put it): what retrieval gave the
+    """The <history> block of a request's prompt (wherever bridge/answering/prompt.py put it): what retrieval gave the
     model, apart from the chat's own turns. Fails loudly if there is none, so no check passes for lack of it."""
     text = "\n".join(str(m["content"]) for m in request["messages"])
     found = re.search(r"<history>\n(.*?)\n</history>", text, re.DOTALL)

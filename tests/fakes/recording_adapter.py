@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
-from bridge.adapter import Capabilities, InboxPort, Members
+from bridge.intake.adapter import Capabilities, InboxPort, Members
 from bridge.messages import IncomingMessage, OutgoingReply
 
 

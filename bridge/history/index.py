@@ -1,0 +1,223 @@
+"""A person's history: embed, index, search, forget, export. The one door to the history store."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from bridge.answering.question_analysis import date_span, name_parts, names_in, names_of, without_names
+from bridge.config import RetrievalSettings, Settings
+from bridge.history.context_windows import context_text, is_chat, line
+from bridge.history.sparse import SparseEncoder
+from bridge.history.store import HistoryStore, Hit, Selector, Vectorized
+from bridge.messages import HistoryRecord
+from bridge.models.embedder import Embedder, build_embedder
+
+# How much of a hit's score its neighbours in the chat receive: evidence often spans adjacent messages.
+NEIGHBOUR_SHARE = 0.3
+# Questions name people ("what did Anna say about the boat?"): what those people wrote weighs more.
+NAMED_AUTHOR_BOOST = 2.0
+# How long a person's list of authors is trusted: another process (an import beside a server backend) may add some.
+AUTHORS_TTL_S = 60.0
+# Question vectors kept for `relevance`: most questions name nobody, so their search embedded the same text.
+QUERY_CACHE_SIZE = 64
+# The relevance of no hits at all: below any threshold (cosines are at least -1).
+NO_RELEVANCE = -1.0
+
+
+class HistoryIndex:
+    def __init__(
+        self,
+        store: HistoryStore,
+        embedder: Embedder,
+        sparse: SparseEncoder | None = None,
+        min_relevance: float | None = None,
+    ) -> None:
+        """`min_relevance` (default: CONFIDE_RETRIEVAL__MIN_RELEVANCE's) belongs with the embedder: a cosine
+        similarity means "relevant" on one model's scale only."""
+        self.store = store
+        self.embedder = embedder
+        self.sparse = sparse or SparseEncoder()
+        self.min_relevance = RetrievalSettings().min_relevance if min_relevance is None else min_relevance
+        self._authors: dict[str, tuple[float, set[str], set[str]]] = {}  # person -> (when read, authors, names)
+        self._queries: OrderedDict[str, list[float]] = OrderedDict()
+
+    async def open(self) -> None:
+        await self.embedder.open()
+        await self.store.open(self.embedder.dimension)
+
+    async def add(self, person: str, records: Sequence[HistoryRecord]) -> int:
+        if not records:
+            return 0
+        alone = [message_text(r) for r in records]
+        dense_context = [context_text(r, before=2, after=1) for r in records]
+        dense = await self.embedder.embed_documents(alone + dense_context)
+        n = len(records)
+        return await self._store(person, records, [(dense[i], dense[n + i]) for i in range(n)])
+
+    async def add_asked(self, person: str, record: HistoryRecord) -> int:
+        """A question just put to Confide, into `person`'s history (a person's, or a group's).
+
+        Its dense vectors are the question's own query vector, which answering it has just computed (MiniLM
+        embeds a query and a document alike): on a CPU the encoder is what limits the live bridge, and this runs
+        it once per question instead of three times. A question has no chat neighbours to add context."""
+        vector = await self._query_vector(record.text)
+        return await self._store(person, [record], [(vector, vector)])
+
+    async def _store(
+        self, person: str, records: Sequence[HistoryRecord], dense: Sequence[tuple[list[float], list[float]]]
+    ) -> int:
+        """Records with their dense vectors (alone, in context), and BM25 vectors of both, into the store."""
+        alone = [message_text(r) for r in records]
+        sparse_context = [context_text(r, before=1, after=1) for r in records]
+        sparse = await asyncio.to_thread(lambda: [self.sparse.document(t) for t in alone + sparse_context])
+        n = len(records)
+        items = [
+            Vectorized(
+                record,
+                dense={"dense": dense[i][0], "dense_ctx": dense[i][1]},
+                sparse={"sparse": sparse[i], "sparse_ctx": sparse[n + i]},
+            )
+            for i, record in enumerate(records)
+        ]
+        stored = await self.store.upsert(person, items)
+        if person in self._authors:
+            _, authors, names = self._authors[person]
+            authors.update(r.author for r in records if r.author)
+            names.update(names_of(r.author for r in records if r.author))
+        return stored
+
+    async def search(
+        self,
+        person: str,
+        text: str,
+        limit: int,
+        candidates: int = 50,
+        selector: Selector | None = None,
+        now: datetime | None = None,
+    ) -> list[Hit]:
+        """The person's history best fitting the question: dense and BM25, alone and in context, fused;
+        the time the question names searched as well; neighbours of hits lifted; named authors favoured."""
+        names = names_in(text, await self._names(person))
+        dense = await self._query_vector(without_names(text, names))
+        sparse = self.sparse.query(text)
+        span = date_span(text, now or datetime.now(UTC))
+        focus = (selector or Selector()).narrowed(span.start, span.end) if span else None
+        hits = await self.store.search(person, dense, sparse, max(limit, candidates), candidates, selector, focus)
+        return favour_named_authors(lift_neighbours(hits), text)[:limit]
+
+    async def relevance(self, question: str, hits: Sequence[Hit]) -> float:
+        """How relevant the best of these hits is: its cosine similarity to the whole question; NO_RELEVANCE for none.
+
+        Fused scores are ranks, so they cannot say whether anything matched. The question is compared whole,
+        names included (unlike the search's dense query): measured on LoCoMo (benchmarks/abstain.py), a
+        question about someone the history never mentions is told apart from an answerable one far better
+        that way. Each hit is judged in its own person's history (a scoped search may merge several).
+        """
+        if not hits:
+            return NO_RELEVANCE
+        vector = await self._query_vector(question)
+        by_person: dict[str, list[str]] = {}
+        for hit in hits:
+            by_person.setdefault(hit.record.person, []).append(hit.record.id)
+        closeness = await asyncio.gather(*(self.store.closeness(p, vector, ids) for p, ids in by_person.items()))
+        return max((score for scores in closeness for score in scores.values()), default=NO_RELEVANCE)
+
+    async def _query_vector(self, text: str) -> list[float]:
+        """The query embedding of `text`, remembered for a few questions (search and relevance both need it)."""
+        if (vector := self._queries.get(text)) is not None:
+            self._queries.move_to_end(text)
+            return vector
+        vector = await self.embedder.embed_query(text)
+        self._queries[text] = vector
+        if len(self._queries) > QUERY_CACHE_SIZE:
+            self._queries.popitem(last=False)
+        return vector
+
+    async def authors(self, person: str) -> set[str]:
+        """Who wrote in the person's history; read from the store at most once a minute."""
+        return (await self._author_cache(person))[1]
+
+    async def _names(self, person: str) -> set[str]:
+        return (await self._author_cache(person))[2]
+
+    async def _author_cache(self, person: str) -> tuple[float, set[str], set[str]]:
+        cached = self._authors.get(person)
+        if cached is None or time.monotonic() - cached[0] > AUTHORS_TTL_S:
+            authors = await self.store.authors(person)
+            cached = (time.monotonic(), authors, names_of(authors))
+            self._authors[person] = cached
+        return cached
+
+    async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
+        return await self.store.existing(person, record_ids)
+
+    async def forget(self, person: str, selector: Selector) -> int:
+        deleted = await self.store.delete(person, selector)
+        self._authors.pop(person, None)  # read again: the forgotten may have been someone's only messages
+        return deleted
+
+    async def count(self, person: str, selector: Selector | None = None) -> int:
+        return await self.store.count(person, selector)
+
+    def export(self, person: str) -> AsyncIterator[HistoryRecord]:
+        return self.store.export(person)
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.embedder.close()
+
+
+def message_text(record: HistoryRecord) -> str:
+    """What a record is found by: who said it matters ("what did Anna say about ..."), and outside chats
+    the subject or file name says what the text is about."""
+    if is_chat(record):
+        return line(record)
+    return f"{record.conversation}\n{line(record)}" if record.conversation else line(record)
+
+
+def lift_neighbours(hits: list[Hit]) -> list[Hit]:
+    """Give the chat neighbours of each candidate a share of its fused score, then re-rank."""
+    scores = {hit.record.id: hit.score for hit in hits}
+    for hit in hits:
+        around = hit.record.neighbours
+        for neighbour in (around.prev, around.next) if around else ():
+            if neighbour in scores:
+                scores[neighbour] += NEIGHBOUR_SHARE * hit.score
+    lifted = [replace(hit, score=scores[hit.record.id]) for hit in hits]
+    return sorted(lifted, key=lambda h: h.score, reverse=True)
+
+
+def favour_named_authors(hits: list[Hit], question: str) -> list[Hit]:
+    """Multiply the score of hits whose author the question names (by any part of the name), then re-rank."""
+    words = set(re.findall(r"\w+", question.lower()))
+    boosted = [
+        replace(hit, score=hit.score * NAMED_AUTHOR_BOOST) if name_parts(hit.record.author) & words else hit
+        for hit in hits
+    ]
+    return sorted(boosted, key=lambda h: h.score, reverse=True)
+
+
+def build_store(settings: Settings) -> HistoryStore:
+    if settings.store.backend == "server":
+        from bridge.history.store.server import ServerStore
+
+        assert settings.store.url is not None
+        api_key = settings.store.api_key.get_secret_value() if settings.store.api_key else None
+        return ServerStore.connect(settings.store.url, api_key, settings.store.collection, settings.retrieval.rrf_k)
+    from bridge.history.store.edge import EdgeStore
+
+    return EdgeStore(settings.shard_path, settings.retrieval.rrf_k)
+
+
+def build_history(settings: Settings) -> HistoryIndex:
+    return HistoryIndex(
+        build_store(settings),
+        build_embedder(settings.embedder, settings.proxy_url),
+        min_relevance=settings.retrieval.min_relevance,
+    )

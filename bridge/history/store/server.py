@@ -1,0 +1,242 @@
+"""Server backend: a Qdrant server through qdrant-client (tested through its local mode, same API)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+
+from bridge.history.store import (
+    DENSE_VECTORS,
+    INDEXED_KEYWORDS,
+    MAX_AUTHORS,
+    SPARSE_VECTORS,
+    UNVERSIONED,
+    Hit,
+    IndexIncompatible,
+    Selector,
+    SparseVector,
+    Vectorized,
+    check_deletable,
+    from_payload,
+    index_version,
+    migrate_index,
+    nearest_of,
+    point_id,
+    refuse_newer,
+    to_payload,
+)
+from bridge.messages import HistoryRecord
+
+log = logging.getLogger(__name__)
+VERSION_KEY = "confide_index_version"  # in the collection's metadata
+
+
+def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> models.Filter:
+    must: list[Any] = [models.FieldCondition(key="person", match=models.MatchValue(value=person))]
+    if point_ids:
+        must.append(models.HasIdCondition(has_id=list(point_ids)))
+    if selector is not None:
+        for key in ("source", "channel", "conversation"):
+            value = getattr(selector, key)
+            if value:
+                must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+        if selector.since or selector.until:
+            must.append(
+                models.FieldCondition(
+                    key="ts",
+                    range=models.Range(
+                        gte=selector.since.timestamp() if selector.since else None,
+                        lt=selector.until.timestamp() if selector.until else None,
+                    ),
+                )
+            )
+    return models.Filter(must=must)
+
+
+class ServerStore:
+    def __init__(self, client: AsyncQdrantClient, collection: str, rrf_k: int = 10) -> None:
+        self.client = client
+        self.collection = collection
+        self.rrf_k = rrf_k
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, collection: str, rrf_k: int = 10) -> ServerStore:
+        # check_compatibility would call the server before we asked anything; we need no such call.
+        client = AsyncQdrantClient(url=url, api_key=api_key, check_compatibility=False)
+        return cls(client, collection, rrf_k)
+
+    async def open(self, dimension: int) -> None:
+        where = f"collection {self.collection!r}"
+        instead = (
+            "start an empty index: set CONFIDE_STORE__COLLECTION to a new name and import your history again "
+            "(confide import KIND PATH --person ID)."
+        )
+        if await self.client.collection_exists(self.collection):
+            metadata = (await self.client.get_collection(self.collection)).config.metadata or {}
+            found = int(metadata.get(VERSION_KEY) or UNVERSIONED)
+            refuse_newer(found, where, instead)
+            await self._check_vectors()
+        else:
+            found = index_version()
+            await self.client.create_collection(
+                self.collection,
+                vectors_config={
+                    name: models.VectorParams(size=dimension, distance=models.Distance.COSINE) for name in DENSE_VECTORS
+                },
+                sparse_vectors_config={
+                    name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in SPARSE_VECTORS
+                },
+                metadata={VERSION_KEY: found},
+            )
+        await self._ensure_indexes()
+        await migrate_index(self, found, where, instead, self._save_version)
+
+    async def _save_version(self, version: int) -> None:
+        await self.client.update_collection(self.collection, metadata={VERSION_KEY: version})  # merged with the rest
+
+    async def _ensure_indexes(self) -> None:
+        """Payload indexes the filters and facets need; one added by a later version is created here."""
+        present = set((await self.client.get_collection(self.collection)).payload_schema or {})
+        for key in INDEXED_KEYWORDS:
+            if key not in present:
+                schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=key == "person")
+                await self.client.create_payload_index(self.collection, key, field_schema=schema)
+        if "ts" not in present:
+            await self.client.create_payload_index(self.collection, "ts", field_schema=models.PayloadSchemaType.FLOAT)
+
+    async def _check_vectors(self) -> None:
+        params = (await self.client.get_collection(self.collection)).config.params
+        dense = set(params.vectors or {}) if isinstance(params.vectors, dict) else set()
+        sparse = set(params.sparse_vectors or {})
+        if dense != set(DENSE_VECTORS) or sparse != set(SPARSE_VECTORS):
+            raise IndexIncompatible(
+                f"collection {self.collection!r} has vectors {sorted(dense | sparse)}, this version of Confide "
+                f"needs {sorted(DENSE_VECTORS + SPARSE_VECTORS)}. Nothing was changed; use another collection "
+                "name (CONFIDE_STORE__COLLECTION) and import your history again."
+            )
+
+    async def upsert(self, person: str, items: Sequence[Vectorized]) -> int:
+        if not items:
+            return 0
+        points = [
+            models.PointStruct(
+                id=point_id(person, item.record.id),
+                vector={
+                    **{name: list(item.dense[name]) for name in DENSE_VECTORS},
+                    **{
+                        name: models.SparseVector(indices=item.sparse[name].indices, values=item.sparse[name].values)
+                        for name in SPARSE_VECTORS
+                    },
+                },
+                payload=to_payload(person, item.record),
+            )
+            for item in items
+        ]
+        await self.client.upsert(self.collection, points=points, wait=True)
+        return len(points)
+
+    async def search(
+        self,
+        person: str,
+        dense: list[float],
+        sparse: SparseVector,
+        limit: int,
+        candidates: int,
+        selector: Selector | None = None,
+        focus: Selector | None = None,
+    ) -> list[Hit]:
+        where = _filter(person, selector)
+        wheres = [where] if focus is None else [where, _filter(person, focus)]
+        prefetch = [
+            models.Prefetch(query=list(dense), using=name, limit=candidates, filter=part)
+            for part in wheres
+            for name in DENSE_VECTORS
+        ]
+        if sparse.indices:
+            query_vector = models.SparseVector(indices=sparse.indices, values=sparse.values)
+            prefetch += [
+                models.Prefetch(query=query_vector, using=name, limit=candidates, filter=part)
+                for part in wheres
+                for name in SPARSE_VECTORS
+            ]
+        response = await self.client.query_points(
+            self.collection,
+            prefetch=prefetch,
+            query=models.RrfQuery(rrf=models.Rrf(k=self.rrf_k)),
+            query_filter=where,
+            limit=limit,
+            with_payload=True,
+        )
+        return [Hit(from_payload(p.payload or {}), p.score) for p in response.points]
+
+    async def authors(self, person: str) -> set[str]:
+        response = await self.client.facet(
+            self.collection, "author", facet_filter=_filter(person, None), limit=MAX_AUTHORS, exact=False
+        )
+        return {str(hit.value) for hit in response.hits}
+
+    async def closeness(self, person: str, dense: list[float], record_ids: Sequence[str]) -> dict[str, float]:
+        if not record_ids:
+            return {}
+        by_point = {point_id(person, rid): rid for rid in record_ids}
+        where = _filter(person, None, by_point)
+        requests = [
+            models.QueryRequest(query=list(dense), using=name, filter=where, limit=len(by_point))
+            for name in DENSE_VECTORS
+        ]
+        found = await self.client.query_batch_points(self.collection, requests)
+        return nearest_of(by_point, ((str(p.id), p.score) for response in found for p in response.points))
+
+    async def existing(self, person: str, record_ids: Sequence[str]) -> set[str]:
+        if not record_ids:
+            return set()
+        by_point = {point_id(person, rid): rid for rid in record_ids}
+        found = await self.client.retrieve(self.collection, ids=list(by_point), with_payload=False, with_vectors=False)
+        return {by_point[str(r.id)] for r in found}
+
+    async def delete(self, person: str, selector: Selector) -> int:
+        check_deletable(selector)
+        where = _filter(person, selector)
+        count = (await self.client.count(self.collection, count_filter=where, exact=True)).count
+        if count:
+            await self.client.delete(self.collection, points_selector=models.FilterSelector(filter=where), wait=True)
+        return count
+
+    async def count(self, person: str, selector: Selector | None = None) -> int:
+        where = _filter(person, selector)
+        return (await self.client.count(self.collection, count_filter=where, exact=True)).count
+
+    async def export(self, person: str) -> AsyncIterator[Any]:
+        async for _, record in self._scroll(_filter(person, None)):
+            yield record
+
+    async def by_author(self, author: str) -> AsyncIterator[tuple[str, HistoryRecord]]:
+        """Every person's records by `author`, with their point ids: for index migrations only."""
+        where = models.Filter(must=[models.FieldCondition(key="author", match=models.MatchValue(value=author))])
+        async for found in self._scroll(where):
+            yield found
+
+    async def _scroll(self, where: models.Filter) -> AsyncIterator[tuple[str, HistoryRecord]]:
+        offset: Any = None
+        while True:
+            records, offset = await self.client.scroll(
+                self.collection, scroll_filter=where, limit=256, offset=offset, with_payload=True
+            )
+            for record in records:
+                yield str(record.id), from_payload(record.payload or {})
+            if offset is None:
+                return
+
+    async def delete_points(self, point_ids: Sequence[str]) -> int:
+        """Delete these points, whoever's they are: for index migrations only."""
+        if not point_ids:
+            return 0
+        ids: list[models.ExtendedPointId] = list(point_ids)
+        await self.client.delete(self.collection, points_selector=models.PointIdsList(points=ids), wait=True)
+        return len(ids)
+
+    async def close(self) -> None:
+        await self.client.close()

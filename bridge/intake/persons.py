@@ -1,0 +1,18 @@
+"""Who is who: the configured persons and the platform accounts that are theirs."""
+
+from __future__ import annotations
+
+from bridge.config import PersonSettings
+from bridge.intake.platforms import normalize_account
+
+
+class PersonDirectory:
+    def __init__(self, persons: list[PersonSettings]) -> None:
+        self._by_account = {account: p.id for p in persons for account in p.accounts}
+        self._names = {p.id: p.name or p.id for p in persons}
+
+    def person_for(self, account: str) -> str | None:
+        return self._by_account.get(normalize_account(account))
+
+    def name(self, person: str) -> str:
+        return self._names.get(person, person)

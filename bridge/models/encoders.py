@@ -1,0 +1,195 @@
+"""The local sentence encoders behind `LocalEmbedder`: the same model through onnxruntime, or sentence-transformers.
+
+onnxruntime is what runs when an ONNX export of the model exists (scripts/install.sh writes one for the packaged
+MiniLM; `python -m bridge.models.onnx_export` for another model): no torch in the process, which is what keeps an
+import of a 2 GB mailbox under 500 MB (benchmarks/mbox_memory.py). sentence-transformers is the fallback for a
+model without an export. Both give the same vectors (tests/test_embedder.py holds them to it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from bridge.history.importers.text import clean_text
+
+log = logging.getLogger(__name__)
+
+# Padded tokens of one run of the model: attention memory grows with batch x length^2, so long texts go in
+# small batches and short chat lines in big ones. Measured here (2 cores): 1024 peaks at 267 MB for the whole
+# encoder against 495 MB for 4096, and is no slower (45 vs 38 long texts/s, 1090 vs 1036 short ones/s).
+TOKENS_PER_RUN = 1024
+# Characters of a text given to the tokenizer per token the model reads: it tokenizes a text whole before
+# truncating, so a 5 MB text took 2 GB. No text needs more than this to fill the model's length (English averages
+# about 4 characters a token; only runs of spaces or symbols reach more).
+CHARS_PER_TOKEN = 16
+
+
+class NotOnnxCompatible(ValueError):
+    """The model computes more than a transformer, mean pooling and normalisation (a Dense layer, CLS pooling)."""
+
+
+class Encoder(Protocol):
+    dimension: int
+    runtime: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length vectors, one row per text, in the order given."""
+        ...
+
+
+def onnx_file_for(model_dir: Path, packaged: bool) -> Path:
+    """Where the ONNX export of a model is looked for: beside the environment for the packaged model (the
+    package's own folder is not ours to write; the name carries a fingerprint of the model, so a changed model
+    is never served by a stale export), `onnx/model.onnx` in the model folder otherwise (the layout of ONNX
+    exports on model hubs)."""
+    if packaged:
+        return Path(sys.prefix) / "share" / "confide" / f"{model_dir.parent.name}-{_fingerprint(model_dir)}.onnx"
+    return model_dir / "onnx" / "model.onnx"
+
+
+def load_encoder(model_dir: Path, onnx_file: Path, batch_size: int) -> Encoder:
+    if onnx_file.is_file():
+        try:
+            return OnnxEncoder(model_dir, onnx_file, batch_size)
+        except NotOnnxCompatible as exc:
+            log.info("%s: using sentence-transformers", exc)
+        except Exception:  # a broken or foreign export must not stop Confide: torch still gives the vectors
+            log.exception("the ONNX export %s cannot be used: using sentence-transformers", onnx_file)
+    else:
+        log.info("no ONNX export at %s: encoding with sentence-transformers (torch)", onnx_file)
+    return SentenceTransformerEncoder(model_dir, batch_size)
+
+
+def onnx_compatible(model_dir: Path) -> bool:
+    """A transformer, mean pooling, and optionally normalisation: what `OnnxEncoder` computes, nothing else."""
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
+        pooling = _json(model_dir / "1_Pooling" / "config.json")
+    except (OSError, ValueError):
+        return False
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
+    modes = [key for key, value in pooling.items() if key.startswith("pooling_mode_") and value]
+    return kinds in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) and modes == [
+        "pooling_mode_mean_tokens"
+    ]
+
+
+def _fingerprint(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("config.json", "modules.json", "tokenizer.json", "model.safetensors", "pytorch_model.bin"):
+        path = model_dir / name
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{name}:{stat.st_size}".encode())
+            if stat.st_size < 4 * 2**20:
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+class OnnxEncoder:
+    """A BERT-style sentence-transformers model with mean pooling, through onnxruntime and HF tokenizers."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model_dir: Path, onnx_file: Path, batch_size: int = 64) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        if not onnx_compatible(model_dir):
+            raise NotOnnxCompatible(f"{model_dir} has modules the ONNX encoder does not run")
+        pooling = _json(model_dir / "1_Pooling" / "config.json")
+        self.max_tokens = int(_json(model_dir / "sentence_bert_config.json").get("max_seq_length", 256))
+        self.batch_size = batch_size
+        self.dimension = int(pooling["word_embedding_dimension"])
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.enable_truncation(self.max_tokens)
+        self._tokenizer.no_padding()
+        onnxruntime.disable_telemetry_events()  # ETW events; ORT_DISABLE_TELEMETRY (bridge.ops.privacy) stops the rest
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = len(os.sched_getaffinity(0))  # the CPUs this process may use, not the host's
+        options.log_severity_level = 3  # warnings about unused initializers are noise here
+        self._session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(encodable(texts, self.max_tokens))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for group in token_budget_groups([len(e.ids) for e in encodings], self.batch_size, TOKENS_PER_RUN):
+            out[group] = self._run([encodings[i].ids for i in group])
+        return out
+
+    def _run(self, rows: list[list[int]]) -> np.ndarray:
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for index, row in enumerate(rows):
+            ids[index, : len(row)] = row
+            mask[index, : len(row)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
+        summed = (hidden * mask[..., None]).sum(axis=1)
+        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def encodable(texts: Sequence[str], max_tokens: int) -> list[str]:
+    """Texts as the tokenizer may take them: cut to what the model can read (`CHARS_PER_TOKEN`), and without
+    lone surrogates, which the tokenizer refuses."""
+    return [clean_text(text[: max_tokens * CHARS_PER_TOKEN]) for text in texts]
+
+
+def token_budget_groups(lengths: Sequence[int], batch_size: int, budget: int) -> list[list[int]]:
+    """Indexes grouped for runs of the model: similar lengths together (little padding), at most `batch_size`
+    texts and `budget` padded tokens per run (one over-long text still gets a run of its own)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        # In ascending order, the text being added is the group's widest.
+        if current and (len(current) >= batch_size or lengths[index] * (len(current) + 1) > budget):
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups
+
+
+class SentenceTransformerEncoder:
+    runtime = "sentence-transformers"
+
+    def __init__(self, model_dir: Path, batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self._model: Any = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        self.batch_size = batch_size
+        dimension = getattr(self._model, "get_embedding_dimension", None)
+        size = (dimension or self._model.get_sentence_embedding_dimension)()
+        if size is None:
+            raise ValueError(f"{model_dir} does not say its embedding dimension")
+        self.dimension = int(size)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            encodable(texts, int(self._model.max_seq_length or 512)),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as file:
+        data = json.load(file)
+    return data if isinstance(data, dict) else {}
