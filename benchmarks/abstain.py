@@ -33,11 +33,11 @@ import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.locomo import questions_of
 from benchmarks.locomo_import import LocomoImporter
 from bridge.answering.answer import AnswerPipeline
-from bridge.config import RetrievalSettings
+from bridge.config import EmbedderSettings, RetrievalSettings
 from bridge.history.index import HistoryIndex
 from bridge.history.ingest import ingest
 from bridge.history.store.edge import EdgeStore
-from bridge.models.embedder import LocalEmbedder
+from bridge.models.embedder import PACKAGED, LocalEmbedder, calibrated_gate
 from bridge.models.llm import ModelClient
 
 MAX_ANSWERABLE_ABSTAINED = 0.05  # the bound: abstain on at most 5% of answerable questions
@@ -110,7 +110,7 @@ def print_point(label: str, threshold: float, answerable: list[Asked], foreign: 
     )
 
 
-def report(asked: list[Asked], goal_foreign: float) -> None:
+def report(asked: list[Asked], goal_foreign: float, default: float) -> None:
     answerable = [r for r in asked if r.answerable]
     foreign = [r for r in asked if not r.answerable]
     print(f"\n{len(answerable)} answerable questions, {len(foreign)} foreign ones (each asked of every other history)")
@@ -126,8 +126,7 @@ def report(asked: list[Asked], goal_foreign: float) -> None:
     reached = abstained(foreign, chosen) >= goal_foreign
     verdict = "reached" if reached else "NOT reached"
     print(f"goal (>= {goal_foreign:.0%} of foreign abstained, <= 5% of answerable): {verdict}")
-    default = RetrievalSettings().min_relevance
-    print_point("configured default (CONFIDE_RETRIEVAL__MIN_RELEVANCE)", default, answerable, foreign)
+    print_point("configured default (the embedder's calibrated gate)", default, answerable, foreign)
     print("\nat the default, per history asked (foreign abstained / answerable abstained):")
     for person in sorted({r.person for r in asked}):
         own = [r for r in answerable if r.person == person]
@@ -140,13 +139,19 @@ async def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder of LoCoMo conversation .json files")
     parser.add_argument("--keep", type=Path, help="keep the index in this folder and reuse it on the next run")
     parser.add_argument("--goal-foreign", type=float, default=0.9, help="share of foreign questions to abstain on")
+    parser.add_argument(
+        "--embedder",
+        choices=list(PACKAGED),
+        help="packaged model (default: ours)",
+    )
     args = parser.parse_args()
     files = sorted(args.data.glob("*.json"))
     if len(files) < 2:
         raise SystemExit(f"need at least two .json conversations in {args.data}")
     settings = RetrievalSettings()
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder(packaged=args.embedder or EmbedderSettings().packaged)
     await embedder.open()
+    print(f"embedder: {embedder.identity.describe()}")
     with tempfile.TemporaryDirectory(prefix="confide-abstain-") as workdir:
         store = EdgeStore((args.keep or Path(workdir)) / "shard", settings.rrf_k)
         history = HistoryIndex(store, embedder)
@@ -160,7 +165,8 @@ async def main() -> None:
         finally:
             await store.close()
     await embedder.close()
-    report(asked, args.goal_foreign)
+    default = settings.min_relevance if settings.min_relevance is not None else calibrated_gate(embedder.identity)
+    report(asked, args.goal_foreign, default)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.locomo_import import LocomoImporter, load_questions
 from benchmarks.stats import percentile
-from bridge.config import RetrievalSettings
+from bridge.config import EmbedderSettings, RetrievalSettings
 from bridge.history.index import HistoryIndex
 from bridge.history.ingest import ingest
 from bridge.history.store.edge import EdgeStore
 from bridge.messages import HistoryRecord
-from bridge.models.embedder import LocalEmbedder
+from bridge.models.embedder import PACKAGED, LocalEmbedder
 
 KS = (5, 10, 20)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -123,12 +123,18 @@ async def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder of LoCoMo conversation .json files")
     parser.add_argument("--out", type=Path, help="write one JSON line per question with its ranked turns")
     parser.add_argument("--candidates", type=int, help="dense and sparse candidates per vector (default: Confide's)")
+    parser.add_argument(
+        "--embedder",
+        choices=list(PACKAGED),
+        help="packaged model (default: Confide's)",
+    )
     args = parser.parse_args()
     files = sorted(args.data.glob("*.json"))
     if not files:
         raise SystemExit(f"no .json files in {args.data}")
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder(packaged=args.embedder or EmbedderSettings().packaged)
     await embedder.open()
+    print(f"embedder: {embedder.identity.describe()}")
     with tempfile.TemporaryDirectory(prefix="confide-locomo-") as workdir:
         print(f"Confide retrieval on {len(files)} conversations:")
         settings = RetrievalSettings()

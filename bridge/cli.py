@@ -349,6 +349,36 @@ async def _export(settings: Settings, person: str, out: Path | None) -> None:
                 stream.close()
 
 
+@app.command()
+def reindex() -> None:
+    """Re-embed the whole history with the configured embedding model (after changing it): resumable, the old
+    index kept until the new one is complete. Confide must not be running."""
+    settings = settings_or_exit(quiet=True)
+    run_async(_reindex(settings))
+
+
+async def _reindex(settings: Settings) -> None:
+    from bridge.app import DataDirBusy, data_dir_lock
+    from bridge.history.reindex import ReindexProgress, reindex
+
+    try:
+        with data_dir_lock(settings.data_dir), Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+        ) as bar:  # fmt: skip
+            tasks: dict[str, TaskID] = {}
+
+            def shown(now: ReindexProgress) -> None:
+                if now.person not in tasks:
+                    tasks[now.person] = bar.add_task(f"Re-embedding {now.person}", total=now.total, count="")
+                bar.update(tasks[now.person], completed=now.done, count=f"{now.done}/{now.total}")
+
+            summary = await reindex(settings, shown)
+    except DataDirBusy as exc:
+        raise fail(f"{exc} Reindexing needs the index to itself.", 2) from None
+    err.print(summary.describe())
+
+
 PersonOption = Annotated[str, typer.Option(help="Whose history this is")]
 
 

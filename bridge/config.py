@@ -68,6 +68,11 @@ class EmbedderSettings(BaseModel):
     )
     base_url: str | None = Field(None, description="OpenAI-compatible /v1 base for backend=openai")
     model: str = "all-MiniLM-L6-v2"
+    packaged: Literal["minilm+multilingual-use", "multilingual-use", "minilm"] = Field(
+        "minilm",
+        description="backend=local without model_path: the packaged model, multilingual USE (Italian, German, "
+        "French, Spanish, Dutch... in one space) or all-MiniLM-L6-v2 (English)",
+    )
     api_key: SecretStr = SecretStr("none")
     batch_size: int = Field(64, ge=1, le=4096)
     dimension: int | None = Field(None, ge=1, description="Needed for backend=openai if not 384")
@@ -120,6 +125,11 @@ class PersonSettings(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name: str = ""
     accounts: list[str] = Field(min_length=1)
+    language: Literal["en", "it", "de", "fr", "es", "nl"] | None = Field(
+        None,
+        description="The language Confide replies in where a message's own cannot be told (a question in another "
+        "language is answered in that one); unset: the language the person last wrote in, else English",
+    )
 
     @field_validator("accounts")
     @classmethod
@@ -136,14 +146,15 @@ class RetrievalSettings(BaseModel):
     limit: int = Field(8, ge=1, le=100, description="History pieces given to the model")
     candidates: int = Field(50, ge=1, le=1000, description="Dense and sparse candidates before fusion")
     rrf_k: int = Field(10, ge=1, description="Reciprocal-rank-fusion constant (10 measured best on LoCoMo)")
-    min_relevance: float = Field(
-        0.468,
+    min_relevance: float | None = Field(
+        None,
         ge=0,
         le=1,
         description=(
             "Least cosine similarity between the whole question and its best excerpt for the model to be asked; "
-            "below it Confide says nothing was found. 0 turns the gate off. Calibrated for the packaged "
-            "all-MiniLM-L6-v2 by benchmarks/abstain.py; another embedder needs its own"
+            "below it Confide says nothing was found. 0 turns the gate off. Unset: the value calibrated for the "
+            "embedder by benchmarks/abstain.py (bridge/models/embedder.py CALIBRATED_GATES); another embedder "
+            "needs its own"
         ),
     )
 

@@ -181,6 +181,9 @@ class HistoryRecord(BaseModel):
     quoted: str | None = Field(None, description="What the author quoted from others: stored, not its own words")
     signature: str | None = Field(None, description="The author's signature block: stored, not its own words")
     neighbours: Neighbours | None = Field(None, description="A chat line's neighbours; None for documents")
+    language: str | None = Field(
+        None, description="The language it is written in (ISO 639-1), told when it is indexed; None: not known"
+    )
     extra: dict[str, Any] = Field(
         default_factory=dict,
         description="The importer's or platform's own details (attachments, links, edits): stored and shown, never a "

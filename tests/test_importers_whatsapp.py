@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -13,7 +14,7 @@ from bridge.history.importers.registry import open_importer
 from bridge.history.index import HistoryIndex
 from bridge.history.ingest import ingest
 from bridge.messages import HistoryRecord
-from tests.import_fixtures import ANDROID_US, IOS_DE, write_json, write_whatsapp_txt, write_whatsapp_zip
+from tests.import_fixtures import ANDROID_US, IOS_DE, LRM, write_json, write_whatsapp_txt, write_whatsapp_zip
 
 
 def run(path: Path, **options: object) -> tuple[list[HistoryRecord], list[Problem]]:
@@ -207,3 +208,265 @@ def test_older_and_localized_layouts(tmp_path: Path, layout: str, lines: list[st
     assert [(r.author, r.text) for r in records] == [("Anna", "the key is under the mat"), ("Ben", "Happy new year")]
     assert records[0].time == first_time.replace(tzinfo=UTC)
     assert records[1].time.hour == 10 and records[1].time.date().isoformat().endswith("01-01")
+
+
+# -- Exports in the phone's language ---------------------------------------------------------------------------
+
+
+class Locale(NamedTuple):
+    """What an export written in one phone language holds, as WhatsApp words it (see the importer's patterns)."""
+
+    android: str  # the header before the author, in the language's usual date order; {m}: the minute
+    ios: str
+    encrypted: str  # the end-to-end encryption notice
+    created: str  # a group event holding ": " (the group's name)
+    added: str  # a group event as iOS writes it, with the group as author
+    text: str
+    later: str  # a message then edited
+    caption: str
+    media: str  # Android: a file left out
+    image: str  # iOS: a photo left out
+    deleted: str  # someone else deleted theirs
+    you_deleted: str
+    edited: str
+    attached: str  # Android: "(file attached)"
+    ios_attached: str  # iOS: "<attached: …>"
+    document: str  # iOS: a document left out, after its name and " • "
+
+
+LOCALES = {
+    "de": Locale(
+        "31.12.23, 21:{m:02d} - ", "[31.12.23, 21:{m:02d}:00] ",
+        "Nachrichten und Anrufe sind Ende-zu-Ende-verschlüsselt. Niemand außerhalb dieses Chats kann sie lesen oder "
+        "anhören, nicht einmal WhatsApp. Tippe, um mehr zu erfahren.",
+        "Anna hat die Gruppe „Ausflug: Lissabon“ erstellt", "Anna hat Ben hinzugefügt",
+        "Wir treffen uns um 10 Uhr am Bahnhof", "Gleis 3", "Blick von der Veranda",
+        "<Medien ausgeschlossen>", "Bild weggelassen", "Diese Nachricht wurde gelöscht",
+        "Du hast diese Nachricht gelöscht.", "<Diese Nachricht wurde bearbeitet>", "Datei angehängt", "Anhang",
+        "3 Seiten Dokument weggelassen",
+    ),
+    "fr": Locale(
+        "31/12/2023 21:{m:02d} - ", "[31/12/2023 21:{m:02d}:00] ",
+        "Les messages et les appels sont chiffrés de bout en bout. Aucun tiers, pas même WhatsApp, ne peut les lire "
+        "ou les écouter. Appuyez pour en savoir plus.",
+        "Anna a créé le groupe « Voyage : Lisbonne »", "Anna a ajouté Ben",
+        "On se retrouve à 10 h à la gare", "Voie 3", "Vue de la terrasse",
+        "<Médias omis>", "image absente", "Ce message a été supprimé",
+        "Vous avez supprimé ce message", "<Ce message a été modifié>", "fichier joint", "pièce jointe",
+        "3 pages document manquant",
+    ),
+    "es": Locale(
+        "31/12/23, 21:{m:02d} - ", "[31/12/23, 21:{m:02d}:00] ",
+        "Los mensajes y las llamadas están cifrados de extremo a extremo. Nadie fuera de este chat, ni siquiera "
+        "WhatsApp, puede leerlos ni escucharlos. Toca para obtener más información.",
+        'Anna creó el grupo "Viaje: Lisboa"', "Anna añadió a Ben",
+        "Nos vemos a las 10 en la estación", "Andén 3", "Vista desde el porche",
+        "<Multimedia omitido>", "imagen omitida", "Se eliminó este mensaje.",
+        "Eliminaste este mensaje.", "<Se editó este mensaje.>", "archivo adjunto", "adjunto",
+        "3 páginas documento omitido",
+    ),
+    "it": Locale(
+        "31/12/23, 21:{m:02d} - ", "[31/12/23, 21:{m:02d}:00] ",
+        "I messaggi e le chiamate sono crittografati end-to-end. Nessuno al di fuori di questa chat, nemmeno "
+        "WhatsApp, può leggerli o ascoltarli. Tocca per saperne di più.",
+        'Anna ha creato il gruppo "Gita: Lisbona"', "Anna ha aggiunto Ben",
+        "Ci vediamo alle 10 in stazione", "Binario 3", "Vista dal portico",
+        "<Media omessi>", "immagine omessa", "Questo messaggio è stato eliminato",
+        "Hai eliminato questo messaggio", "<Questo messaggio è stato modificato>", "file allegato", "allegato",
+        "3 pagine documento omesso",
+    ),
+    "nl": Locale(
+        "31-12-2023 21:{m:02d} - ", "[31-12-2023 21:{m:02d}:00] ",
+        "Berichten en gesprekken worden end-to-end versleuteld. Niemand buiten deze chat, zelfs WhatsApp niet, kan "
+        "ze lezen of beluisteren. Tik voor meer informatie.",
+        'Anna heeft groep "Uitje: Lissabon" gemaakt', "Anna heeft Ben toegevoegd",
+        "We zien elkaar om 10 uur op het station", "Spoor 3", "Uitzicht vanaf de veranda",
+        "<Media weggelaten>", "afbeelding weggelaten", "Dit bericht is verwijderd",
+        "Je hebt dit bericht verwijderd", "<Dit bericht is bewerkt>", "bestand bijgevoegd", "bijgevoegd",
+        "3 pagina's document weggelaten",
+    ),
+    "pt-BR": Locale(
+        "31/12/2023 21:{m:02d} - ", "[31/12/2023, 21:{m:02d}:00] ",
+        "As mensagens e as chamadas são protegidas com a criptografia de ponta a ponta e ficam somente entre você e "
+        "os participantes desta conversa. Nem mesmo o WhatsApp pode ler ou ouvi-las. Toque para saber mais.",
+        'Anna criou o grupo "Viagem: Lisboa"', "Anna adicionou Ben",
+        "A gente se vê às 10 na estação", "Plataforma 3", "Vista da varanda",
+        "<Mídia oculta>", "imagem ocultada", "Esta mensagem foi apagada",
+        "Você apagou esta mensagem", "<Esta mensagem foi editada>", "arquivo anexado", "anexado",
+        "3 páginas documento omitido",
+    ),
+    "pt-PT": Locale(
+        "31/12/23, 21:{m:02d} - ", "[31/12/23, 21:{m:02d}:00] ",
+        "As mensagens e as chamadas são encriptadas ponto a ponto. Ninguém fora desta conversa, nem mesmo o "
+        "WhatsApp, pode lê-las ou ouvi-las. Toque para saber mais.",
+        'Anna criou o grupo "Viagem: Lisboa"', "Anna adicionou Ben",
+        "Encontramo-nos às 10 na estação", "Linha 3", "Vista do alpendre",
+        "<Multimédia omitido>", "imagem não revelada", "Esta mensagem foi eliminada",
+        "Apagou esta mensagem", "<Esta mensagem foi editada>", "ficheiro anexado", "anexo",
+        "3 páginas documento não revelado",
+    ),
+    "pl": Locale(
+        "31.12.2023, 21:{m:02d} - ", "[31.12.2023, 21:{m:02d}:00] ",
+        "Wiadomości i połączenia są szyfrowane end-to-end. Nikt spoza tego czatu, nawet WhatsApp, nie może ich "
+        "odczytać ani odsłuchać. Dotknij, aby dowiedzieć się więcej.",
+        "Anna utworzyła grupę „Wycieczka: Lizbona”", "Anna dodała Bena",
+        "Widzimy się o 10 na dworcu", "Peron 3", "Widok z werandy",
+        "<Pominięto multimedia>", "obraz pominięty", "Ta wiadomość została usunięta",
+        "Usunięto tę wiadomość", "<Ta wiadomość została edytowana>", "załączono plik", "załączono",
+        "3 strony dokument pominięty",
+    ),
+    "ro": Locale(
+        "31.12.2023, 21:{m:02d} - ", "[31.12.2023, 21:{m:02d}:00] ",
+        "Mesajele și apelurile sunt criptate integral. Nicio persoană din afara acestui chat, nici măcar WhatsApp, "
+        "nu le poate citi sau asculta. Atinge pentru a afla mai multe.",
+        "Anna a creat grupul „Excursie: Lisabona”", "Anna l-a adăugat pe Ben",
+        "Ne vedem la 10 la gară", "Linia 3", "Priveliște de pe verandă",
+        "<Media omise>", "Imagine omisă", "Acest mesaj a fost șters",
+        "Ai șters acest mesaj", "<Acest mesaj a fost editat>", "fișier atașat", "atașare",
+        "3 pagini document omis",
+    ),
+}  # fmt: skip
+
+IOS_PHOTO = "00000012-PHOTO-2023-12-31-21-07-00.jpg"  # in the zip `write_whatsapp_zip` writes
+
+
+def shown(records: list[HistoryRecord]) -> list[tuple[str, str, dict[str, object]]]:
+    return [(r.author, r.text, r.extra) for r in records]
+
+
+@pytest.mark.parametrize("language", LOCALES)
+def test_android_export_in_the_phones_language(tmp_path: Path, language: str) -> None:
+    words = LOCALES[language]
+    at = words.android.format
+    lines = [
+        at(m=0) + words.encrypted,  # line 1: no author
+        at(m=0) + words.created,  # its ": " is in the group's name, not after an author
+        at(m=1) + f"Anna: {words.text}",  # line 3
+        at(m=2) + f"Ben: {words.media}",
+        at(m=3) + f"Ben: {words.deleted}",
+        at(m=4) + f"Anna: {words.you_deleted}",
+        at(m=5) + f"Anna: {words.later} {words.edited}",  # line 7
+        at(m=6) + f"Ben: IMG-20231231-WA0001.jpg ({words.attached})",
+        words.caption,
+    ]
+    records, problems = run(write_whatsapp_txt(tmp_path, lines))
+    assert problems == []
+    assert shown(records) == [
+        ("Anna", words.text, {"line": 3}),
+        ("Ben", "sent a media file (not included in the export)", {"line": 4, "media_omitted": True, "media": True}),
+        ("Anna", words.later, {"line": 7, "edited": True}),
+        ("Ben", words.caption, {"line": 8, "attachments": ["IMG-20231231-WA0001.jpg"]}),
+    ]
+    assert records[0].time == datetime(2023, 12, 31, 21, 1, tzinfo=UTC)  # day first, as the language writes it
+
+
+@pytest.mark.parametrize("language", LOCALES)
+def test_ios_export_in_the_phones_language(tmp_path: Path, language: str) -> None:
+    words = LOCALES[language]
+    at = words.ios.format
+    lines = [
+        at(m=0) + f"Familie: {LRM}{words.encrypted}",  # iOS: the group is the author of its system texts
+        at(m=1) + f"Anna: {words.text}",  # line 2
+        at(m=2) + f"Ben: {LRM}{words.image}",
+        at(m=3) + f"Ben: {LRM}{words.deleted}",
+        at(m=4) + f"Anna: {LRM}{words.you_deleted}",
+        at(m=5) + f"Anna: {words.later} {LRM}{words.edited}",  # line 6
+        LRM + at(m=6) + f"Ben: {LRM}<{words.ios_attached}: {IOS_PHOTO}>",
+        at(m=7) + f"Ben: {LRM}Plan.pdf • {LRM}{words.document}",
+        at(m=8) + f"Familie: {LRM}{words.added}",
+    ]
+    records, problems = run(write_whatsapp_zip(tmp_path, lines))
+    assert problems == []
+    omitted = {"media_omitted": True, "media": True}
+    assert shown(records) == [
+        ("Anna", words.text, {"line": 2}),
+        ("Ben", "sent a photo (not included in the export)", {"line": 3, **omitted}),
+        ("Anna", words.later, {"line": 6, "edited": True}),
+        ("Ben", f"sent a photo ({IOS_PHOTO})", {"line": 7, "attachments": [IOS_PHOTO], "media": True}),
+        ("Ben", "sent a document (Plan.pdf)", {"line": 8, "attachments": ["Plan.pdf"], **omitted}),
+    ]
+    assert records[0].time == datetime(2023, 12, 31, 21, 1, tzinfo=UTC)
+
+
+# iOS names what it left out, each kind in each language (WhatsApp's own translations, as far as known).
+IOS_LEFT_OUT = {
+    "photo": ["immagine omessa", "Bild weggelassen", "image absente", "imagen omitida", "afbeelding weggelaten",
+              "imagem ocultada", "imagem não revelada", "obraz pominięty", "Imagine omisă"],
+    "video": ["video omesso", "Video weggelassen", "vidéo absente", "Video omitido", "video weggelaten",
+              "vídeo ocultado", "vídeo não revelado", "wideo pominięte", "clip video omis"],
+    "audio file": ["audio omesso", "Audio weggelassen", "audio omis", "audio omitido", "audio weggelaten",
+                   "áudio ocultado", "ficheiro de áudio não revelado", "audio pominięte", "fără audio"],
+    "sticker": ["sticker non incluso", "Sticker weggelassen", "sticker omis", "sticker omitido", "sticker weggelaten",
+                "figurinha omitida", "sticker não revelado", "pominięto naklejkę", "autocolant omis"],
+    "GIF": ["GIF esclusa", "GIF weggelassen", "GIF retiré", "GIF omitido", "GIF weggelaten", "GIF não revelada",
+            "Plik GIF pominięty", "GIF omis"],
+    "document": ["documento omesso", "Dokument weggelassen", "document manquant", "documento omitido",
+                 "document weggelaten", "documento não revelado", "dokument pominięty", "document omis"],
+    "contact card": ["Scheda contatto omessa", "Kontaktkarte ausgelassen", "Fiche contact manquante",
+                     "Tarjeta de contacto omitida", "Visitekaartje weggelaten", "Cartão do contato omitido",
+                     "Contacto não revelado", "Pominięta wizytówka kontaktu", "Carte de vizită contact omisă"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", IOS_LEFT_OUT)
+def test_ios_says_what_kind_of_file_it_left_out(tmp_path: Path, kind: str) -> None:
+    notes = IOS_LEFT_OUT[kind]
+    lines = [f"[31.12.23, 21:{i:02d}:00] Ben: {LRM}{note}" for i, note in enumerate(notes)]
+    records, _ = run(write_whatsapp_zip(tmp_path, lines))
+    article = "an" if kind[0] in "aeiou" else "a"
+    assert [r.text for r in records] == [f"sent {article} {kind} (not included in the export)"] * len(notes)
+    assert all(r.extra["media_omitted"] and r.extra["media"] for r in records)
+
+
+def test_other_wordings_of_the_same_notes(tmp_path: Path) -> None:
+    """Older app versions, the other Portuguese, the other Polish form: the same notes, other words."""
+    lines = [
+        "31/12/2023, 21:00 - Ben: <Mídia omitida>",
+        "31/12/2023, 21:01 - Ben: <Ficheiro não revelado>",
+        "31/12/2023, 21:02 - Ben: <Medien weggelassen>",
+        "31/12/2023, 21:03 - Ben: <Conținut media omis>",
+        "31/12/2023, 21:04 - Ben: <pliki pominięto>",
+        "31/12/2023, 21:05 - Ben: IMG-1.jpg (plik załączony)",
+        "31/12/2023, 21:06 - Ben: IMG-2.jpg (załączony plik)",
+        "31/12/2023, 21:07 - Ben: IMG-3.jpg (archivo adjuntado)",
+        "31/12/2023, 21:08 - Ben: IMG-4.jpg (FILE ALLEGATO)",
+        f"[31/12/2023, 21:09:00] Ben: {LRM}<pièce jointe : 00000014-PHOTO.jpg>",
+        "31/12/2023, 21:10 - Anna: Do jutra <Ta wiadomość została zmieniona>",
+        "31/12/2023, 21:11 - Anna: La 10 <ACEST MESAJ A FOST EDITAT.>",
+    ]
+    records, problems = run(write_whatsapp_txt(tmp_path, lines))
+    assert problems == []
+    left_out = ("sent a media file (not included in the export)", {"media_omitted": True, "media": True})
+    assert [(r.text, {k: v for k, v in r.extra.items() if k != "line"}) for r in records] == [
+        *[left_out] * 5,
+        *[(f"sent a photo (IMG-{n}.jpg)", {"attachments": [f"IMG-{n}.jpg"], "media": True}) for n in (1, 2, 3, 4)],
+        ("sent a photo (00000014-PHOTO.jpg)", {"attachments": ["00000014-PHOTO.jpg"], "media": True}),
+        ("Do jutra", {"edited": True}),
+        ("La 10", {"edited": True}),
+    ]
+
+
+def test_deleted_messages_in_any_wording_are_dropped(tmp_path: Path) -> None:
+    deleted = [
+        "Este mensaje fue eliminado", "U hebt dit bericht verwijderd", "Mensagem apagada", "Eliminou esta mensagem",
+        "Usunąłeś(-ęłaś) tę wiadomość", "Usunęłaś tę wiadomość", "Ați șters acest mesaj", "Acest mesaj a fost şters",
+        "QUESTO MESSAGGIO È STATO ELIMINATO.",
+    ]  # fmt: skip
+    lines = [f"31/12/2023, 21:{i:02d} - Ben: {text}" for i, text in enumerate(deleted)]
+    records, _ = run(write_whatsapp_txt(tmp_path, [*lines, "31/12/2023, 22:00 - Ben: ok"]))
+    assert [r.text for r in records] == ["ok"]
+
+
+def test_words_like_the_notes_in_a_message_of_ones_own_stay(tmp_path: Path) -> None:
+    own = [
+        "l'immagine omessa era sfocata",  # the words, not the note
+        "Mensagem apagada?",
+        "Ik heb dit bericht verwijderd, sorry",
+        "<Media omessi> eccole comunque",
+        "ho cambiato idea: vengo anch'io",  # a ": " of one's own, after the author's
+        "Plan.pdf • documento omesso, lo rimando",
+    ]
+    lines = [f"31/12/2023, 21:{i:02d} - Anna: {text}" for i, text in enumerate(own)]
+    records, _ = run(write_whatsapp_txt(tmp_path, lines))
+    assert [(r.author, r.text) for r in records] == [("Anna", text) for text in own]
+    assert not any({"media", "media_omitted", "attachments", "edited"} & r.extra.keys() for r in records)

@@ -208,7 +208,7 @@ async def test_a_database_of_the_unversioned_layout_keeps_its_rows_and_is_brough
 
     db = await open_db(tmp_path)
     assert "checkpoints" not in tables(path) and "schema_versions" in tables(path)
-    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 6
+    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 7
     inbox = Inbox(db)
     assert await inbox.put(message("1")) is False  # the old row is still there
     claimed = await inbox.claim_next("telegram:c1")
@@ -266,7 +266,7 @@ async def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path:
     db = await open_db(tmp_path)
     await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=9 WHERE owner='core'"))
     await db.close()
-    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 6\)"):
+    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 7\)"):
         await open_db(tmp_path)
     with closing(connect(tmp_path / "state.sqlite3")) as conn:
         assert schema_version(conn, "core") == 9  # nothing was changed

@@ -16,7 +16,10 @@ from datetime import UTC, datetime
 
 from bridge.answering.prompt import build_messages
 from bridge.history.index import HistoryIndex
+from bridge.history.sparse import SparseEncoder
 from bridge.history.store import CONFIDE_SOURCE_PREFIX, Hit
+from bridge.language.catalog import N_, say
+from bridge.language.detect import language_of
 from bridge.messages import Citation, HistoryRecord
 from bridge.models.energy import Energy, EnergyUse, Trace
 from bridge.models.llm import Delta, Done, ModelClient, ModelUnavailable, Restart
@@ -28,9 +31,12 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], Awaitable[None]]
 # Whose history an answer may use: one person's, or several scopes (a group's own, and histories shared into it).
 Scope = str | Sequence[str]
-FALLBACK_HEADER = "⚠ Model unavailable ({reason}). The best matches in your history:"
-NOTHING_FOUND = "I found nothing in your history about “{terms}”."
-NOTHING_FOUND_AT_ALL = "I found nothing in your history about that."
+FALLBACK_HEADER = N_("⚠ Model unavailable ({reason}). The best matches in your history:")
+FALLBACK_EMPTY = N_("⚠ Model unavailable ({reason}). Nothing in your history matches either. Please try again later.")
+NOTHING_FOUND = N_("I found nothing in your history about “{terms}”.")
+NOTHING_FOUND_AT_ALL = N_("I found nothing in your history about that.")
+MODEL_FAILED = N_("⚠ {model} failed: {reason}")
+UNKNOWN_AUTHOR = N_("unknown")
 KEY_TERMS_CHARS = 120  # a 100 kB question is not quoted back whole
 # Words that say how a question is asked, not what it is about: left out of what the reply says it looked for.
 _FUNCTION_WORDS = frozenset(
@@ -40,6 +46,7 @@ _FUNCTION_WORDS = frozenset(
     our you your yours he him his she her hers they them their theirs any some all ever still yet also just not
     no please tell know remember say said anything something if than then so very up out again""".split()
 )
+_STOP_WORDS = SparseEncoder()  # its tokenizers know each language's stop words
 _CITE = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -139,7 +146,7 @@ class AnswerPipeline:
                     reason,
                     exc_info=not isinstance(exc, ModelUnavailable),
                 )
-                return Answer(f"⚠ {model} failed: {reason}", [], model, None, True, None, reason)
+                return Answer(say(MODEL_FAILED, model=model, reason=reason), [], model, None, True, None, reason)
             return Answer(
                 generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy,
                 trace=generated.trace,
@@ -211,17 +218,26 @@ def _words(text: str) -> list[str]:
 def nothing_found(question: str, model: str) -> Answer:
     """The plain reply for a question the history is silent on: what was looked for, no citations, no model."""
     terms = key_terms(question)
-    text = NOTHING_FOUND.format(terms=terms) if terms else NOTHING_FOUND_AT_ALL
+    text = say(NOTHING_FOUND, terms=terms) if terms else say(NOTHING_FOUND_AT_ALL)
     return Answer(text, [], model, None, False, abstained=True)
 
 
 def key_terms(question: str) -> str:
     """What the question is about, in its own words: "What is the wifi password at the cabin?" -> "wifi password
-    cabin". All its words where every one is a function word; empty where it has none."""
+    cabin". All its words where every one is a function word; empty where it has none. Beyond English, a function
+    word is one the question's own language's tokenizer drops as a stop word ("Wo liegt der Ersatzschlüssel?" ->
+    "liegt Ersatzschlüssel")."""
     words = re.findall(r"[\w'’-]+", question)
-    terms = [word for word in words if word.casefold().strip("'’-") not in _FUNCTION_WORDS]
+    language = language_of(question) or "en"
+    terms = [word for word in words if not _is_function_word(word.casefold().strip("'’-"), language)]
     text = " ".join(terms or words)
     return text if len(text) <= KEY_TERMS_CHARS else text[: KEY_TERMS_CHARS - 1] + "…"
+
+
+def _is_function_word(word: str, language: str) -> bool:
+    if language == "en":
+        return word in _FUNCTION_WORDS
+    return not _STOP_WORDS.query(word, language).indices
 
 
 def cited(text: str, hits: list[Hit]) -> list[Citation]:
@@ -238,10 +254,9 @@ def usage_of(answer: Answer) -> AnswerUsage | None:
 
 
 def fallback_answer(hits: list[Hit], model: str, reason: str) -> Answer:
-    header = FALLBACK_HEADER.format(reason=reason)
     if not hits:
-        text = header.replace("The best matches in your history:", "Nothing in your history matches either.")
-        return Answer(text + " Please try again later.", [], model, None, fallback=True, error=reason)
+        return Answer(say(FALLBACK_EMPTY, reason=reason), [], model, None, fallback=True, error=reason)
     citations = [hit.record.citation(n) for n, hit in enumerate(hits[:5], start=1)]
-    lines = [header] + [f"[{c.number}] {c.author or 'unknown'}: {c.excerpt}" for c in citations]
+    lines = [say(FALLBACK_HEADER, reason=reason)]
+    lines += [f"[{c.number}] {c.author or say(UNKNOWN_AUTHOR)}: {c.excerpt}" for c in citations]
     return Answer("\n".join(lines), citations, model, None, fallback=True, error=reason)

@@ -14,6 +14,8 @@ import re
 from datetime import datetime
 
 from bridge.history.store import Hit
+from bridge.language.catalog import current_language, language_name
+from bridge.language.detect import language_of
 from bridge.state.chats import Turn
 
 SYSTEM = """You are Confide, {name}'s private assistant. You answer from excerpts of {name}'s own history \
@@ -41,8 +43,11 @@ def build_messages(
 
 
 def user_message(question: str, excerpts: int) -> str:
-    """Only the question and what to write: the last words a model reads say what its reply is."""
-    return f"{question.strip()}\n\n{task(excerpts)}"
+    """Only the question and what to write: the last words a model reads say what its reply is. The reply's
+    language is named there too: a small model answers a German question over English excerpts in English
+    unless told (the question's own language where it can be told, else the one Confide replies in)."""
+    language = language_name(language_of(question) or current_language())
+    return f"{question.strip()}\n\n{task(excerpts)} Write your reply in {language}."
 
 
 def task(excerpts: int) -> str:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from bridge.answering.spans import DAY_SLACK, Span, day_span, month_start
+from bridge.answering.time_phrases import span_in
 
 # Parts of author names that are not names a question would use for them.
 _NOT_NAMES = frozenset({"me", "you", "confide", "the", "and", "unknown"})
-# A date names a day in some time zone and speaks of things "last night": a day's span reaches one day further.
-DAY_SLACK = timedelta(days=1)
 
 _MONTHS = {
     name: number
@@ -63,16 +63,14 @@ _YEAR_LEADS = frozenset({"in", "during"}) | _OPEN_END | _NO_SPAN
 _RELATIVE = re.compile(r"\b(today|yesterday|(?:this|last)\s+(?:week|month|year))\b", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Span:
-    start: datetime
-    end: datetime  # exclusive
-
-
-def date_span(question: str, now: datetime) -> Span | None:
-    """The time the question points at (all dates it names, joined), or None. Naive times are UTC."""
+def date_span(question: str, now: datetime, language: str | None = None) -> Span | None:
+    """The time the question points at (all dates it names, joined), or None. Naive times are UTC. A question in
+    another language than English is read by that language's rules too (bridge/answering/time_phrases.py)."""
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     spans: list[Span] = []
+    if language and language != "en":
+        if (other := span_in(question, language, now)) is not None:
+            spans.append(other)
     taken: list[tuple[int, int]] = []
     for kind, pattern in _PATTERNS:
         for match in pattern.finditer(question):
@@ -103,25 +101,12 @@ def _absolute(kind: str, match: re.Match[str], now: datetime) -> Span | None:
     else:
         month = int(month_text) if month_text.isdigit() else _MONTHS[month_text]
         if kind == "day":
-            return _day(int(match["day"]), month, year, now)
-        start = _month_start(year or now.year, month)
+            return day_span(int(match["day"]), month, year, now)
+        start = month_start(year or now.year, month)
         if year is None and start > now:  # "in May" asked in January means last year's
             start = start.replace(year=start.year - 1)
-        span = Span(start, _month_start(start.year + month // 12, month % 12 + 1))
+        span = Span(start, month_start(start.year + month // 12, month % 12 + 1))
     return Span(span.start, max(span.end, now + DAY_SLACK)) if lead in _OPEN_END else span
-
-
-def _day(number: int, month: int, year: int | None, now: datetime) -> Span | None:
-    # Without a year, the last such day that has been ("on 3 May" asked in January: last year's; "29 Feb": the
-    # last leap year's).
-    for candidate in [year] if year else range(now.year, now.year - 9, -1):
-        try:
-            day = datetime(candidate, month, number, tzinfo=UTC)
-        except ValueError:  # "31 February", or 29 February of a common year
-            continue
-        if year or day <= now + DAY_SLACK:
-            return Span(day - DAY_SLACK, day + timedelta(days=1) + DAY_SLACK)
-    return None
 
 
 def _relative(phrase: str, now: datetime) -> Span:
@@ -137,15 +122,11 @@ def _relative(phrase: str, now: datetime) -> Span:
         monday = today - timedelta(days=today.weekday())
         return Span(monday - timedelta(days=7), monday) if last else Span(monday, tomorrow)
     if unit == "month":
-        first = _month_start(today.year, today.month)
-        previous = _month_start(today.year - (today.month == 1), (today.month - 2) % 12 + 1)
+        first = month_start(today.year, today.month)
+        previous = month_start(today.year - (today.month == 1), (today.month - 2) % 12 + 1)
         return Span(previous, first) if last else Span(first, tomorrow)
     first = datetime(today.year, 1, 1, tzinfo=UTC)
     return Span(first.replace(year=today.year - 1), first) if last else Span(first, tomorrow)
-
-
-def _month_start(year: int, month: int) -> datetime:
-    return datetime(year, month, 1, tzinfo=UTC)
 
 
 def name_parts(author: str) -> set[str]:

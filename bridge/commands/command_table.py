@@ -1,14 +1,20 @@
 """Every chat command once: the router's known names, /help, Telegram's command menu and mail subjects read it.
 
-Pure data that imports nothing of Confide, so the router (a pure function) can use it; bridge/commands/handlers.py
-binds a handler to every entry and refuses to load if one is missing, so the lists cannot drift apart.
+Pure data that imports nothing of Confide but its catalog of texts, so the router (a pure function) can use it;
+bridge/commands/handlers.py binds a handler to every entry and refuses to load if one is missing, so the lists
+cannot drift apart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-INTRO = "I answer questions from your own history: chats, mails and documents you imported.\nJust write your question."
+from bridge.language.catalog import N_, say
+
+INTRO = N_(
+    "I answer questions from your own history: chats, mails and documents you imported.\nJust write your question."
+)
+COMMANDS_HEADER = N_("Commands:")
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class CommandSpec:
     changes_history: bool = False
 
     def help_line(self) -> str:
-        return f"/{self.name} {self.args}".rstrip() + f" – {self.help}"
+        return f"/{self.name} {self.args}".rstrip() + f" – {say(self.help)}"
 
     def menu_description(self) -> str:
         text = self.help[:1].upper() + self.help[1:] + (f": {self.args}" if self.args else "")
@@ -42,37 +48,44 @@ class CommandSpec:
 
 
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec("help", "what I can do (this text)", aliases=("start",)),
-    CommandSpec("reset", "forget this conversation's memory (your history stays)"),
-    CommandSpec("sources", "what my last answer was based on"),
+    CommandSpec("help", N_("what I can do (this text)"), aliases=("start",)),
+    CommandSpec("reset", N_("forget this conversation's memory (your history stays)")),
+    CommandSpec("sources", N_("what my last answer was based on")),
     CommandSpec(
         "forget",
-        "delete from your history (asks for confirmation)",
+        N_("delete from your history (asks for confirmation)"),
         "all | source NAME | since DATE | until DATE | between DATE DATE | last 2h/3d",
         changes_history=True,
     ),
-    CommandSpec("model", "show or choose the model for this chat", "[NAME]"),
+    CommandSpec("model", N_("show or choose the model for this chat"), "[NAME]"),
     CommandSpec(
         "compare",
-        "models A and B answer the same question side by side, with time and energy "
-        "(without a question: your last question here)",
+        N_(
+            "models A and B answer the same question side by side, with time and energy "
+            "(without a question: your last question here)"
+        ),
         "A B [question]",
         streams=True,
         mail=MailSubject(models=2),
     ),
-    CommandSpec("usage", "your answers, tokens and energy per model and day (default: 7 days)", "[DAYS]"),
-    CommandSpec("share", "in a group: let my answers there use your own history too (everyone there reads them)"),
-    CommandSpec("unshare", "in a group: stop my answers there from using your history (the default)"),
+    CommandSpec("usage", N_("your answers, tokens and energy per model and day (default: 7 days)"), "[DAYS]"),
+    CommandSpec("share", N_("in a group: let my answers there use your own history too (everyone there reads them)")),
+    CommandSpec("unshare", N_("in a group: stop my answers there from using your history (the default)")),
     CommandSpec(
         "import",
-        "Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document (.txt, .md, .pdf, "
-        ".docx, .html) and I add it to your history.",
+        N_(
+            "Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document (.txt, .md, .pdf, "
+            ".docx, .html) and I add it to your history."
+        ),
         listed=False,
         mail=MailSubject(files=True),
         changes_history=True,
     ),
     CommandSpec(
-        "confirm", "carry out the action waiting for confirmation (a reply “yes”)", internal=True, changes_history=True
+        "confirm",
+        "carry out the action waiting for confirmation (a reply “yes”)",
+        internal=True,
+        changes_history=True,
     ),
     CommandSpec("cancel", "drop the action waiting for confirmation (a reply “no”)", internal=True),
     CommandSpec("unknown", "a command I do not know", internal=True),
@@ -96,8 +109,9 @@ def spec(name: str) -> CommandSpec:
 
 
 def help_text() -> str:
-    lines = [INTRO + " Commands:", *(s.help_line() for s in COMMANDS if s.listed and not s.internal)]
-    return "\n".join(lines + [s.help for s in COMMANDS if not s.listed and not s.internal])
+    """In the reply's language (bridge/language/catalog.py), as every help line is."""
+    lines = [f"{say(INTRO)} {say(COMMANDS_HEADER)}", *(s.help_line() for s in COMMANDS if s.listed and not s.internal)]
+    return "\n".join(lines + [say(s.help) for s in COMMANDS if not s.listed and not s.internal])
 
 
 def menu() -> list[tuple[str, str]]:

@@ -30,25 +30,26 @@ from bridge.history.store import CONFIDE_SOURCE_PREFIX, Selector
 from bridge.intake import media
 from bridge.intake.adapter import Members
 from bridge.intake.hearing import Hearing
+from bridge.language.catalog import N_, say
 from bridge.messages import Attachment, Citation, HistoryRecord, Image, IncomingMessage
 from bridge.state import chats
 from bridge.state.chats import ChatState, Turn
 from bridge.state.usage import UsageLog, format_summary
 
 T = TypeVar("T")
-PHOTOS_UNREAD = "I can't look into photos or videos; a caption with it, or a message, is what finds it later."
-NO_TRANSCRIBER = "I can't listen to voice messages here (no transcriber is set up). Please write your question."
+PHOTOS_UNREAD = N_("I can't look into photos or videos; a caption with it, or a message, is what finds it later.")
+NO_TRANSCRIBER = N_("I can't listen to voice messages here (no transcriber is set up). Please write your question.")
 
 log = logging.getLogger(__name__)
 
 HELP = command_table.help_text()
-EXAMPLE = "Ask me something about your history, e.g. “Where is the spare key of the cabin?” or /help."
-ONLY_IN_GROUP = "/{name} works only in a group: it decides whether my answers there may use your own history."
+EXAMPLE = N_("Ask me something about your history, e.g. “Where is the spare key of the cabin?” or /help.")
+ONLY_IN_GROUP = N_("/{name} works only in a group: it decides whether my answers there may use your own history.")
 # What a person's own history holds (counts, usage) is nobody else's business: never told where a group reads it.
-ONLY_IN_DIRECT = (
+ONLY_IN_DIRECT = N_(
     "/{name} works only in a direct chat with me: it is about your own history, which this group does not see."
 )
-FORGET_USAGE = "Usage: /forget all | source NAME | since YYYY-MM-DD | until YYYY-MM-DD | between D1 D2 | last 2h"
+FORGET_USAGE = N_("Usage: /forget all | source NAME | since YYYY-MM-DD | until YYYY-MM-DD | between D1 D2 | last 2h")
 
 Effect = Callable[[sqlite3.Connection], None]
 
@@ -145,25 +146,25 @@ class Commands:
 
     @_handles("help")
     async def _help(self, call: CommandCall) -> CommandResult:
-        return CommandResult(HELP)
+        return CommandResult(command_table.help_text())
 
     @_handles("unknown")
     async def _unknown(self, call: CommandCall) -> CommandResult:
-        return CommandResult(f"Unknown command /{call.command.args[0]}. Try /help.")
+        return CommandResult(say("Unknown command /{name}. Try /help.", name=call.command.args[0]))
 
     @_handles("reset")
     async def _reset(self, call: CommandCall) -> CommandResult:
         key = call.state_key
         return CommandResult(
-            "Done: this conversation starts afresh. Your history is untouched.",
+            say("Done: this conversation starts afresh. Your history is untouched."),
             effect=lambda conn: chats.reset(conn, key),
         )
 
     @_handles("sources")
     async def _sources(self, call: CommandCall) -> CommandResult:
         if not call.state.last_sources:
-            return CommandResult("My last answer in this chat used no sources (or there was none yet).")
-        lines = ["My last answer was based on:"]
+            return CommandResult(say("My last answer in this chat used no sources (or there was none yet)."))
+        lines = [say("My last answer was based on:")]
         for c in call.state.last_sources:
             lines.append(f"{c.label()}\n    “{c.excerpt}”")
         return CommandResult("\n".join(lines))
@@ -173,12 +174,18 @@ class Commands:
         names = self.model_names
         current = call.state.model if call.state.model in names else self.default_model
         if not call.command.args:
-            return CommandResult(f"Model for this chat: {current}. Available: {', '.join(names)}.")
+            return CommandResult(
+                say("Model for this chat: {model}. Available: {names}.", model=current, names=", ".join(names))
+            )
         wanted = call.command.args[0]
         if wanted not in names:
-            return CommandResult(f"There is no model {wanted!r}. Available: {', '.join(names)}.")
+            return CommandResult(
+                say("There is no model {model}. Available: {names}.", model=repr(wanted), names=", ".join(names))
+            )
         key = call.state_key
-        return CommandResult(f"This chat now uses {wanted}.", effect=lambda conn: chats.set_model(conn, key, wanted))
+        return CommandResult(
+            say("This chat now uses {model}.", model=wanted), effect=lambda conn: chats.set_model(conn, key, wanted)
+        )
 
     @_handles("compare")
     async def _compare(self, call: CommandCall) -> CommandResult:
@@ -214,16 +221,16 @@ class Commands:
     @_handles("usage")
     async def _usage(self, call: CommandCall) -> CommandResult:
         if call.command.room is not None:
-            return CommandResult(ONLY_IN_DIRECT.format(name="usage"))
+            return CommandResult(say(ONLY_IN_DIRECT, name="usage"))
         if self.usage is None:
-            return CommandResult("Usage is not recorded here.")
+            return CommandResult(say("Usage is not recorded here."))
         args = call.command.args
         try:
             days = int(args[0]) if args else 7
         except ValueError:
             days = 0
         if not 1 <= days <= 366:
-            return CommandResult("Usage: /usage [DAYS], with DAYS from 1 to 366 (default 7).")
+            return CommandResult(say("Usage: /usage [DAYS], with DAYS from 1 to 366 (default 7)."))
         rows = await self.usage.summary(call.command.person, days)
         images = await _picture("usage.png", charts.usage_chart, rows) if rows else []
         return CommandResult(format_summary(rows, days), images=images)
@@ -231,20 +238,24 @@ class Commands:
     @_handles("forget")
     async def _forget(self, call: CommandCall) -> CommandResult:
         if call.command.room is not None:
-            return CommandResult(ONLY_IN_DIRECT.format(name="forget"))
+            return CommandResult(say(ONLY_IN_DIRECT, name="forget"))
         person = call.command.person
         try:
             selector = parse_forget(call.command.args, datetime.now(UTC))
         except ValueError as exc:
-            return CommandResult(f"{exc}\n{FORGET_USAGE}")
+            return CommandResult(f"{exc}\n{say(FORGET_USAGE)}")
         count = await self.history.count(person, selector)
         if count == 0:
-            return CommandResult(f"Nothing in your history matches {selector.describe()}.")
+            return CommandResult(say("Nothing in your history matches {what}.", what=selector.describe()))
         action = {"action": "forget", "person": person, "selector": _selector_to_json(selector)}
         key = call.state_key
         return CommandResult(
-            f"This will permanently delete {count} piece(s) of your history ({selector.describe()}). "
-            "Reply “yes” within 5 minutes to confirm, or “no” to cancel.",
+            say(
+                "This will permanently delete {count} piece(s) of your history ({what}). Reply “yes” within 5 "
+                "minutes to confirm, or “no” to cancel.",
+                count=count,
+                what=selector.describe(),
+            ),
             effect=lambda conn: chats.set_pending(conn, key, action),
         )
 
@@ -255,7 +266,7 @@ class Commands:
         key = call.state_key
         clear: Effect = lambda conn: chats.set_pending(conn, key, None)  # noqa: E731
         if pending is None or pending.get("action") != "forget":
-            return CommandResult("There is nothing waiting for confirmation.", effect=clear)
+            return CommandResult(say("There is nothing waiting for confirmation."), effect=clear)
         selector = _selector_from_json(pending["selector"])
         deleted = await self.history.forget(person, selector)
         log.info("person %s deleted %d history records (%s)", person, deleted, selector.describe())
@@ -265,18 +276,20 @@ class Commands:
             if selector.everything:
                 chats.reset(conn, key)
 
-        return CommandResult(f"Deleted {deleted} piece(s) of your history ({selector.describe()}).", effect=effect)
+        done = say("Deleted {count} piece(s) of your history ({what}).", count=deleted, what=selector.describe())
+        return CommandResult(done, effect=effect)
 
     @_handles("cancel")
     async def _cancel(self, call: CommandCall) -> CommandResult:
         key = call.state_key
-        return CommandResult("Cancelled; nothing was deleted.", effect=lambda conn: chats.set_pending(conn, key, None))
+        cancelled = say("Cancelled; nothing was deleted.")
+        return CommandResult(cancelled, effect=lambda conn: chats.set_pending(conn, key, None))
 
     @_handles("import")
     async def _import(self, call: CommandCall) -> CommandResult:
         attachments = call.message.attachments
         if not attachments:
-            return CommandResult("Send the file itself (a chat export or a document) and I will import it.")
+            return CommandResult(say("Send the file itself (a chat export or a document) and I will import it."))
         # A document sent into a group is the group's: it joins the room's history, not the sender's own.
         target = call.command.scopes[0]
         documents = [a for a in attachments if not (call.command.room and a.is_media)]
@@ -287,60 +300,76 @@ class Commands:
             for attachment in documents
         ]
         if call.command.room:
-            lines.append("It is now part of this group's history: my answers here may use it.")
+            lines.append(say("It is now part of this group's history: my answers here may use it."))
         return CommandResult("\n".join(lines))
 
     @_handles("share")
     async def _share(self, call: CommandCall) -> CommandResult:
         """The only way a person's own history reaches a group: their explicit /share, naming who reads it."""
         if call.command.room is None:
-            return CommandResult(ONLY_IN_GROUP.format(name="share"))
+            return CommandResult(say(ONLY_IN_GROUP, name="share"))
         key, person = call.message.chat_key, call.command.person
         members = await call.members()
-        who = members.describe() if members is not None else "I cannot see who is in this group."
-        again = "still " if person in call.command.shared else ""
+        who = members.describe() if members is not None else say("I cannot see who is in this group.")
+        shared = (
+            say(
+                "Done, {name}: my answers in this group may still use your own history too, and everyone here reads "
+                "them.",
+                name=call.person_name,
+            )
+            if person in call.command.shared
+            else say(
+                "Done, {name}: my answers in this group may use your own history too, and everyone here reads them.",
+                name=call.person_name,
+            )
+        )
         return CommandResult(
-            f"Done, {call.person_name}: my answers in this group may {again}use your own history too, and everyone "
-            f"here reads them. {who} Send /unshare to undo it.",
+            f"{shared} {who} {say('Send /unshare to undo it.')}",
             effect=lambda conn: chats.share(conn, key, person),
         )
 
     @_handles("unshare")
     async def _unshare(self, call: CommandCall) -> CommandResult:
         if call.command.room is None:
-            return CommandResult(ONLY_IN_GROUP.format(name="unshare"))
+            return CommandResult(say(ONLY_IN_GROUP, name="unshare"))
         key, person = call.message.chat_key, call.command.person
         if person not in call.command.shared:
             return CommandResult(
-                "Your history is not shared in this group: my answers here use only what was said here."
+                say("Your history is not shared in this group: my answers here use only what was said here.")
             )
         return CommandResult(
-            "Done: my answers in this group no longer use your history, only what was said here.",
+            say("Done: my answers in this group no longer use your history, only what was said here."),
             effect=lambda conn: chats.unshare(conn, key, person),
         )
 
     @_handles("empty")
     async def _empty(self, call: CommandCall) -> CommandResult:
-        return CommandResult(EXAMPLE)
+        return CommandResult(say(EXAMPLE))
 
     @_handles("too_long")
     async def _too_long(self, call: CommandCall) -> CommandResult:
         length = int(call.command.args[0]) if call.command.args else 0
         return CommandResult(
-            f"Your message is {length:,} characters long; I read questions of up to {MAX_TEXT_CHARS:,}. "
-            "Please ask a shorter question, or send a long text as a file (.txt) in a direct chat and I will add "
-            "it to your history."
+            say(
+                "Your message is {length} characters long; I read questions of up to {limit}. Please ask a shorter "
+                "question, or send a long text as a file (.txt) in a direct chat and I will add it to your history.",
+                length=format(length, ","),
+                limit=format(MAX_TEXT_CHARS, ","),
+            )
         )
 
     @_handles("unproven")
     async def _unproven(self, call: CommandCall) -> CommandResult:
         what = call.command.args[0] if call.command.args else "that"
-        action = "Confirming" if what == "confirm" else f"/{what}"
+        action = say("Confirming") if what == "confirm" else f"/{what}"
         return CommandResult(
-            f"{action} changes your history, so I take it only from a sender I can prove myself, and I could not "
-            "prove this message's: it came with another server's word only, or with a signature that does not "
-            "cover its subject and framing. By mail: send it from your own provider, with a DKIM signature of your "
-            "domain over the whole mail (most providers sign every mail so)."
+            say(
+                "{action} changes your history, so I take it only from a sender I can prove myself, and I could not "
+                "prove this message's: it came with another server's word only, or with a signature that does not "
+                "cover its subject and framing. By mail: send it from your own provider, with a DKIM signature of "
+                "your domain over the whole mail (most providers sign every mail so).",
+                action=action,
+            )
         )
 
     async def _keep_sent(self, message: IncomingMessage, person: str, attachment: Attachment) -> str:
@@ -360,31 +389,35 @@ class Commands:
         )
         await self.history.add(person, [record])
         kind = media.kind_of(attachment.name)
-        return f"{attachment.name}: noted in your history that you sent this {kind}. {PHOTOS_UNREAD}"
+        noted = say("{name}: noted in your history that you sent this {kind}.", name=attachment.name, kind=kind)
+        return f"{noted} {say(PHOTOS_UNREAD)}"
 
     async def _import_one(self, person: str, attachment: Attachment) -> str:
         if attachment.mime_type.startswith("audio/"):
             if self.hearing is None:
-                return f"{attachment.name}: {NO_TRANSCRIBER}"
-            return f"{attachment.name}: send a voice message on its own, and I answer what it asks."
+                return f"{attachment.name}: {say(NO_TRANSCRIBER)}"
+            return say("{name}: send a voice message on its own, and I answer what it asks.", name=attachment.name)
         if not attachment.path or self.find_source is None:
-            return f"{attachment.name}: I could not get the file itself, so nothing was imported."
+            return say("{name}: I could not get the file itself, so nothing was imported.", name=attachment.name)
         source = self.find_source(Path(attachment.path), person, self.imports)  # checked: its detection
         if source is None:
-            return (
-                f"{attachment.name}: I don't know this kind of file. I read WhatsApp and Telegram exports, "
-                "mbox files and .txt, .md, .pdf, .docx and .html documents."
+            return say(
+                "{name}: I don't know this kind of file. I read WhatsApp and Telegram exports, mbox files and .txt, "
+                ".md, .pdf, .docx and .html documents.",
+                name=attachment.name,
             )
         job = ImportJob(person, f"{source.kind} {attachment.name}", source)
         try:
             summary = await import_into(self.history, job, self.hearing)
         except (ValueError, OSError) as exc:  # an unreadable file: tell the person, nothing is damaged
             log.warning("import of %s for %s failed: %s", attachment.name, person, exc)
-            return f"{attachment.name}: could not import it ({exc}). Nothing was changed."
+            return say("{name}: could not import it ({reason}). Nothing was changed.", name=attachment.name, reason=exc)
         except Exception:  # importers report bad input as problems; this is a bug, and the chat must still answer
             log.exception("import of %s for %s failed", attachment.name, person)
-            return f"{attachment.name}: the import stopped on an error (see the log). What was imported is kept."
-        problems = f" First problem: {summary.errors[0]}" if summary.errors else ""
+            return say(
+                "{name}: the import stopped on an error (see the log). What was imported is kept.", name=attachment.name
+            )
+        problems = " " + say("First problem: {problem}", problem=summary.errors[0]) if summary.errors else ""
         return f"{summary.describe()} ({attachment.name}, {source.kind}){problems}"
 
 
@@ -395,7 +428,7 @@ if _missing:
 
 def parse_forget(args: tuple[str, ...], now: datetime) -> Selector:
     if not args:
-        raise ValueError("What should I forget?")
+        raise ValueError(say("What should I forget?"))
     kind, rest = args[0].lower(), args[1:]
     if kind == "all" and not rest:
         return Selector(everything=True)
@@ -408,25 +441,25 @@ def parse_forget(args: tuple[str, ...], now: datetime) -> Selector:
     if kind == "between" and len(rest) == 2:
         since, until = parse_date(rest[0]), parse_date(rest[1])
         if until <= since:
-            raise ValueError("The second date must come after the first.")
+            raise ValueError(say("The second date must come after the first."))
         return Selector(since=since, until=until)
     if kind == "last" and len(rest) == 1:
         return Selector(since=now - parse_span(rest[0]))
-    raise ValueError(f"I did not understand “/forget {' '.join(args)}”.")
+    raise ValueError(say("I did not understand “/forget {args}”.", args=" ".join(args)))
 
 
 def parse_date(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"“{text}” is not a date like 2024-05-31 or 2024-05-31T14:00.") from None
+        raise ValueError(say("“{text}” is not a date like 2024-05-31 or 2024-05-31T14:00.", text=text)) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parse_span(text: str) -> timedelta:
     match = re.fullmatch(r"(\d{1,5})\s*([mhdw])", text.lower())
     if not match:
-        raise ValueError(f"“{text}” is not a span like 30m, 2h, 3d or 1w.")
+        raise ValueError(say("“{text}” is not a span like 30m, 2h, 3d or 1w.", text=text))
     amount, unit = int(match[1]), match[2]
     return timedelta(**{{"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: amount})
 

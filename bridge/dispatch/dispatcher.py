@@ -18,6 +18,8 @@ from bridge.dispatch.handler import MessageHandler
 from bridge.dispatch.inbox import Claimed
 from bridge.intake.adapter import Adapter, StopsIntake
 from bridge.intake.hearing import HearingStage
+from bridge.language.catalog import speaking
+from bridge.messages import IncomingMessage
 from bridge.services import Services
 
 log = logging.getLogger(__name__)
@@ -91,16 +93,21 @@ class Dispatcher:
         if claimed.interrupted >= MAX_STARTS:
             log.error("the process died %d times while message %s/%s was at work; giving up", claimed.interrupted,
                       message.channel, message.platform_message_id)  # fmt: skip
-            await self.handler.give_up(claimed, interrupted=True)
+            with speaking(await self._language(message)):
+                await self.handler.give_up(claimed, interrupted=True)
             return
         try:
-            with working_on(partial(self.inbox.at_work, claimed.inbox_id)):
+            with working_on(partial(self.inbox.at_work, claimed.inbox_id)), speaking(await self._language(message)):
                 heard = await self.hearing.hear(claimed)
                 if heard.refusal is not None:
                     await self.handler.not_heard(heard.claimed, heard.refusal)
                     await self.hearing.discard(heard)
                     return
-                await self.handler.handle(heard.claimed)
+                if heard.claimed.message.heard is None:
+                    await self.handler.handle(heard.claimed)
+                    return
+                with speaking(await self._language(heard.claimed.message)):  # what the voice message said
+                    await self.handler.handle(heard.claimed)
         except Exception:
             self.metrics.error("message")
             failures = await self.inbox.failed(claimed.inbox_id)
@@ -112,9 +119,19 @@ class Dispatcher:
                 MAX_ATTEMPTS,
             )
             if failures >= MAX_ATTEMPTS:
-                await self.handler.give_up(claimed)
+                with speaking(await self._language(message)):
+                    await self.handler.give_up(claimed)
             else:
                 await asyncio.sleep(0.5 * failures)
+
+    async def _language(self, message: IncomingMessage) -> str | None:
+        """The reply's language; English where even that cannot be told (the state store failing): a reply in
+        English beats none."""
+        try:
+            return await self.handler.language_for(message)
+        except Exception:
+            log.exception("telling the reply language of %s/%s failed", message.channel, message.platform_message_id)
+            return None
 
     # -- answers owed after a fallback -------------------------------------------------------------
 

@@ -33,6 +33,8 @@ from bridge.dispatch.router import Command, Ignore, Question, Remember, RouteCon
 from bridge.history.store import CONFIDE_SOURCE_PREFIX
 from bridge.intake.adapter import Adapter, EditsSent, ListsMembers, Members
 from bridge.intake.hearing import heard_prefix
+from bridge.language.catalog import N_, say, speaking
+from bridge.language.detect import language_of
 from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
 from bridge.services import Services
 from bridge.state import chats, usage
@@ -43,15 +45,15 @@ log = logging.getLogger(__name__)
 
 _REPLY_NS = uuid.UUID("0b7e4f0e-8a53-4b8e-bb3c-2d7c9d4f6a01")
 
-GAVE_UP_FAILED = (
+GAVE_UP_FAILED = N_(
     "Sorry, I could not answer this message: it failed three times in a row. The error is in Confide's log; "
     "please send it again later, or tell whoever runs Confide."
 )
-GAVE_UP_INTERRUPTED = (
+GAVE_UP_INTERRUPTED = N_(
     "Sorry, I could not answer this message: Confide stopped unexpectedly each time it worked on it. It is in "
     "Confide's log; please tell whoever runs Confide."
 )
-GROUP_ONLY = "I only answer from what was said in this group here; ask me in a direct chat for your own history."
+GROUP_ONLY = N_("I only answer from what was said in this group here; ask me in a direct chat for your own history.")
 
 Work = Callable[[Progress], Awaitable[CommandResult]]
 
@@ -96,13 +98,26 @@ class MessageHandler:
                 await now_at_work()  # a streaming command (/compare) is at work once its model requests go out
         await self._respond(claimed, decision.person, outcome, streams, work)
 
+    async def language_for(self, message: IncomingMessage) -> str | None:
+        """The language to reply in (bridge/language/catalog.py): the message's own where it can be told, and then
+        remembered for this chat; else the person's setting; else the language they last wrote in here."""
+        person = self.directory.person_for(message.account)
+        if person is None:
+            return None  # a stranger is not answered at all
+        key = state_key(message.chat_key, person, message.is_direct)
+        said = language_of(message.text) if not message.text.lstrip().startswith("/") else None
+        last = (await self.chats.load(key)).language
+        if said is not None and said != last:
+            await self.inbox.transact(lambda conn: chats.set_language(conn, key, said))
+        return said or self.directory.language(person) or last
+
     async def not_heard(self, claimed: Claimed, text: str) -> None:
         """A voice message the hearing stage could not turn into words: the reply says so."""
         await self._finish(claimed, "not heard", [reply_to(claimed.message, text)])
 
     async def give_up(self, claimed: Claimed, interrupted: bool = False) -> None:
         """The last attempt failed: say so in words, so the person is not left waiting (the log has the details)."""
-        text = GAVE_UP_INTERRUPTED if interrupted else GAVE_UP_FAILED
+        text = say(GAVE_UP_INTERRUPTED if interrupted else GAVE_UP_FAILED)
         await self._finish(claimed, "failed", [reply_to(claimed.message, text, suffix="error")])
 
     async def _answer(
@@ -111,13 +126,13 @@ class MessageHandler:
         message, key, scopes = claimed.message, state.chat_key, question.scopes
         if question.room is not None and not await holds_anything(self.history, scopes):
             await self._remember_asked(message, question)
-            return CommandResult(GROUP_ONLY, outcome="not answered: nothing in this group")
+            return CommandResult(say(GROUP_ONLY), outcome="not answered: nothing in this group")
         model = state.model if state.model in self.pipeline.models.names() else self.options.default_model
         turns = await self.chats.recent_turns(key, self.options.recent_turns)
         name = self.directory.name(question.person)
         answer = await self.pipeline.answer(scopes, name, question.text, model, turns, progress)
         if question.room is not None and answer.abstained:
-            answer = replace(answer, text=GROUP_ONLY)
+            answer = replace(answer, text=say(GROUP_ONLY))
         await self._remember_asked(message, question)
 
         def remember(conn: sqlite3.Connection) -> None:
@@ -136,6 +151,10 @@ class MessageHandler:
     async def pay(self, owed: reanswer.Owed) -> bool:
         """Answer a question that got the fallback, now that its model may be back; True once the follow-up is
         queued (the debt is paid in its transaction), False while the model still cannot answer."""
+        with speaking(await self.language_for(owed.message)):
+            return await self._pay(owed)
+
+    async def _pay(self, owed: reanswer.Owed) -> bool:
         message = owed.message
         person = self.directory.person_for(message.account)
         decision = route(message, RouteContext(person, False, self.adapters[message.channel].bot_names,
@@ -149,8 +168,8 @@ class MessageHandler:
         answer = await self.pipeline.answer(decision.scopes, name, decision.text, owed.model, turns)
         if answer.fallback:
             return False
-        answered = GROUP_ONLY if decision.room is not None and answer.abstained else answer.text
-        text = reanswer.FOLLOW_UP + heard_prefix(message) + answered
+        answered = say(GROUP_ONLY) if decision.room is not None and answer.abstained else answer.text
+        text = say(reanswer.FOLLOW_UP) + heard_prefix(message) + answered
         token = await self._fallback_edit_token(owed)
         reply = reply_to(
             message, text, suffix="reanswer", citations=answer.citations, model=answer.model, edit_token=token

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 
 from bridge.dispatch.inbox import Inbox
+from bridge.language.catalog import N_
 from bridge.messages import IncomingMessage
 
-FOLLOW_UP = "The model is back; here is the answer to your question:\n\n"
+FOLLOW_UP = N_("The model is back; here is the answer to your question:\n\n")
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from bridge.commands import command_table
 from bridge.commands.command_table import typed
 from bridge.messages import IncomingMessage
 
-YES = frozenset({"yes", "y", "confirm", "ja", "oui", "si", "sí"})
-NO = frozenset({"no", "n", "cancel", "nein", "non", "stop"})
+YES = frozenset({"yes", "y", "confirm", "ja", "oui", "si", "sí", "sì"})  # as the confirmation asks in each language
+NO = frozenset({"no", "n", "cancel", "nein", "non", "stop", "nee", "annulla", "abbrechen", "annuler", "cancelar"})
 # The longest message read as a question or command; a longer one is refused with a reply (a pasted document
 # belongs in a file), and a longer group message is indexed only up to here.
 MAX_TEXT_CHARS = 4_000

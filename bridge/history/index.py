@@ -9,14 +9,16 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from bridge.answering.question_analysis import date_span, name_parts, names_in, names_of, without_names
 from bridge.config import RetrievalSettings, Settings
 from bridge.history.context_windows import context_text, is_chat, line
 from bridge.history.sparse import SparseEncoder
-from bridge.history.store import HistoryStore, Hit, Selector, Vectorized
+from bridge.history.store import HistoryStore, Hit, IndexIncompatible, Selector, SparseVector, Vectorized
+from bridge.language.detect import language_of
 from bridge.messages import HistoryRecord
-from bridge.models.embedder import Embedder, build_embedder
+from bridge.models.embedder import LEGACY_EMBEDDER, Embedder, EmbedderIdentity, build_embedder, calibrated_gate
 
 # How much of a hit's score its neighbours in the chat receive: evidence often spans adjacent messages.
 NEIGHBOUR_SHARE = 0.3
@@ -43,13 +45,32 @@ class HistoryIndex:
         self.store = store
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder()
-        self.min_relevance = RetrievalSettings().min_relevance if min_relevance is None else min_relevance
+        # None: the gate calibrated for the embedder (CALIBRATED_GATES), known once it is open.
+        self._min_relevance = RetrievalSettings().min_relevance if min_relevance is None else min_relevance
         self._authors: dict[str, tuple[float, set[str], set[str]]] = {}  # person -> (when read, authors, names)
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
 
+    @property
+    def min_relevance(self) -> float:
+        if self._min_relevance is not None:
+            return self._min_relevance
+        return calibrated_gate(self.embedder.identity)
+
+    @min_relevance.setter
+    def min_relevance(self, value: float | None) -> None:
+        self._min_relevance = value
+
     async def open(self) -> None:
+        """The embedder, then the index, which only the embedder that built it may search (refused otherwise:
+        IndexBuiltByAnother, with the command that brings it over); a new index records whose it is."""
         await self.embedder.open()
-        await self.store.open(self.embedder.dimension)
+        identity = self.embedder.identity
+        recorded = await self.store.recorded_embedder()
+        if recorded is not None:
+            refuse_other_embedder(recorded, identity)
+        await self.store.open(identity.dimension)
+        if recorded != identity.as_dict():
+            await self.store.record_embedder(identity.as_dict())
 
     async def add(self, person: str, records: Sequence[HistoryRecord]) -> int:
         if not records:
@@ -73,9 +94,7 @@ class HistoryIndex:
         self, person: str, records: Sequence[HistoryRecord], dense: Sequence[tuple[list[float], list[float]]]
     ) -> int:
         """Records with their dense vectors (alone, in context), and BM25 vectors of both, into the store."""
-        alone = [message_text(r) for r in records]
-        sparse_context = [context_text(r, before=1, after=1) for r in records]
-        sparse = await asyncio.to_thread(lambda: [self.sparse.document(t) for t in alone + sparse_context])
+        sparse = await asyncio.to_thread(self._terms, records)
         n = len(records)
         items = [
             Vectorized(
@@ -92,6 +111,14 @@ class HistoryIndex:
             names.update(names_of(r.author for r in records if r.author))
         return stored
 
+    def _terms(self, records: Sequence[HistoryRecord]) -> list[SparseVector]:
+        """BM25 vectors of each record alone, then in context, each in the record's language (told here once)."""
+        for record in records:
+            record.language = record.language or language_of(record.text)
+        alone = [self.sparse.document(message_text(r), r.language) for r in records]
+        in_context = [self.sparse.document(context_text(r, before=1, after=1), r.language) for r in records]
+        return alone + in_context
+
     async def search(
         self,
         person: str,
@@ -105,8 +132,9 @@ class HistoryIndex:
         the time the question names searched as well; neighbours of hits lifted; named authors favoured."""
         names = names_in(text, await self._names(person))
         dense = await self._query_vector(without_names(text, names))
-        sparse = self.sparse.query(text)
-        span = date_span(text, now or datetime.now(UTC))
+        language = language_of(text)
+        sparse = self.sparse.query(text, language)
+        span = date_span(text, now or datetime.now(UTC), language)
         focus = (selector or Selector()).narrowed(span.start, span.end) if span else None
         hits = await self.store.search(person, dense, sparse, max(limit, candidates), candidates, selector, focus)
         return favour_named_authors(lift_neighbours(hits), text)[:limit]
@@ -201,6 +229,24 @@ def favour_named_authors(hits: list[Hit], question: str) -> list[Hit]:
         for hit in hits
     ]
     return sorted(boosted, key=lambda h: h.score, reverse=True)
+
+
+class IndexBuiltByAnother(IndexIncompatible):
+    """The index holds another embedder's vectors: `confide reindex` re-embeds it with this one."""
+
+
+def refuse_other_embedder(recorded: dict[str, Any], identity: EmbedderIdentity) -> None:
+    """IndexBuiltByAnother unless the index's vectors are this embedder's ({}: an index from before indexes
+    recorded it, which the packaged MiniLM built)."""
+    built_by = EmbedderIdentity.from_dict(recorded) if recorded else LEGACY_EMBEDDER
+    if built_by == identity:
+        return
+    raise IndexBuiltByAnother(
+        f"your history's index was built with the embedding model {built_by.describe()}, and this Confide embeds "
+        f"with {identity.describe()}: their vectors cannot be compared, so nothing was searched or changed. Run  "
+        f"confide reindex  to re-embed your history with {identity.name} (it can be stopped and resumed, and the "
+        "old index stays until the new one is complete), or set CONFIDE_EMBEDDER__* back to the model that built it."
+    )
 
 
 def build_store(settings: Settings) -> HistoryStore:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from bridge.language.catalog import N_, say
 from bridge.messages import IncomingMessage, OutgoingReply
 
 if TYPE_CHECKING:
@@ -19,6 +20,12 @@ class Capabilities:
     edit_interval_s: float = 1.0
 
 
+NOBODY = N_("In this group: nobody but me.")
+SOME_NAMED = N_(
+    "This group has {count} member(s) besides me (the platform does not list them all; it names only {names})."
+)
+
+
 @dataclass(frozen=True)
 class Members:
     """Who is in a group besides the bot, as far as the platform says: everyone (Matrix), or a count and the few
@@ -29,9 +36,10 @@ class Members:
 
     def describe(self) -> str:
         if len(self.names) >= self.count:
-            return f"In this group: {', '.join(self.names) or 'nobody but me'}."
-        named = f"; the platform names only {', '.join(self.names)}" if self.names else ""
-        return f"This group has {self.count} member(s) besides me (the platform does not list them all{named})."
+            return say("In this group: {names}.", names=", ".join(self.names)) if self.names else say(NOBODY)
+        if self.names:
+            return say(SOME_NAMED, count=self.count, names=", ".join(self.names))
+        return say("This group has {count} member(s) besides me (the platform does not list them).", count=self.count)
 
 
 class InboxPort(Protocol):

@@ -14,13 +14,14 @@ from bridge.config import TranscriberSettings
 from bridge.dispatch.at_work import now_at_work
 from bridge.dispatch.inbox import Claimed, Inbox
 from bridge.intake.persons import PersonDirectory
+from bridge.language.catalog import N_, say
 from bridge.messages import Attachment, Heard, IncomingMessage
 from bridge.models.transcriber import Transcriber
 
 log = logging.getLogger(__name__)
 
-NOTHING_HEARD = "I could not make out any words in your voice message. Please say it again, or write it."
-NOT_HEARD = "I could not transcribe your voice message ({reason}). Please try again later, or write it."
+NOTHING_HEARD = N_("I could not make out any words in your voice message. Please say it again, or write it.")
+NOT_HEARD = N_("I could not transcribe your voice message ({reason}). Please try again later, or write it.")
 
 
 class NotHeard(Exception):
@@ -114,7 +115,7 @@ class HearingStage:
         try:
             said = await self.hearing.hear(voice)
         except NotHeard as exc:
-            return AfterHearing(claimed, NOT_HEARD.format(reason=exc) if str(exc) else NOTHING_HEARD, voice)
+            return AfterHearing(claimed, say(NOT_HEARD, reason=exc) if str(exc) else say(NOTHING_HEARD), voice)
         message = heard_message(message, voice, said)
         await self.inbox.rewrite(claimed.inbox_id, message)
         await self.hearing.discard(voice)  # the recording is no longer needed; the words are kept

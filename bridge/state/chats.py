@@ -30,6 +30,7 @@ class ChatState:
     last_sources: list[Citation] = field(default_factory=list)
     pending: dict[str, Any] | None = None
     pending_expires: float = 0.0
+    language: str | None = None  # the language this person last wrote in here
 
     def pending_for(self, person: str | None, now: float | None = None) -> dict[str, Any] | None:
         now = time.time() if now is None else now
@@ -54,7 +55,7 @@ class Chats:
                 return ChatState(chat_key)
             sources = [Citation.model_validate(c) for c in json.loads(row["last_sources"] or "[]")]
             pending = json.loads(row["pending_action"]) if row["pending_action"] else None
-            return ChatState(chat_key, row["model"], sources, pending, row["pending_expires"] or 0.0)
+            return ChatState(chat_key, row["model"], sources, pending, row["pending_expires"] or 0.0, row["language"])
 
         return await self._db.run(query)
 
@@ -82,6 +83,11 @@ class Chats:
 
 # The functions below run inside a state transaction (see Inbox.finish), so a reply and the memory of it
 # are committed together.
+
+
+def set_language(conn: sqlite3.Connection, chat_key: str, language: str) -> None:
+    _ensure(conn, chat_key)
+    conn.execute("UPDATE chat_state SET language=? WHERE chat_key=?", (language, chat_key))
 
 
 def _ensure(conn: sqlite3.Connection, chat_key: str) -> None:

@@ -147,6 +147,14 @@ ALTER TABLE inbox ADD COLUMN at_work INTEGER NOT NULL DEFAULT 0;
 UPDATE inbox SET attempts=0 WHERE status!='done';
 """,
     ),
+    (
+        7,
+        """
+-- The language this person last wrote in here (ISO 639-1), told from a message long enough to tell: the reply to
+-- one too short to tell ("ok", "/help", a voice message) is in it, where the person's setting names none.
+ALTER TABLE chat_state ADD COLUMN language TEXT;
+""",
+    ),
 ]
 
 

@@ -46,6 +46,8 @@ LINE_PIECE_CHARS = 1 << 13  # the text is read in pieces this long: a file witho
 _MAY_START = re.compile(r"^[\[\d\u200e\u200f\ufeff].*", re.MULTILINE)
 AUDIO_KINDS = ("voice message", "audio file")
 MEDIA_NOTE_CHARS = 1000  # "<name> • 3 pages document omitted" and the like are short; longer text is a message
+NOTE_CHARS = 64  # a document's note ends its text, and the longest ("documento não revelado") is a third of this
+SYSTEM_TEXT_CHARS = 500  # WhatsApp's system texts are a sentence or two; longer text is a message
 
 # Bidi marks: iOS puts U+200E before system texts and attachments, and wraps phone-number names in U+202A..C.
 _MARKS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -60,27 +62,102 @@ _IOS = re.compile(rf"^\[{_DATE},?\s{_HALF}{_TIME}\]\s(?P<rest>.*)$")
 # iOS before 2017: no brackets, the time ends with a colon ("31/12/2015 21:05:23: Anna: hi").
 _IOS_OLD = re.compile(rf"^{_DATE},?\s{_HALF}{_TIME}:\s(?P<rest>.*)$")
 _AUTHOR = re.compile(r"^(?P<author>[^\n]{1,100}?): (?P<text>.*)$", re.DOTALL)
-# Group events whose text itself holds ": " and would otherwise read as "author: text".
+# Group events whose text itself holds ": " (a group name in quotes: 'Anna created group "Trip: Lisbon"') and
+# would otherwise read as "author: text". Only what comes before the first colon is searched: a name, never a text.
 _AUTHORLESS_EVENT = re.compile(
-    r"^[^:]{1,100} (?:changed the subject|changed the group description|changed this group's|created group)"
+    r"^[^:]{1,100} (?:changed the subject|changed the group description|changed this group's|created group"  # en
+    r"|ha(?:t|st) (?:den Betreff|die Gruppe)"  # de: "hat die Gruppe „…“ erstellt", "hat den Betreff von „…“ zu …"
+    r"|a(?:vez)? (?:créé le groupe|modifié|changé)"  # fr
+    r"|cre(?:ó|aste) el grupo|cambi(?:ó|aste)"  # es
+    r"|creato il gruppo|cambiato l|modificato l"  # it: "ha cambiato l'oggetto da …", "Hai creato il gruppo …"
+    r"|(?:heeft|hebt) (?:groep|het onderwerp|de groepsbeschrijving)"  # nl: "heeft groep „…“ gemaakt"
+    r"|criou o grupo|(?:mudou|alterou) [oa] "  # pt: "mudou o assunto de …"
+    r"|utworzył|zmienił"  # pl: "utworzył(a) grupę „…“"
+    r"|creat grupul|a schimbat|ai schimbat)"  # ro
 )
+# iOS gives system texts an author (the group, or the contact) and a leading U+200E; only such texts are searched.
 _SYSTEM = re.compile(
-    r"end-to-end encrypted|joined using this group's invite link|\b(?:added|removed|left)\b|created (?:the )?group"
+    r"end-to-end|joined using this group's invite link|\b(?:added|removed|left)\b|created (?:the )?group"
     r"|changed (?:the subject|this group's|the group|their phone number)|security code|Missed (?:voice|video) call"
-    r"|disappearing messages|message timer|now an admin|pinned a message",
+    r"|disappearing messages|message timer|now an admin|pinned a message"
+    r"|\b(?:Ende-zu-Ende|Sicherheitsnummer|hinzugefügt|entfernt|beigetreten|die Gruppe|Betreff|Verpasster"
+    r"|selbstlöschende)"  # de
+    r"|\b(?:bout en bout|code de sécurité|a ajouté|avez ajouté|a retiré|avez retiré|est partie?|a quitté"
+    r"|a rejoint|créé le groupe|a modifié|avez modifié|a changé|avez changé|manqué|éphémères)"  # fr
+    r"|\b(?:extremo a extremo|código de seguridad|añadió|agregó|añadiste|eliminó a|salió|se unió|creó el grupo"
+    r"|creaste el grupo|cambió|cambiaste|perdida|mensajes temporales)"  # es
+    r"|\b(?:crittografat|codice di sicurezza|aggiunto|rimosso|è uscit|sei uscit|si è unit|creato il gruppo"
+    r"|cambiato|ha modificato|hai modificato|persa|messaggi effimeri)"  # it
+    r"|\b(?:versleuteld|beveiligingscode|toegevoegd|verwijderd|verlaten|neemt deel|heeft groep|hebt groep"
+    r"|onderwerp|groepsbeschrijving|gemist|verdwijnende berichten)"  # nl
+    r"|\b(?:ponta a ponta|ponto a ponto|código de segurança|adicionou|removeu|saiu|entrou|criou o grupo|mudou"
+    r"|alterou|chamada de (?:voz|vídeo) perdida|videochamada perdida|mensagens temporárias)"  # pt
+    r"|\b(?:zaszyfrowane|szyfrowane|kod zabezpieczeń|dodał|usunął|usunęła|opuścił|dołączył|utworzył|zmienił"
+    r"|nieodebrane|znikające)"  # pl
+    r"|\b(?:criptate|de securitate|a adăugat|ați adăugat|a eliminat|a ieșit|s-a alăturat|a creat grupul"
+    r"|a schimbat|apel (?:vocal|video) (?:ratat|nepreluat)|mesaje temporare)",  # ro
     re.IGNORECASE,
 )
-_DELETED = re.compile(r"^(?:This message was deleted|You deleted this message)\.?$")
-_EDITED = re.compile(r"\s*<This message was edited>$")
+# Deleted messages, the sender's own ("You deleted this message") and the others'; with or without a period.
+_DELETED = re.compile(
+    r"^(?:This message was deleted|You deleted this message"
+    r"|Diese Nachricht wurde gelöscht|Du hast diese Nachricht gelöscht"
+    r"|Ce message a été supprimé|Vous avez supprimé ce message"
+    r"|Se eliminó este mensaje|Este mensaje fue eliminado|Eliminaste este mensaje"
+    r"|Questo messaggio è stato eliminato|Hai eliminato questo messaggio"
+    r"|Dit bericht is verwijderd|(?:Je|U) hebt dit bericht verwijderd"
+    r"|Esta mensagem foi (?:apagada|eliminada)(?: pelo remetente)?|Mensagem apagada|(?:Você )?apagou esta mensagem"
+    r"|Eliminou esta mensagem"  # pt-BR, pt-PT
+    r"|Ta wiadomość została usunięta|Usun\S* tę wiadomość"  # pl: Usunięto, Usunąłeś, Usunęłaś, Usunąłeś(-ęłaś)
+    r"|Acest mesaj a fost [șş]ters|A(?:i|[țţ]i) [șş]ters acest mesaj)\.?$",  # ro: comma or cedilla below
+    re.IGNORECASE,
+)
+# The note WhatsApp appends to a message edited after it was sent.
+_EDITED = re.compile(
+    r"\s*<(?:This message was edited|Diese Nachricht wurde bearbeitet|Ce message a été modifié|Se editó este mensaje"
+    r"|Questo messaggio è stato modificato|Dit bericht is bewerkt|Esta mensagem foi editada"
+    r"|Ta wiadomość została (?:edytowana|zmieniona)|Acest mesaj a fost editat)\.?>$",
+    re.IGNORECASE,
+)
+# What an export without media writes for a file it left out. Android: "<Media omitted>"; iOS names the kind,
+# "image omitted", "immagine omessa", "obraz pominięty", or puts the word first, "pominięto naklejkę".
+_KINDS = {
+    "media": r"media|medien|m[ée]dias?|multim[ée]dia|m[íi]dia|arquivo de m[íi]dia|ficheiro|fichier|archivos?|pliki"
+    r"|con[țţ]inut media",  # Android's "<…>": the kind is not said
+    "image": r"image|immagine|bild|imagen|imagem|afbeelding|obraz|imagine",
+    "video": r"vid[ée]o|v[íi]deo|wideo|clip video",
+    "audio": r"[áa]udio|ficheiro de [áa]udio",
+    "sticker": r"sticker|figurinha|autocolante?|autocollant|adesivo|pegatina|naklejk[aęe]",
+    "gif": r"(?:plik )?gif",
+    "document": r"document|documento|dokument",
+    "contact card": r"contact card|kontaktkarte|fiche contact|carte de contact|scheda contatto|tarjeta de contacto"
+    r"|visitekaartje|contactkaart|cart[ãa]o d[eo] conta(?:c?to)|contacto|wizyt[óo]wk[aęi](?: kontaktu)?"
+    r"|carte de vizit[ăa](?: contact)?",
+}
+_KIND = "|".join(_KINDS.values())
+_LEFT_OUT = (
+    r"omitted|omitid[ao]s?|omess[aio]|esclus[ao]|non inclus[ao]|weggelassen|ausgeschlossen|ausgelassen|omis[eăa]?"
+    r"|absente?|manquante?|retir[ée]e?|weggelaten|ocult(?:ad)?[ao]|n[ãa]o revelad[ao]|pomini[ęe]t[aeoy]"
+)
 _OMITTED = re.compile(
-    r"^(?:<Media omitted>|<Medien ausgeschlossen>|<Multimedia omitido>|<Médias omis>"
-    r"|(?P<kind>image|video|audio|sticker|GIF|Contact card) omitted)$",
+    rf"<?(?:(?P<kind>{_KIND})\s(?:{_LEFT_OUT})|(?:pomini[ęe]t[aeoy]|f[ăa]r[ăa])\s(?P<kind_first>{_KIND}))\.?>?",
     re.IGNORECASE,
 )
-_DOCUMENT_OMITTED = re.compile(r"^(?P<name>.*?)\s*(?:•.*)?\bdocument omitted$")
-_ATTACHED = re.compile(r"<attached: (?P<name>[^<>]+)>")
+# A document's note follows its name: "Fahrplan.pdf • 3 Seiten Dokument weggelassen".
+_DOCUMENT_OMITTED = re.compile(rf"\s<?(?:{_KINDS['document']})\s(?:{_LEFT_OUT})\.?>?$", re.IGNORECASE)
+_KIND_OF = {kind: re.compile(words, re.IGNORECASE) for kind, words in _KINDS.items()}
+# iOS: "<attached: 00000012-PHOTO-….jpg>", "<allegato: …>", "<Anhang: …>", "<pièce jointe : …>".
+_ATTACHED = re.compile(
+    r"<(?:attached|Anhang|angehängt|pièce jointe|adjunto|allegato|bijgevoegd|anexado|anexo|załączono|załącznik"
+    r"|ata[șş]are|ata[șş]at) ?: (?P<name>[^<>]+)>",
+    re.IGNORECASE,
+)
+# Android: "IMG-20231231-WA0001.jpg (file attached)", in the phone's language.
 _FILE_ATTACHED = re.compile(
-    r"^(?P<name>\S[^\n]*?\.\w{1,5}) \((?:file attached|Datei angehängt|archivo adjunto|fichier joint)\)$"
+    r"^(?P<name>\S[^\n]*?\.\w{1,5}) \((?:file attached|Datei angehängt|fichier joint|archivo adjunt(?:o|ado)"
+    r"|file allegato|bestand bijgevoegd|(?:arquivo|ficheiro) anexado|za[łl][ąa]czon[oy] plik|plik za[łl][ąa]czony"
+    r"|fi[șş]ier ata[șş]at)\)$",
+    re.IGNORECASE,
 )
 _CHAT_NAME = re.compile(
     r"^(?:WhatsApp Chat with |WhatsApp Chat - |WhatsApp-Chat mit |Chat de WhatsApp con |Discussion WhatsApp avec )"
@@ -308,7 +385,7 @@ class WhatsAppImporter(CheckedOnce):
             )
         if pending.author == "" or _DELETED.match(text):
             return  # system line, or a deleted message: nothing of the person's to remember
-        if pending.marked and _SYSTEM.search(text) and not _ATTACHED.search(text):
+        if pending.marked and len(text) <= SYSTEM_TEXT_CHARS and _SYSTEM.search(text) and not _ATTACHED.search(text):
             return  # iOS system text: it carries the group name as author, and a leading U+200E
         extra: dict[str, Any] = {"line": pending.line}
         # Only the end is searched: `\s*` before the note, tried at each of a million spaces, is quadratic.
@@ -471,17 +548,29 @@ def _parse_time(date: str, clock: str, ampm: str | None, order: str) -> datetime
 
 def _split_media(text: str) -> tuple[str, list[str], bool, str | None]:
     """The message's own text, the names of its attachments, whether media was left out of the export, and the
-    export's word for what was left out ("image omitted": image) where it says."""
+    kind of file left out where the export says ("immagine omessa": image)."""
     names = [m["name"].strip() for m in _ATTACHED.finditer(text)]
     text = _ATTACHED.sub("", text).strip()
     first, _, rest = text.partition("\n")
     if match := _FILE_ATTACHED.match(first):
         names.append(match["name"])
         text = rest.strip()
-    if len(text) > MEDIA_NOTE_CHARS:  # no note; and the patterns below backtrack on long text
+    if (note := _left_out(text)) is None:
         return text, names, False, None
-    if match := _OMITTED.match(text):
-        return "", names, True, match["kind"]
-    if match := _DOCUMENT_OMITTED.match(text):
-        return "", [*names, match["name"]] if match["name"] else names, True, "document"
-    return text, names, False, None
+    kind, name = note
+    return "", [*names, name] if name else names, True, kind
+
+
+def _left_out(text: str) -> tuple[str | None, str] | None:
+    """If `text` is the export's note that a file was left out: what kind of file, in the words `media.kind_of`
+    knows ("immagine omessa": image; None for Android's "<Media omitted>", which does not say), and the name a
+    document's note gives ("" where none)."""
+    if len(text) > MEDIA_NOTE_CHARS:
+        return None
+    if note := _OMITTED.fullmatch(text):
+        word = note["kind"] or note["kind_first"]
+        kind = next(kind for kind, words in _KIND_OF.items() if words.fullmatch(word))
+        return (None if kind == "media" else kind), ""
+    if note := _DOCUMENT_OMITTED.search(text, max(0, len(text) - NOTE_CHARS)):  # only the end: the note ends it
+        return "document", text[: note.start()].partition("•")[0].strip()  # "Fahrplan.pdf • 3 pages": the name
+    return None

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from bridge.messages import HistoryRecord
 
@@ -118,6 +118,25 @@ class HistoryStore(Protocol):
         With `focus` (a part of the selected history the question points at, such as a time span), each
         vector's candidates from that part are fused in as well: they rise, and nothing else is left out.
         """
+        ...
+
+    async def recorded_embedder(self) -> dict[str, Any] | None:
+        """Which embedder made the index's vectors (EmbedderIdentity.as_dict), as the index records it; None where
+        it records none (an index from before they were recorded, or a new one)."""
+        ...
+
+    async def record_embedder(self, embedder: dict[str, Any]) -> None: ...
+
+    async def persons(self) -> list[str]:
+        """Every person (or group scope) the index holds records of."""
+        ...
+
+    def staged(self, key: str) -> Self:
+        """An index beside this one for `confide reindex` to build (`key`: the embedder it is built with)."""
+        ...
+
+    async def replace_by(self, staged: Self) -> None:
+        """Put a complete staged index in this one's place (both closed), so that no stop leaves neither."""
         ...
 
     async def authors(self, person: str) -> set[str]:

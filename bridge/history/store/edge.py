@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,8 @@ from bridge.messages import HistoryRecord
 
 log = logging.getLogger(__name__)
 VERSION_FILE = "confide-index.json"  # in the shard folder, so the version moves with it
+# Beside the shard folder: an index being built to replace it (confide reindex), and the old one while it is replaced.
+STAGED_SUFFIX, REPLACED_SUFFIX = ".reindex", ".replaced"
 
 
 def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> qe.Filter:
@@ -72,6 +75,7 @@ class EdgeStore:
         self.path = path
         self.rrf_k = rrf_k
         self._shard: qe.EdgeShard | None = None
+        self._embedder: dict[str, Any] | None = None  # which embedder made the vectors, as the version file says
         self._where = f"the index at {path}"
         self._instead = (
             f"start an empty index: move that folder away (mv {path} {path}.old) and import your history again "
@@ -95,13 +99,44 @@ class EdgeStore:
         self._shard, found = await self._write(lambda: self._open_sync(dimension))
         await migrate_index(self, found, self._where, self._instead, self._save_version)
 
+    def staged(self, key: str) -> EdgeStore:
+        """The index that `confide reindex` builds beside this one (one at a time: `key` is not needed here)."""
+        return EdgeStore(self.path.with_name(self.path.name + STAGED_SUFFIX), self.rrf_k)
+
+    async def replace_by(self, staged: EdgeStore) -> None:
+        """Put a complete staged index (both closed) in this one's place: the old folder is moved aside, the staged
+        one moved in, then the old one removed. A stop between the two moves is finished by the next open."""
+
+        def move() -> None:
+            aside = self.path.with_name(self.path.name + REPLACED_SUFFIX)
+            if aside.exists():
+                shutil.rmtree(aside)
+            if self.path.exists():
+                os.replace(self.path, aside)
+            os.replace(staged.path, self.path)
+            shutil.rmtree(aside, ignore_errors=True)
+
+        await asyncio.to_thread(move)
+
+    def _finish_replacing(self) -> None:
+        """A replacement stopped between its two moves: the complete staged index (it records its embedder) is
+        moved in, and the old one left aside is removed."""
+        staged = self.path.with_name(self.path.name + STAGED_SUFFIX)
+        aside = self.path.with_name(self.path.name + REPLACED_SUFFIX)
+        if not self.path.exists() and staged.exists() and EdgeStore(staged)._read_version()[1]:
+            log.warning("finishing the replacement of %s by the index confide reindex built", self.path)
+            os.replace(staged, self.path)
+        if aside.exists() and self.path.exists():
+            shutil.rmtree(aside)
+
     def _open_sync(self, dimension: int) -> tuple[qe.EdgeShard, int]:
+        self._finish_replacing()
         config = qe.EdgeConfig(
             vectors={name: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine) for name in DENSE_VECTORS},
             sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTORS},
         )
         if self.path.exists() and any(self.path.iterdir()):
-            found = self._read_version()
+            found, self._embedder = self._read_version()
             refuse_newer(found, self._where, self._instead)
             try:
                 shard = qe.EdgeShard.load(str(self.path), config)
@@ -131,13 +166,18 @@ class EdgeStore:
             shard.update(qe.UpdateOperation.create_field_index("ts", qe.PayloadSchemaType.Float))
         return shard, found
 
-    def _read_version(self) -> int:
+    def _read_version(self) -> tuple[int, dict[str, Any] | None]:
         file = self.path / VERSION_FILE
         try:
-            return int(json.loads(file.read_text(encoding="utf-8"))["version"])
+            recorded = json.loads(file.read_text(encoding="utf-8"))
+            embedder = recorded.get("embedder")
+            if embedder is not None and not isinstance(embedder, dict):
+                raise TypeError("its embedder is not an object")
+            return int(recorded["version"]), embedder
         except FileNotFoundError:
-            return UNVERSIONED
-        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return UNVERSIONED, None
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors; AttributeError: JSON that is not an object.
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IndexDamaged(
                 f"{file} is damaged ({type(exc).__name__}: {exc}); it records which version of Confide's index "
                 f"format the folder holds. If this Confide made the index, write it again:  printf "
@@ -148,7 +188,7 @@ class EdgeStore:
         # Atomically (temp file, fsync, rename): a crash leaves the old version or the new one.
         temporary = self.path / (VERSION_FILE + ".tmp")
         with temporary.open("w", encoding="utf-8") as handle:
-            json.dump({"version": version}, handle)
+            json.dump({"version": version, **({"embedder": self._embedder} if self._embedder else {})}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path / VERSION_FILE)
@@ -159,6 +199,26 @@ class EdgeStore:
             self._write_version(version)
 
         await self._write(save)
+
+    async def recorded_embedder(self) -> dict[str, Any] | None:
+        """Read from the folder itself (also before `open`): None for no index yet, {} for one that records none."""
+        await asyncio.to_thread(self._finish_replacing)
+        if not (self.path.exists() and any(self.path.iterdir())):
+            return None
+        return await asyncio.to_thread(lambda: self._read_version()[1] or {})
+
+    async def record_embedder(self, embedder: dict[str, Any]) -> None:
+        def save() -> None:
+            self.shard.flush()
+            self._embedder = embedder
+            self._write_version(self._read_version()[0])
+
+        await self._write(save)
+
+    async def persons(self) -> list[str]:
+        request = qe.FacetRequest("person", limit=1_000_000, exact=True)
+        response = await asyncio.to_thread(self.shard.facet, request)
+        return sorted(str(hit.value) for hit in response.hits)
 
     async def upsert(self, person: str, items: Sequence[Vectorized]) -> int:
         if not items:

@@ -32,6 +32,8 @@ from bridge.messages import HistoryRecord
 
 log = logging.getLogger(__name__)
 VERSION_KEY = "confide_index_version"  # in the collection's metadata
+EMBEDDER_KEY = "confide_embedder"  # which embedder made the vectors, beside the version
+STAGED_INFIX = "__"  # COLLECTION__KEY: a collection confide reindex builds
 
 
 def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> models.Filter:
@@ -57,10 +59,48 @@ def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = (
 
 
 class ServerStore:
-    def __init__(self, client: AsyncQdrantClient, collection: str, rrf_k: int = 10) -> None:
+    def __init__(self, client: AsyncQdrantClient, collection: str, rrf_k: int = 10, owns_client: bool = True) -> None:
         self.client = client
         self.collection = collection
         self.rrf_k = rrf_k
+        self._owns_client = owns_client  # a staged store shares its parent's client
+
+    def staged(self, key: str) -> ServerStore:
+        """The collection `confide reindex` builds for the embedder `key` names; the configured name then becomes an
+        alias of it (Qdrant's way to switch collections at once)."""
+        return ServerStore(self.client, f"{self.collection}{STAGED_INFIX}{key}", self.rrf_k, owns_client=False)
+
+    async def replace_by(self, staged: ServerStore) -> None:
+        """Point the configured name at a complete staged collection, then drop the collection it named. A real
+        collection of that name goes first (an alias cannot share its name); a stop right then is finished by the
+        next open."""
+        aliases = {a.alias_name: a.collection_name for a in (await self.client.get_aliases()).aliases}
+        before = aliases.get(self.collection)
+        switch: list[models.AliasOperations] = []
+        if before is None:
+            await self.client.delete_collection(self.collection)
+        else:
+            switch.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection)))
+        switch.append(self._alias_to(staged.collection))
+        await self.client.update_collection_aliases(change_aliases_operations=switch)
+        if before is not None and before != staged.collection:
+            await self.client.delete_collection(before)
+
+    def _alias_to(self, collection: str) -> models.CreateAliasOperation:
+        return models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=collection, alias_name=self.collection)
+        )
+
+    async def _finish_replacing(self) -> None:
+        """The configured name names nothing, and a complete staged collection exists: the switch was stopped."""
+        if await self.client.collection_exists(self.collection):
+            return
+        prefix = f"{self.collection}{STAGED_INFIX}"
+        for found in (await self.client.get_collections()).collections:
+            if found.name.startswith(prefix) and (await ServerStore(self.client, found.name).recorded_embedder()):
+                log.warning("finishing the switch of collection %r to %r", self.collection, found.name)
+                await self.client.update_collection_aliases(change_aliases_operations=[self._alias_to(found.name)])
+                return
 
     @classmethod
     def connect(cls, url: str, api_key: str | None, collection: str, rrf_k: int = 10) -> ServerStore:
@@ -69,6 +109,7 @@ class ServerStore:
         return cls(client, collection, rrf_k)
 
     async def open(self, dimension: int) -> None:
+        await self._finish_replacing()
         where = f"collection {self.collection!r}"
         instead = (
             "start an empty index: set CONFIDE_STORE__COLLECTION to a new name and import your history again "
@@ -93,6 +134,22 @@ class ServerStore:
             )
         await self._ensure_indexes()
         await migrate_index(self, found, where, instead, self._save_version)
+
+    async def recorded_embedder(self) -> dict[str, Any] | None:
+        """None for no collection yet, {} for one that records none (also before `open`)."""
+        await self._finish_replacing()
+        if not await self.client.collection_exists(self.collection):
+            return None
+        metadata = (await self.client.get_collection(self.collection)).config.metadata or {}
+        embedder = metadata.get(EMBEDDER_KEY)
+        return embedder if isinstance(embedder, dict) else {}
+
+    async def record_embedder(self, embedder: dict[str, Any]) -> None:
+        await self.client.update_collection(self.collection, metadata={EMBEDDER_KEY: embedder})
+
+    async def persons(self) -> list[str]:
+        found = await self.client.facet(self.collection, "person", limit=1_000_000, exact=True)
+        return sorted(str(hit.value) for hit in found.hits)
 
     async def _save_version(self, version: int) -> None:
         await self.client.update_collection(self.collection, metadata={VERSION_KEY: version})  # merged with the rest
@@ -239,4 +296,5 @@ class ServerStore:
         return len(ids)
 
     async def close(self) -> None:
-        await self.client.close()
+        if self._owns_client:
+            await self.client.close()

@@ -1,0 +1,113 @@
+"""Retrieval across languages: the same history and the same questions in en, it, de, fr, es, nl.
+
+    .venv/bin/python benchmarks/multilingual.py [--data benchmarks/data/multilingual.json] [--embedders A,B]
+
+Each language's version of the history (benchmarks/data/multilingual.json: 80 everyday notes and messages,
+written for this benchmark, with look-alikes on purpose: three keys, two passwords, two appointments) is imported
+as one person's history, through HistoryIndex itself (dense vectors, BM25 in each record's language, the question's
+time phrases). Every question is asked in every language over every history. Recall@k: the note that answers it is
+among the first k hits. Same-language is asked and written in one language; cross-language asks in one and searches
+a history written in another. Old and new embedder run side by side in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bridge  # noqa: F401  (telemetry off before any model import)
+from bridge.history.index import HistoryIndex
+from bridge.history.store.edge import EdgeStore
+from bridge.messages import HistoryRecord
+from bridge.models.embedder import LocalEmbedder
+
+DATA = Path(__file__).resolve().parent / "data" / "multilingual.json"
+KS = (1, 5)
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def records(items: list[dict[str, Any]], language: str, person: str) -> list[HistoryRecord]:
+    return [
+        HistoryRecord(
+            id=item["id"], person=person, channel="files", conversation=f"notes-{language}", author="",
+            time=T0 + timedelta(hours=i), text=item["text"][language], source=f"files:notes-{language}.txt",
+        )
+        for i, item in enumerate(items)
+    ]  # fmt: skip
+
+
+async def recalls(embedder: LocalEmbedder, items: list[dict[str, Any]], languages: list[str], workdir: Path) -> dict:
+    """(asked in, history in) -> {k: recall@k}."""
+    store = EdgeStore(workdir / embedder.packaged, rrf_k=10)
+    await store.open(embedder.dimension)
+    history = HistoryIndex(store, embedder)
+    try:
+        for language in languages:
+            await history.add(f"p-{language}", records(items, language, f"p-{language}"))
+        found: dict[tuple[str, str], dict[int, float]] = {}
+        for written in languages:
+            for asked in languages:
+                hits_at: dict[int, list[bool]] = {k: [] for k in KS}
+                for item in items:
+                    for question in item["questions"]:
+                        hits = await history.search(f"p-{written}", question[asked], limit=max(KS))
+                        ranked = [h.record.id for h in hits]
+                        for k in KS:
+                            hits_at[k].append(item["id"] in ranked[:k])
+                found[(asked, written)] = {k: statistics.mean(hits_at[k]) for k in KS}
+        return found
+    finally:
+        await store.close()
+
+
+def report(name: str, found: dict[tuple[str, str], dict[int, float]], languages: list[str]) -> None:
+    print(f"\n{name}")
+    print("  same language:  " + "  ".join(f"{lang} R@1 {found[(lang, lang)][1]:.3f} R@5 {found[(lang, lang)][5]:.3f}"
+                                         for lang in languages))  # fmt: skip
+    cross = [pair for pair in found if pair[0] != pair[1]]
+    for k in KS:
+        print(f"  cross-language R@{k}: mean {statistics.mean(found[p][k] for p in cross):.3f}, "
+              f"worst {min(found[p][k] for p in cross):.3f} ({min(cross, key=lambda p: found[p][k])})")  # fmt: skip
+    for asked, written in (("en", "de"), ("de", "en"), ("it", "de"), ("en", "it")):
+        if (asked, written) in found:
+            figures = found[(asked, written)]
+            print(f"  asked in {asked} over a {written} history: R@1 {figures[1]:.3f} R@5 {figures[5]:.3f}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--embedders", default="minilm,multilingual-use", help="packaged models, old first")
+    args = parser.parse_args()
+    data = json.loads(args.data.read_text(encoding="utf-8"))
+    items, languages = data["items"], data["languages"]
+    questions = sum(len(item["questions"]) for item in items)
+    print(f"{len(items)} notes, {questions} questions, in {', '.join(languages)}")
+    results: dict[str, dict[tuple[str, str], dict[int, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="confide-multilingual-") as workdir:
+        for name in args.embedders.split(","):
+            embedder = LocalEmbedder(packaged=name)
+            await embedder.open()
+            try:
+                results[name] = await recalls(embedder, items, languages, Path(workdir))
+            finally:
+                await embedder.close()
+            report(embedder.identity.describe(), results[name], languages)
+    last = results[args.embedders.split(",")[-1]]
+    same = ", ".join(f"{lang} R@1 {last[(lang, lang)][1]:.2f}" for lang in languages)
+    cross = [p for p in last if p[0] != p[1]]
+    print(f"multilingual: {same}, cross R@1 {statistics.mean(last[p][1] for p in cross):.2f} "
+          f"(en>de {last[('en', 'de')][1]:.2f}, de>en {last[('de', 'en')][1]:.2f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""The languages Confide speaks: which one a text is in, and what that changes (terms, time phrases, replies)."""
