@@ -69,9 +69,9 @@ class EmbedderSettings(BaseModel):
     base_url: str | None = Field(None, description="OpenAI-compatible /v1 base for backend=openai")
     model: str = "all-MiniLM-L6-v2"
     packaged: Literal["minilm+multilingual-use", "multilingual-use", "minilm"] = Field(
-        "minilm",
-        description="backend=local without model_path: the packaged model, multilingual USE (Italian, German, "
-        "French, Spanish, Dutch... in one space) or all-MiniLM-L6-v2 (English)",
+        "minilm+multilingual-use",
+        description="backend=local without model_path: the packaged model: all-MiniLM-L6-v2 (English) paired with "
+        "the multilingual USE (Italian, German, French, Spanish, Dutch... in one space), either alone",
     )
     api_key: SecretStr = SecretStr("none")
     batch_size: int = Field(64, ge=1, le=4096)

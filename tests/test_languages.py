@@ -50,7 +50,9 @@ def test_stop_words_are_each_languages_own() -> None:
     assert sparse.query("der die das und", "de").indices == []
     assert sparse.query("il la gli delle", "it").indices == []
     assert sparse.query("der die das und", "en").indices != []  # not English stop words
-    assert sparse.query("der die das und") == sparse.query("der die das und", "en")  # unknown: as before
+    unknown, english = sparse.query("der die das und"), sparse.query("der die das und", "en")
+    assert (unknown.indices, unknown.values) == (english.indices, english.values)  # unknown: read as English
+    assert (unknown.language, english.language) == (None, "en")  # and matched with every record's terms
 
 
 async def test_each_record_is_indexed_in_its_language_and_found_in_a_mixed_history(history: HistoryIndex) -> None:

@@ -18,7 +18,14 @@ from bridge.history.sparse import SparseEncoder
 from bridge.history.store import HistoryStore, Hit, IndexIncompatible, Selector, SparseVector, Vectorized
 from bridge.language.detect import language_of
 from bridge.messages import HistoryRecord
-from bridge.models.embedder import LEGACY_EMBEDDER, Embedder, EmbedderIdentity, build_embedder, calibrated_gate
+from bridge.models.embedder import (
+    LEGACY_EMBEDDER,
+    Embedder,
+    EmbedderIdentity,
+    build_embedder,
+    calibrated_gate,
+    calibrated_gate_across,
+)
 
 # How much of a hit's score its neighbours in the chat receive: evidence often spans adjacent messages.
 NEIGHBOUR_SHARE = 0.3
@@ -146,15 +153,33 @@ class HistoryIndex:
         names included (unlike the search's dense query): measured on LoCoMo (benchmarks/abstain.py), a
         question about someone the history never mentions is told apart from an answerable one far better
         that way. Each hit is judged in its own person's history (a scoped search may merge several).
+
+        An excerpt in another language than the question is judged by the embedder's multilingual part alone
+        (`gate_vector`), on that part's own calibrated scale, brought to the gate's: with the paired default, a
+        French question and the German note that answers it have nothing in common for MiniLM, and the mean of the
+        two would refuse every question asked across languages.
         """
         if not hits:
             return NO_RELEVANCE
-        vector = await self._query_vector(question)
+        query = await self._query_vector(question)
+        asked_in = language_of(question)
+        across = [h for h in hits if asked_in and h.record.language and h.record.language != asked_in]
+        alike = [h for h in hits if h not in across]
+        scores = await self._closeness(query, alike)
+        gate_across = calibrated_gate_across(self.embedder.identity)
+        if across and gate_across:
+            scale = self.min_relevance / gate_across
+            scores += [s * scale for s in await self._closeness(self.embedder.gate_vector(query), across)]
+        elif across:
+            scores += await self._closeness(query, across)
+        return max(scores, default=NO_RELEVANCE)
+
+    async def _closeness(self, vector: list[float], hits: Sequence[Hit]) -> list[float]:
         by_person: dict[str, list[str]] = {}
         for hit in hits:
             by_person.setdefault(hit.record.person, []).append(hit.record.id)
         closeness = await asyncio.gather(*(self.store.closeness(p, vector, ids) for p, ids in by_person.items()))
-        return max((score for scores in closeness for score in scores.values()), default=NO_RELEVANCE)
+        return [score for scores in closeness for score in scores.values()]
 
     async def _query_vector(self, text: str) -> list[float]:
         """The query embedding of `text`, remembered for a few questions (search and relevance both need it)."""

@@ -33,8 +33,9 @@ class SparseEncoder:
         return SparseVector(list(vector.indices), list(vector.values))
 
     def query(self, text: str, language: str | None = None) -> SparseVector:
+        """Terms of a question, marked with its language (None: not told) for the store to match them with."""
         vector = self._model(language).embed_query(text)
-        return SparseVector(list(vector.indices), list(vector.values))
+        return SparseVector(list(vector.indices), list(vector.values), language)
 
     def _model(self, language: str | None) -> qe.Bm25:
         code = language if language in TOKENIZER_LANGUAGES else DEFAULT

@@ -243,3 +243,10 @@ class PairedEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         halves = [encoder.encode(texts) for encoder in self._encoders]
         return np.asarray(np.concatenate(halves, axis=1) / np.sqrt(2.0), dtype=np.float32)
+
+    def second_only(self, vector: Sequence[float]) -> list[float]:
+        """A query vector that scores stored vectors by the second model's half alone (cosine / √2): the
+        relevance gate's view. Averaged, a German note and a French question about it score half what USE gives
+        them (MiniLM sees nothing in common), and a gate on that would refuse every question across languages."""
+        first = self._encoders[0].dimension
+        return [0.0] * first + [float(v) * np.sqrt(2.0) for v in vector[first:]]

@@ -24,7 +24,7 @@ from bridge.messages import HistoryRecord
 DENSE_VECTORS = ("dense", "dense_ctx")
 SPARSE_VECTORS = ("sparse", "sparse_ctx")
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0b-4f5e-9c53-8f1d2b0c7a11")
-INDEXED_KEYWORDS = ("person", "channel", "conversation", "source", "author")
+INDEXED_KEYWORDS = ("person", "channel", "conversation", "source", "author", "language")
 # How many distinct authors of one person a search knows by name (the most frequent first).
 MAX_AUTHORS = 10_000
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 class SparseVector:
     indices: list[int]
     values: list[float]
+    # A query's language: its terms are searched among records of that language (or of none told), since terms
+    # stemmed by another language's rules meet only by chance, and such chance hits crowd out the dense ones.
+    language: str | None = None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,14 @@ VERSION_FILE = "confide-index.json"  # in the shard folder, so the version moves
 STAGED_SUFFIX, REPLACED_SUFFIX = ".reindex", ".replaced"
 
 
+def _in_language(where: qe.Filter, language: str | None) -> qe.Filter:
+    """`where`, narrowed to records of `language` or of none told (all of them where the language is None)."""
+    if language is None:
+        return where
+    told = qe.FieldCondition(key="language", match=qe.MatchValue(language))
+    return qe.Filter(must=where.must, should=[told, qe.IsEmptyCondition(key="language")])
+
+
 def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> qe.Filter:
     must: list[Any] = [qe.FieldCondition(key="person", match=qe.MatchValue(person))]
     if point_ids:
@@ -284,7 +292,11 @@ class EdgeStore:
         if sparse.indices:
             sparse_query = qe.SparseVector(indices=sparse.indices, values=sparse.values)
             prefetches += [
-                qe.Prefetch(limit=candidates, query=qe.Query.Nearest(sparse_query, using=name), filter=part)
+                qe.Prefetch(
+                    limit=candidates,
+                    query=qe.Query.Nearest(sparse_query, using=name),
+                    filter=_in_language(part, sparse.language),
+                )
                 for part in wheres
                 for name in SPARSE_VECTORS
             ]

@@ -36,6 +36,15 @@ EMBEDDER_KEY = "confide_embedder"  # which embedder made the vectors, beside the
 STAGED_INFIX = "__"  # COLLECTION__KEY: a collection confide reindex builds
 
 
+def _in_language(where: models.Filter, language: str | None) -> models.Filter:
+    """`where`, narrowed to records of `language` or of none told (all of them where the language is None)."""
+    if language is None:
+        return where
+    told = models.FieldCondition(key="language", match=models.MatchValue(value=language))
+    untold = models.IsEmptyCondition(is_empty=models.PayloadField(key="language"))
+    return models.Filter(must=where.must, should=[told, untold])
+
+
 def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> models.Filter:
     must: list[Any] = [models.FieldCondition(key="person", match=models.MatchValue(value=person))]
     if point_ids:
@@ -215,7 +224,9 @@ class ServerStore:
         if sparse.indices:
             query_vector = models.SparseVector(indices=sparse.indices, values=sparse.values)
             prefetch += [
-                models.Prefetch(query=query_vector, using=name, limit=candidates, filter=part)
+                models.Prefetch(
+                    query=query_vector, using=name, limit=candidates, filter=_in_language(part, sparse.language)
+                )
                 for part in wheres
                 for name in SPARSE_VECTORS
             ]
