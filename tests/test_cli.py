@@ -106,7 +106,8 @@ async def test_doctor_lists_hosts_and_checks_them(tmp_path: Path) -> None:
     await llm.stop()
     assert healthy.code == 0, healthy.stdout + healthy.stderr
     assert llm.base_url in healthy.stdout and "loopback" in healthy.stdout
-    assert "serves test-model" in healthy.stdout and "dimension 384" in healthy.stdout
+    assert "serves test-model" in healthy.stdout
+    assert "all-MiniLM-L6-v2 + multilingual-USE-v3, dimension 896" in healthy.stdout  # the packaged pair
     down = await run_cli(["doctor"], cli_env(tmp_path, models=models))
     assert down.code == 1 and "failed" in down.stdout
 

@@ -125,7 +125,8 @@ def _embedder_check(settings: Settings) -> Callable[[], Awaitable[str]]:
         finally:
             await embedder.close()
         runtime = getattr(getattr(embedder, "encoder", None), "runtime", None)
-        return f"dimension {len(vector)}" + (f", {runtime}" if runtime else "")
+        named = f"{embedder.identity.name}, dimension {len(vector)}"
+        return named + (f", {runtime}" if runtime else "")
 
     return check
 
