@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import bridge  # noqa: F401  (locks the environment down before any ML import)
-from bridge.config import ModelSettings
+from bridge.config import EmbedderSettings, ModelSettings
 from bridge.history.index import HistoryIndex
 from bridge.history.store.edge import EdgeStore
 from bridge.models.embedder import LocalEmbedder
@@ -37,7 +37,7 @@ private_files()
 
 @pytest.fixture(scope="session")
 async def embedder() -> AsyncIterator[LocalEmbedder]:
-    model = LocalEmbedder()
+    model = LocalEmbedder(packaged=EmbedderSettings().packaged)  # the packaged default, as a fresh install has
     await model.open()
     yield model
     await model.close()

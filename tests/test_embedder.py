@@ -32,7 +32,9 @@ TEXTS = [
 ] * 5  # 35 texts of mixed lengths: grouped by length, and put back in order
 
 
-async def test_the_default_encoder_is_onnx_and_matches_sentence_transformers(embedder: LocalEmbedder) -> None:
+async def test_the_minilm_encoder_is_onnx_and_matches_sentence_transformers() -> None:
+    embedder = LocalEmbedder(packaged="minilm")
+    await embedder.open()
     assert embedder.encoder is not None and embedder.encoder.runtime == "onnxruntime"
     ours = np.array(await embedder.embed_documents(TEXTS))
     reference = SentenceTransformerEncoder(packaged_model_path()).encode(TEXTS)
@@ -40,7 +42,21 @@ async def test_the_default_encoder_is_onnx_and_matches_sentence_transformers(emb
     assert np.abs(ours - reference).max() < 1e-4
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     query = await embedder.embed_query(TEXTS[1])
+    await embedder.close()
     assert np.abs(np.array(query) - reference[1]).max() < 1e-4  # alone and in a batch: the same vector
+
+
+async def test_the_default_pairs_minilm_and_the_multilingual_use(embedder: LocalEmbedder) -> None:
+    """The packaged default: MiniLM's vector and USE's, each halved in weight, so a cosine is the mean of the two;
+    the gate's view keeps USE's part alone."""
+    assert embedder.encoder is not None and embedder.encoder.runtime == "onnxruntime + numpy"
+    de, en = np.array(await embedder.embed_documents(["Der Schlüssel liegt im Schuppen.", "The key is in the shed."]))
+    assert de.shape == (896,) and np.isclose(np.linalg.norm(de), 1.0, atol=1e-5)
+    minilm, use = float(de[:384] @ en[:384]) * 2, float(de[384:] @ en[384:]) * 2
+    assert np.isclose(float(de @ en), (minilm + use) / 2, atol=1e-5)
+    assert use > 0.5 > minilm  # one space across languages for USE; barely related words for MiniLM
+    view = np.array(embedder.gate_vector(list(en)))
+    assert not view[:384].any() and np.isclose(float(view @ de), use / np.sqrt(2), atol=1e-5)
 
 
 def test_the_embedder_process_never_loads_torch() -> None:

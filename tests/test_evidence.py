@@ -86,6 +86,9 @@ async def test_a_question_is_stored_with_the_vector_its_search_just_computed(
             texts.append(text)
             return await embedder.embed_query(text)
 
+        def gate_vector(self, query: list[float]) -> list[float]:
+            return embedder.gate_vector(query)
+
     store = EdgeStore(tmp_path / "shard")
     await store.open(embedder.dimension)
     history = HistoryIndex(store, Counting())

@@ -354,6 +354,7 @@ async def test_import_backfills_a_group_into_the_rooms_own_history(
     (tmp_path / "cli").mkdir()
     store = EdgeStore(tmp_path / "cli" / "qdrant")
     await store.open(embedder.dimension)
+    await store.record_embedder(embedder.identity.as_dict())  # as HistoryIndex.open records it
     try:
         await HistoryIndex(store, embedder).add(scope, live)  # the CLI's index holds what the live bridge indexed
     finally:

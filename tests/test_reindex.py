@@ -87,7 +87,7 @@ async def test_an_index_answers_only_to_its_embedder_and_a_stopped_reindex_resum
     assert await history.add("bob", records("bob", 3)) == 3
     await history.store.close()
 
-    with pytest.raises(IndexBuiltByAnother, match=r"all-MiniLM-L6-v2 .* other-model .*confide reindex"):
+    with pytest.raises(IndexBuiltByAnother, match=r"all-MiniLM-L6-v2 \+ multilingual-USE-v3 .* other-model .*reindex"):
         await opened(backend.store(), other)
 
     monkeypatch.setattr(reindexing, "BATCH", 2)
@@ -124,9 +124,19 @@ async def test_an_index_answers_only_to_its_embedder_and_a_stopped_reindex_resum
         assert sorted(p.name for p in backend.root.iterdir()) == ["qdrant"]  # nothing staged or set aside is left
 
 
+@pytest.fixture(scope="module")
+async def minilm() -> AsyncIterator[LocalEmbedder]:
+    """The packaged all-MiniLM-L6-v2 alone: what built every index before indexes recorded their embedder."""
+    model = LocalEmbedder(packaged="minilm")
+    await model.open()
+    yield model
+    await model.close()
+
+
 async def test_an_index_from_before_embedders_were_recorded_is_the_packaged_models(
-    tmp_path: Path, embedder: LocalEmbedder, other: LocalEmbedder
+    tmp_path: Path, minilm: LocalEmbedder, other: LocalEmbedder
 ) -> None:
+    embedder = minilm
     store = EdgeStore(tmp_path / "qdrant")
     await store.open(embedder.dimension)
     await HistoryIndex(store, embedder).add("alice", records("alice", 2))

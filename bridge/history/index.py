@@ -143,7 +143,13 @@ class HistoryIndex:
         sparse = self.sparse.query(text, language)
         span = date_span(text, now or datetime.now(UTC), language)
         focus = (selector or Selector()).narrowed(span.start, span.end) if span else None
-        hits = await self.store.search(person, dense, sparse, max(limit, candidates), candidates, selector, focus)
+        # Records in another language than the question's are ranked by the multilingual part alone as well: there
+        # MiniLM's half of the paired vector is noise. Not for the rest: on English LoCoMo that ranking, fused in
+        # for every record, cost 0.015 of R@10.
+        views = [view] if (view := self.embedder.gate_vector(dense)) is not dense else []
+        hits = await self.store.search(
+            person, dense, sparse, max(limit, candidates), candidates, selector, focus, views=views
+        )
         return favour_named_authors(lift_neighbours(hits), text)[:limit]
 
     async def relevance(self, question: str, hits: Sequence[Hit]) -> float:

@@ -115,8 +115,12 @@ class HistoryStore(Protocol):
         candidates: int,
         selector: Selector | None = None,
         focus: Selector | None = None,
+        views: Sequence[list[float]] = (),
     ) -> list[Hit]:
         """Reciprocal-rank fusion of every dense and sparse vector's candidates, best first.
+
+        `views`: other query vectors for the same dense vectors (the embedder's multilingual part alone), each
+        ranking the records told to be in another language than the question's (`sparse.language`), fused in.
 
         With `focus` (a part of the selected history the question points at, such as a time span), each
         vector's candidates from that part are fused in as well: they rise, and nothing else is left out.

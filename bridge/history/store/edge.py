@@ -56,6 +56,12 @@ def _in_language(where: qe.Filter, language: str | None) -> qe.Filter:
     return qe.Filter(must=where.must, should=[told, qe.IsEmptyCondition(key="language")])
 
 
+def _in_other_languages(where: qe.Filter, language: str) -> qe.Filter:
+    """`where`, narrowed to records told to be in another language than `language`."""
+    told = qe.FieldCondition(key="language", match=qe.MatchValue(language))
+    return qe.Filter(must=where.must, must_not=[told, qe.IsEmptyCondition(key="language")])
+
+
 def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> qe.Filter:
     must: list[Any] = [qe.FieldCondition(key="person", match=qe.MatchValue(person))]
     if point_ids:
@@ -281,6 +287,7 @@ class EdgeStore:
         candidates: int,
         selector: Selector | None = None,
         focus: Selector | None = None,
+        views: Sequence[list[float]] = (),
     ) -> list[Hit]:
         where = _filter(person, selector)
         wheres = [where] if focus is None else [where, _filter(person, focus)]
@@ -289,6 +296,17 @@ class EdgeStore:
             for part in wheres
             for name in DENSE_VECTORS
         ]
+        if sparse.language is not None:  # views rank the records written in another language than the question
+            prefetches += [
+                qe.Prefetch(
+                    limit=candidates,
+                    query=qe.Query.Nearest(list(view), using=name),
+                    filter=_in_other_languages(part, sparse.language),
+                )
+                for view in views
+                for part in wheres
+                for name in DENSE_VECTORS
+            ]
         if sparse.indices:
             sparse_query = qe.SparseVector(indices=sparse.indices, values=sparse.values)
             prefetches += [

@@ -45,6 +45,13 @@ def _in_language(where: models.Filter, language: str | None) -> models.Filter:
     return models.Filter(must=where.must, should=[told, untold])
 
 
+def _in_other_languages(where: models.Filter, language: str) -> models.Filter:
+    """`where`, narrowed to records told to be in another language than `language`."""
+    told = models.FieldCondition(key="language", match=models.MatchValue(value=language))
+    untold = models.IsEmptyCondition(is_empty=models.PayloadField(key="language"))
+    return models.Filter(must=where.must, must_not=[told, untold])
+
+
 def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> models.Filter:
     must: list[Any] = [models.FieldCondition(key="person", match=models.MatchValue(value=person))]
     if point_ids:
@@ -213,6 +220,7 @@ class ServerStore:
         candidates: int,
         selector: Selector | None = None,
         focus: Selector | None = None,
+        views: Sequence[list[float]] = (),
     ) -> list[Hit]:
         where = _filter(person, selector)
         wheres = [where] if focus is None else [where, _filter(person, focus)]
@@ -221,6 +229,15 @@ class ServerStore:
             for part in wheres
             for name in DENSE_VECTORS
         ]
+        if sparse.language is not None:  # views rank the records written in another language than the question
+            prefetch += [
+                models.Prefetch(
+                    query=list(view), using=name, limit=candidates, filter=_in_other_languages(part, sparse.language)
+                )
+                for view in views
+                for part in wheres
+                for name in DENSE_VECTORS
+            ]
         if sparse.indices:
             query_vector = models.SparseVector(indices=sparse.indices, values=sparse.values)
             prefetch += [
