@@ -164,3 +164,27 @@ async def test_a_replacement_stopped_between_its_moves_is_finished_at_the_next_o
     history = await opened(EdgeStore(tmp_path / "qdrant"), embedder)
     assert await history.count("alice") == 2
     await history.store.close()
+
+
+async def test_a_reindex_begun_for_another_model_is_started_afresh(
+    tmp_path: Path,
+    embedder: LocalEmbedder,
+    other: LocalEmbedder,
+    minilm: LocalEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    history = await opened(EdgeStore(tmp_path / "qdrant"), embedder)
+    await history.add("alice", records("alice", 5))
+    await history.store.close()
+    monkeypatch.setattr(reindexing, "BATCH", 2)
+
+    def stop(now: ReindexProgress) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        await reindex_store(EdgeStore(tmp_path / "qdrant"), other, stop)  # begun for other-model (384 dims)
+    summary = await reindex_store(EdgeStore(tmp_path / "qdrant"), minilm)  # then the configuration changed
+    assert (summary.records, summary.embedded) == (5, 5)  # nothing of the other model's was kept
+    history = await opened(EdgeStore(tmp_path / "qdrant"), minilm)
+    assert await history.count("alice") == 5
+    await history.store.close()

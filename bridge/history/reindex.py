@@ -5,8 +5,8 @@ Vectors of two models cannot be compared, so an index answers only to the embedd
 folder `.reindex`, or a collection `NAME__KEY` on a server), re-embedding each person's records in batches: their
 text, neighbours and dates are read back from the old index, so nothing is imported again and nothing else is
 needed. A stop leaves the old index as it was and the new one partly built; the next run skips the records it
-already holds. Only once every record is in does the new index record its embedder (that is what "complete"
-means) and take the old one's place: a folder move, or a Qdrant alias switch.
+already holds. Only once every record is in is the new index marked complete (its embedder recorded without
+`"complete": false`) and does it take the old one's place: a folder move, or a Qdrant alias switch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from bridge.config import Settings
 from bridge.history.index import HistoryIndex, build_store
-from bridge.history.store import HistoryStore, Selector
+from bridge.history.store import HistoryStore
 from bridge.messages import HistoryRecord
 from bridge.models.embedder import LEGACY_EMBEDDER, Embedder, EmbedderIdentity, build_embedder
 
@@ -97,11 +97,14 @@ async def _staged(old: HistoryStore, now: EmbedderIdentity) -> HistoryStore:
     """The new index, opened: resumed if a stopped run began it for this same embedder, else begun afresh."""
     staged = old.staged(staged_key(now))
     found = await staged.recorded_embedder()
+    if found is not None and (not found or EmbedderIdentity.from_dict(found) != now):
+        # Begun for a model no longer configured (or by nobody's record): nothing of it can be kept.
+        log.warning("an index begun for another model was left beside yours; starting the new one afresh")
+        await staged.drop()
+        found = None
     await staged.open(now.dimension)
-    if found and found != now.as_dict():  # built for a model no longer configured: nothing of it can be kept
-        log.warning("an index built for another model was left beside yours; starting the new one afresh")
-        for person in await staged.persons():
-            await staged.delete(person, _everything())
+    if found is None:  # whose it will be, from its first record on: a stop and a change of model are told apart
+        await staged.record_embedder({**now.as_dict(), "complete": False})
     return staged
 
 
@@ -133,7 +136,3 @@ async def _batches(records: AsyncIterator[HistoryRecord]) -> AsyncIterator[list[
             batch = []
     if batch:
         yield batch
-
-
-def _everything() -> Selector:
-    return Selector(everything=True)

@@ -142,6 +142,10 @@ class HistoryStore(Protocol):
         """An index beside this one for `confide reindex` to build (`key`: the embedder it is built with)."""
         ...
 
+    async def drop(self) -> None:
+        """Remove this (closed) index whole: only a staged one a reindex for another model left behind."""
+        ...
+
     async def replace_by(self, staged: Self) -> None:
         """Put a complete staged index in this one's place (both closed), so that no stop leaves neither."""
         ...

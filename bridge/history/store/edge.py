@@ -62,6 +62,11 @@ def _in_other_languages(where: qe.Filter, language: str) -> qe.Filter:
     return qe.Filter(must=where.must, must_not=[told, qe.IsEmptyCondition(key="language")])
 
 
+def _complete(embedder: dict[str, Any] | None) -> bool:
+    """Whether a staged index's record says it holds every record (confide reindex marks it at the end)."""
+    return embedder is not None and bool(embedder) and embedder.get("complete", True) is not False
+
+
 def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> qe.Filter:
     must: list[Any] = [qe.FieldCondition(key="person", match=qe.MatchValue(person))]
     if point_ids:
@@ -117,6 +122,9 @@ class EdgeStore:
         """The index that `confide reindex` builds beside this one (one at a time: `key` is not needed here)."""
         return EdgeStore(self.path.with_name(self.path.name + STAGED_SUFFIX), self.rrf_k)
 
+    async def drop(self) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.path, True)
+
     async def replace_by(self, staged: EdgeStore) -> None:
         """Put a complete staged index (both closed) in this one's place: the old folder is moved aside, the staged
         one moved in, then the old one removed. A stop between the two moves is finished by the next open."""
@@ -137,7 +145,7 @@ class EdgeStore:
         moved in, and the old one left aside is removed."""
         staged = self.path.with_name(self.path.name + STAGED_SUFFIX)
         aside = self.path.with_name(self.path.name + REPLACED_SUFFIX)
-        if not self.path.exists() and staged.exists() and EdgeStore(staged)._read_version()[1]:
+        if not self.path.exists() and staged.exists() and _complete(EdgeStore(staged)._read_version()[1]):
             log.warning("finishing the replacement of %s by the index confide reindex built", self.path)
             os.replace(staged, self.path)
         if aside.exists() and self.path.exists():

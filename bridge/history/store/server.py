@@ -86,6 +86,9 @@ class ServerStore:
         alias of it (Qdrant's way to switch collections at once)."""
         return ServerStore(self.client, f"{self.collection}{STAGED_INFIX}{key}", self.rrf_k, owns_client=False)
 
+    async def drop(self) -> None:
+        await self.client.delete_collection(self.collection)
+
     async def replace_by(self, staged: ServerStore) -> None:
         """Point the configured name at a complete staged collection, then drop the collection it named. A real
         collection of that name goes first (an alias cannot share its name); a stop right then is finished by the
@@ -113,7 +116,12 @@ class ServerStore:
             return
         prefix = f"{self.collection}{STAGED_INFIX}"
         for found in (await self.client.get_collections()).collections:
-            if found.name.startswith(prefix) and (await ServerStore(self.client, found.name).recorded_embedder()):
+            embedder = (
+                await ServerStore(self.client, found.name).recorded_embedder()
+                if found.name.startswith(prefix)
+                else None
+            )
+            if embedder and embedder.get("complete", True) is not False:
                 log.warning("finishing the switch of collection %r to %r", self.collection, found.name)
                 await self.client.update_collection_aliases(change_aliases_operations=[self._alias_to(found.name)])
                 return
