@@ -17,6 +17,7 @@ from bridge.history.context_windows import context_text, is_chat, line
 from bridge.history.sparse import SparseEncoder
 from bridge.history.store import HistoryStore, Hit, IndexIncompatible, Selector, SparseVector, Vectorized
 from bridge.language.detect import language_of
+from bridge.language.detect import load as load_language_model
 from bridge.messages import HistoryRecord
 from bridge.models.embedder import (
     LEGACY_EMBEDDER,
@@ -71,6 +72,7 @@ class HistoryIndex:
         """The embedder, then the index, which only the embedder that built it may search (refused otherwise:
         IndexBuiltByAnother, with the command that brings it over); a new index records whose it is."""
         await self.embedder.open()
+        await asyncio.to_thread(load_language_model)  # every record and question is told by it
         identity = self.embedder.identity
         recorded = await self.store.recorded_embedder()
         if recorded is not None:

@@ -39,6 +39,11 @@ def _identifier() -> LanguageIdentifier:
     return identifier
 
 
+def load() -> None:
+    """Read the model now (0.6 s here), at start-up, so that no first message waits for it."""
+    _identifier()
+
+
 def language_of(text: str) -> str | None:
     """The language of `text` (an ISO 639-1 code from LANGUAGES), or None where it cannot be told."""
     text = _NOT_WORDS.sub(" ", text[:MAX_CHARS])

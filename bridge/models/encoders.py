@@ -212,6 +212,7 @@ class UseEncoder:
 
         self.batch_size = batch_size
         self._use = USE(threads=len(os.sched_getaffinity(0)))
+        self._use.encode(["."])  # it reads its weights and tokenizer at first use: here, not at the first question
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         cut = [clean_text(text[: self.max_chars]) for text in texts]
