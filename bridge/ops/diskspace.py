@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -37,13 +38,17 @@ class DiskRoom:
         self._free = self.floor
         self._checked = -CHECK_EVERY_S
         self._low = False
+        # Read from the event loop and from worker threads at once: one reading and one warning at a time (two
+        # threads had both seen the disk turn low and both warned).
+        self._reading = threading.Lock()
 
     def free_bytes(self) -> int:
-        now = time.monotonic()
-        if now - self._checked >= CHECK_EVERY_S:
-            self._free, self._checked = shutil.disk_usage(self.path).free, now
-            self._note(self._free < self.floor)
-        return self._free
+        with self._reading:
+            now = time.monotonic()
+            if now - self._checked >= CHECK_EVERY_S:
+                self._free, self._checked = shutil.disk_usage(self.path).free, now
+                self._note(self._free < self.floor)
+            return self._free
 
     def has_room(self) -> bool:
         return self.free_bytes() >= self.floor
