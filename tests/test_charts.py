@@ -17,6 +17,7 @@ from PIL import Image
 
 from bridge.commands.charts import Chart, ChartSeries, compare_chart, usage_chart
 from bridge.commands.handlers import _picture
+from bridge.language.catalog import speaking
 from bridge.messages import Image as ReplyImage
 from bridge.models.energy import Energy, Measurement, Meter, Trace
 from bridge.state.usage import AnswerUsage, UsageRow, format_wh
@@ -133,6 +134,19 @@ async def test_one_answer_without_power_puts_both_on_tokens_over_time() -> None:
     assert chart.title == "no energy source for small: tokens over time"
     assert chart.lines["big"] == ((0.0, 0.0), *((t, float(n)) for t, n in measured.trace.tokens))
     assert chart.lines["small"] == ((0.0, 0.0), (0.5, 1.0), (1.5, 9.0))
+
+
+async def test_chart_texts_are_in_the_replys_language_also_when_drawn_off_the_event_loop() -> None:
+    """/compare's chart drawn as the handler draws it (a worker thread) under German: title, legend and alt German."""
+    measured, _ = await two_answers_sharing_a_gpu()
+    unmeasured = ChartSeries("small", Trace((), ((0.5, 1), (1.5, 9))), 0.5, 8.0)
+    with speaking("de"):
+        [picture] = await _picture("compare.png", compare_chart, [measured, unmeasured])
+        usage_title = usage_chart([]).title
+    assert picture.alt.startswith("keine Energiequelle für small: Tokens im Zeitverlauf. ")
+    assert "small, erstes Token 0.50 s, 8.0 Tokens/s" in picture.alt
+    assert usage_title == "Keine Antworten in diesem Zeitraum"
+    assert compare_chart([unmeasured]).title == "no energy source: tokens over time", "English again outside"
 
 
 async def test_one_model_against_itself_keeps_both_lines() -> None:

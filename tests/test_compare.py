@@ -10,9 +10,18 @@ from typing import Any
 
 import pytest
 
-from bridge.commands.compare import NO_QUESTION, CompareError, CompareRequest, parse_compare, question_and_context
+from bridge.answering.answer import Answer
+from bridge.commands.compare import (
+    NO_QUESTION,
+    CompareError,
+    CompareRequest,
+    format_comparison,
+    parse_compare,
+    question_and_context,
+)
 from bridge.config import EnergySettings, ModelSettings
 from bridge.history.index import HistoryIndex
+from bridge.language.catalog import speaking
 from bridge.messages import HistoryRecord
 from bridge.models.energy import Energy, PrometheusSource
 from bridge.state.chats import Turn
@@ -185,6 +194,22 @@ def test_parse_compare(args: tuple[str, ...], result: CompareRequest | str) -> N
     else:
         with pytest.raises(CompareError, match=re.escape(result)):
             parse_compare(args, ["a", "b"])
+
+
+def test_compare_replies_in_the_replys_language() -> None:
+    with speaking("de"):
+        with pytest.raises(CompareError) as unknown:
+            parse_compare(("a", "z"), ["a", "b"])
+        with pytest.raises(CompareError) as no_question:
+            question_and_context(CompareRequest(("a", "b"), None), [], 6)
+    assert str(unknown.value) == "Ein Modell 'z' gibt es nicht. Konfigurierte Modelle: a, b."
+    assert str(no_question.value).startswith("In diesem Chat gibt es keine frühere Frage zum Vergleichen.")
+    assert "/compare MODELL_A MODELL_B" in str(no_question.value)
+    answers = [Answer("A.", [], "fast", None, fallback=True), Answer("B.", [], "slow", None, fallback=True)]
+    with speaking("de"):
+        reply = format_comparison("wo ist der Schlüssel?", answers)
+    assert reply.startswith("Vergleich von fast und slow zu: „wo ist der Schlüssel?“\n")
+    assert format_comparison("q", answers).startswith("Comparing fast and slow on: “q”"), "English again outside"
 
 
 def test_question_and_context() -> None:

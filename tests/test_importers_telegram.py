@@ -120,3 +120,56 @@ def test_messages_without_words_say_what_was_sent(tmp_path: Path) -> None:
         "The ferry: https://example.org/ferry bring boots",
     ]
     assert all(r.extra.get("media") for r in records[:1]) and records[3].extra["media_omitted"] is True
+
+
+def test_service_messages_of_an_export_in_another_language_are_not_stored(tmp_path: Path) -> None:
+    """Telegram Desktop types service messages ("type": "service", with an English `action` whatever the app's
+    language); only what people wrote is stored, here from an Italian group and a German private chat."""
+
+    ids = {"Marco Rossi": "user11", "Giulia Bianchi": "user14", "Anna Schmidt": "user12", "Ich": "user3"}
+
+    def at(n: int) -> dict[str, str]:
+        return {"date": f"2024-03-0{n}T10:00:00", "date_unixtime": str(1709287200 + n * 86400)}
+
+    def said(n: int, who: str, text: str) -> dict[str, object]:
+        return {"id": n, "type": "message", **at(n % 10), "from": who, "from_id": ids[who], "text": text,
+                "text_entities": [{"type": "plain", "text": text}]}  # fmt: skip
+
+    def service(n: int, action: str, **fields: object) -> dict[str, object]:
+        return {"id": n, "type": "service", **at(n % 10), "actor": "Giulia Bianchi", "actor_id": "user14",
+                "action": action, "text": "", "text_entities": [], **fields}  # fmt: skip
+
+    famiglia = {"name": "Famiglia Rossi", "type": "private_group", "id": 31, "messages": [
+        service(1, "create_group", title="Famiglia Rossi", members=["Giulia Bianchi", "Marco Rossi"]),
+        said(2, "Marco Rossi", "La chiave della cantina è nel cassetto della cucina"),
+        service(3, "pin_message", message_id=2),
+        service(4, "invite_members", members=["Nonna Rossi"]),
+        service(5, "edit_group_title", title="Famiglia Rossi 🏡"),
+        # A service message whose text field is filled (some exporter versions): still not something said.
+        service(6, "invite_to_group_call", members=["Marco Rossi"], text="Giulia ha avviato una videochiamata"),
+        said(7, "Giulia Bianchi", "Sabato pranzo dalla nonna alle 13"),
+    ]}  # fmt: skip
+    anna = {"name": "Anna Schmidt", "type": "personal_chat", "id": 32, "messages": [
+        service(11, "phone_call", actor="Anna Schmidt", actor_id="user12", duration_seconds=125,
+                discard_reason="hangup"),
+        service(12, "phone_call", actor="Anna Schmidt", actor_id="user12", discard_reason="missed"),
+        said(13, "Anna Schmidt", "Der Ersatzschlüssel liegt unter dem blauen Blumentopf."),
+        service(14, "pin_message", actor="Anna Schmidt", actor_id="user12", message_id=13),
+        said(15, "Ich", "Danke! Bis Samstag."),
+    ]}  # fmt: skip
+    export = {
+        "about": "Ecco i dati che hai richiesto.",
+        "personal_information": {"user_id": 3, "first_name": "Ich", "phone_number": "+49 30 0000000"},
+        "chats": {"about": "", "list": [famiglia, anna]},
+    }
+
+    records, problems = run(write_json(tmp_path / "DataExport_2024-03-10" / "result.json", export))
+
+    assert problems == []
+    assert [(r.conversation, r.extra["message_id"], r.author, r.text) for r in records] == [
+        ("Famiglia Rossi", 2, "Marco Rossi", "La chiave della cantina è nel cassetto della cucina"),
+        ("Famiglia Rossi", 7, "Giulia Bianchi", "Sabato pranzo dalla nonna alle 13"),
+        ("Anna Schmidt", 13, "Anna Schmidt", "Der Ersatzschlüssel liegt unter dem blauen Blumentopf."),
+        ("Anna Schmidt", 15, "Ich", "Danke! Bis Samstag."),
+    ]
+    assert all("videochiamata" not in r.text for r in records)

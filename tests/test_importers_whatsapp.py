@@ -13,6 +13,7 @@ from bridge.history.importers.base import Problem, WrongKind
 from bridge.history.importers.registry import open_importer
 from bridge.history.index import HistoryIndex
 from bridge.history.ingest import ingest
+from bridge.intake.media import describe
 from bridge.messages import HistoryRecord
 from tests.import_fixtures import ANDROID_US, IOS_DE, LRM, write_json, write_whatsapp_txt, write_whatsapp_zip
 
@@ -328,6 +329,9 @@ LOCALES = {
 }  # fmt: skip
 
 IOS_PHOTO = "00000012-PHOTO-2023-12-31-21-07-00.jpg"  # in the zip `write_whatsapp_zip` writes
+# The language a media-only message of each export is described in: the export's, where Confide speaks it.
+DESCRIBED_IN = {"de": "de", "fr": "fr", "es": "es", "it": "it", "nl": "nl", "pt-BR": "en", "pt-PT": "en", "pl": "en",
+                "ro": "en"}  # fmt: skip
 
 
 def shown(records: list[HistoryRecord]) -> list[tuple[str, str, dict[str, object]]]:
@@ -351,12 +355,17 @@ def test_android_export_in_the_phones_language(tmp_path: Path, language: str) ->
     ]
     records, problems = run(write_whatsapp_txt(tmp_path, lines))
     assert problems == []
+    said_in = DESCRIBED_IN[language]
+    left_out = describe([], None, True, said_in)
+    assert (left_out == "sent a media file (not included in the export)") == (said_in == "en")
     assert shown(records) == [
         ("Anna", words.text, {"line": 3}),
-        ("Ben", "sent a media file (not included in the export)", {"line": 4, "media_omitted": True, "media": True}),
+        ("Ben", left_out, {"line": 4, "media_omitted": True, "media": True}),
         ("Anna", words.later, {"line": 7, "edited": True}),
         ("Ben", words.caption, {"line": 8, "attachments": ["IMG-20231231-WA0001.jpg"]}),
     ]
+    # The description's language is told (too short to tell); the people's own words are left to the index.
+    assert [r.language for r in records] == [None, said_in, None, None]
     assert records[0].time == datetime(2023, 12, 31, 21, 1, tzinfo=UTC)  # day first, as the language writes it
 
 
@@ -378,13 +387,15 @@ def test_ios_export_in_the_phones_language(tmp_path: Path, language: str) -> Non
     records, problems = run(write_whatsapp_zip(tmp_path, lines))
     assert problems == []
     omitted = {"media_omitted": True, "media": True}
+    said_in = DESCRIBED_IN[language]
     assert shown(records) == [
         ("Anna", words.text, {"line": 2}),
-        ("Ben", "sent a photo (not included in the export)", {"line": 3, **omitted}),
+        ("Ben", describe([], "image", True, said_in), {"line": 3, **omitted}),
         ("Anna", words.later, {"line": 6, "edited": True}),
-        ("Ben", f"sent a photo ({IOS_PHOTO})", {"line": 7, "attachments": [IOS_PHOTO], "media": True}),
-        ("Ben", "sent a document (Plan.pdf)", {"line": 8, "attachments": ["Plan.pdf"], **omitted}),
+        ("Ben", describe([IOS_PHOTO], None, False, said_in), {"line": 7, "attachments": [IOS_PHOTO], "media": True}),
+        ("Ben", describe(["Plan.pdf"], None, True, said_in), {"line": 8, "attachments": ["Plan.pdf"], **omitted}),
     ]
+    assert [r.language for r in records] == [None, said_in, None, said_in, said_in]
     assert records[0].time == datetime(2023, 12, 31, 21, 1, tzinfo=UTC)
 
 
@@ -413,8 +424,11 @@ def test_ios_says_what_kind_of_file_it_left_out(tmp_path: Path, kind: str) -> No
     notes = IOS_LEFT_OUT[kind]
     lines = [f"[31.12.23, 21:{i:02d}:00] Ben: {LRM}{note}" for i, note in enumerate(notes)]
     records, _ = run(write_whatsapp_zip(tmp_path, lines))
+    # Each in the language its note is in, where the note's words tell it (else the language told so far).
+    hint = {"audio file": "audio"}.get(kind, kind)
+    assert [r.text for r in records] == [describe([], hint, True, r.language) for r in records]
     article = "an" if kind[0] in "aeiou" else "a"
-    assert [r.text for r in records] == [f"sent {article} {kind} (not included in the export)"] * len(notes)
+    assert f"sent {article} {kind} (not included in the export)" == describe([], hint, True)
     assert all(r.extra["media_omitted"] and r.extra["media"] for r in records)
 
 
@@ -436,14 +450,100 @@ def test_other_wordings_of_the_same_notes(tmp_path: Path) -> None:
     ]
     records, problems = run(write_whatsapp_txt(tmp_path, lines))
     assert problems == []
-    left_out = ("sent a media file (not included in the export)", {"media_omitted": True, "media": True})
-    assert [(r.text, {k: v for k, v in r.extra.items() if k != "line"}) for r in records] == [
-        *[left_out] * 5,
-        *[(f"sent a photo (IMG-{n}.jpg)", {"attachments": [f"IMG-{n}.jpg"], "media": True}) for n in (1, 2, 3, 4)],
-        ("sent a photo (00000014-PHOTO.jpg)", {"attachments": ["00000014-PHOTO.jpg"], "media": True}),
+    omitted = {"media_omitted": True, "media": True}
+    left_out = ("sent a media file (not included in the export)", omitted)
+    photo = [(f"IMG-{n}.jpg", {"attachments": [f"IMG-{n}.jpg"], "media": True}) for n in (1, 2, 3, 4)]
+    # Each note described in its own language, where its words tell it.
+    expected = [
+        left_out,
+        left_out,
+        ("schickte eine Mediendatei (nicht im Export enthalten)", omitted),
+        left_out,
+        left_out,
+        *[(f"sent a photo ({name})", extra) for name, extra in photo[:2]],
+        (f"envió una foto ({photo[2][0]})", photo[2][1]),
+        (f"ha inviato una foto ({photo[3][0]})", photo[3][1]),
+        ("a envoyé une photo (00000014-PHOTO.jpg)", {"attachments": ["00000014-PHOTO.jpg"], "media": True}),
         ("Do jutra", {"edited": True}),
         ("La 10", {"edited": True}),
     ]
+    assert [(r.text, {k: v for k, v in r.extra.items() if k != "line"}) for r in records] == expected
+    assert [r.language for r in records] == [*["en"] * 2, "de", *["en"] * 4, "es", "it", "fr", None, None]
+
+
+IT_ENCRYPTED = LOCALES["it"].encrypted
+
+
+def test_an_italian_export_describes_its_media_in_italian(tmp_path: Path) -> None:
+    """A description is too short to tell its language: the importer says it, as the export's words told it."""
+    lines = [
+        f"31/12/23, 21:00 - {IT_ENCRYPTED}",
+        "31/12/23, 21:01 - Ben: <Media omessi>",
+        "31/12/23, 21:02 - Ben: IMG-20231231-WA0001.jpg (file allegato)",
+        "31/12/23, 21:03 - Anna: VID-20231231-WA0002.mp4 (file allegato)",
+        "Guarda che onde",
+        "31/12/23, 21:04 - Anna: Ci vediamo alle 10",
+    ]
+    records, problems = run(write_whatsapp_txt(tmp_path, lines))
+    assert problems == []
+    assert [(r.text, r.language) for r in records] == [
+        ("ha inviato un file multimediale (non presente nell'esportazione)", "it"),
+        ("ha inviato una foto (IMG-20231231-WA0001.jpg)", "it"),
+        ("Guarda che onde", None),  # a caption: the person's own words, told by the index
+        ("Ci vediamo alle 10", None),
+    ]
+
+
+def test_an_italian_ios_export_with_its_media_describes_them_in_italian(tmp_path: Path) -> None:
+    lines = [
+        f"[31/12/23, 21:00:00] Familie: {LRM}{IT_ENCRYPTED}",
+        f"[31/12/23, 21:07:00] Ben: {LRM}<allegato: {IOS_PHOTO}>",
+        f"[31/12/23, 21:08:00] Ben: {LRM}<allegato: 00000013-AUDIO-2023-12-31-21-08-00.opus>",
+    ]
+    records, problems = run(write_whatsapp_zip(tmp_path, lines))
+    assert problems == []
+    photo, voice = records
+    assert (photo.text, photo.language) == (f"ha inviato una foto ({IOS_PHOTO})", "it")
+    assert voice.text == "ha inviato un messaggio vocale (00000013-AUDIO-2023-12-31-21-08-00.opus)"
+    # The zip holds the note: its text becomes what was said in it, whose language is the index's to tell.
+    assert voice.audio == "00000013-AUDIO-2023-12-31-21-08-00.opus" and voice.language is None
+
+
+def test_a_note_tells_its_language_without_any_system_text(tmp_path: Path) -> None:
+    records, _ = run(write_whatsapp_txt(tmp_path, ["31/12/23, 21:01 - Ben: <Media omessi>"]))
+    assert [(r.text, r.language) for r in records] == [
+        ("ha inviato un file multimediale (non presente nell'esportazione)", "it")
+    ]
+
+
+def test_a_note_in_words_several_languages_share_is_told_by_the_system_texts(tmp_path: Path) -> None:
+    """A document "omitido" may be Spanish or Portuguese: the export's system texts tell which."""
+    note = f"[31/12/23, 21:08:00] Ben: {LRM}Plan.pdf • {LRM}3 páginas documento omitido"
+    (tmp_path / "es").mkdir()
+    (tmp_path / "pt").mkdir()
+    alone, _ = run(write_whatsapp_zip(tmp_path, [note]))
+    assert [(r.text, r.language) for r in alone] == [("sent a document (Plan.pdf)", None)]
+    spanish = [f"[31/12/23, 21:00:00] Familie: {LRM}{LOCALES['es'].encrypted}", note]
+    records, _ = run(write_whatsapp_zip(tmp_path / "es", spanish))
+    assert [(r.text, r.language) for r in records] == [("envió un documento (Plan.pdf)", "es")]
+    portuguese = [f"[31/12/23, 21:00:00] Familie: {LRM}{LOCALES['pt-BR'].encrypted}", note]
+    records, _ = run(write_whatsapp_zip(tmp_path / "pt", portuguese))
+    assert [(r.text, r.language) for r in records] == [("sent a document (Plan.pdf)", "en")]  # pt: not spoken
+
+
+def test_an_english_export_describes_its_media_as_before(tmp_path: Path) -> None:
+    records, _ = run(write_whatsapp_txt(tmp_path, ANDROID_US))
+    media = [(r.text, r.language) for r in records if r.extra.get("media")]
+    assert media == [("sent a media file (not included in the export)", "en")]
+    assert {r.language for r in records if not r.extra.get("media")} == {None}
+
+
+def test_a_description_in_another_language_keeps_the_records_id(tmp_path: Path) -> None:
+    """The id is made of the English description: an export imported again in another phone language, or told
+    its language by other words, adds no second record of the same photo."""
+    italian, _ = run(write_whatsapp_txt(tmp_path / "it", ["31/12/23, 21:01 - Ben: <Media omessi>"]))
+    english, _ = run(write_whatsapp_txt(tmp_path / "en", ["31/12/23, 21:01 - Ben: <Media omitted>"]))
+    assert italian[0].text != english[0].text and italian[0].id == english[0].id
 
 
 def test_deleted_messages_in_any_wording_are_dropped(tmp_path: Path) -> None:

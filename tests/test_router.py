@@ -10,6 +10,7 @@ import pytest
 from bridge.commands.command_table import COMMANDS, menu
 from bridge.commands.handlers import HELP
 from bridge.dispatch.router import MAX_TEXT_CHARS, Command, Ignore, Question, Remember, RouteContext, route
+from bridge.language.catalog import REPLY_LANGUAGES, SOURCE_LANGUAGE, speaking
 from bridge.messages import Attachment, IncomingMessage
 
 ALICE = RouteContext(person="alice", bot_names=("@confide_bot", "Confide"))
@@ -131,8 +132,15 @@ def test_help_and_the_command_menu_come_from_the_table() -> None:
     listed = [spec for spec in COMMANDS if spec.listed and not spec.internal]
     assert [name for name, _ in menu()] == [spec.name for spec in listed]
     assert {"help", "compare", "usage"} <= {name for name, _ in menu()}
-    for name, description in menu():  # Telegram's setMyCommands limits
-        assert re.fullmatch(r"[a-z0-9_]{1,32}", name) and 1 <= len(description) <= 256
+    english = menu()
+    for language in REPLY_LANGUAGES:  # Telegram's setMyCommands limits, for the menu in every language
+        with speaking(language):
+            translated = menu()
+        assert [name for name, _ in translated] == [name for name, _ in english]
+        for name, description in translated:
+            assert re.fullmatch(r"[a-z0-9_]{1,32}", name) and 1 <= len(description) <= 256, (language, name)
+        if language != SOURCE_LANGUAGE:
+            assert translated != english, f"{language}: the menu's descriptions are not translated"
     assert all(f"/{spec.name}" in HELP for spec in listed)
     assert "/confirm" not in HELP and "/import" not in HELP and "/empty" not in HELP and "/too_long" not in HELP
     assert "Send me a chat export (WhatsApp .txt/.zip, Telegram result.json, mbox) or a document" in HELP

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ import pytest
 from telegram.error import Forbidden, NetworkError
 
 from adapters.telegram import build_adapter
+from adapters.telegram.bot import MENU_LANGUAGES
 from adapters.telegram.redact import REDACTED
 from adapters.telegram.settings import TelegramSettings
 from bridge.commands.handlers import HELP
@@ -130,11 +132,39 @@ async def test_private_question_by_polling_is_answered_with_sources_and_confirme
     assert "whatsapp:family.zip" in sources and reply.parse_mode == "HTML" and "<b>Sources:</b>" in reply.raw
     assert reply.reply_to == update["message"]["message_id"]
     methods = telegram.methods()
-    assert methods[:4] == ["getMe", "setMyCommands", "deleteWebhook", "getUpdates"]
+    menus = 1 + len(MENU_LANGUAGES)  # the default menu, then one per catalog language
+    assert methods[: menus + 3] == ["getMe", *["setMyCommands"] * menus, "deleteWebhook", "getUpdates"]
     menu = ["help", "reset", "sources", "forget", "model", "compare", "usage", "share", "unshare"]
-    assert [c["command"] for c in telegram.commands] == menu
+    assert [c["command"] for c in commands_set(telegram)[None]] == menu
     assert [c.params["action"] for c in telegram.calls_of("sendChatAction")] == ["typing"]
     assert telegram.confirmed == update["update_id"]
+
+
+def commands_set(fake: FakeTelegram) -> dict[str | None, list[dict[str, str]]]:
+    """Each setMyCommands' commands by its language_code (None: the default menu, for every other language)."""
+    menus = {}
+    for call in fake.calls_of("setMyCommands"):
+        commands = call.params["commands"]  # a JSON string in a form post, a list in a JSON body
+        menus[call.params.get("language_code")] = json.loads(commands) if isinstance(commands, str) else commands
+    return menus
+
+
+async def test_the_command_menu_is_set_in_english_and_in_every_catalog_language(
+    tmp_path: Path, history: HistoryIndex, fake_llm: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    """A German app shows the menu in German (Telegram picks the menu by the app's language_code)."""
+    async with bridge(tmp_path, history, fake_llm, telegram):
+        await eventually(lambda: len(telegram.calls_of("setMyCommands")) == 1 + len(MENU_LANGUAGES))
+    menus = commands_set(telegram)
+    assert list(menus) == [None, "it", "de", "fr", "es", "nl"], "the default first, without a language_code"
+    english = {c["command"]: c["description"] for c in menus[None]}
+    german = {c["command"]: c["description"] for c in menus["de"]}
+    assert english["help"] == "What I can do (this text)"
+    assert german["help"] == "Was ich kann (dieser Text)"
+    assert german["model"] == "Modell für diesen Chat anzeigen oder wählen: [NAME]"
+    assert list(german) == list(english) and all(german[name] != english[name] for name in english)
+    for commands in menus.values():  # Telegram's limits, in every language
+        assert all(1 <= len(c["description"]) <= 256 for c in commands)
 
 
 async def test_groups_are_answered_only_when_addressed_and_strangers_never(

@@ -36,6 +36,7 @@ from bridge.config import TranscriberSettings
 from bridge.intake.adapter import Capabilities, InboxPort, Members
 from bridge.intake.hearing import fetched_to_hear
 from bridge.intake.persons import PersonDirectory
+from bridge.language.catalog import REPLY_LANGUAGES, SOURCE_LANGUAGE, speaking
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
 from bridge.state.db import PlatformState
 
@@ -43,9 +44,20 @@ log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-COMMANDS = [BotCommand(name, description) for name, description in menu()]  # the command menu, from the table
 _MAX_BACKOFF_S = 30.0
 PHOTO_CAPTION_CHARS = 1024
+# Besides the default (English) menu, one per catalog language: Telegram shows it to users whose app is in that
+# language (setMyCommands' language_code, an ISO 639-1 code as the catalogs' are).
+MENU_LANGUAGES = tuple(lang for lang in REPLY_LANGUAGES if lang != SOURCE_LANGUAGE)
+
+
+def command_menu(language: str = SOURCE_LANGUAGE) -> list[BotCommand]:
+    """The command menu, from the table, its descriptions in `language` (bridge/language/catalog.py)."""
+    with speaking(language):
+        return [BotCommand(name, description) for name, description in menu()]
+
+
+COMMANDS = command_menu()  # the default menu, for every app language without a menu of its own
 
 
 def make_bot(settings: TelegramSettings, proxy: str | None = None) -> ExtBot[int]:
@@ -169,11 +181,20 @@ class TelegramAdapter:
                 log.warning("Telegram getMe failed (%s); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
+        await self._set_menus()
+
+    async def _set_menus(self) -> None:
+        """The default menu, then one per catalog language. The menu is a convenience (typed commands work
+        without it): a failure is logged, and the other languages' menus are still set."""
         try:
             await self.bot.set_my_commands(COMMANDS)
         except TelegramError as exc:
-            # The command menu is a convenience; typed commands work without it.
             log.warning("setMyCommands failed: %s", exc)
+        for language in MENU_LANGUAGES:
+            try:
+                await self.bot.set_my_commands(command_menu(language), language_code=language)
+            except TelegramError as exc:
+                log.warning("setMyCommands for language %s failed: %s", language, exc)
 
     async def _close(self) -> None:
         try:

@@ -2,18 +2,20 @@
 
 Each chart comes with the data that was drawn, read back from the figure's artists after rendering, so a test
 can compare what is on the chart with what was measured (values, not pixels), and with a one-line description
-for platforms that show text beside an image or cannot show images.
+for platforms that show text beside an image or cannot show images. Titles, labels and descriptions are in the
+reply's language (bridge/language/catalog.py): a chart drawn off the event loop (`asyncio.to_thread`) keeps it.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
+from bridge.language.catalog import current_language, say
 from bridge.models.energy import Trace
 from bridge.state.usage import AnswerUsage, UsageRow, format_wh
 
@@ -59,13 +61,13 @@ class ChartSeries:
 
     @property
     def label(self) -> str:
-        return ", ".join(
-            [
-                f"{self.model}: {format_wh(self.energy_wh)}" if self.energy_wh is not None else f"{self.model}",
-                f"first token {self.ttft_s:.2f} s" if self.ttft_s is not None else "first token –",
-                f"{self.tokens_per_s:.1f} tokens/s" if self.tokens_per_s is not None else "– tokens/s",
-            ]
-        )
+        name = f"{self.model}: {format_wh(self.energy_wh)}" if self.energy_wh is not None else self.model
+        if self.ttft_s is None:
+            first_token = say("first token –")
+        else:
+            first_token = say("first token {seconds} s", seconds=format(self.ttft_s, ".2f"))
+        rate = "–" if self.tokens_per_s is None else f"{self.tokens_per_s:.1f}"
+        return ", ".join([name, first_token, say("{rate} tokens/s", rate=rate)])
 
 
 def compare_chart(series: Sequence[ChartSeries]) -> Chart:
@@ -75,13 +77,13 @@ def compare_chart(series: Sequence[ChartSeries]) -> Chart:
     """
     powered = bool(series) and all(s.trace.power for s in series)
     if powered:
-        title = "GPU power over each answer (the area is its energy)"
+        title = say("GPU power over each answer (the area is its energy)")
     else:
         unpowered = [s.model for s in series if not s.trace.power]
         if len(unpowered) == len(series):
-            title = "no energy source: tokens over time"
+            title = say("no energy source: tokens over time")
         else:
-            title = f"no energy source for {', '.join(unpowered)}: tokens over time"
+            title = say("no energy source for {models}: tokens over time", models=", ".join(unpowered))
     with _drawing:
         figure = _figure(HEIGHT_IN)
         axes = figure.add_subplot()
@@ -98,8 +100,8 @@ def compare_chart(series: Sequence[ChartSeries]) -> Chart:
                 axes.axvline(s.ttft_s, color=line.get_color(), linestyle=":", linewidth=1)
             drawn[key] = line
         axes.set_title(title)
-        axes.set_xlabel("seconds since the answer started (dotted: first token)")
-        axes.set_ylabel("GPU power attributed to the answer (W)" if powered else "tokens so far")
+        axes.set_xlabel(say("seconds since the answer started (dotted: first token)"))
+        axes.set_ylabel(say("GPU power attributed to the answer (W)") if powered else say("tokens so far"))
         axes.set_xlim(left=0)
         axes.set_ylim(bottom=0)
         axes.grid(alpha=0.3)
@@ -116,12 +118,16 @@ def usage_chart(rows: Sequence[UsageRow]) -> Chart:
     days = sorted({r.day for r in rows})
     models = sorted({r.model for r in rows})
     measured = any(r.energy_wh is not None for r in rows)
-    span = (f"on {days[0]}" if days[0] == days[-1] else f"{days[0]} to {days[-1]}") if rows else ""
-    title = f"Usage per day and model, {span} (UTC)" if rows else "No answers in this period"
+    if not rows:
+        title = say("No answers in this period")
+    elif days[0] == days[-1]:
+        title = say("Usage per day and model, on {day} (UTC)", day=days[0])
+    else:
+        title = say("Usage per day and model, {first} to {last} (UTC)", first=days[0], last=days[-1])
     width = 0.8 / max(1, len(models))
     with _drawing:
-        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, DateFormatter, DayLocator, date2num
-        from matplotlib.ticker import StrMethodFormatter
+        from matplotlib.dates import AutoDateLocator, DayLocator, date2num
+        from matplotlib.ticker import FuncFormatter, StrMethodFormatter
 
         figure = _figure(USAGE_PANELS_HEIGHT_IN if measured else HEIGHT_IN)
         panels = figure.subplots(2 if measured else 1, 1, sharex=True, squeeze=False)[:, 0]
@@ -147,19 +153,19 @@ def usage_chart(rows: Sequence[UsageRow]) -> Chart:
                         bar.set_hatch("//")
                         partly = True
                 drawn[f"{model} Wh"] = (bars, offset)
-        tokens_axes.set_title(title + ("" if measured or not rows else "\nenergy not measured"))
-        tokens_axes.set_ylabel("tokens (in + out)")
+        tokens_axes.set_title(title + ("" if measured or not rows else "\n" + say("energy not measured")))
+        tokens_axes.set_ylabel(say("tokens (in + out)"))
         tokens_axes.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         if len(rows) <= LABELLED_BARS:
             tokens_axes.margins(y=0.15)  # room for the answer counts above the highest bar
         if energy_axes is not None:
             unmeasured = [m for m in models if all(r.energy_wh is None for r in rows if r.model == m)]
             notes = [
-                "energy attributed by tokens",
-                *(["hatched: some answers not measured"] if partly else []),
-                *([f"not measured: {', '.join(unmeasured)}"] if unmeasured else []),
+                say("energy attributed by tokens"),
+                *([say("hatched: some answers not measured")] if partly else []),
+                *([say("not measured: {models}", models=", ".join(unmeasured))] if unmeasured else []),
             ]
-            energy_axes.set_ylabel("GPU energy (Wh)")
+            energy_axes.set_ylabel(say("GPU energy (Wh)"))
             energy_axes.set_title("; ".join(notes), fontsize="small")
         if not rows:
             tokens_axes.set_axis_off()  # the title alone: a date axis around nothing would only puzzle
@@ -167,18 +173,14 @@ def usage_chart(rows: Sequence[UsageRow]) -> Chart:
         if rows:
             first, last = date2num(date.fromisoformat(days[0])), date2num(date.fromisoformat(days[-1]))
             bottom.set_xlim(first - 0.6, last + 0.6)  # whole days: a bar group is centred on its day
-            if last - first <= 14:  # a tick per day, named by its date, never hours between
-                bottom.xaxis.set_major_locator(DayLocator())
-                bottom.xaxis.set_major_formatter(DateFormatter("%b %d"))
-            else:
-                locator = AutoDateLocator(maxticks=10)
-                bottom.xaxis.set_major_locator(locator)
-                bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+            # A tick per day up to two weeks, never hours between; the days named in the reply's language.
+            bottom.xaxis.set_major_locator(DayLocator() if last - first <= 14 else AutoDateLocator(maxticks=10))
+            bottom.xaxis.set_major_formatter(FuncFormatter(_day_label(current_language())))
         for axes in panels:
             axes.grid(axis="y", alpha=0.3)
         if models:
-            counts = " (answers on the bars)" if len(rows) <= LABELLED_BARS else ""
-            figure.legend(loc="outside lower center", ncols=min(len(models), 4), title=f"model{counts}")
+            legend = say("model (answers on the bars)") if len(rows) <= LABELLED_BARS else say("model")
+            figure.legend(loc="outside lower center", ncols=min(len(models), 4), title=legend)
         png = _png(figure)
         lines = {key: _bar_points(bars, offset) for key, (bars, offset) in drawn.items()}
     alt = f"{title}: " + "; ".join(_usage_text(model, [r for r in rows if r.model == model]) for model in models)
@@ -189,8 +191,26 @@ def _usage_text(model: str, rows: list[UsageRow]) -> str:
     answers = sum(r.answers for r in rows)
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
     known = [r.energy_wh for r in rows if r.energy_wh is not None]
-    energy = format_wh(sum(known)) if known else "energy not measured"
-    return f"{model} {answers} answer(s), {tokens} tokens, {energy}"
+    energy = format_wh(sum(known)) if known else say("energy not measured")
+    return say(
+        "{model} {answers} answer(s), {tokens} tokens, {energy}",
+        model=model,
+        answers=answers,
+        tokens=tokens,
+        energy=energy,
+    )
+
+
+def _day_label(language: str) -> Callable[[float, int | None], str]:
+    """A date axis tick's label: its day and month in `language` ("May 5", "5 mag", "5. Mai"), by Babel's CLDR
+    data rather than the C locale's month names."""
+    from babel.dates import format_skeleton
+    from matplotlib.dates import num2date
+
+    def label(x: float, _position: int | None = None) -> str:
+        return str(format_skeleton("MMMd", num2date(x).date(), locale=language))
+
+    return label
 
 
 def _unique(names: Iterable[str]) -> list[str]:

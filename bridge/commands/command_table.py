@@ -43,7 +43,9 @@ class CommandSpec:
         return f"/{self.name} {self.args}".rstrip() + f" – {say(self.help)}"
 
     def menu_description(self) -> str:
-        text = self.help[:1].upper() + self.help[1:] + (f": {self.args}" if self.args else "")
+        """In the reply's language (`speaking`), as `help_line` is: a menu per language is this under each."""
+        said = say(self.help)
+        text = said[:1].upper() + said[1:] + (f": {self.args}" if self.args else "")
         return text[:256]  # Telegram's limit
 
 
@@ -115,5 +117,6 @@ def help_text() -> str:
 
 
 def menu() -> list[tuple[str, str]]:
-    """(name, description) of each listed command, for a platform's command menu (Telegram's setMyCommands)."""
+    """(name, description) of each listed command, for a platform's command menu (Telegram's setMyCommands);
+    the descriptions in the reply's language (`speaking`)."""
     return [(s.name, s.menu_description()) for s in COMMANDS if s.listed and not s.internal]

@@ -1,4 +1,8 @@
-"""What each answer cost: tokens, time and energy, kept per person in the state database for /usage."""
+"""What each answer cost: tokens, time and energy, kept per person in the state database for /usage.
+
+The lines a person reads (/usage, and each answer's line in /compare) are in the reply's language
+(bridge/language/catalog.py); numbers keep one format in every language.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from bridge.language.catalog import say
 from bridge.models.energy import EnergyUse
 from bridge.models.llm import Done
 from bridge.state.db import StateDB
@@ -43,14 +48,19 @@ class AnswerUsage:
         return self.completion_tokens / span
 
     def describe(self) -> str:
+        if self.ttft_s is None:
+            first_token = say("first token –")
+        else:
+            first_token = say("first token {seconds} s", seconds=format(self.ttft_s, ".2f"))
+        rate = "–" if self.tokens_per_s is None else format(self.tokens_per_s, ".1f")
         parts = [
-            f"first token {self.ttft_s:.2f} s" if self.ttft_s is not None else "first token –",
-            f"total {self.total_s:.2f} s",
-            f"{self.completion_tokens} tokens",
-            f"{self.tokens_per_s:.1f} tokens/s" if self.tokens_per_s is not None else "– tokens/s",
+            first_token,
+            say("total {seconds} s", seconds=format(self.total_s, ".2f")),
+            say("{count} tokens", count=self.completion_tokens),
+            say("{rate} tokens/s", rate=rate),
         ]
         if self.energy_wh is not None:
-            parts.append(f"{format_wh(self.energy_wh)}")
+            parts.append(format_wh(self.energy_wh))
             if self.avg_power_w is not None:
                 parts.append(f"{self.avg_power_w:.0f} W")
         return " · ".join(parts)
@@ -113,19 +123,39 @@ class UsageLog:
 
 def format_summary(rows: list[UsageRow], days: int) -> str:
     if not rows:
-        return f"No answers in the last {days} day(s)."
-    lines = [f"Your usage, last {days} day(s) (UTC days):"]
+        return say("No answers in the last {days} day(s).", days=days)
+    lines = [say("Your usage, last {days} day(s) (UTC days):", days=days)]
     for row in rows:
-        energy = format_wh(row.energy_wh) if row.energy_wh is not None else "energy not measured"
-        partly = f" ({row.measured} of {row.answers} measured)" if 0 < row.measured < row.answers else ""
+        energy = format_wh(row.energy_wh) if row.energy_wh is not None else say("energy not measured")
+        if 0 < row.measured < row.answers:
+            energy += " " + say("({measured} of {answers} measured)", measured=row.measured, answers=row.answers)
         # No answer has an empty prompt: 0 means the model server did not report it (llama-cpp-python's stream).
-        tokens_in = f"{row.prompt_tokens} tokens in" if row.prompt_tokens else "tokens in not reported"
-        out = f"{row.completion_tokens} out"
-        lines.append(f"{row.day} {row.model}: {row.answers} answer(s), {tokens_in}, {out}, {energy}{partly}")
+        if row.prompt_tokens:
+            tokens_in = say("{count} tokens in", count=row.prompt_tokens)
+        else:
+            tokens_in = say("tokens in not reported")
+        line = say(
+            "{day} {model}: {answers} answer(s), {tokens_in}, {count} out, {energy}",
+            day=row.day,
+            model=row.model,
+            answers=row.answers,
+            tokens_in=tokens_in,
+            count=row.completion_tokens,
+            energy=energy,
+        )
+        lines.append(line)
     total_wh = [r.energy_wh for r in rows if r.energy_wh is not None]
-    total = f", {format_wh(sum(total_wh))}" if total_wh else ""
     answers = sum(r.answers for r in rows)
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
-    lines.append(f"Total: {answers} answer(s), {tokens} tokens{total}.")
-    lines.append("Energy is the GPUs' energy shared among the answers running at once, by tokens: an attribution.")
+    if total_wh:
+        total = say(
+            "Total: {answers} answer(s), {tokens} tokens, {energy}.",
+            answers=answers,
+            tokens=tokens,
+            energy=format_wh(sum(total_wh)),
+        )
+    else:
+        total = say("Total: {answers} answer(s), {tokens} tokens.", answers=answers, tokens=tokens)
+    lines.append(total)
+    lines.append(say("Energy is the GPUs' energy shared among the answers running at once, by tokens: an attribution."))
     return "\n".join(lines)

@@ -6,6 +6,10 @@ day/month order is read off the dates themselves (a first field above 12 means d
 
 The text is read in bounded pieces, never whole: a line is kept up to CONFIDE_IMPORTS__MAX_MESSAGE_CHARS, a
 message too, and a zip's chat text is inflated up to CONFIDE_IMPORTS__MAX_MEMBER_BYTES; what is cut is reported.
+
+A message that is only media is kept as a description ("sent a photo (IMG-….jpg)") in the export's language where
+Confide speaks it, told by the export's own words: its note for the file ("<Media omessi>") or, where that word is
+shared by several languages ("<documento omitido>"), its system texts read so far.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +42,7 @@ from bridge.history.importers.base import (
     stable_id,
 )
 from bridge.intake import media
+from bridge.language.catalog import REPLY_LANGUAGES, SOURCE_LANGUAGE
 from bridge.messages import HistoryRecord
 
 DATE_ORDERS = ("dmy", "mdy", "ymd")
@@ -76,28 +82,29 @@ _AUTHORLESS_EVENT = re.compile(
     r"|creat grupul|a schimbat|ai schimbat)"  # ro
 )
 # iOS gives system texts an author (the group, or the contact) and a leading U+200E; only such texts are searched.
-_SYSTEM = re.compile(
-    r"end-to-end|joined using this group's invite link|\b(?:added|removed|left)\b|created (?:the )?group"
+_SYSTEM_WORDS = {
+    "en": r"end-to-end|joined using this group's invite link|\b(?:added|removed|left)\b|created (?:the )?group"
     r"|changed (?:the subject|this group's|the group|their phone number)|security code|Missed (?:voice|video) call"
-    r"|disappearing messages|message timer|now an admin|pinned a message"
-    r"|\b(?:Ende-zu-Ende|Sicherheitsnummer|hinzugefügt|entfernt|beigetreten|die Gruppe|Betreff|Verpasster"
-    r"|selbstlöschende)"  # de
-    r"|\b(?:bout en bout|code de sécurité|a ajouté|avez ajouté|a retiré|avez retiré|est partie?|a quitté"
-    r"|a rejoint|créé le groupe|a modifié|avez modifié|a changé|avez changé|manqué|éphémères)"  # fr
-    r"|\b(?:extremo a extremo|código de seguridad|añadió|agregó|añadiste|eliminó a|salió|se unió|creó el grupo"
-    r"|creaste el grupo|cambió|cambiaste|perdida|mensajes temporales)"  # es
-    r"|\b(?:crittografat|codice di sicurezza|aggiunto|rimosso|è uscit|sei uscit|si è unit|creato il gruppo"
-    r"|cambiato|ha modificato|hai modificato|persa|messaggi effimeri)"  # it
-    r"|\b(?:versleuteld|beveiligingscode|toegevoegd|verwijderd|verlaten|neemt deel|heeft groep|hebt groep"
-    r"|onderwerp|groepsbeschrijving|gemist|verdwijnende berichten)"  # nl
-    r"|\b(?:ponta a ponta|ponto a ponto|código de segurança|adicionou|removeu|saiu|entrou|criou o grupo|mudou"
-    r"|alterou|chamada de (?:voz|vídeo) perdida|videochamada perdida|mensagens temporárias)"  # pt
-    r"|\b(?:zaszyfrowane|szyfrowane|kod zabezpieczeń|dodał|usunął|usunęła|opuścił|dołączył|utworzył|zmienił"
-    r"|nieodebrane|znikające)"  # pl
-    r"|\b(?:criptate|de securitate|a adăugat|ați adăugat|a eliminat|a ieșit|s-a alăturat|a creat grupul"
-    r"|a schimbat|apel (?:vocal|video) (?:ratat|nepreluat)|mesaje temporare)",  # ro
-    re.IGNORECASE,
-)
+    r"|disappearing messages|message timer|now an admin|pinned a message",
+    "de": r"\b(?:Ende-zu-Ende|Sicherheitsnummer|hinzugefügt|entfernt|beigetreten|die Gruppe|Betreff|Verpasster"
+    r"|selbstlöschende)",
+    "fr": r"\b(?:bout en bout|code de sécurité|a ajouté|avez ajouté|a retiré|avez retiré|est partie?|a quitté"
+    r"|a rejoint|créé le groupe|a modifié|avez modifié|a changé|avez changé|manqué|éphémères)",
+    "es": r"\b(?:extremo a extremo|código de seguridad|añadió|agregó|añadiste|eliminó a|salió|se unió|creó el grupo"
+    r"|creaste el grupo|cambió|cambiaste|perdida|mensajes temporales)",
+    "it": r"\b(?:crittografat|codice di sicurezza|aggiunto|rimosso|è uscit|sei uscit|si è unit|creato il gruppo"
+    r"|cambiato|ha modificato|hai modificato|persa|messaggi effimeri)",
+    "nl": r"\b(?:versleuteld|beveiligingscode|toegevoegd|verwijderd|verlaten|neemt deel|heeft groep|hebt groep"
+    r"|onderwerp|groepsbeschrijving|gemist|verdwijnende berichten)",
+    "pt": r"\b(?:ponta a ponta|ponto a ponto|código de segurança|adicionou|removeu|saiu|entrou|criou o grupo|mudou"
+    r"|alterou|chamada de (?:voz|vídeo) perdida|videochamada perdida|mensagens temporárias)",
+    "pl": r"\b(?:zaszyfrowane|szyfrowane|kod zabezpieczeń|dodał|usunął|usunęła|opuścił|dołączył|utworzył|zmienił"
+    r"|nieodebrane|znikające)",
+    "ro": r"\b(?:criptate|de securitate|a adăugat|ați adăugat|a eliminat|a ieșit|s-a alăturat|a creat grupul"
+    r"|a schimbat|apel (?:vocal|video) (?:ratat|nepreluat)|mesaje temporare)",
+}
+_SYSTEM = re.compile("|".join(_SYSTEM_WORDS.values()), re.IGNORECASE)
+_SYSTEM_OF = {language: re.compile(words, re.IGNORECASE) for language, words in _SYSTEM_WORDS.items()}
 # Deleted messages, the sender's own ("You deleted this message") and the others'; with or without a period.
 _DELETED = re.compile(
     r"^(?:This message was deleted|You deleted this message"
@@ -148,17 +155,36 @@ _DOCUMENT_OMITTED = re.compile(rf"\s<?(?:{_KINDS['document']})\s(?:{_LEFT_OUT})\
 _KIND_OF = {kind: re.compile(words, re.IGNORECASE) for kind, words in _KINDS.items()}
 # iOS: "<attached: 00000012-PHOTO-….jpg>", "<allegato: …>", "<Anhang: …>", "<pièce jointe : …>".
 _ATTACHED = re.compile(
-    r"<(?:attached|Anhang|angehängt|pièce jointe|adjunto|allegato|bijgevoegd|anexado|anexo|załączono|załącznik"
-    r"|ata[șş]are|ata[șş]at) ?: (?P<name>[^<>]+)>",
+    r"<(?P<word>attached|Anhang|angehängt|pièce jointe|adjunto|allegato|bijgevoegd|anexado|anexo|załączono"
+    r"|załącznik|ata[șş]are|ata[șş]at) ?: (?P<name>[^<>]+)>",
     re.IGNORECASE,
 )
 # Android: "IMG-20231231-WA0001.jpg (file attached)", in the phone's language.
 _FILE_ATTACHED = re.compile(
-    r"^(?P<name>\S[^\n]*?\.\w{1,5}) \((?:file attached|Datei angehängt|fichier joint|archivo adjunt(?:o|ado)"
+    r"^(?P<name>\S[^\n]*?\.\w{1,5}) \((?P<word>file attached|Datei angehängt|fichier joint|archivo adjunt(?:o|ado)"
     r"|file allegato|bestand bijgevoegd|(?:arquivo|ficheiro) anexado|za[łl][ąa]czon[oy] plik|plik za[łl][ąa]czony"
     r"|fi[șş]ier ata[șş]at)\)$",
     re.IGNORECASE,
 )
+# Which language the export's notes for media are in, by words only that language's notes use: "omitido" is
+# Spanish and Portuguese, "video" half of Europe's, so "<documento omitido>" tells none (the system texts may).
+_MEDIA_WORDS_OF = {
+    language: re.compile(rf"\b(?:{words})\b", re.IGNORECASE)
+    for language, words in {
+        "en": r"omitted|attached|contact card",
+        "it": r"omess[aio]|esclus[ao]|non inclus[ao]|allegato|immagine|scheda contatto",
+        "de": r"weggelassen|ausgeschlossen|ausgelassen|Anhang|angehängt|Datei|Medien|Bild|Kontaktkarte",
+        "fr": r"absente?|manquante?|retir[ée]e?|pièce jointe|fichier|médias?|medias|vidéo|autocollant|fiche contact"
+        r"|carte de contact",
+        "es": r"multimedia omitid[ao]s?|adjunt(?:o|ado)|archivos?|imagen|pegatina|tarjeta de contacto",
+        "nl": r"weggelaten|bijgevoegd|bestand|afbeelding|visitekaartje|contactkaart",
+        "pt": r"ocult(?:ad)?[ao]|n[ãa]o revelad[ao]|anexado|anexo|arquivo|ficheiro|m[íi]dia|multimédia|imagem|vídeo"
+        r"|[áa]udio|figurinha|autocolante|cart[ãa]o",
+        "pl": r"pomini[ęe]t[aeoy]|za[łl][ąa]czon[oy]|za[łl][ąa]cznik|plik|pliki|obraz|wideo|naklejk[aęe]"
+        r"|wizyt[óo]wk[aęi]",
+        "ro": r"omis[ăa]|f[ăa]r[ăa]|con[țţ]inut|ata[șş]are|ata[șş]at|fi[șş]ier|imagine|clip video|carte de vizit[ăa]",
+    }.items()
+}
 _CHAT_NAME = re.compile(
     r"^(?:WhatsApp Chat with |WhatsApp Chat - |WhatsApp-Chat mit |Chat de WhatsApp con |Discussion WhatsApp avec )"
     r"(?P<name>.+)$"
@@ -339,6 +365,7 @@ class WhatsAppImporter(CheckedOnce):
         self, name: str, lines: Iterator[tuple[int, str, int]], order: str, occurrences: Occurrences
     ) -> Iterator[HistoryRecord | Problem]:
         limit = self.limits.max_message_chars
+        languages: Counter[str] = Counter()  # the languages the export's own words were in, so far
         pending: _Pending | None = None
         dropping = False  # continuation lines of a header we could not read belong to its Problem
         for number, raw, dropped in lines:
@@ -351,7 +378,7 @@ class WhatsAppImporter(CheckedOnce):
                     yield Problem(f"{name}:{first}", "text outside any message")
                 continue
             if pending is not None:
-                yield from self._finish(pending, name, occurrences)
+                yield from self._finish(pending, name, occurrences, languages)
             pending, dropping = None, False
             try:
                 pending = _start(number, header, order)
@@ -360,7 +387,7 @@ class WhatsAppImporter(CheckedOnce):
                 dropping = True
                 yield Problem(f"{name}:{number}", f"unreadable date or time: {exc}")
         if pending is not None:
-            yield from self._finish(pending, name, occurrences)
+            yield from self._finish(pending, name, occurrences, languages)
 
     def _date_order(self) -> tuple[str, bool]:
         """The order the dates are in, from the file when any date settles it; whether it was assumed."""
@@ -376,34 +403,51 @@ class WhatsAppImporter(CheckedOnce):
             return self.date_order, False
         return "dmy", True
 
-    def _finish(self, pending: _Pending, name: str, occurrences: Occurrences) -> Iterator[HistoryRecord | Problem]:
+    def _finish(
+        self, pending: _Pending, name: str, occurrences: Occurrences, languages: Counter[str]
+    ) -> Iterator[HistoryRecord | Problem]:
         text = "\n".join(pending.lines).strip()
         if pending.dropped:
             length = pending.size + pending.dropped
             yield cut_problem(
                 f"{name}:{pending.line}", "a message", length, self.limits.max_message_chars, "max_message_chars"
             )
-        if pending.author == "" or _DELETED.match(text):
-            return  # system line, or a deleted message: nothing of the person's to remember
+        if pending.author == "":  # system line: nothing of the person's to remember, but its language
+            _count(languages, _system_language(text))
+            return
+        if _DELETED.match(text):
+            return  # a deleted message: nothing of the person's to remember
         if pending.marked and len(text) <= SYSTEM_TEXT_CHARS and _SYSTEM.search(text) and not _ATTACHED.search(text):
+            _count(languages, _system_language(text))
             return  # iOS system text: it carries the group name as author, and a leading U+200E
         extra: dict[str, Any] = {"line": pending.line}
         # Only the end is searched: `\s*` before the note, tried at each of a million spaces, is quadratic.
         if edited := _EDITED.search(text[-100:]):
             text, extra["edited"] = text[: len(text) - len(edited.group())], True
-        text, attachments, omitted, kind = _split_media(text)
+        text, attachments, omitted, kind, told = _split_media(text)
+        _count(languages, told)
         if attachments:
             extra["attachments"] = attachments
         if omitted:
             extra["media_omitted"] = True
-        if not text and (attachments or omitted):  # media only: still a message of the chat, said in words
-            text = media.describe(attachments, kind, omitted)[: self.limits.max_message_chars]
-            extra["media"] = True
         held = [n for n in attachments if n in self._audio]  # a voice note the zip holds: transcribed on import
+        language = None
+        same = text  # what the record's id is made of
+        if not text and (attachments or omitted):  # media only: still a message of the chat, said in words
+            export = told or (languages.most_common(1)[0][0] if languages else None)
+            text = media.describe(attachments, kind, omitted, export)[: self.limits.max_message_chars]
+            extra["media"] = True
+            # Its id is made of the English description, whatever language it is said in: an export imported
+            # again keeps its ids, whichever words it happened to tell its language by.
+            same = media.describe(attachments, kind, omitted)[: self.limits.max_message_chars]
+            # The language the description is in (too short to tell by itself); not a voice note's, whose text
+            # becomes what was said in it.
+            if export is not None and not held:
+                language = export if export in REPLY_LANGUAGES else SOURCE_LANGUAGE
         when = pending.time.isoformat()
-        count = occurrences.next(pending.time, pending.author, text, "|".join(attachments))
+        count = occurrences.next(pending.time, pending.author, same, "|".join(attachments))
         yield HistoryRecord(
-            id=stable_id("whatsapp", self.conversation, when, pending.author, text, "|".join(attachments), count),
+            id=stable_id("whatsapp", self.conversation, when, pending.author, same, "|".join(attachments), count),
             person=self.person,
             channel="whatsapp",
             conversation=self.conversation,
@@ -413,6 +457,7 @@ class WhatsAppImporter(CheckedOnce):
             source=self.source,
             link=f"{name}:{pending.line}",
             audio=held[0] if held else None,
+            language=language,
             extra=extra,
         )
 
@@ -546,31 +591,61 @@ def _parse_time(date: str, clock: str, ampm: str | None, order: str) -> datetime
     return datetime(year, month, day, hour, minute, second)
 
 
-def _split_media(text: str) -> tuple[str, list[str], bool, str | None]:
-    """The message's own text, the names of its attachments, whether media was left out of the export, and the
-    kind of file left out where the export says ("immagine omessa": image)."""
-    names = [m["name"].strip() for m in _ATTACHED.finditer(text)]
+def _split_media(text: str) -> tuple[str, list[str], bool, str | None, str | None]:
+    """The message's own text, the names of its attachments, whether media was left out of the export, the
+    kind of file left out where the export says ("immagine omessa": image), and the language the export's notes
+    on them are in where their words tell it."""
+    found = list(_ATTACHED.finditer(text))
+    names = [m["name"].strip() for m in found]
+    words = [m["word"] for m in found]
     text = _ATTACHED.sub("", text).strip()
     first, _, rest = text.partition("\n")
     if match := _FILE_ATTACHED.match(first):
         names.append(match["name"])
+        words.append(match["word"])
         text = rest.strip()
     if (note := _left_out(text)) is None:
-        return text, names, False, None
-    kind, name = note
-    return "", [*names, name] if name else names, True, kind
+        return text, names, False, None, _media_language(words)
+    kind, name, word = note
+    return "", [*names, name] if name else names, True, kind, _media_language([*words, word])
 
 
-def _left_out(text: str) -> tuple[str | None, str] | None:
+def _left_out(text: str) -> tuple[str | None, str, str] | None:
     """If `text` is the export's note that a file was left out: what kind of file, in the words `media.kind_of`
-    knows ("immagine omessa": image; None for Android's "<Media omitted>", which does not say), and the name a
-    document's note gives ("" where none)."""
+    knows ("immagine omessa": image; None for Android's "<Media omitted>", which does not say), the name a
+    document's note gives ("" where none), and the note's own words."""
     if len(text) > MEDIA_NOTE_CHARS:
         return None
     if note := _OMITTED.fullmatch(text):
         word = note["kind"] or note["kind_first"]
         kind = next(kind for kind, words in _KIND_OF.items() if words.fullmatch(word))
-        return (None if kind == "media" else kind), ""
+        return (None if kind == "media" else kind), "", note.group()
     if note := _DOCUMENT_OMITTED.search(text, max(0, len(text) - NOTE_CHARS)):  # only the end: the note ends it
-        return "document", text[: note.start()].partition("•")[0].strip()  # "Fahrplan.pdf • 3 pages": the name
+        return "document", text[: note.start()].partition("•")[0].strip(), note.group()  # "Fahrplan.pdf • 3 pages"
     return None
+
+
+def _media_language(words: list[str]) -> str | None:
+    """The one language whose notes on media use `words` ("Media omessi", "file allegato"); None where they are
+    no language's alone, or several languages'."""
+    if not words:
+        return None
+    said = " ".join(words)
+    found = [language for language, own in _MEDIA_WORDS_OF.items() if own.search(said)]
+    return found[0] if len(found) == 1 else None
+
+
+def _system_language(text: str) -> str | None:
+    """The language of a WhatsApp system text, where only one language's system texts use its words. English
+    ones are left aside where another language's are there too: "crittografati end-to-end" is Italian."""
+    if len(text) > SYSTEM_TEXT_CHARS:
+        return None
+    found = [language for language, words in _SYSTEM_OF.items() if words.search(text)]
+    if len(found) > 1 and SOURCE_LANGUAGE in found:
+        found.remove(SOURCE_LANGUAGE)
+    return found[0] if len(found) == 1 else None
+
+
+def _count(languages: Counter[str], language: str | None) -> None:
+    if language is not None:
+        languages[language] += 1
