@@ -25,12 +25,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bridge  # noqa: F401  (telemetry off before any model import)
+from bridge.history.context_windows import with_context
 from bridge.history.index import HistoryIndex
 from bridge.history.store.edge import EdgeStore
 from bridge.messages import HistoryRecord
 from bridge.models.embedder import LocalEmbedder, calibrated_gate
 
 DATA = Path(__file__).resolve().parent / "data" / "multilingual.json"
+CHATS = Path(__file__).resolve().parent / "data" / "multilingual_chats.json"
+# Asked across languages in the chats' gate: the pairs the issue names, and one without English.
+CHATS_ACROSS = (("en", "de"), ("de", "en"), ("it", "de"))
 KS = (1, 5)
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -101,6 +105,71 @@ async def gate(embedder: LocalEmbedder, items: list[dict[str, Any]], languages: 
         )
 
 
+def chat_records(conversation: dict[str, Any], language: str, person: str) -> list[HistoryRecord]:
+    """A conversation as a chat export gives it: one record per message, with its neighbours."""
+    speakers = conversation["speakers"]
+    plain = [
+        HistoryRecord(
+            id=f"{conversation['id']}-{i:03d}", person=person, channel="chat", conversation=" & ".join(speakers),
+            author=speakers[message["speaker"]], time=T0 + timedelta(minutes=7 * i), text=message["text"][language],
+            source=f"chat:{conversation['id']}",
+        )
+        for i, message in enumerate(conversation["messages"])
+    ]  # fmt: skip
+    return list(with_context(plain, chat=True))
+
+
+async def gate_chats(embedder: LocalEmbedder, chats: dict[str, Any], workdir: Path) -> dict[str, tuple[float, float]]:
+    """The relevance gate on LoCoMo's protocol, in every language (benchmarks/data/multilingual_chats.json: eight
+    conversations of two people each, written for this benchmark): each conversation is a person's history, its
+    questions answerable, the questions of the seven others foreign. Asked in the history's language, and across
+    the pairs in CHATS_ACROSS. Also recall@5 of the message that answers. Returns (asked, written) -> (foreign
+    abstained, answerable refused) at the calibrated gate."""
+    languages, conversations = chats["languages"], chats["conversations"]
+    store = EdgeStore(workdir / f"chats-{embedder.packaged}", rrf_k=10)
+    await store.open(embedder.dimension)
+    history = HistoryIndex(store, embedder)
+    threshold = calibrated_gate(embedder.identity)
+    pairs = [(lang, lang) for lang in languages] + [p for p in CHATS_ACROSS if p[0] in languages and p[1] in languages]
+    relevance: dict[tuple[str, str, bool], list[float]] = {}
+    found: dict[tuple[str, str], list[bool]] = {}
+    try:
+        for written in {w for _, w in pairs}:
+            for conversation in conversations:
+                person = f"chat-{written}-{conversation['id']}"
+                await history.add(person, chat_records(conversation, written, person))
+        for asked, written in pairs:
+            for conversation in conversations:
+                person = f"chat-{written}-{conversation['id']}"
+                for other in conversations:
+                    for question in other["questions"]:
+                        hits = await history.search(person, question["text"][asked], limit=8)
+                        answerable = other is conversation
+                        score = await history.relevance(question["text"][asked], hits)
+                        relevance.setdefault((asked, written, answerable), []).append(score)
+                        if answerable:
+                            wanted = {f"{other['id']}-{i:03d}" for i in question["answer"]}
+                            found.setdefault((asked, written), []).append(
+                                bool(wanted & {h.record.id for h in hits[:5]})
+                            )
+    finally:
+        await store.close()
+    print(f"  chats (LoCoMo's protocol), gate {threshold:.3f}: R@5, foreign abstained / answerable refused")
+    figures: dict[str, tuple[float, float]] = {}
+    for asked, written in pairs:
+        foreign, answerable = relevance[(asked, written, False)], relevance[(asked, written, True)]
+        figures[f"{asked}>{written}" if asked != written else asked] = (
+            _below(foreign, threshold),
+            _below(answerable, threshold),
+        )
+        label = asked if asked == written else f"asked in {asked} over {written}"
+        print(
+            f"    {label}: R@5 {statistics.mean(found[(asked, written)]):.2f}, "
+            f"{_below(foreign, threshold):.1%} / {_below(answerable, threshold):.1%}"
+        )
+    return figures
+
+
 def _below(values: list[float], threshold: float) -> float:
     return sum(v < threshold for v in values) / len(values)
 
@@ -122,13 +191,16 @@ def report(name: str, found: dict[tuple[str, str], dict[int, float]], languages:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--chats", type=Path, default=CHATS)
     parser.add_argument("--embedders", default="minilm,multilingual-use,minilm+multilingual-use", help="old first")
     args = parser.parse_args()
     data = json.loads(args.data.read_text(encoding="utf-8"))
     items, languages = data["items"], data["languages"]
     questions = sum(len(item["questions"]) for item in items)
     print(f"{len(items)} notes, {questions} questions, in {', '.join(languages)}")
+    chats = json.loads(args.chats.read_text(encoding="utf-8"))
     results: dict[str, dict[tuple[str, str], dict[int, float]]] = {}
+    gates: dict[str, dict[str, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="confide-multilingual-") as workdir:
         for name in args.embedders.split(","):
             embedder = LocalEmbedder(packaged=name)
@@ -137,6 +209,7 @@ async def main() -> None:
                 results[name] = await recalls(embedder, items, languages, Path(workdir))
                 report(embedder.identity.describe(), results[name], languages)
                 await gate(embedder, items, languages, Path(workdir))
+                gates[name] = await gate_chats(embedder, chats, Path(workdir))
             finally:
                 await embedder.close()
     last = results[args.embedders.split(",")[-1]]
@@ -144,6 +217,8 @@ async def main() -> None:
     cross = [p for p in last if p[0] != p[1]]
     print(f"multilingual: {same}, cross R@1 {statistics.mean(last[p][1] for p in cross):.2f} "
           f"(en>de {last[('en', 'de')][1]:.2f}, de>en {last[('de', 'en')][1]:.2f})")  # fmt: skip
+    chat_gate = gates[args.embedders.split(",")[-1]]
+    print("gate: " + ", ".join(f"{key} {ab:.0%}/{refused:.0%}" for key, (ab, refused) in chat_gate.items()))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from bridge.answering.answer import AnswerPipeline, key_terms
 from bridge.config import RetrievalSettings
 from bridge.history.index import NO_RELEVANCE, HistoryIndex
 from bridge.messages import HistoryRecord
+from bridge.models.embedder import calibrated_gates
 from bridge.models.llm import ModelClient
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Harness
@@ -134,3 +135,43 @@ async def test_relevance_is_the_best_hits_cosine_to_the_whole_question(history: 
 )
 def test_the_reply_names_what_was_looked_for(question: str, terms: str) -> None:
     assert key_terms(question) == terms
+
+
+async def test_each_excerpt_is_judged_by_the_model_that_reads_both_its_language_and_the_questions(
+    history: HistoryIndex,
+) -> None:
+    """With the paired default: an English question and an English note by MiniLM alone, a note in another
+    language than the question by the multilingual USE alone, a question and note in one other language by both;
+    each on its own calibrated scale, brought to the gate's."""
+    gates = calibrated_gates(history.embedder.identity)
+    assert gates.english and gates.across and len({gates.whole, gates.english, gates.across}) == 3
+    en = note("en", "The wifi password at the cabin is pine-cone-1987.")
+    de = note("de", "Das WLAN-Passwort in der Hütte lautet pine-cone-1987.")
+    await history.add("alice", [en, de])
+    by_id = {hit.record.id: hit for hit in await history.search("alice", QUESTION, limit=2)}
+
+    async def alone(question: str, record: str, model: int | None) -> float:
+        """The cosine of one model alone (0: MiniLM, 1: USE; None: both) of the question to the record."""
+        query = await history.embedder.embed_query(question)
+        halves = history.embedder.halves(query)
+        assert halves is not None
+        vector = query if model is None else halves[model]
+        return (await history.store.closeness("alice", vector, [record]))[record]
+
+    german = "Wie lautet das WLAN-Passwort der Hütte?"
+    gate = gates.whole
+    assert await history.relevance(QUESTION, [by_id["en"]]) == pytest.approx(
+        await alone(QUESTION, "en", 0) * gate / gates.english
+    )
+    assert await history.relevance(QUESTION, [by_id["de"]]) == pytest.approx(
+        await alone(QUESTION, "de", 1) * gate / gates.across
+    )
+    assert await history.relevance(german, [by_id["de"]]) == pytest.approx(await alone(german, "de", None))
+    assert await history.relevance(german, [by_id["en"]]) == pytest.approx(
+        await alone(german, "en", 1) * gate / gates.across
+    )
+    both = await history.relevance(QUESTION, [by_id["en"], by_id["de"]])
+    each = [await history.relevance(QUESTION, [by_id[rid]]) for rid in ("en", "de")]
+    assert both == max(each) > gate
+    history.min_relevance = 0.99  # the operator's gate: the relevances stay on one scale, and every one is below it
+    assert await history.relevance(QUESTION, [by_id["en"], by_id["de"]]) == both < history.min_relevance

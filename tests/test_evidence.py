@@ -86,8 +86,8 @@ async def test_a_question_is_stored_with_the_vector_its_search_just_computed(
             texts.append(text)
             return await embedder.embed_query(text)
 
-        def gate_vector(self, query: list[float]) -> list[float]:
-            return embedder.gate_vector(query)
+        def halves(self, query: list[float]) -> tuple[list[float], list[float]] | None:
+            return embedder.halves(query)
 
     store = EdgeStore(tmp_path / "shard")
     await store.open(embedder.dimension)

@@ -171,6 +171,37 @@ async def test_property_no_query_returns_another_persons_record(
     assert len(hits) == len(alice if asker == "alice" else bob)
 
 
+async def test_a_new_index_stores_half_floats_and_one_from_before_keeps_its_own(
+    tmp_path: Path, embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New indexes hold float16 vectors (half the memory); an index of the release before holds float32 and says
+    nothing of it: both open, search, and keep what they are."""
+    notes = [
+        record("alice", "1", "The spare key is under the blue flower pot."),
+        record("alice", "2", "Bins go out on Tuesday."),
+    ]
+
+    async def used(path: Path) -> str:
+        history = HistoryIndex(EdgeStore(path), embedder)
+        await history.open()
+        try:
+            await history.add("alice", notes)
+            hits = await history.search("alice", "Where is the spare key?", limit=1)
+            assert hits[0].record.id == "1"
+        finally:
+            await history.store.close()
+        return str(json.loads((path / edge.VERSION_FILE).read_text()).get("vectors", "none told"))
+
+    assert await used(tmp_path / "new") == "float16"
+    monkeypatch.setattr(edge, "NEW_VECTORS", "float32")  # as the release before made every index
+    assert await used(tmp_path / "old") == "float32"
+    recorded = json.loads((tmp_path / "old" / edge.VERSION_FILE).read_text())
+    del recorded["vectors"]  # the release before wrote no such key
+    (tmp_path / "old" / edge.VERSION_FILE).write_text(json.dumps(recorded))
+    monkeypatch.undo()
+    assert await used(tmp_path / "old") == "none told"  # opened as float32: a float16 config would be refused
+
+
 async def test_an_index_of_another_version_is_refused_and_left_alone(tmp_path: Path, embedder: LocalEmbedder) -> None:
     import qdrant_edge as qe
 

@@ -25,7 +25,7 @@ from bridge.models.embedder import (
     EmbedderIdentity,
     build_embedder,
     calibrated_gate,
-    calibrated_gate_across,
+    calibrated_gates,
 )
 
 # How much of a hit's score its neighbours in the chat receive: evidence often spans adjacent messages.
@@ -36,6 +36,8 @@ NAMED_AUTHOR_BOOST = 2.0
 AUTHORS_TTL_S = 60.0
 # Question vectors kept for `relevance`: most questions name nobody, so their search embedded the same text.
 QUERY_CACHE_SIZE = 64
+# The language a paired embedder's first model was trained on (all-MiniLM-L6-v2: English).
+STRONGEST_LANGUAGE = "en"
 # The relevance of no hits at all: below any threshold (cosines are at least -1).
 NO_RELEVANCE = -1.0
 
@@ -145,41 +147,59 @@ class HistoryIndex:
         sparse = self.sparse.query(text, language)
         span = date_span(text, now or datetime.now(UTC), language)
         focus = (selector or Selector()).narrowed(span.start, span.end) if span else None
-        # Records in another language than the question's are ranked by the multilingual part alone as well: there
-        # MiniLM's half of the paired vector is noise. Not for the rest: on English LoCoMo that ranking, fused in
-        # for every record, cost 0.015 of R@10.
-        views = [view] if (view := self.embedder.gate_vector(dense)) is not dense else []
+        across, alike = self._multilingual_views(dense, language)
         hits = await self.store.search(
-            person, dense, sparse, max(limit, candidates), candidates, selector, focus, views=views
+            person, dense, sparse, max(limit, candidates), candidates, selector, focus, across=across, alike=alike
         )
         return favour_named_authors(lift_neighbours(hits), text)[:limit]
 
+    def _multilingual_views(
+        self, dense: list[float], language: str | None
+    ) -> tuple[list[float] | None, list[float] | None]:
+        """The query vectors beside `dense` for a paired embedder (HistoryStore.search's `across`, `alike`): its
+        multilingual part alone ranks the records in other languages than the question's, where the English half
+        only adds noise (multilingual.py: asked in German over an English history, R@1 0.78 with the pair, 0.83
+        this way); and, for a question not in English, its own language as well (German 0.88 -> 0.91). Not for
+        English questions: on English LoCoMo the multilingual ranking fused in for every record cost 0.015 of R@10."""
+        halves = self.embedder.halves(dense)
+        if halves is None:
+            return None, None
+        multilingual = halves[1]
+        return multilingual, (multilingual if language not in (None, STRONGEST_LANGUAGE) else None)
+
     async def relevance(self, question: str, hits: Sequence[Hit]) -> float:
-        """How relevant the best of these hits is: its cosine similarity to the whole question; NO_RELEVANCE for none.
+        """How relevant the best of these hits is: its cosine similarity to the whole question, on the gate's
+        scale (`min_relevance`); NO_RELEVANCE for none.
 
         Fused scores are ranks, so they cannot say whether anything matched. The question is compared whole,
         names included (unlike the search's dense query): measured on LoCoMo (benchmarks/abstain.py), a
         question about someone the history never mentions is told apart from an answerable one far better
         that way. Each hit is judged in its own person's history (a scoped search may merge several).
 
-        An excerpt in another language than the question is judged by the embedder's multilingual part alone
-        (`gate_vector`), on that part's own calibrated scale, brought to the gate's: with the paired default, a
-        French question and the German note that answers it have nothing in common for MiniLM, and the mean of the
-        two would refuse every question asked across languages.
+        With an embedder of two models, an excerpt is judged by the one that reads both texts best (`Gates`), on
+        that model's own calibrated scale, brought to the gate's: by the first (English) model alone where question
+        and excerpt are English, by the multilingual one alone where they are in different languages (a French
+        question and the German note that answers it have nothing in common for MiniLM, and the mean of the two
+        would refuse every question asked across languages), by both otherwise.
         """
         if not hits:
             return NO_RELEVANCE
         query = await self._query_vector(question)
         asked_in = language_of(question)
-        across = [h for h in hits if asked_in and h.record.language and h.record.language != asked_in]
-        alike = [h for h in hits if h not in across]
-        scores = await self._closeness(query, alike)
-        gate_across = calibrated_gate_across(self.embedder.identity)
-        if across and gate_across:
-            scale = self.min_relevance / gate_across
-            scores += [s * scale for s in await self._closeness(self.embedder.gate_vector(query), across)]
-        elif across:
-            scores += await self._closeness(query, across)
+        gates = calibrated_gates(self.embedder.identity)
+        halves = self.embedder.halves(query)
+        judged: dict[str, tuple[list[float], float, list[Hit]]] = {"whole": (query, gates.whole, [])}
+        if halves is not None and gates.english:
+            judged["english"] = (halves[0], gates.english, [])
+        if halves is not None and gates.across:
+            judged["across"] = (halves[1], gates.across, [])
+        for hit in hits:
+            judged[_scale(asked_in, hit.record.language, judged)][2].append(hit)
+        scores: list[float] = []
+        for vector, gate, judged_hits in judged.values():
+            # onto the whole vector's scale, where `min_relevance` (calibrated, or the operator's) is the gate
+            scale = gates.whole / gate if gate and gates.whole else 1.0
+            scores += [score * scale for score in await self._closeness(vector, judged_hits)]
         return max(scores, default=NO_RELEVANCE)
 
     async def _closeness(self, vector: list[float], hits: Sequence[Hit]) -> list[float]:
@@ -240,6 +260,16 @@ def message_text(record: HistoryRecord) -> str:
     if is_chat(record):
         return line(record)
     return f"{record.conversation}\n{line(record)}" if record.conversation else line(record)
+
+
+def _scale(asked_in: str | None, written_in: str | None, scales: dict[str, Any]) -> str:
+    """Which model judges an excerpt written in `written_in` for a question asked in `asked_in` (HistoryIndex
+    .relevance): "english", "across" or "whole", among the `scales` the embedder has."""
+    if asked_in and written_in and asked_in != written_in and "across" in scales:
+        return "across"
+    if asked_in == STRONGEST_LANGUAGE and written_in in (None, STRONGEST_LANGUAGE) and "english" in scales:
+        return "english"
+    return "whole"
 
 
 def lift_neighbours(hits: list[Hit]) -> list[Hit]:

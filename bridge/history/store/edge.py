@@ -32,6 +32,7 @@ from bridge.history.store import (
     SparseVector,
     Vectorized,
     check_deletable,
+    dense_plan,
     from_payload,
     index_version,
     migrate_index,
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 VERSION_FILE = "confide-index.json"  # in the shard folder, so the version moves with it
 # Beside the shard folder: an index being built to replace it (confide reindex), and the old one while it is replaced.
 STAGED_SUFFIX, REPLACED_SUFFIX = ".reindex", ".replaced"
+# How a new index stores its dense vectors: half the memory of float32 (an import's peak is budgeted,
+# benchmarks/mbox_memory.py), and cosines within 1e-3 of it. Every index before held float32, and said nothing of it.
+NEW_VECTORS, OLD_VECTORS = "float16", "float32"
+DATATYPES = {"float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32}
 
 
 def _in_language(where: qe.Filter, language: str | None) -> qe.Filter:
@@ -60,6 +65,14 @@ def _in_other_languages(where: qe.Filter, language: str) -> qe.Filter:
     """`where`, narrowed to records told to be in another language than `language`."""
     told = qe.FieldCondition(key="language", match=qe.MatchValue(language))
     return qe.Filter(must=where.must, must_not=[told, qe.IsEmptyCondition(key="language")])
+
+
+def _config(dimension: int, datatype: str) -> qe.EdgeConfig:
+    vectors = qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine, datatype=DATATYPES[datatype])
+    return qe.EdgeConfig(
+        vectors={name: vectors for name in DENSE_VECTORS},
+        sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTORS},
+    )
 
 
 def _complete(embedder: dict[str, Any] | None) -> bool:
@@ -95,6 +108,7 @@ class EdgeStore:
         self.rrf_k = rrf_k
         self._shard: qe.EdgeShard | None = None
         self._embedder: dict[str, Any] | None = None  # which embedder made the vectors, as the version file says
+        self._stored_as = NEW_VECTORS  # how the dense vectors are stored, as the version file says
         self._where = f"the index at {path}"
         self._instead = (
             f"start an empty index: move that folder away (mv {path} {path}.old) and import your history again "
@@ -153,30 +167,13 @@ class EdgeStore:
 
     def _open_sync(self, dimension: int) -> tuple[qe.EdgeShard, int]:
         self._finish_replacing()
-        config = qe.EdgeConfig(
-            vectors={name: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine) for name in DENSE_VECTORS},
-            sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTORS},
-        )
         if self.path.exists() and any(self.path.iterdir()):
             found, self._embedder = self._read_version()
             refuse_newer(found, self._where, self._instead)
-            try:
-                shard = qe.EdgeShard.load(str(self.path), config)
-            except BaseException as exc:  # qdrant-edge raises bare Exceptions, and a Rust panic is a BaseException
-                if isinstance(exc, KeyboardInterrupt | SystemExit | MemoryError):
-                    raise
-                if "incompatible" not in str(exc).lower():
-                    raise IndexDamaged(
-                        f"the index at {self.path} cannot be opened: a file in it is damaged ({exc}). Nothing was "
-                        f"changed. Restore that folder from a backup, or {self._instead}"
-                    ) from None
-                raise IndexIncompatible(
-                    f"the index at {self.path} was built by another version of Confide ({exc}). Nothing was "
-                    "changed. Move that folder away and import your history again."
-                ) from None
+            shard = self._load(dimension)
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            shard = qe.EdgeShard.create(str(self.path), config)
+            shard = qe.EdgeShard.create(str(self.path), _config(dimension, self._stored_as))
             found = index_version()
             self._write_version(found)
         schema = shard.info().payload_schema
@@ -206,11 +203,52 @@ class EdgeStore:
                 f"'{{\"version\": {index_version()}}}' > {file}  ; otherwise {self._instead} Nothing was changed."
             ) from None
 
+    def _load(self, dimension: int) -> qe.EdgeShard:
+        """The shard as it is stored: float16 or float32 vectors, as its version file says; where it says none (an
+        index from before, or a version file written again by hand), float32 and then float16 are tried."""
+        recorded = self._recorded_datatype()
+        tried = [recorded] if recorded else [OLD_VECTORS, NEW_VECTORS]
+        for datatype in tried:
+            try:
+                shard = qe.EdgeShard.load(str(self.path), _config(dimension, datatype))
+            except BaseException as exc:  # qdrant-edge raises bare Exceptions, and a Rust panic is a BaseException
+                if isinstance(exc, KeyboardInterrupt | SystemExit | MemoryError):
+                    raise
+                message = str(exc).lower()
+                if "incompatible" not in message:
+                    raise IndexDamaged(
+                        f"the index at {self.path} cannot be opened: a file in it is damaged ({exc}). Nothing was "
+                        f"changed. Restore that folder from a backup, or {self._instead}"
+                    ) from None
+                if "datatype" in message and datatype != tried[-1]:
+                    continue
+                raise IndexIncompatible(
+                    f"the index at {self.path} was built by another version of Confide ({exc}). Nothing was "
+                    "changed. Move that folder away and import your history again."
+                ) from None
+            self._stored_as = datatype
+            return shard
+        raise AssertionError("unreachable: the last datatype tried returns or raises")
+
+    def _recorded_datatype(self) -> str | None:
+        """How the index's dense vectors are stored, as its version file says (read after `_read_version`)."""
+        recorded = json.loads((self.path / VERSION_FILE).read_text(encoding="utf-8")) if self._versioned() else {}
+        datatype = recorded.get("vectors")
+        if datatype is None:
+            return None
+        if datatype not in DATATYPES:
+            raise IndexDamaged(f"{self.path / VERSION_FILE} names an unknown vector type {datatype!r}. {self._instead}")
+        return str(datatype)
+
+    def _versioned(self) -> bool:
+        return (self.path / VERSION_FILE).is_file()
+
     def _write_version(self, version: int) -> None:
         # Atomically (temp file, fsync, rename): a crash leaves the old version or the new one.
         temporary = self.path / (VERSION_FILE + ".tmp")
+        recorded = {"version": version, **({"embedder": self._embedder} if self._embedder else {})}
         with temporary.open("w", encoding="utf-8") as handle:
-            json.dump({"version": version, **({"embedder": self._embedder} if self._embedder else {})}, handle)
+            json.dump({**recorded, "vectors": self._stored_as}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path / VERSION_FILE)
@@ -295,26 +333,23 @@ class EdgeStore:
         candidates: int,
         selector: Selector | None = None,
         focus: Selector | None = None,
-        views: Sequence[list[float]] = (),
+        across: list[float] | None = None,
+        alike: list[float] | None = None,
     ) -> list[Hit]:
         where = _filter(person, selector)
         wheres = [where] if focus is None else [where, _filter(person, focus)]
+        language = sparse.language
+        narrow = {
+            "all": lambda part: part,
+            "own": lambda part: _in_language(part, language),
+            "other": lambda part: _in_other_languages(part, language or ""),
+        }
         prefetches = [
-            qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(dense), using=name), filter=part)
+            qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(vector), using=name), filter=narrow[ranked](part))
+            for vector, ranked in dense_plan(dense, language, across, alike)
             for part in wheres
             for name in DENSE_VECTORS
         ]
-        if sparse.language is not None:  # views rank the records written in another language than the question
-            prefetches += [
-                qe.Prefetch(
-                    limit=candidates,
-                    query=qe.Query.Nearest(list(view), using=name),
-                    filter=_in_other_languages(part, sparse.language),
-                )
-                for view in views
-                for part in wheres
-                for name in DENSE_VECTORS
-            ]
         if sparse.indices:
             sparse_query = qe.SparseVector(indices=sparse.indices, values=sparse.values)
             prefetches += [

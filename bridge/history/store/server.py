@@ -20,6 +20,7 @@ from bridge.history.store import (
     SparseVector,
     Vectorized,
     check_deletable,
+    dense_plan,
     from_payload,
     index_version,
     migrate_index,
@@ -228,24 +229,23 @@ class ServerStore:
         candidates: int,
         selector: Selector | None = None,
         focus: Selector | None = None,
-        views: Sequence[list[float]] = (),
+        across: list[float] | None = None,
+        alike: list[float] | None = None,
     ) -> list[Hit]:
         where = _filter(person, selector)
         wheres = [where] if focus is None else [where, _filter(person, focus)]
+        language = sparse.language
+        narrow = {
+            "all": lambda part: part,
+            "own": lambda part: _in_language(part, language),
+            "other": lambda part: _in_other_languages(part, language or ""),
+        }
         prefetch = [
-            models.Prefetch(query=list(dense), using=name, limit=candidates, filter=part)
+            models.Prefetch(query=list(vector), using=name, limit=candidates, filter=narrow[ranked](part))
+            for vector, ranked in dense_plan(dense, language, across, alike)
             for part in wheres
             for name in DENSE_VECTORS
         ]
-        if sparse.language is not None:  # views rank the records written in another language than the question
-            prefetch += [
-                models.Prefetch(
-                    query=list(view), using=name, limit=candidates, filter=_in_other_languages(part, sparse.language)
-                )
-                for view in views
-                for part in wheres
-                for name in DENSE_VECTORS
-            ]
         if sparse.indices:
             query_vector = models.SparseVector(indices=sparse.indices, values=sparse.values)
             prefetch += [
