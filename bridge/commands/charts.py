@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bridge.language.catalog import current_language, say
 from bridge.models.energy import Trace
-from bridge.state.usage import AnswerUsage, UsageRow, format_wh
+from bridge.state.usage import AnswerUsage, UsageRow, first_token_text, format_wh, rate_text
 
 if TYPE_CHECKING:
     from matplotlib.container import BarContainer
@@ -62,12 +62,7 @@ class ChartSeries:
     @property
     def label(self) -> str:
         name = f"{self.model}: {format_wh(self.energy_wh)}" if self.energy_wh is not None else self.model
-        if self.ttft_s is None:
-            first_token = say("first token –")
-        else:
-            first_token = say("first token {seconds} s", seconds=format(self.ttft_s, ".2f"))
-        rate = "–" if self.tokens_per_s is None else f"{self.tokens_per_s:.1f}"
-        return ", ".join([name, first_token, say("{rate} tokens/s", rate=rate)])
+        return ", ".join([name, first_token_text(self.ttft_s), rate_text(self.tokens_per_s)])
 
 
 def compare_chart(series: Sequence[ChartSeries]) -> Chart:

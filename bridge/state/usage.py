@@ -48,16 +48,11 @@ class AnswerUsage:
         return self.completion_tokens / span
 
     def describe(self) -> str:
-        if self.ttft_s is None:
-            first_token = say("first token –")
-        else:
-            first_token = say("first token {seconds} s", seconds=format(self.ttft_s, ".2f"))
-        rate = "–" if self.tokens_per_s is None else format(self.tokens_per_s, ".1f")
         parts = [
-            first_token,
+            first_token_text(self.ttft_s),
             say("total {seconds} s", seconds=format(self.total_s, ".2f")),
             say("{count} tokens", count=self.completion_tokens),
-            say("{rate} tokens/s", rate=rate),
+            rate_text(self.tokens_per_s),
         ]
         if self.energy_wh is not None:
             parts.append(format_wh(self.energy_wh))
@@ -119,6 +114,18 @@ class UsageLog:
             return [UsageRow(*tuple(row)) for row in rows]
 
         return await self._db.run(query)
+
+
+def first_token_text(ttft_s: float | None) -> str:
+    """ "first token 0.42 s" in the reply's language ("first token –" where the stream gave none)."""
+    if ttft_s is None:
+        return say("first token –")
+    return say("first token {seconds} s", seconds=format(ttft_s, ".2f"))
+
+
+def rate_text(tokens_per_s: float | None) -> str:
+    """ "12.3 tokens/s" in the reply's language ("– tokens/s" where it cannot be told)."""
+    return say("{rate} tokens/s", rate="–" if tokens_per_s is None else format(tokens_per_s, ".1f"))
 
 
 def format_summary(rows: list[UsageRow], days: int) -> str:

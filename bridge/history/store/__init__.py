@@ -230,6 +230,12 @@ INDEX_MIGRATIONS: list[IndexMigration] = [(2, drop_confide_answers)]
 UNVERSIONED = 1  # what an index that records no version is
 
 
+def staged_complete(embedder: dict[str, Any] | None) -> bool:
+    """Whether an index's record of its embedder says it holds every record: `confide reindex` records a staged
+    index's embedder with "complete": false from its first batch on, and without it once its last is in."""
+    return embedder is not None and bool(embedder) and embedder.get("complete", True) is not False
+
+
 def index_version() -> int:
     """The layout this code writes: the last migration's version."""
     versions = [version for version, _ in INDEX_MIGRATIONS]

@@ -39,6 +39,7 @@ from bridge.history.store import (
     nearest_of,
     point_id,
     refuse_newer,
+    staged_complete,
     to_payload,
 )
 from bridge.messages import HistoryRecord
@@ -73,11 +74,6 @@ def _config(dimension: int, datatype: str) -> qe.EdgeConfig:
         vectors={name: vectors for name in DENSE_VECTORS},
         sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in SPARSE_VECTORS},
     )
-
-
-def _complete(embedder: dict[str, Any] | None) -> bool:
-    """Whether a staged index's record says it holds every record (confide reindex marks it at the end)."""
-    return embedder is not None and bool(embedder) and embedder.get("complete", True) is not False
 
 
 def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = ()) -> qe.Filter:
@@ -159,7 +155,7 @@ class EdgeStore:
         moved in, and the old one left aside is removed."""
         staged = self.path.with_name(self.path.name + STAGED_SUFFIX)
         aside = self.path.with_name(self.path.name + REPLACED_SUFFIX)
-        if not self.path.exists() and staged.exists() and _complete(EdgeStore(staged)._read_version()[1]):
+        if not self.path.exists() and staged.exists() and staged_complete(EdgeStore(staged)._read_version()[1]):
             log.warning("finishing the replacement of %s by the index confide reindex built", self.path)
             os.replace(staged, self.path)
         if aside.exists() and self.path.exists():

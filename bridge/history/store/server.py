@@ -27,6 +27,7 @@ from bridge.history.store import (
     nearest_of,
     point_id,
     refuse_newer,
+    staged_complete,
     to_payload,
 )
 from bridge.messages import HistoryRecord
@@ -117,12 +118,9 @@ class ServerStore:
             return
         prefix = f"{self.collection}{STAGED_INFIX}"
         for found in (await self.client.get_collections()).collections:
-            embedder = (
-                await ServerStore(self.client, found.name).recorded_embedder()
-                if found.name.startswith(prefix)
-                else None
-            )
-            if embedder and embedder.get("complete", True) is not False:
+            if not found.name.startswith(prefix):
+                continue
+            if staged_complete(await ServerStore(self.client, found.name).recorded_embedder()):
                 log.warning("finishing the switch of collection %r to %r", self.collection, found.name)
                 await self.client.update_collection_aliases(change_aliases_operations=[self._alias_to(found.name)])
                 return
