@@ -175,3 +175,39 @@ async def test_each_excerpt_is_judged_by_the_model_that_reads_both_its_language_
     assert both == max(each) > gate
     history.min_relevance = 0.99  # the operator's gate: the relevances stay on one scale, and every one is below it
     assert await history.relevance(QUESTION, [by_id["en"], by_id["de"]]) == both < history.min_relevance
+
+
+def chat(rid: str, author: str, text: str, language: str) -> HistoryRecord:
+    return HistoryRecord(
+        id=rid, person="alice", channel="chat", conversation="Giulia & Tobias", author=author, time=WHEN, text=text,
+        source="chat:giulia", link=f"chat-{rid}", language=language,
+    )  # fmt: skip
+
+
+async def test_a_question_naming_someone_the_history_never_mentions_abstains(
+    history: HistoryIndex, pipeline: AnswerPipeline, fake_llm: FakeOpenAI
+) -> None:
+    """Outside English the likeness alone cannot tell "what did Marco give Giulia?" from "what did Tobias give
+    Giulia?" over a chat about Tobias's present; a name no excerpt or author mentions rules the excerpts in the
+    question's language out. An excerpt in another language may write a place otherwise ("Lisbona", "Lisbon"),
+    and is still judged by its likeness."""
+    await history.add("alice", [
+        chat("1", "Tobias", "Ti ho preso una macchina per il caffè per la casa nuova, la moka non basta più", "it"),
+        chat("2", "Giulia", "Grazie Tobi!! La userò ogni mattina", "it"),
+        chat("3", "Tobias", "Ad aprile vado a Lisbona per il matrimonio di mio cugino", "it"),
+    ])  # fmt: skip
+    asked = "Che cosa ha regalato Tobias a Giulia per la casa nuova?"
+    hits = await history.search("alice", asked, limit=3)
+    assert await history.relevance(asked, hits) >= history.min_relevance
+    answer = await pipeline.answer("alice", "Alice", asked, "main", [])
+    assert not answer.abstained and len(fake_llm.requests) == 1
+
+    stranger = "Che cosa ha regalato Marco a Giulia per la casa nuova?"
+    hits = await history.search("alice", stranger, limit=3)
+    assert await history.relevance(stranger, hits) == NO_RELEVANCE
+    answer = await pipeline.answer("alice", "Alice", stranger, "main", [])
+    assert answer.abstained and len(fake_llm.requests) == 1
+
+    across = "Why is Tobias going to Lisbon in April?"
+    hits = await history.search("alice", across, limit=3)
+    assert await history.relevance(across, hits) >= history.min_relevance

@@ -6,7 +6,14 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from bridge.answering.question_analysis import date_span, names_in, names_of, without_names
+from bridge.answering.question_analysis import (
+    date_span,
+    names_asked,
+    names_in,
+    names_of,
+    unknown_names,
+    without_names,
+)
 
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)  # a Friday
 
@@ -106,3 +113,40 @@ def test_known_authors_are_left_out_of_the_dense_query(
 ) -> None:
     assert names_in(question, names_of(authors)) == names
     assert without_names(question, names) == stripped
+
+
+@pytest.mark.parametrize(
+    ("question", "language", "names"),
+    [
+        ("What did Caroline's sister say about the Italian place in May?", "en", ["caroline"]),
+        ("Has Tim been to North Carolina or to Tennessee on Fridays?", "en", ["tim", "north carolina", "tennessee"]),
+        ("Where is the spare key?", "en", []),
+        ("Giulia, where is the spare key?", "en", []),  # a sentence opens with a capital
+        ("@confide_bot what did Marco say? Ask Lei", "en", ["marco"]),  # a mention, a sentence start, a pronoun
+        ("Quale quartiere di Lione ha consigliato Pieter a Claire?", "it", ["lione", "pieter", "claire"]),
+        ("Où joue le groupe d'Oliver samedi soir ?", "fr", ["oliver"]),
+        ("¿Qué le ha regalado Tobias a Giulia para la casa nueva?", "es", ["tobias", "giulia"]),
+        ("Wanneer moet Francesca haar proefschrift inleveren in Mei?", "nl", ["francesca"]),  # its own month names too
+        ("Wo spielt Olivers Band am Samstagabend?", "de", []),  # German capitalizes every noun
+        ("What did Marco say?", None, []),  # a language not told: capitals tell nothing
+    ],
+)
+def test_the_names_a_question_writes(question: str, language: str | None, names: list[str]) -> None:
+    assert names_asked(question, language) == names
+
+
+@pytest.mark.parametrize(
+    ("question", "known", "unknown"),
+    [
+        ("What did Tobi buy Giulia?", ["Tobias: here you go", "Giulia's flat"], []),
+        ("What did Tobi buy Marco?", ["Tobias: here you go", "Giulia's flat"], ["marco"]),
+        ("What's Ben's new number?", ["Bens neue Nummer ist 0171 5550123"], []),
+        ("What does John like about Lebron James?", ["LeBron is the best", "John"], []),
+        ("Where did Tim trek in the Himalayas?", ["Tim", "the Himalayan trek was hard"], []),
+        ("When is José back?", ["Jose: next week"], []),
+        ("What did Anne say?", ["Anna: see you"], ["anne"]),
+        ("Has Tim been to North Carolina?", ["Tim: I loved Carolina"], []),
+    ],
+)
+def test_a_name_counts_as_mentioned_in_another_form(question: str, known: list[str], unknown: list[str]) -> None:
+    assert unknown_names(question, "en", known) == unknown

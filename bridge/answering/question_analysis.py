@@ -5,19 +5,35 @@ greet or address that person ("Hey Caroline!") rather than towards what was said
 known authors are left out of the dense query and authorship is weighed separately (`favour_named_authors`).
 A date in the question ("what did Maria say on 7 July, 2023?", "in May", "yesterday") becomes a time span
 whose messages are searched as well, beside the whole history: a hint, never a filter.
+A name the question writes that the history's excerpts never mention ("what did Giulia buy?" over a history
+without a Giulia) says the history cannot answer it, whatever the topic's likeness (`unknown_names`).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import cache
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import get_day_names, get_month_names
 
 from bridge.answering.spans import DAY_SLACK, Span, day_span, month_start
 from bridge.answering.time_phrases import span_in
 
 # Parts of author names that are not names a question would use for them.
 _NOT_NAMES = frozenset({"me", "you", "confide", "the", "and", "unknown"})
+# Languages that capitalize, within a sentence, names and little else. German capitalizes every noun ("Wohnung").
+_CAPITALIZED_NAMES = frozenset({"en", "it", "fr", "es", "nl", "pt", "ro", "pl"})
+# Capitalized within a sentence without being someone the history must mention: polite pronouns, titles, family.
+_NOT_ASKED_NAMES = frozenset(
+    "lei loro voi vous usted ustedes uw dumneavoastră pan pani mr mrs ms dr prof sig mum mom dad mama mamma "
+    "papa papà grandma grandpa granny nonna nonno ok okay god dio".split()
+)
+# A word starting a sentence is capitalized whatever it is.
+_SENTENCE_OPENERS = frozenset('.!?¿¡:;"“„«(')
 
 _MONTHS = {
     name: number
@@ -155,3 +171,81 @@ def without_names(question: str, names: Iterable[str]) -> str:
         stripped = pattern.sub(lambda m: " " if m[0][:1].isupper() else m[0], stripped)  # "Bill", not "the bill"
     stripped = re.sub(r"\s+([?!.,])", r"\1", re.sub(r"\s+", " ", stripped)).strip()
     return stripped if re.search(r"\w", stripped) else question
+
+
+def names_asked(question: str, language: str | None) -> list[str]:
+    """The names a question writes, lower-cased: words capitalized within a sentence ("Giulia", "Lyon"), next
+    ones joined ("north carolina"), in a language where only names are (not German, nor a question whose language
+    is unknown), without a possessive ("Caroline's" -> "caroline"). Months, weekdays and language names are not,
+    nor mentions and links."""
+    if language not in _CAPITALIZED_NAMES:
+        return []
+    text = re.sub(r"(?:https?://|www\.)\S+|[@/#]\w+", " ", question)
+    names: list[str] = []
+    joined_to = -1  # where the last name ended: a name right after it continues it
+    for match in re.finditer(r"[^\W\d_]+(?:['’]s\b)?", text):
+        word = re.sub(r"['’]s$", "", match[0])
+        before = text[: match.start()].rstrip()
+        if not before or before[-1] in _SENTENCE_OPENERS or not _written_as_name(word, language):
+            continue
+        if names and not text[joined_to : match.start()].strip():
+            names[-1] += f" {word.lower()}"
+        else:
+            names.append(word.lower())
+        joined_to = match.end()
+    return list(dict.fromkeys(names))
+
+
+def _written_as_name(word: str, language: str) -> bool:
+    if len(word) < 3 or not word[0].isupper() or word.isupper():
+        return False
+    lowered = word.lower()
+    calendar = _calendar_words(language)
+    if lowered in calendar or (lowered.endswith("s") and lowered[:-1] in calendar):  # "on Fridays"
+        return False
+    return lowered not in _NOT_ASKED_NAMES
+
+
+def unknown_names(question: str, language: str | None, known: Iterable[str]) -> list[str]:
+    """The names the question writes (`names_asked`) that none of the `known` texts (excerpts, their authors)
+    mentions, by any of a name's words ("LeBron" for "Lebron James"). A word counts as mentioned in another form
+    too: "Bens" and "Ben", "Tobi" and "Tobias", "José" and "Jose", "Himalayan" and "Himalayas" (alike but for
+    the last letter or what follows the shorter, of 4 letters at least). Places are names too, and are written
+    otherwise in another language ("Lisbon", "Lissabon"): only texts in the question's language can tell."""
+    asked = names_asked(question, language)
+    if not asked:
+        return []
+    words = {_folded(w) for text in known for w in re.findall(r"[^\W\d_]+", text.lower())}
+    return [name for name in asked if not any(_mentioned(_folded(part), words) for part in name.split())]
+
+
+def _mentioned(word: str, words: set[str]) -> bool:
+    if word in words or f"{word}s" in words or (word.endswith("s") and word[:-1] in words):  # "Bens Nummer"
+        return True
+    if len(word) < 4:
+        return False
+    return any(len(w) >= 4 and _common_prefix(w, word) >= max(4, min(len(w), len(word)) - 1) for w in words)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def _folded(word: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+
+
+@cache
+def _calendar_words(language: str) -> frozenset[str]:
+    """Months and weekdays, wide and abbreviated, in English and in `language`, and English language names
+    ("Italian" is also the adjective): capitalized in English without naming anyone."""
+    words: set[str] = set()
+    for locale in dict.fromkeys(("en", language)):
+        try:
+            for width in ("wide", "abbreviated"):
+                words.update(str(n).lower().rstrip(".") for n in get_month_names(width, locale=locale).values())
+                words.update(str(n).lower().rstrip(".") for n in get_day_names(width, locale=locale).values())
+        except UnknownLocaleError:
+            continue
+    words.update(name.lower() for name in Locale("en").languages.values())
+    return frozenset(words)
