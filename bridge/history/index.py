@@ -169,8 +169,8 @@ class HistoryIndex:
         """The query vectors beside `dense` for a paired embedder (HistoryStore.search's `across`, `alike`): its
         multilingual part alone ranks the records in other languages than the question's, where the English half
         only adds noise (multilingual.py: asked in German over an English history, R@1 0.78 with the pair, 0.83
-        this way); and, for a question not in English, its own language as well (German 0.88 -> 0.91; on its
-        conversations R@5 0.86 -> 0.94, Spanish 0.86 -> 0.91; Dutch notes lose: 0.90 -> 0.86). Not for English
+        this way); and, for a question not in English, its own language as well (German notes R@1 0.88 -> 0.91, its
+        conversations R@5 0.86 -> 0.94, Spanish ones 0.86 -> 0.91; Dutch notes lose, 0.90 -> 0.86). Not for English
         questions: on English LoCoMo the multilingual ranking fused in for every record cost 0.015 of R@10."""
         halves = self.embedder.halves(dense)
         if halves is None:
@@ -203,7 +203,8 @@ class HistoryIndex:
         if absent := unknown_names(question, asked_in, await self._known_words(hits)):
             # an excerpt in another language may write the name otherwise ("Lissabon"): only its likeness can tell
             hits = [hit for hit in hits if hit.record.language not in (None, asked_in)]
-            log.info("the question names %s, unmentioned: %d excerpts in another language judged", absent, len(hits))
+            # counted, not named: a log holds no words of a person's question
+            log.info("%d name(s) asked unmentioned: %d excerpt(s) in another language judged", len(absent), len(hits))
             if not hits:
                 return NO_RELEVANCE
         query = await self._query_vector(question)
