@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import qdrant_edge as qe
 
@@ -66,6 +66,14 @@ def _in_other_languages(where: qe.Filter, language: str) -> qe.Filter:
     """`where`, narrowed to records told to be in another language than `language`."""
     told = qe.FieldCondition(key="language", match=qe.MatchValue(language))
     return qe.Filter(must=where.must, must_not=[told, qe.IsEmptyCondition(key="language")])
+
+
+class _Recorded(NamedTuple):
+    """What an index's version file says of it."""
+
+    version: int
+    embedder: dict[str, Any] | None  # which embedder made the vectors; None: not said (an index from before)
+    vectors: str | None  # how its dense vectors are stored; None: not said (float32 or, written again by hand, float16)
 
 
 def _config(dimension: int, datatype: str) -> qe.EdgeConfig:
@@ -155,7 +163,7 @@ class EdgeStore:
         moved in, and the old one left aside is removed."""
         staged = self.path.with_name(self.path.name + STAGED_SUFFIX)
         aside = self.path.with_name(self.path.name + REPLACED_SUFFIX)
-        if not self.path.exists() and staged.exists() and staged_complete(EdgeStore(staged)._read_version()[1]):
+        if not self.path.exists() and staged.exists() and staged_complete(EdgeStore(staged)._read_version().embedder):
             log.warning("finishing the replacement of %s by the index confide reindex built", self.path)
             os.replace(staged, self.path)
         if aside.exists() and self.path.exists():
@@ -164,9 +172,9 @@ class EdgeStore:
     def _open_sync(self, dimension: int) -> tuple[qe.EdgeShard, int]:
         self._finish_replacing()
         if self.path.exists() and any(self.path.iterdir()):
-            found, self._embedder = self._read_version()
+            found, self._embedder, vectors = self._read_version()
             refuse_newer(found, self._where, self._instead)
-            shard = self._load(dimension)
+            shard = self._load(dimension, vectors)
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             shard = qe.EdgeShard.create(str(self.path), _config(dimension, self._stored_as))
@@ -181,16 +189,16 @@ class EdgeStore:
             shard.update(qe.UpdateOperation.create_field_index("ts", qe.PayloadSchemaType.Float))
         return shard, found
 
-    def _read_version(self) -> tuple[int, dict[str, Any] | None]:
+    def _read_version(self) -> _Recorded:
         file = self.path / VERSION_FILE
         try:
             recorded = json.loads(file.read_text(encoding="utf-8"))
             embedder = recorded.get("embedder")
             if embedder is not None and not isinstance(embedder, dict):
                 raise TypeError("its embedder is not an object")
-            return int(recorded["version"]), embedder
+            version, vectors = int(recorded["version"]), recorded.get("vectors")
         except FileNotFoundError:
-            return UNVERSIONED, None
+            return _Recorded(UNVERSIONED, None, None)
         # JSONDecodeError and UnicodeDecodeError are ValueErrors; AttributeError: JSON that is not an object.
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IndexDamaged(
@@ -198,11 +206,14 @@ class EdgeStore:
                 f"format the folder holds. If this Confide made the index, write it again:  printf "
                 f"'{{\"version\": {index_version()}}}' > {file}  ; otherwise {self._instead} Nothing was changed."
             ) from None
+        if vectors is not None and vectors not in DATATYPES:
+            raise IndexDamaged(f"{file} names an unknown vector type {vectors!r}. {self._instead}")
+        return _Recorded(version, embedder, None if vectors is None else str(vectors))
 
-    def _load(self, dimension: int) -> qe.EdgeShard:
-        """The shard as it is stored: float16 or float32 vectors, as its version file says; where it says none (an
-        index from before, or a version file written again by hand), float32 and then float16 are tried."""
-        recorded = self._recorded_datatype()
+    def _load(self, dimension: int, recorded: str | None) -> qe.EdgeShard:
+        """The shard as it is stored: float16 or float32 vectors, as its version file says (`recorded`); where it
+        says none (an index from before, or a version file written again by hand), float32 and then float16 are
+        tried."""
         tried = [recorded] if recorded else [OLD_VECTORS, NEW_VECTORS]
         for datatype in tried:
             try:
@@ -226,19 +237,6 @@ class EdgeStore:
             return shard
         raise AssertionError("unreachable: the last datatype tried returns or raises")
 
-    def _recorded_datatype(self) -> str | None:
-        """How the index's dense vectors are stored, as its version file says (read after `_read_version`)."""
-        recorded = json.loads((self.path / VERSION_FILE).read_text(encoding="utf-8")) if self._versioned() else {}
-        datatype = recorded.get("vectors")
-        if datatype is None:
-            return None
-        if datatype not in DATATYPES:
-            raise IndexDamaged(f"{self.path / VERSION_FILE} names an unknown vector type {datatype!r}. {self._instead}")
-        return str(datatype)
-
-    def _versioned(self) -> bool:
-        return (self.path / VERSION_FILE).is_file()
-
     def _write_version(self, version: int) -> None:
         # Atomically (temp file, fsync, rename): a crash leaves the old version or the new one.
         temporary = self.path / (VERSION_FILE + ".tmp")
@@ -261,13 +259,13 @@ class EdgeStore:
         await asyncio.to_thread(self._finish_replacing)
         if not (self.path.exists() and any(self.path.iterdir())):
             return None
-        return await asyncio.to_thread(lambda: self._read_version()[1] or {})
+        return await asyncio.to_thread(lambda: self._read_version().embedder or {})
 
     async def record_embedder(self, embedder: dict[str, Any]) -> None:
         def save() -> None:
             self.shard.flush()
             self._embedder = embedder
-            self._write_version(self._read_version()[0])
+            self._write_version(self._read_version().version)
 
         await self._write(save)
 
