@@ -149,4 +149,4 @@ def test_the_names_a_question_writes(question: str, language: str | None, names:
     ],
 )
 def test_a_name_counts_as_mentioned_in_another_form(question: str, known: list[str], unknown: list[str]) -> None:
-    assert unknown_names(question, "en", known) == unknown
+    assert unknown_names(names_asked(question, "en"), known) == unknown

@@ -206,17 +206,14 @@ def _written_as_name(word: str, language: str) -> bool:
     return lowered not in _NOT_ASKED_NAMES
 
 
-def unknown_names(question: str, language: str | None, known: Iterable[str]) -> list[str]:
-    """The names the question writes (`names_asked`) that none of the `known` texts (excerpts, their authors)
+def unknown_names(names: list[str], known: Iterable[str]) -> list[str]:
+    """The names a question writes (`names_asked`) that none of the `known` texts (excerpts, their authors)
     mentions, by any of a name's words ("LeBron" for "Lebron James"). A word counts as mentioned in another form
     too: "Bens" and "Ben", "Tobi" and "Tobias", "José" and "Jose", "Himalayan" and "Himalayas" (alike but for
     the last letter or what follows the shorter, of 4 letters at least). Places are names too, and are written
     otherwise in another language ("Lisbon", "Lissabon"): only texts in the question's language can tell."""
-    asked = names_asked(question, language)
-    if not asked:
-        return []
     words = {_folded(w) for text in known for w in re.findall(r"[^\W\d_]+", text.lower())}
-    return [name for name in asked if not any(_mentioned(_folded(part), words) for part in name.split())]
+    return [name for name in names if not any(_mentioned(_folded(part), words) for part in name.split())]
 
 
 def _mentioned(word: str, words: set[str]) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from bridge.answering.question_analysis import (
     date_span,
     name_parts,
+    names_asked,
     names_in,
     names_of,
     unknown_names,
@@ -200,7 +201,9 @@ class HistoryIndex:
         if not hits:
             return NO_RELEVANCE
         asked_in = language_of(question)
-        if absent := unknown_names(question, asked_in, await self._known_words(hits)):
+        # the excerpts' words are gathered only for a question that writes a name: one naming nobody needs none
+        named = names_asked(question, asked_in)
+        if named and (absent := unknown_names(named, await self._known_words(hits))):
             # an excerpt in another language may write the name otherwise ("Lissabon"): only its likeness can tell
             hits = [hit for hit in hits if hit.record.language not in (None, asked_in)]
             # counted, not named: a log holds no words of a person's question
