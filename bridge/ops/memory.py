@@ -12,10 +12,7 @@ slower: MiniLM's activations of about 1.5 MB each were then mapped afresh every 
 from __future__ import annotations
 
 import ctypes
-import logging
 import sys
-
-log = logging.getLogger(__name__)
 
 # mallopt's parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -33,5 +30,9 @@ def return_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     done = mallopt(M_MMAP_THRESHOLD, THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, THRESHOLD) == 1
     if not done:
-        log.warning("glibc refused its memory thresholds: the process may hold freed memory")
+        # logging is imported here only: this runs as the core is imported, before `confide serve` holds its stop
+        # signals (bridge/launch.py), and logging's import (6 ms) widened the window where a SIGTERM kills it
+        import logging
+
+        logging.getLogger(__name__).warning("glibc refused its memory thresholds: the process may hold freed memory")
     return done
