@@ -97,3 +97,15 @@ def test_a_huge_text_is_told_in_no_time() -> None:
     """Only its start is read: a 1 MB paste of one unbroken "word" is no quadratic regex's victim."""
     assert language_of("Wo liegt der Ersatzschlüssel? " + "!" * 1_000_000) == "de"
     assert language_of("a" * 1_000_000 + " x@y") is None
+
+
+@pytest.mark.parametrize(("language", "own_language_twice"), [("de", True), ("it", True), ("nl", False), ("en", False)])
+async def test_the_multilingual_half_ranks_a_questions_own_language_where_it_reads_it_well(
+    history: HistoryIndex, language: str, own_language_twice: bool
+) -> None:
+    """Beside the pair's ranking, USE alone ranks the records in a non-English question's language, save Dutch,
+    which it ranks poorly alone (benchmarks/multilingual.py); records in other languages it ranks alone always."""
+    dense = await history.embedder.embed_query("Wo liegt der Ersatzschlüssel?")
+    across, alike = history._multilingual_views(dense, language)
+    assert across is not None and len(across) == len(dense)
+    assert (alike is not None) is own_language_twice

@@ -35,6 +35,7 @@ from bridge.models.embedder import (
     build_embedder,
     calibrated_gate,
     calibrated_gates,
+    ranks_well_alone,
 )
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,16 @@ class HistoryIndex:
         multilingual part alone ranks the records in other languages than the question's, where the English half
         only adds noise (multilingual.py: asked in German over an English history, R@1 0.78 with the pair, 0.83
         this way); and, for a question not in English, its own language as well (German notes R@1 0.88 -> 0.91, its
-        conversations R@5 0.86 -> 0.94, Spanish ones 0.86 -> 0.91; Dutch notes lose, 0.90 -> 0.86). Not for English
-        questions: on English LoCoMo the multilingual ranking fused in for every record cost 0.015 of R@10."""
+        conversations R@5 0.86 -> 0.94, Spanish ones 0.86 -> 0.91), save in a language the multilingual model ranks
+        poorly alone (`ranks_well_alone`: Dutch notes lose, 0.90 -> 0.86). Not for English questions: on English
+        LoCoMo the multilingual ranking fused in for every record cost 0.015 of R@10."""
         halves = self.embedder.halves(dense)
         if halves is None:
             return None, None
         multilingual = halves[1]
-        return multilingual, (multilingual if language not in (None, STRONGEST_LANGUAGE) else None)
+        if language is None or language == STRONGEST_LANGUAGE:
+            return multilingual, None
+        return multilingual, (multilingual if ranks_well_alone(self.embedder.identity, language) else None)
 
     async def relevance(self, question: str, hits: Sequence[Hit]) -> float:
         """How relevant the best of these hits is: its cosine similarity to the whole question, on the gate's

@@ -89,6 +89,17 @@ CALIBRATED_GATES = {
 }
 NO_GATES = Gates(whole=0.0)
 
+# Languages whose questions the multilingual half of a paired embedder ranks too poorly alone for that ranking to be
+# fused in beside the pair's (HistoryIndex._multilingual_views). Measured by benchmarks/multilingual.py, notes R@1
+# with USE alone and with the pair: it 0.88/0.92, de 0.91/0.91, fr 0.84/0.92, es 0.88/0.93, but nl 0.70/0.81, where
+# the second ranking drew Dutch R@1 down from 0.90 to 0.86 (its conversations: R@5 0.93 without it, 0.94 with).
+WEAK_ALONE = {"all-MiniLM-L6-v2 + multilingual-USE-v3": frozenset({"nl"})}
+
+
+def ranks_well_alone(identity: EmbedderIdentity, language: str) -> bool:
+    """Whether this embedder's multilingual half ranks questions in `language` about as well alone as the pair."""
+    return language not in WEAK_ALONE.get(identity.name, frozenset())
+
 
 @cache
 def calibrated_gates(identity: EmbedderIdentity) -> Gates:
