@@ -14,14 +14,21 @@ Printed (figures, not a test):
 - token F1 and exact match against the gold answer, normalised as in the LoCoMo paper (lower case, no
   punctuation, no articles or "and"; the citation marks are removed from the answer first); "contains" is the
   share of answers whose normalised text holds the whole normalised gold answer (long answers score low F1);
-- citation precision: the share of cited excerpts (as Confide shows them: the numbers the answer names, or
-  its first three excerpts when it names none) whose record holds an evidence turn; and the share of answers
-  that cite by number themselves;
+- token F1 per LoCoMo category (1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop) with its question count;
+- citation precision: the share of cited excerpts (as Confide shows them, after its support check) whose record
+  holds an evidence turn; citation recall: the share of answerable questions whose answer cites an evidence turn;
+  and the share of answers in which the model itself wrote a citation number;
+- supported: the share of the sentences of answers as shown (those not abstaining) that cite an excerpt the
+  support check found saying them (bridge/answering/support.py); an answer none of whose sentences an excerpt says
+  is shown whole, and counts all of its sentences unsupported;
 - abstention: `--foreign N` questions of another conversation asked against this one have no answer in the
   history; an answer abstains when the pipeline says so (`Answer.abstained`) or its text says the history does
   not hold it. The same is counted on the answerable questions, where it should be rare;
 - echo: answers that repeat the question (small models do) instead of answering it;
-- time per answer, p50 and p95 (retrieval and generation).
+- time per answer, p50 and p95 (retrieval, generation and the support check).
+
+`--limit` draws the answerable questions from all the conversations given (seeded); the last line reads
+`answers: F1 x citation precision p citation recall r supported s abstained-foreign a`.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.locomo import questions_of, turns_of
 from benchmarks.locomo_import import LocomoImporter
 from benchmarks.stats import percentile
-from bridge.answering.answer import AnswerPipeline
+from bridge.answering.answer import UNSUPPORTED, AnswerPipeline
 from bridge.config import LocalModelSettings, ModelSettings, RetrievalSettings, load_settings
 from bridge.history.index import HistoryIndex
 from bridge.history.ingest import ingest
@@ -86,11 +93,19 @@ class Row:
     explicit_citation: bool = False
     abstained: bool = False
     fallback: bool = False
+    sentences: int = 0  # sentences of the answer as shown (the support check's note not counted)
+    supported: int = 0  # of them, those followed by an excerpt that says them
+
+
+def model_text(answer: str) -> str:
+    """The answer without what Confide adds to an answer no excerpt supports (its note, like the citation marks,
+    is no word of the answer; and its "No excerpt ..." would read as abstaining)."""
+    return answer.replace(UNSUPPORTED, " ")
 
 
 def normalize(text: str) -> str:
     """The LoCoMo paper's answer normalisation (SQuAD's, with "and" among the articles)."""
-    text = _CITATION_MARK.sub(" ", str(text)).replace(",", "").lower().translate(_PUNCTUATION)
+    text = _CITATION_MARK.sub(" ", model_text(str(text))).replace(",", "").lower().translate(_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -110,7 +125,7 @@ def echoes(answer: str, question: str) -> bool:
 
 
 def says_abstain(row: Row) -> bool:
-    return row.abstained or bool(_ABSTAINS.search(row.answer))
+    return row.abstained or bool(_ABSTAINS.search(model_text(row.answer)))
 
 
 def sample(files: list[Path], limit: int, foreign: int, seed: int) -> list[Row]:
@@ -189,8 +204,11 @@ async def answer_one(pipeline: AnswerPipeline, model: str, row: Row) -> None:
     row.answer = answer.text
     row.fallback = answer.fallback
     row.abstained = bool(getattr(answer, "abstained", False))
-    row.explicit_citation = any(1 <= int(n) <= len(hits) for n in re.findall(r"\[(\d{1,3})\]", answer.text))
+    # the numbers the model itself wrote (the answer as shown carries the support check's)
+    row.explicit_citation = any(1 <= n <= len(hits) for s in answer.support for n in s.cited)
     row.cited_turns = [turns_of(hits[c.number - 1].record) for c in answer.citations if c.number <= len(hits)]
+    kept = sum(s.supported for s in answer.support)
+    row.sentences, row.supported = (kept, kept) if kept else (len(answer.support), 0)
 
 
 def share(flags: list[bool]) -> str:
@@ -209,8 +227,11 @@ def report(rows: list[Row], model: str) -> None:
             print(f"    category {category}: F1 {f1:.3f} ({len(subset)})")
         print(f"  exact match     {share([normalize(r.answer) == normalize(r.gold) for r in answerable])}")
         print(f"  contains gold   {share([normalize(r.gold) in normalize(r.answer) for r in answerable])}")
-        cited = [bool(set(turns) & set(r.evidence)) for r in answerable for turns in r.cited_turns]
-        print(f"  citation precision {share(cited)} of cited excerpts hold an evidence turn")
+        print(f"  citation precision {share(cited_evidence(answerable))} of cited excerpts hold an evidence turn")
+        print(f"  citation recall {share(evidence_cited(answerable))} of answers cite an evidence turn")
+        supported, total = supported_sentences(answerable)
+        shown = f"{supported / total:.3f} ({supported}/{total})" if total else "n/a"
+        print(f"  supported       {shown} of answer sentences cite an excerpt that says them")
         print(f"  cites by number {share([r.explicit_citation for r in answerable])}")
         print(f"  abstained       {share([says_abstain(r) for r in answerable])} (should be low)")
         print(f"  echoes question {share([echoes(r.answer, r.question) for r in answerable])}")
@@ -221,6 +242,37 @@ def report(rows: list[Row], model: str) -> None:
     seconds = [r.seconds for r in rows]
     if seconds:
         print(f"  time per answer p50 {percentile(seconds, 0.5):.1f}s, p95 {percentile(seconds, 0.95):.1f}s")
+    print(summary_line(answerable, foreign))
+
+
+def cited_evidence(rows: list[Row]) -> list[bool]:
+    """For each cited excerpt: whether it holds an evidence turn (citation precision)."""
+    return [bool(set(turns) & set(r.evidence)) for r in rows for turns in r.cited_turns]
+
+
+def evidence_cited(rows: list[Row]) -> list[bool]:
+    """For each answer: whether it cites an evidence turn (citation recall)."""
+    return [bool({t for turns in r.cited_turns for t in turns} & set(r.evidence)) for r in rows]
+
+
+def supported_sentences(rows: list[Row]) -> tuple[int, int]:
+    """Sentences supported, and all sentences, of the answers that do not abstain."""
+    claiming = [r for r in rows if not says_abstain(r)]
+    return sum(r.supported for r in claiming), sum(r.sentences for r in claiming)
+
+
+def summary_line(answerable: list[Row], foreign: list[Row]) -> str:
+    def ratio(flags: list[bool]) -> str:
+        return f"{sum(flags) / len(flags):.3f}" if flags else "n/a"
+
+    f1 = f"{statistics.mean(token_f1(r.answer, r.gold) for r in answerable):.3f}" if answerable else "n/a"
+    supported, total = supported_sentences(answerable)
+    return (
+        f"answers: F1 {f1} citation precision {ratio(cited_evidence(answerable))} "
+        f"citation recall {ratio(evidence_cited(answerable))} "
+        f"supported {f'{supported / total:.3f}' if total else 'n/a'} "
+        f"abstained-foreign {ratio([says_abstain(r) for r in foreign])}"
+    )
 
 
 async def main() -> None:

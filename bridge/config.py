@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -130,6 +131,21 @@ class PersonSettings(BaseModel):
         description="The language Confide replies in where a message's own cannot be told (a question in another "
         "language is answered in that one); unset: the language the person last wrote in, else English",
     )
+    time_zone: str | None = Field(
+        None,
+        description="The person's IANA time zone (Europe/Rome): the dates of the excerpts an answer reads, and "
+        "today's, are given to the model in it; unset: UTC",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str | None) -> str | None:
+        if zone is not None:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {zone!r}: give an IANA name such as Europe/Rome") from exc
+        return zone
 
     @field_validator("accounts")
     @classmethod

@@ -89,6 +89,7 @@ class Citation(BaseModel):
     time: datetime | None = None
     link: str | None = None
     excerpt: str = ""
+    claims: list[str] = Field(default_factory=list)  # the answer's sentences this excerpt says (/sources)
 
     def label(self) -> str:
         when = self.time.strftime("%Y-%m-%d %H:%M") if self.time else "undated"

@@ -241,7 +241,7 @@ async def test_smtp_mode_answers_through_postfix_into_the_persons_mailbox(
     assert reply["Auto-Submitted"] == "auto-replied"
     assert reply["Message-ID"].startswith("<confide.") and reply["Message-ID"].endswith(f"@{CONFIDE_DOMAIN}>")
     text = body(reply)
-    assert text.startswith("You asked: Where is the spare key for the cabin? [1]")
+    assert text.startswith("You asked: Where is the spare key for the cabin? The spare key")
     assert "Sources:\n[1]" in text and "whatsapp:family.zip" in text
     assert "wrote:\n> Where is the spare key for the cabin?" in text
     asked = fake_llm.requests[0]["messages"][-1]["content"]
@@ -392,12 +392,9 @@ async def test_html_only_and_non_utf8_mail_is_read_as_text(
             replies = await answered_in(box, 3)
     finally:
         await h.stop()
-    texts = sorted(body(r).split("\n")[0] for r in replies)
-    assert texts == sorted([
-        "You asked: When is grandma's dinner? [1]",
-        "You asked: Wann ist das Geburtstagsessen für Oma? [1]",
-        "You asked: 小屋の鍵はどこですか？ [1]",
-    ])  # fmt: skip
+    texts = [body(r) for r in replies]
+    for asked in ("When is grandma's dinner?", "Wann ist das Geburtstagsessen für Oma?", "小屋の鍵はどこですか？"):
+        assert sum(text.startswith(f"You asked: {asked}") for text in texts) == 1, (asked, texts)
     assert {r["Subject"] for r in replies} == {"Re: dinner", "Re: Essen", "Re: 鍵"}
 
 
@@ -718,5 +715,5 @@ async def test_a_voice_message_by_mail_is_heard_and_answered(
             [reply] = await answered_in(box, 1)
     finally:
         await hearing.transcriber.close()
-    assert body(reply).startswith("🎤 “When is grandma's dinner?”\n\nYou asked: When is grandma's dinner? [1]")
+    assert body(reply).startswith("🎤 “When is grandma's dinner?”\n\nYou asked: When is grandma's dinner?")
     assert [t["name"] for t in fake_llm.transcriptions] == ["voice.ogg"]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge.answering.answer import asked_before
+from bridge.answering.answer import UNSUPPORTED, asked_before
 from bridge.config import RetrievalSettings
 from bridge.history.index import HistoryIndex
 from bridge.history.store.edge import EdgeStore
@@ -47,8 +47,9 @@ async def test_answers_are_never_indexed_and_an_earlier_asking_is_no_source(
     assert "pine-cone-1987" in excerpts
     assert question not in excerpts, "the question asked before was given as evidence for itself"
     assert "2026-11-30" not in excerpts
-    cited = h.adapter.delivered[1].citations
-    assert [c.source for c in cited] == ["files:cabin.md"]
+    # the invented password is in no excerpt: the answer cites nothing, and says so
+    assert h.adapter.delivered[1].citations == []
+    assert h.adapter.delivered[1].text.endswith(UNSUPPORTED)
 
 
 def test_questions_put_to_confide_are_left_out_and_what_people_told_it_stays() -> None:

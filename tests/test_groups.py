@@ -18,7 +18,7 @@ from bridge.dispatch.handler import GROUP_ONLY
 from bridge.dispatch.router import Command, Question, Remember, RouteContext, room_scope, route
 from bridge.history.index import HistoryIndex
 from bridge.messages import Attachment, HistoryRecord, IncomingMessage
-from tests.fakes.openai_server import FakeOpenAI, retrieved_history
+from tests.fakes.openai_server import FakeOpenAI, default_answer, retrieved_history
 from tests.harness import Harness
 from tests.helpers import eventually, model_for
 
@@ -191,7 +191,7 @@ async def _drained(h: Harness) -> bool:
 async def test_each_member_of_a_group_has_a_memory_of_their_own(
     secrets: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]
 ) -> None:
-    other = await FakeOpenAI(model="other-model", answer=lambda m: "from the other model").start()
+    other = await FakeOpenAI(model="other-model", answer=lambda m: f"from the other model: {default_answer(m)}").start()
     async with harness_factory({"main": model_for(fake_llm), "second": model_for(other)}) as h:
 
         async def say(sender: str, text: str) -> str:
@@ -202,13 +202,13 @@ async def test_each_member_of_a_group_has_a_memory_of_their_own(
 
         await h.adapter.send("200", "The barbecue is on Saturday.", chat_id=GROUP, is_direct=False)
         assert "now uses second" in await say("100", "@confide_bot /model second")
-        assert await say("100", "@confide_bot when is the barbecue?") == "from the other model"
+        assert (await say("100", "@confide_bot when is the barbecue?")).startswith("from the other model")
         assert "Model for this chat: main" in await say("200", "@confide_bot /model")
         assert "used no sources" in await say("200", "@confide_bot /sources")
         assert "and the weather?" in await say("200", "@confide_bot and the weather?")
         assert "starts afresh" in await say("200", "@confide_bot /reset")
         assert "My last answer was based on" in await say("100", "@confide_bot /sources")
-        assert await say("100", "@confide_bot and who comes?") == "from the other model"
+        assert (await say("100", "@confide_bot and who comes?")).startswith("from the other model")
         assert "only in a direct chat" in await say("200", "@confide_bot /forget all")  # no pending to share
     await other.stop()
     bobs = [m["content"] for m in fake_llm.requests[0]["messages"]]

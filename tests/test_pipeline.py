@@ -12,7 +12,7 @@ import pytest
 from bridge.answering.answer import FALLBACK_HEADER
 from bridge.history.index import HistoryIndex
 from bridge.messages import HistoryRecord
-from tests.fakes.openai_server import Behaviour, FakeOpenAI, retrieved_history
+from tests.fakes.openai_server import Behaviour, FakeOpenAI, default_answer, retrieved_history
 from tests.harness import Harness
 from tests.helpers import eventually, model_for
 
@@ -134,7 +134,7 @@ async def test_streaming_edits_one_message_and_final_text_wins(
 
 
 async def test_commands(seeded: HistoryIndex, fake_llm: FakeOpenAI, harness_factory: Callable[..., Harness]) -> None:
-    other = await FakeOpenAI(model="other-model", answer=lambda m: "from the other model").start()
+    other = await FakeOpenAI(model="other-model", answer=lambda m: f"from the other model: {default_answer(m)}").start()
     models = {"main": model_for(fake_llm), "second": model_for(other)}
     async with harness_factory(models) as h:
 
@@ -148,7 +148,7 @@ async def test_commands(seeded: HistoryIndex, fake_llm: FakeOpenAI, harness_fact
         assert "Model for this chat: main" in await ask("/model")
         assert "no model 'nope'" in await ask("/model nope")
         assert "now uses second" in await ask("/model second")
-        assert await ask("where is the key?") == "from the other model"
+        assert (await ask("where is the key?")).startswith("from the other model")
         assert "spare key" in await ask("/sources")
         assert "starts afresh" in await ask("/reset")
         assert "used no sources" in await ask("/sources")
@@ -167,7 +167,8 @@ async def test_recent_turns_reach_the_model_and_reset_clears_them(
             await h.adapter.send("100", text)
             await eventually(lambda before=before: len(h.adapter.delivered) > before)
     second, third = fake_llm.requests[1]["messages"], fake_llm.requests[2]["messages"]
-    assert [m["content"] for m in second[1:3]] == ["first question", "You asked: first question [1]"]
+    assert second[1]["content"] == "first question"
+    assert second[2]["content"].startswith("You asked: first question") and second[2]["content"].endswith("[1]")
     assert len(third) == 2, "after /reset no earlier turn is replayed"
 
 

@@ -40,7 +40,7 @@ async def test_a_fallback_is_followed_by_the_real_answer_once_the_model_is_back(
     follow_ups = [r for r in adapter.delivered if r.text.startswith(FOLLOW_UP)]
     assert fallback.text.startswith("⚠ Model unavailable") and requests_while_down >= 1
     assert len(follow_ups) == 1 and follow_ups[0].in_reply_to == question.platform_message_id
-    assert follow_ups[0].text.removeprefix(FOLLOW_UP).startswith("You asked: where is the spare key? [1]")
+    assert follow_ups[0].text.removeprefix(FOLLOW_UP).startswith("You asked: where is the spare key?")
 
 
 async def test_on_telegram_the_fallback_message_becomes_the_answer(
@@ -67,7 +67,7 @@ async def test_on_telegram_the_fallback_message_becomes_the_answer(
     fallback, help_reply = telegram.bot_messages(chat)
     assert fallback.reply_to == asked and help_reply.reply_to != asked
     assert fallback.edits[0].startswith("⚠ Model unavailable")
-    assert fallback.text.removeprefix(FOLLOW_UP).startswith("You asked: where is the spare key? [1]")
+    assert fallback.text.removeprefix(FOLLOW_UP).startswith("You asked: where is the spare key?")
     assert [e for e in fallback.edits if e.startswith(FOLLOW_UP)] == [fallback.text]  # replaced once
 
 
@@ -96,5 +96,5 @@ async def test_a_voice_question_that_got_the_fallback_is_answered_from_what_was_
         await telegram.stop()
     [answer] = telegram.bot_messages(100)
     assert answer.edits[0].startswith("🎤 “where is the spare key?”\n\n⚠ Model unavailable")
-    assert answer.text.startswith(FOLLOW_UP + "🎤 “where is the spare key?”\n\nYou asked: where is the spare key? [1]")
+    assert answer.text.startswith(FOLLOW_UP + "🎤 “where is the spare key?”\n\nYou asked: where is the spare key?")
     assert len(fake_llm.transcriptions) == 1, "heard again for the answer owed"

@@ -51,7 +51,12 @@ def answers(telegram: FakeTelegram, question: str) -> list[str]:
 
 
 def finished(telegram: FakeTelegram, question: str) -> bool:
-    return any(text.endswith("[1]") or "Sources:" in text for text in answers(telegram, question))
+    return any(complete(text, question) for text in answers(telegram, question))
+
+
+def complete(text: str, question: str) -> bool:
+    """The whole answer: cited, or (nothing in the history to cite) the whole question echoed."""
+    return text.endswith("[1]") or "Sources:" in text or text.rstrip() == f"You asked: {question}"
 
 
 async def test_sigterm_lets_the_answer_in_flight_finish_and_exits_0(
@@ -123,6 +128,6 @@ async def test_a_second_signal_stops_at_once_and_the_cut_answer_comes_after_the_
         assert await asyncio.wait_for(process.wait(), 30) == 0
     finally:
         await kill_if_running(process)
-    assert [t for t in answers(telegram, "where is the spare key?") if t.endswith("[1]") or "Sources:" in t]
+    assert [t for t in answers(telegram, "where is the spare key?") if complete(t, "where is the spare key?")]
     assert len(answers(telegram, "where is the spare key?")) == 1, "the cut answer was sent twice"
     assert "Sorry, I could not answer" not in log.read_text()

@@ -76,8 +76,10 @@ async def test_killed_mid_work_every_update_is_answered_once_after_restart(
         await second.wait()
         await llm.stop()
     output = log.read_text()
-    assert [m.text for m in telegram.bot_messages(100)] == ["You asked: When did the plumber fix the boiler? [1]", HELP]
-    assert [m.text for m in telegram.bot_messages(200)] == ["You asked: what does this file say? [1]"], output
+    first, helped = (m.text for m in telegram.bot_messages(100))
+    assert first.startswith("You asked: When did the plumber fix the boiler?") and helped == HELP, output
+    [second] = (m.text for m in telegram.bot_messages(200))
+    assert second.startswith("You asked: what does this file say?"), output
     assert telegram.confirmed > fetched["update_id"]
     assert len(llm.requests) == 3, "the hung answer again, and the re-fetched update once"
     saved = tmp_path / "attachments" / "telegram" / "200" / f"{fetched['message']['message_id']}-boiler.md"

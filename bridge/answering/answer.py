@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from bridge.answering.prompt import build_messages
+from bridge.answering.support import CITATION_MARK, Support, SupportCheck
 from bridge.history.index import HistoryIndex
 from bridge.history.sparse import SparseEncoder
 from bridge.history.store import CONFIDE_SOURCE_PREFIX, Hit
@@ -36,6 +38,7 @@ FALLBACK_EMPTY = N_("⚠ Model unavailable ({reason}). Nothing in your history m
 NOTHING_FOUND = N_("I found nothing in your history about “{terms}”.")
 NOTHING_FOUND_AT_ALL = N_("I found nothing in your history about that.")
 MODEL_FAILED = N_("⚠ {model} failed: {reason}")
+UNSUPPORTED = N_("⚠ No excerpt of your history says this in so many words: it may be the model's own reading.")
 UNKNOWN_AUTHOR = N_("unknown")
 KEY_TERMS_CHARS = 120  # a 100 kB question is not quoted back whole
 # Words that say how a question is asked, not what it is about: left out of what the reply says it looked for.
@@ -47,7 +50,6 @@ _FUNCTION_WORDS = frozenset(
     no please tell know remember say said anything something if than then so very up out again""".split()
 )
 _STOP_WORDS = SparseEncoder()  # its tokenizers know each language's stop words
-_CITE = re.compile(r"\[(\d{1,3})\]")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Answer:
     error: str | None = None  # why the model gave no answer (fallback answers and failed comparisons)
     abstained: bool = False  # no excerpt was relevant enough, so the model was not asked (`nothing_found`)
     trace: Trace | None = None  # power and tokens over the answer's seconds (/compare's chart)
+    support: tuple[Support, ...] = ()  # each sentence the model wrote, and the excerpts that say it (SupportCheck)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class AnswerPipeline:
         self.limit = limit
         self.candidates = candidates
         self.energy = energy or Energy(None, {})
+        self.support = SupportCheck(history.embedder, history.sparse)
 
     async def answer(
         self,
@@ -94,19 +98,29 @@ class AnswerPipeline:
         model: str,
         turns: list[Turn],
         progress: Progress | None = None,
+        zone: tzinfo = UTC,
     ) -> Answer:
+        """`zone`: the person's time zone, for the dates the model reads."""
         hits = await self.evidence(scope, question)
         if await self.silent(question, hits):
             return nothing_found(question, model)
-        messages = build_messages(person_name, question, turns, hits, datetime.now(UTC))
+        messages = build_messages(person_name, question, turns, hits, datetime.now(UTC), zone)
         try:
             generated = await self._generate(model, messages, progress)
         except ModelUnavailable as exc:
             log.error("answering for %s without a model: %s", scope, exc)
             return fallback_answer(hits, model, exc.reason)
+        return await self.checked(model, generated, question, hits, zone)
+
+    async def checked(self, model: str, generated: _Generated, question: str, hits: list[Hit], zone: tzinfo) -> Answer:
+        """The model's answer as shown: each sentence followed by the excerpts that say it (SupportCheck)."""
+        started = time.perf_counter()
+        supports = await self.support.check(generated.text, question, hits, zone)
+        log.debug("support checked in %.0f ms", (time.perf_counter() - started) * 1000)
+        text, citations = shown(generated.text, supports, hits)
         return Answer(
-            generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy,
-            trace=generated.trace,
+            text, citations, model, generated.usage, False, generated.energy, trace=generated.trace,
+            support=tuple(supports),
         )  # fmt: skip
 
     async def compare(
@@ -117,6 +131,7 @@ class AnswerPipeline:
         models: list[str],
         turns: list[Turn],
         progress: Progress | None = None,
+        zone: tzinfo = UTC,
     ) -> list[Answer]:
         """The same question and the same retrieved history to several models at once; one answer each.
 
@@ -126,7 +141,7 @@ class AnswerPipeline:
         hits = await self.evidence(scope, question)
         if await self.silent(question, hits):
             return [nothing_found(question, model) for model in models]
-        messages = build_messages(person_name, question, turns, hits, datetime.now(UTC))
+        messages = build_messages(person_name, question, turns, hits, datetime.now(UTC), zone)
         shown: dict[int, str] = {}
 
         async def one(index: int, model: str) -> Answer:
@@ -147,10 +162,7 @@ class AnswerPipeline:
                     exc_info=not isinstance(exc, ModelUnavailable),
                 )
                 return Answer(say(MODEL_FAILED, model=model, reason=reason), [], model, None, True, None, reason)
-            return Answer(
-                generated.text, cited(generated.text, hits), model, generated.usage, False, generated.energy,
-                trace=generated.trace,
-            )  # fmt: skip
+            return await self.checked(model, generated, question, hits, zone)
 
         return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(models))))
 
@@ -240,12 +252,29 @@ def _is_function_word(word: str, language: str) -> bool:
     return not _STOP_WORDS.query(word, language).indices
 
 
-def cited(text: str, hits: list[Hit]) -> list[Citation]:
-    """The excerpts the answer refers to by number; if it names none, the top three it was given."""
-    numbers = sorted({int(n) for n in _CITE.findall(text) if 1 <= int(n) <= len(hits)})
-    if not numbers:
-        numbers = list(range(1, min(3, len(hits)) + 1))
-    return [hits[n - 1].record.citation(n) for n in numbers]
+def shown(text: str, supports: list[Support], hits: list[Hit]) -> tuple[str, list[Citation]]:
+    """What the person reads, and what [n] they may tap: the sentences some excerpt says, each followed by those
+    excerpts' numbers (whatever numbers the model wrote), and the questions it asks; the others left out. An answer
+    none of whose sentences an excerpt says is shown whole, cites nothing, and says so: a citation must hold what
+    the sentence says. Without excerpts (the model was told that nothing matched) there is nothing to cite, and
+    nothing to say of it."""
+    plain = CITATION_MARK.sub("", text).strip()
+    if not hits:
+        return plain, []
+    kept = [support for support in supports if support.supported or support.asks]
+    if not any(support.supported for support in kept):
+        unsupported = not all(support.asks for support in supports)
+        return plain + (f"\n\n{say(UNSUPPORTED)}" if unsupported else ""), []
+    claims: dict[int, list[str]] = {}
+    for support in kept:
+        for number in support.excerpts:
+            claims.setdefault(number, []).append(support.sentence)
+    body = "".join(
+        (support.lead or " ") + f"{support.sentence} {''.join(f'[{n}]' for n in support.excerpts)}".rstrip()
+        for support in kept
+    ).strip()
+    citations = [hits[n - 1].record.citation(n).model_copy(update={"claims": claims[n]}) for n in sorted(claims)]
+    return body, citations
 
 
 def usage_of(answer: Answer) -> AnswerUsage | None:

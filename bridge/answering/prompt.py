@@ -11,11 +11,13 @@ points at an excerpt that was given.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
+from bridge.answering.dated import dated
 from bridge.history.store import Hit
 from bridge.language.catalog import current_language, language_name
 from bridge.language.detect import language_of
+from bridge.messages import HistoryRecord
 from bridge.state.chats import Turn
 
 SYSTEM = """You are Confide, {name}'s private assistant. You answer from excerpts of {name}'s own history \
@@ -32,11 +34,12 @@ _CLOSING_TAG = re.compile(r"</(\s*history)", re.IGNORECASE)
 
 
 def build_messages(
-    person_name: str, question: str, turns: list[Turn], hits: list[Hit], now: datetime
+    person_name: str, question: str, turns: list[Turn], hits: list[Hit], now: datetime, zone: tzinfo = UTC
 ) -> list[dict[str, str]]:
-    """Instructions and history first, then the chat's turns, then the question with the task last."""
-    system = SYSTEM.format(name=person_name, today=f"{now:%Y-%m-%d}")
-    messages = [{"role": "system", "content": f"{system}\n\n{format_history(hits)}"}]
+    """Instructions and history first, then the chat's turns, then the question with the task last. Dates are
+    the person's (`zone`)."""
+    system = SYSTEM.format(name=person_name, today=day_and_time(now, zone, with_time=False))
+    messages = [{"role": "system", "content": f"{system}\n\n{format_history(hits, zone)}"}]
     messages.extend({"role": t.role, "content": t.text} for t in turns)
     messages.append({"role": "user", "content": user_message(question, len(hits))})
     return messages
@@ -62,20 +65,46 @@ def task(excerpts: int) -> str:
     )
 
 
-def format_history(hits: list[Hit]) -> str:
+def format_history(hits: list[Hit], zone: tzinfo = UTC) -> str:
+    """Each excerpt under its number, date (as people write it, which a small model copies into its answer: "16
+    June 2023", not "2023-06-16") and author; its relative time phrases resolved against its own date (`dated`)."""
     if not hits:
         return f"<history>\n{NO_HISTORY}\n</history>"
     blocks = []
     for number, hit in enumerate(hits, start=1):
         record = hit.record
         where = " · ".join(p for p in (record.channel, record.conversation) if p)
-        header = _defuse(f"[{number}] {record.time:%Y-%m-%d %H:%M} · {where} · {record.author or 'unknown'}")
+        when = day_and_time(record.time, zone)
+        header = _defuse(f"[{number}] {when} · {where} · {record.author or 'unknown'}")
+        text = dated_text(record, zone)
         # Quote every line, and defuse a closing tag, so an excerpt cannot break out of its block.
-        body = "\n".join("> " + line for line in _defuse(record.text).splitlines())
+        body = "\n".join("> " + line for line in _defuse(text).splitlines())
         blocks.append(f"{header}\n{body}")
     return "<history>\n" + "\n\n".join(blocks) + "\n</history>"
+
+
+def dated_text(record: HistoryRecord, zone: tzinfo) -> str:
+    """The record's text as the model reads it: its relative time phrases followed by the dates they mean."""
+    return dated(record.text, _aware(record.time).astimezone(zone), record.language)
+
+
+def as_read(record: HistoryRecord, zone: tzinfo) -> str:
+    """An excerpt as the model read it, in one line: its date, author and text (what a sentence it wrote may
+    repeat: "on Friday 16 June 2023, Maria joined a gym")."""
+    return f"{day_and_time(record.time, zone)} · {record.author}: {dated_text(record, zone)}"
 
 
 def _defuse(text: str) -> str:
     """A closing tag inside quoted data would end the history block early: break it up."""
     return _CLOSING_TAG.sub(r"</ \1", text)
+
+
+def day_and_time(moment: datetime, zone: tzinfo, with_time: bool = True) -> str:
+    """The day (and time) in `zone`, as "Friday 16 June 2023, 14:30" (a naive time is UTC, as records store it)."""
+    local = _aware(moment).astimezone(zone)
+    day = f"{local:%A} {local.day} {local:%B %Y}"
+    return f"{day}, {local:%H:%M}" if with_time else day
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

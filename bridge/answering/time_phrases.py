@@ -317,6 +317,20 @@ def span_in(question: str, language: str, now: datetime) -> Span | None:
     return Span(min(span.start for span in spans), max(span.end for span in spans))
 
 
+def relative_phrases(text: str, language: str) -> list[tuple[int, int, str, int]]:
+    """The relative phrases of `language` in `text` (bridge/answering/dated.py): start, end, unit ("day", "week",
+    "month", "year") and how many of them back; none overlapping, the longer phrase taken first."""
+    rules = _RULES.get(language)
+    found: list[tuple[int, int, str, int]] = []
+    if rules is None:
+        return found
+    for pattern, unit, back in rules.relative:
+        for match in pattern.finditer(text):
+            if not any(start < match.end() and match.start() < end for start, end, _, _ in found):
+                found.append((match.start(), match.end(), unit, _count(match, rules) if back is None else back))
+    return found
+
+
 def _masked(text: str, match: re.Match[str]) -> str:
     return text[: match.start()] + " " * len(match[0]) + text[match.end() :]  # same length: offsets hold
 
@@ -339,21 +353,31 @@ def _count(match: re.Match[str], rules: _Rules) -> int:
     return next(value for value, number in enumerate(rules.numbers, start=1) if number.fullmatch(text))
 
 
+def unit_start(unit: str, back: int, now: datetime) -> datetime:
+    """Where the day, week (from Monday), month or year `back` of them before now's begins (negative: ahead)."""
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "day":
+        return today - timedelta(days=back)
+    if unit == "week":
+        return today - timedelta(days=today.weekday() + 7 * back)
+    if unit == "month":
+        index = today.year * 12 + today.month - 1 - back
+        return month_start(index // 12, index % 12 + 1)
+    return datetime(today.year - back, 1, 1, tzinfo=UTC)
+
+
 def _ago(unit: str, back: int, now: datetime) -> Span:
     """The day, week (Monday to Monday), month or year `back` of them before now's; this one (back 0) until now."""
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    tomorrow = today + timedelta(days=1)
+    tomorrow = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    start = unit_start(unit, back, now)
     if unit == "day":
-        day = today - timedelta(days=back)
-        start, end = day - DAY_SLACK, day + timedelta(days=1) + DAY_SLACK
+        start, end = start - DAY_SLACK, start + timedelta(days=1) + DAY_SLACK
     elif unit == "week":
-        start = today - timedelta(days=today.weekday() + 7 * back)
         end = start + timedelta(days=7)
     elif unit == "month":
-        index = today.year * 12 + today.month - 1 - back
-        start, end = month_start(index // 12, index % 12 + 1), month_start((index + 1) // 12, (index + 1) % 12 + 1)
+        end = month_start(start.year + start.month // 12, start.month % 12 + 1)
     else:
-        start, end = datetime(today.year - back, 1, 1, tzinfo=UTC), datetime(today.year - back + 1, 1, 1, tzinfo=UTC)
+        end = datetime(start.year + 1, 1, 1, tzinfo=UTC)
     return Span(start, min(end, tomorrow))
 
 

@@ -8,7 +8,7 @@ import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,6 +96,7 @@ class CommandCall:
     load_turns: Callable[[int], Awaitable[list[Turn]]]  # the chat's last n turns
     progress: Progress  # shows the reply as it grows (a streaming command's; a no-op for the others)
     members: Callable[[], Awaitable[Members | None]] = _nobody  # who is in a group
+    zone: tzinfo = UTC  # the person's time zone (PersonSettings.time_zone)
 
     @property
     def state_key(self) -> str:
@@ -164,10 +165,7 @@ class Commands:
     async def _sources(self, call: CommandCall) -> CommandResult:
         if not call.state.last_sources:
             return CommandResult(say("My last answer in this chat used no sources (or there was none yet)."))
-        lines = [say("My last answer was based on:")]
-        for c in call.state.last_sources:
-            lines.append(f"{c.label()}\n    “{c.excerpt}”")
-        return CommandResult("\n".join(lines))
+        return CommandResult(sources_text(call.state.last_sources))
 
     @_handles("model")
     async def _model(self, call: CommandCall) -> CommandResult:
@@ -199,7 +197,7 @@ class Commands:
             return CommandResult(str(exc))
         scopes = call.command.scopes  # in a group: the room's conversation, never the asker's own history
         answers = await self.pipeline.compare(
-            scopes, call.person_name, question, list(request.models), context, call.progress
+            scopes, call.person_name, question, list(request.models), context, call.progress, call.zone
         )
         citations = merged_citations(answers)
         key = call.state_key
@@ -480,3 +478,19 @@ def _selector_from_json(data: dict[str, Any]) -> Selector:
         until=datetime.fromisoformat(data["until"]) if data.get("until") else None,
         everything=bool(data.get("everything")),
     )
+
+
+def sources_text(sources: list[Citation]) -> str:
+    """/sources: each sentence of the last answer, then the excerpts that say it, quoted. Sources kept before
+    answers were checked sentence by sentence (no claims) are listed as they were."""
+    lines = [say("My last answer was based on:")]
+    said: set[str] = set()
+    for citation in sources:
+        for claim in citation.claims:
+            if claim in said:
+                continue
+            said.add(claim)
+            lines.append(f"\n“{claim}”")
+            lines += [f"  {c.label()}\n      > {c.excerpt}" for c in sources if claim in c.claims]
+    lines += [f"{c.label()}\n    “{c.excerpt}”" for c in sources if not c.claims]
+    return "\n".join(lines)

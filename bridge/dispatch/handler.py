@@ -130,7 +130,8 @@ class MessageHandler:
         model = state.model if state.model in self.pipeline.models.names() else self.options.default_model
         turns = await self.chats.recent_turns(key, self.options.recent_turns)
         name = self.directory.name(question.person)
-        answer = await self.pipeline.answer(scopes, name, question.text, model, turns, progress)
+        zone = self.directory.zone(question.person)
+        answer = await self.pipeline.answer(scopes, name, question.text, model, turns, progress, zone)
         if question.room is not None and answer.abstained:
             answer = replace(answer, text=say(GROUP_ONLY))
         await self._remember_asked(message, question)
@@ -165,7 +166,8 @@ class MessageHandler:
         key = state_key(message.chat_key, person, message.is_direct)
         turns = await self.chats.recent_turns(key, self.options.recent_turns)
         name = self.directory.name(decision.person)
-        answer = await self.pipeline.answer(decision.scopes, name, decision.text, owed.model, turns)
+        zone = self.directory.zone(decision.person)
+        answer = await self.pipeline.answer(decision.scopes, name, decision.text, owed.model, turns, zone=zone)
         if answer.fallback:
             return False
         answered = say(GROUP_ONLY) if decision.room is not None and answer.abstained else answer.text
@@ -217,7 +219,10 @@ class MessageHandler:
             return await self._members(message)
 
         name = self.directory.name(command.person)
-        call = CommandCall(command, message, state, name, self.options.recent_turns, load_turns, progress, members)
+        call = CommandCall(
+            command, message, state, name, self.options.recent_turns, load_turns, progress, members,
+            self.directory.zone(command.person),
+        )  # fmt: skip
         return await self.commands.run(call)
 
     async def _members(self, message: IncomingMessage) -> Members | None:

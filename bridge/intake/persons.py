@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, tzinfo
+from zoneinfo import ZoneInfo
+
 from bridge.config import PersonSettings
 from bridge.intake.platforms import normalize_account
 
@@ -11,6 +14,7 @@ class PersonDirectory:
         self._by_account = {account: p.id for p in persons for account in p.accounts}
         self._names = {p.id: p.name or p.id for p in persons}
         self._languages = {p.id: p.language for p in persons if p.language}
+        self._zones = {p.id: ZoneInfo(p.time_zone) for p in persons if p.time_zone}
 
     def person_for(self, account: str) -> str | None:
         return self._by_account.get(normalize_account(account))
@@ -21,3 +25,7 @@ class PersonDirectory:
     def language(self, person: str | None) -> str | None:
         """The reply language the person's settings name, if any."""
         return self._languages.get(person) if person is not None else None
+
+    def zone(self, person: str | None) -> tzinfo:
+        """The time zone the person's settings name (PersonSettings.time_zone), else UTC."""
+        return self._zones.get(person, UTC) if person is not None else UTC

@@ -35,10 +35,12 @@ class Behaviour:
 
 
 def default_answer(messages: list[dict[str, Any]]) -> str:
-    """Echo the question of the last message (the paragraph after "question:"), citing the first excerpt."""
+    """Echo the question of the last message (the paragraph after "question:"), then quote the first excerpt's first
+    line and cite it: a model that says what its excerpt says, so Confide's support check keeps the citation."""
     asked = re.split(r"question:", str(messages[-1]["content"]), flags=re.IGNORECASE)[-1]
     question = asked.strip().split("\n\n", 1)[0].strip()
-    return f"You asked: {question} [1]"
+    quoted = re.search(r"<history>\n\[1\][^\n]*\n> ([^\n]*)", "\n".join(str(m["content"]) for m in messages))
+    return f"You asked: {question} {quoted[1]} [1]" if quoted else f"You asked: {question}"
 
 
 @dataclass
