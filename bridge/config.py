@@ -22,9 +22,14 @@ class ModelSettings(BaseModel):
     """One OpenAI-compatible chat endpoint (vLLM in production)."""
 
     base_url: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    replicas: list[str] = Field(
+        default_factory=list,
+        description="More base URLs serving the same model (vLLM replicas): each request goes to the replica with "
+        "the fewest outstanding requests, and one whose circuit is open gets none",
+    )
     model: str = Field(description="Model id the server knows, e.g. Qwen/Qwen2.5-7B-Instruct")
     api_key: SecretStr = SecretStr("none")
-    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight to this model at once")
+    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight to each replica of this model at once")
     timeout_s: float = Field(120.0, gt=0, description="Whole-request timeout")
     connect_timeout_s: float = Field(5.0, gt=0)
     retries: int = Field(2, ge=0, le=10, description="Retries on 429/5xx/connection errors")
@@ -37,9 +42,23 @@ class ModelSettings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return _http_base(value)
+
+    @field_validator("replicas")
+    @classmethod
+    def _http_urls(cls, values: list[str]) -> list[str]:
+        return [_http_base(value) for value in values]
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every replica's base URL, the first one first, each once."""
+        return list(dict.fromkeys([self.base_url, *self.replicas]))
+
+
+def _http_base(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
 
 
 class LocalModelSettings(BaseModel):
@@ -77,6 +96,9 @@ class EmbedderSettings(BaseModel):
     api_key: SecretStr = SecretStr("none")
     batch_size: int = Field(64, ge=1, le=4096)
     dimension: int | None = Field(None, ge=1, description="Needed for backend=openai if not 384")
+    concurrency: int = Field(4, ge=1, le=256, description="backend=openai: batches in flight to the endpoint at once")
+    timeout_s: float = Field(60.0, gt=0, description="backend=openai: one batch's whole request")
+    retries: int = Field(2, ge=0, le=10, description="backend=openai: retries of a batch on 429/5xx/connection errors")
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> EmbedderSettings:
@@ -112,11 +134,37 @@ class StoreSettings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL for backend=server")
     api_key: SecretStr | None = None
     collection: str = "confide_history"
+    # A Qdrant cluster (backend=server). Each applies when Confide creates the collection (a collection that exists
+    # keeps its layout: Qdrant changes it with its own API), None leaves Qdrant's default. See README, "Qdrant as a
+    # cluster", for Qdrant's guidance on each.
+    shard_number: int | None = Field(None, ge=1, description="Shards of the collection (a few per node)")
+    replication_factor: int | None = Field(None, ge=1, description="Copies of each shard on different nodes")
+    write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must confirm a write before it succeeds (at most replication_factor)"
+    )
+    on_disk_vectors: bool = Field(False, description="Keep the original dense vectors on disk (memory-mapped)")
+    on_disk_payload: bool = Field(True, description="Keep payloads on disk, indexed fields in memory")
+    quantization: Literal["none", "int8"] = Field(
+        "none", description="int8 scalar quantization of the dense vectors, in memory, searched with rescoring"
+    )
+    oversampling: float = Field(2.0, ge=1.0, description="quantization=int8: candidates fetched per result, rescored")
+    tenant_graphs: bool = Field(
+        False,
+        description="One HNSW graph per person (payload_m) and none over everyone (m=0): Qdrant's multitenancy advice "
+        "for many persons; every search of Confide names its person",
+    )
+    payload_m: int = Field(16, ge=4, le=128, description="tenant_graphs: edges per node of each person's graph")
+    prefer_grpc: bool = Field(False, description="Talk to Qdrant over gRPC (grpc_port) instead of REST")
+    grpc_port: int = Field(6334, ge=1, le=65535)
+    timeout_s: float = Field(30.0, gt=0, description="One request to Qdrant")
+    retries: int = Field(3, ge=0, le=10, description="Retries with back-off on timeouts, 429/5xx and lost connections")
 
     @model_validator(mode="after")
     def _url_for_server(self) -> StoreSettings:
         if self.backend == "server" and not self.url:
             raise ValueError("url is required when backend is 'server'")
+        if self.write_consistency_factor and self.write_consistency_factor > (self.replication_factor or 1):
+            raise ValueError("write_consistency_factor cannot exceed replication_factor")
         return self
 
 

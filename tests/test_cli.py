@@ -112,6 +112,19 @@ async def test_doctor_lists_hosts_and_checks_them(tmp_path: Path) -> None:
     assert down.code == 1 and "failed" in down.stdout
 
 
+async def test_doctor_asks_every_replica_what_it_serves(tmp_path: Path) -> None:
+    right, wrong = await FakeOpenAI().start(), await FakeOpenAI(model="other-model").start()
+    models = json.dumps({"main": {"base_url": right.base_url, "replicas": [wrong.base_url], "model": right.model}})
+    report = await run_cli(["doctor"], cli_env(tmp_path, models=models))
+    wrong.model = right.model
+    mended = await run_cli(["doctor"], cli_env(tmp_path, models=models))
+    await right.stop()
+    await wrong.stop()
+    assert report.code == 1 and right.base_url in report.stdout and wrong.base_url in report.stdout
+    assert f"{wrong.base_url} serves ['other-model'], not 'test-model'" in report.stdout
+    assert mended.code == 0 and "serves test-model on 2 replicas" in mended.stdout, mended.stdout
+
+
 async def test_forget_and_export_from_the_command_line(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("Alpha note about the garden shed.")
     (tmp_path / "b.txt").write_text("Beta note about the car insurance.")

@@ -164,3 +164,22 @@ def test_a_transcription_endpoint_is_judged_like_every_other(env: pytest.MonkeyP
         check_endpoints(settings)
     env.setenv("CONFIDE_TRANSCRIBER__BASE_URL", "http://10.0.0.7:8000/v1")
     assert [(e.purpose, e.allowed) for e in endpoints(load_settings())] == [("transcriber", True)]
+
+
+def test_every_replica_of_a_model_is_judged_like_every_other_endpoint(env: pytest.MonkeyPatch) -> None:
+    """A model served by several replicas: a public one among them is refused like a public base_url."""
+    replicas = ["http://10.0.0.8:8000/v1/", "https://gpu.example.com/v1"]
+    env.setenv("CONFIDE_MODELS", json.dumps({"qwen": {"base_url": "http://10.0.0.7:8000/v1", "model": "Qwen",
+                                                      "replicas": replicas}}))  # fmt: skip
+    settings = load_settings()
+    assert settings.models["qwen"].base_urls == [
+        "http://10.0.0.7:8000/v1", "http://10.0.0.8:8000/v1", "https://gpu.example.com/v1"
+    ]  # fmt: skip
+    assert [(e.url, e.allowed) for e in endpoints(settings)] == [
+        ("http://10.0.0.7:8000/v1", True), ("http://10.0.0.8:8000/v1", True), ("https://gpu.example.com/v1", False)
+    ]  # fmt: skip
+    with pytest.raises(HostNotAllowed, match=r"gpu\.example\.com"):
+        check_endpoints(settings)
+    env.setenv("CONFIDE_MODELS__QWEN__REPLICAS", '["ftp://10.0.0.9/v1"]')
+    with pytest.raises(ConfigError, match="must start with http"):
+        load_settings()

@@ -175,3 +175,86 @@ async def test_concurrency_is_per_model_and_reached(fake_llm: FakeOpenAI) -> Non
     await other.stop()
     assert fake_llm.peak_in_flight == 3
     assert other.peak_in_flight == 2
+
+
+async def test_a_request_goes_to_the_replica_with_the_fewest_outstanding_requests() -> None:
+    """While one replica is busy with a slow answer, the next questions go to the idle one (round robin would send
+    every second one to the busy replica)."""
+    busy, idle = await FakeOpenAI().start(), await FakeOpenAI().start()
+    busy.default = Behaviour(delay_s=2.0)
+    client = ModelClient({"m": model_for(busy, replicas=[idle.base_url])})
+    try:
+        slow = asyncio.create_task(collect(client))
+        await eventually(lambda: busy.in_flight == 1)
+        for _ in range(4):
+            assert "what time is it" in text_of(await collect(client))
+        assert "what time is it" in text_of(await slow)
+    finally:
+        await client.close()
+        await busy.stop()
+        await idle.stop()
+    assert (len(busy.requests), len(idle.requests)) == (1, 4)
+
+
+async def test_concurrent_requests_are_spread_over_replicas_each_within_its_own_limit() -> None:
+    first, second = await FakeOpenAI().start(), await FakeOpenAI().start()
+    for server in (first, second):
+        server.default = Behaviour(delay_s=0.5)
+    client = ModelClient({"m": model_for(first, replicas=[second.base_url], concurrency=2)})
+    try:
+        answers = await asyncio.gather(*(collect(client) for _ in range(6)))
+    finally:
+        await client.close()
+        await first.stop()
+        await second.stop()
+    assert all("what time is it" in text_of(events) for events in answers)
+    assert (len(first.requests), len(second.requests)) == (3, 3)
+    assert (first.peak_in_flight, second.peak_in_flight) == (2, 2), "a replica got more than its concurrency"
+    assert client.peak_in_flight("m") == 4
+
+
+async def test_a_failing_replica_gets_no_more_requests_while_the_others_answer() -> None:
+    """Its circuit opens after a few failures and the questions meanwhile are answered by the other replica, at
+    once (no back-off towards a replica that is up); a probe lets it back in when it answers again."""
+    failing, healthy = await FakeOpenAI().start(), await FakeOpenAI().start()
+    failing.default = Behaviour(status=503)
+    client = ModelClient({"m": model_for(failing, replicas=[healthy.base_url], retries=0)})
+    try:
+        started = asyncio.get_running_loop().time()
+        for _ in range(12):
+            assert "what time is it" in text_of(await collect(client))
+        elapsed = asyncio.get_running_loop().time() - started
+        assert len(failing.requests) == BREAKER_FAILURES, "requests went on to a replica whose circuit is open"
+        assert client.replicas_up("m") == [healthy.base_url] and client.is_up("m")
+        assert elapsed < 5, f"questions waited {elapsed:.1f} s although a replica was up"
+        failing.default = Behaviour()  # back
+        await eventually(lambda: client.replicas_up("m") == [failing.base_url, healthy.base_url], within_s=15)
+        before = len(failing.requests)
+        await asyncio.gather(*(collect(client) for _ in range(4)))
+        assert len(failing.requests) > before, "the replica that came back got no request"
+    finally:
+        await client.close()
+        await failing.stop()
+        await healthy.stop()
+
+
+async def test_the_model_is_down_only_when_every_replica_is() -> None:
+    first, second = await FakeOpenAI().start(), await FakeOpenAI().start()
+    for server in (first, second):
+        server.default = Behaviour(status=503)
+    client = ModelClient({"m": model_for(first, replicas=[second.base_url], retries=0)})
+    try:
+        for _ in range(2 * BREAKER_FAILURES):
+            with pytest.raises(ModelUnavailable):
+                await collect(client)
+            if client.replicas_up("m"):
+                assert client.is_up("m")
+        assert not client.is_up("m") and client.replicas_up("m") == []
+        sent = len(first.requests) + len(second.requests)
+        with pytest.raises(ModelUnavailable, match="down for over"):
+            await collect(client)
+        assert len(first.requests) + len(second.requests) == sent
+    finally:
+        await client.close()
+        await first.stop()
+        await second.stop()

@@ -15,6 +15,7 @@ from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qmodels
 
 import bridge.history.store
+from bridge.config import StoreSettings
 from bridge.history.index import HistoryIndex, message_text
 from bridge.history.store import HistoryStore, IndexIncompatible, PersonMismatch, Selector, edge, server
 from bridge.history.store.edge import EdgeStore
@@ -38,12 +39,20 @@ def record(person: str, rid: str, text: str, days: int = 0, source: str = "notes
     )
 
 
-@pytest.fixture(params=["embedded", "server"])
+# A Qdrant cluster's layout (bridge/history/store/cluster.py): int8 vectors searched with rescoring, one graph per
+# person. qdrant-client's local mode takes it and searches exactly; that the layout reaches a server is
+# tests/test_qdrant_cluster.py's.
+CLUSTER = StoreSettings(shard_number=2, replication_factor=2, write_consistency_factor=1, on_disk_vectors=True,
+                        quantization="int8", tenant_graphs=True)  # fmt: skip
+
+
+@pytest.fixture(params=["embedded", "server", "cluster"])
 async def index(request: pytest.FixtureRequest, tmp_path: Path, embedder: LocalEmbedder) -> AsyncIterator[HistoryIndex]:
     if request.param == "embedded":
         store = EdgeStore(tmp_path / "shard")
     else:
-        store = ServerStore(AsyncQdrantClient(location=":memory:"), "history")
+        layout = CLUSTER if request.param == "cluster" else None
+        store = ServerStore(AsyncQdrantClient(location=":memory:"), "history", layout=layout)
     history = HistoryIndex(store, embedder)
     await store.open(embedder.dimension)
     yield history

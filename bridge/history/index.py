@@ -356,9 +356,7 @@ def build_store(settings: Settings) -> HistoryStore:
     if settings.store.backend == "server":
         from bridge.history.store.server import ServerStore
 
-        assert settings.store.url is not None
-        api_key = settings.store.api_key.get_secret_value() if settings.store.api_key else None
-        return ServerStore.connect(settings.store.url, api_key, settings.store.collection, settings.retrieval.rrf_k)
+        return ServerStore.connect(settings.store, settings.retrieval.rrf_k)
     from bridge.history.store.edge import EdgeStore
 
     return EdgeStore(settings.shard_path, settings.retrieval.rrf_k)

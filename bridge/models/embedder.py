@@ -290,10 +290,23 @@ class LocalEmbedder:
 
 
 class OpenAIEmbedder:
-    """Embeddings from an OpenAI-compatible /v1/embeddings endpoint (vLLM, TEI)."""
+    """Embeddings from an OpenAI-compatible /v1/embeddings endpoint (vLLM, TEI).
+
+    An import's texts go in batches of `batch_size`, `concurrency` of them in flight at once (a serving engine
+    batches concurrent requests on its GPU; one after another it idles between them). Each request has a timeout and
+    is retried with back-off on 429, 5xx and connection errors (the openai client's own retries)."""
 
     def __init__(
-        self, base_url: str, model: str, api_key: str, batch_size: int, dimension: int | None, proxy: str | None = None
+        self,
+        base_url: str,
+        model: str,
+        api_key: str,
+        batch_size: int,
+        dimension: int | None,
+        proxy: str | None = None,
+        concurrency: int = 4,
+        timeout_s: float = 60.0,
+        retries: int = 2,
     ) -> None:
         from openai import AsyncOpenAI
 
@@ -302,12 +315,14 @@ class OpenAIEmbedder:
         self._client = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
-            max_retries=2,
+            max_retries=retries,
+            timeout=timeout_s,
             http_client=openai_http_client(proxy),
         )
         self.model = model
         self.batch_size = batch_size
         self.dimension = dimension or 0
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def open(self) -> None:
         if not self.dimension:
@@ -321,12 +336,16 @@ class OpenAIEmbedder:
         return EmbedderIdentity(self.model, "", self.dimension)  # the endpoint's model name says which it is
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start : start + self.batch_size])
+        chunks = [list(texts[start : start + self.batch_size]) for start in range(0, len(texts), self.batch_size)]
+        embedded = await asyncio.gather(*(self._embed_chunk(chunk) for chunk in chunks))
+        return [vector for chunk in embedded for vector in chunk]
+
+    async def _embed_chunk(self, chunk: list[str]) -> list[list[float]]:
+        async with self._slots:
             response = await self._client.embeddings.create(model=self.model, input=chunk)
-            vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
-        return vectors
+        if len(response.data) != len(chunk):
+            raise ValueError(f"the embedding endpoint returned {len(response.data)} vectors for {len(chunk)} texts")
+        return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
     async def embed_query(self, text: str) -> list[float]:
         return (await self.embed_documents([text]))[0]
@@ -353,5 +372,8 @@ def build_embedder(settings: EmbedderSettings, proxy: str | None = None) -> Embe
             settings.batch_size,
             settings.dimension,
             proxy,
+            settings.concurrency,
+            settings.timeout_s,
+            settings.retries,
         )
     return LocalEmbedder(settings.model_path, settings.batch_size, settings.packaged)

@@ -1,7 +1,9 @@
 """Chat models behind OpenAI-compatible endpoints (vLLM in production), streamed.
 
-Each named model has its own concurrency limit, so two models never wait on each other and nothing
-is serialized globally. Failures before the answer is complete are retried (honouring Retry-After);
+Each named model has its own concurrency limit per replica, so two models never wait on each other and nothing
+is serialized globally. A model served by several replicas (vLLM behind several base URLs) sends each request to
+the replica with the fewest outstanding requests; each replica has its own circuit breaker, so a failing one gets
+no requests while the others answer. Failures before the answer is complete are retried (honouring Retry-After);
 when retries run out the caller gets `ModelUnavailable` and falls back to showing the history.
 """
 
@@ -94,14 +96,16 @@ PROBE_MAX_S = 30.0  # the longest pause between two health probes of a model tha
 
 
 @dataclass
-class _Model:
-    settings: ModelSettings
+class _Replica:
+    """One server of a model (a vLLM replica), with its own slots and its own circuit breaker."""
+
+    url: str
     client: AsyncOpenAI
     limit: asyncio.Semaphore
+    outstanding: int = 0  # requests routed here, waiting for a slot or in flight: what routing balances
     in_flight: int = 0
-    peak_in_flight: int = 0
     # The circuit breaker: after BREAKER_FAILURES failures in a row no request is sent; a probe asks the server
-    # (GET /models, cheap) with back-off, and the first success lets the waiting questions through again.
+    # (GET /models, cheap) with back-off, and the first success lets requests through again.
     failures: int = 0
     trial: bool = False  # half-open: a probe succeeded; one more failure opens the circuit again at once
     up: asyncio.Event = field(default_factory=asyncio.Event)
@@ -112,9 +116,31 @@ class _Model:
         self.up.set()
 
 
+@dataclass
+class _Model:
+    settings: ModelSettings
+    replicas: list[_Replica]
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    # Set while any replica's circuit is closed: a question waits on it when every replica is down.
+    any_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.any_up.set()
+
+    def pick(self, avoid: _Replica | None) -> _Replica | None:
+        """The replica with the fewest outstanding requests among those up, the one that just failed this request
+        last; None when all are down."""
+        up = [replica for replica in self.replicas if replica.up.is_set()]
+        if not up:
+            return None
+        others = [replica for replica in up if replica is not avoid] or up
+        return min(others, key=lambda replica: replica.outstanding)
+
+
 class ModelClient:
-    """`wait_s`: how long a question waits for a model that is down (its circuit open) before ModelUnavailable;
-    0: only the model's own `retries`."""
+    """`wait_s`: how long a question waits for a model that is down (the circuits of all its replicas open)
+    before ModelUnavailable; 0: only the model's own `retries`."""
 
     def __init__(self, models: dict[str, ModelSettings], proxy: str | None = None, wait_s: float = 0.0) -> None:
         self._models = {name: _build(settings, proxy) for name, settings in models.items()}
@@ -130,92 +156,113 @@ class ModelClient:
         return self._model(name).peak_in_flight
 
     def is_up(self, name: str) -> bool:
-        """Whether requests go to this model (its circuit is closed); an unknown model is not."""
+        """Whether requests go to this model (a replica's circuit is closed); an unknown model is not."""
         model = self._models.get(name)
-        return model is not None and model.up.is_set()
+        return model is not None and model.any_up.is_set()
+
+    def replicas_up(self, name: str) -> list[str]:
+        """The base URLs of the replicas whose circuit is closed."""
+        return [replica.url for replica in self._model(name).replicas if replica.up.is_set()]
 
     def probes(self, name: str) -> int:
-        return self._model(name).probes
+        return sum(replica.probes for replica in self._model(name).replicas)
 
     async def stream(self, name: str, messages: list[dict[str, str]]) -> AsyncIterator[StreamEvent]:
         model = self._model(name)
-        retries = model.settings.retries
+        # Each replica gets a chance before a question gives up, whatever `retries` says.
+        retries = max(model.settings.retries, len(model.replicas) - 1)
         deadline = time.monotonic() + self.wait_s
         reason = "its circuit is open"
+        failed: _Replica | None = None
         for attempt in itertools.count():
-            if not await self._wait_until_up(model, deadline):
+            replica = await self._replica(model, failed, deadline)
+            if replica is None:
                 raise ModelUnavailable(name, f"down for over {self.wait_s:.0f} s ({reason})")
             shown = False
+            replica.outstanding += 1
             try:
-                async with model.limit:
+                async with replica.limit:
                     await now_at_work()  # the wait for a slot is over: from here a crash counts against the message
                     model.in_flight += 1
+                    replica.in_flight += 1
                     model.peak_in_flight = max(model.peak_in_flight, model.in_flight)
                     try:
                         async with asyncio.timeout(model.settings.timeout_s):
-                            async for event in self._attempt(name, model, messages):
+                            async for event in self._attempt(name, model, replica, messages):
                                 shown = shown or isinstance(event, Delta)
                                 yield event
-                        model.failures, model.trial = 0, False
+                        replica.failures, replica.trial = 0, False
                         return
                     finally:
                         model.in_flight -= 1
+                        replica.in_flight -= 1
             except _RETRYABLE as exc:
                 reason = _describe(exc)
-                self._failed(name, model, reason)
+                self._failed(name, model, replica, reason)
+                failed = replica
                 if attempt >= retries and time.monotonic() >= deadline:
                     raise ModelUnavailable(name, reason) from exc
-                delay = _retry_delay(exc, min(attempt, 4))
-                log.warning("model %s failed (%s); retry %d in %.1fs", name, reason, attempt + 1, delay)
+                # Another replica that is up takes the retry at once; the same server is given time to recover.
+                elsewhere = model.pick(replica) not in (None, replica)
+                delay = _retry_delay(exc, min(attempt, 4), backing_off=not elsewhere)
+                log.warning("model %s failed at %s (%s); retry %d in %.1fs", name, replica.url, reason, attempt + 1,
+                            delay)  # fmt: skip
                 if shown:
                     yield Restart(reason)
                 await asyncio.sleep(delay)
             except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
                 raise ModelUnavailable(name, _describe(exc)) from exc
+            finally:
+                replica.outstanding -= 1
 
-    def _failed(self, name: str, model: _Model, reason: str) -> None:
-        model.failures += 1
-        if (model.trial or model.failures >= BREAKER_FAILURES) and model.up.is_set():
-            log.error("model %s failed %d times in a row (%s): no more requests until it answers a probe",
-                      name, model.failures, reason)  # fmt: skip
-            model.up.clear()
-            model.probe = asyncio.create_task(self._probe(name, model), name=f"confide-probe-{name}")
+    async def _replica(self, model: _Model, failed: _Replica | None, deadline: float) -> _Replica | None:
+        """The replica for the next attempt, waiting until `deadline` while every replica is down."""
+        while (replica := model.pick(failed)) is None:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await model.any_up.wait()
+            except TimeoutError:
+                return None
+        return replica
 
-    async def _wait_until_up(self, model: _Model, deadline: float) -> bool:
-        """Whether the model's circuit is closed, waiting for it until `deadline`."""
-        if model.up.is_set():
-            return True
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await model.up.wait()
-        except TimeoutError:
-            return False
-        return True
+    def _failed(self, name: str, model: _Model, replica: _Replica, reason: str) -> None:
+        replica.failures += 1
+        if (replica.trial or replica.failures >= BREAKER_FAILURES) and replica.up.is_set():
+            log.error("model %s failed %d times in a row at %s (%s): no more requests there until it answers a probe",
+                      name, replica.failures, replica.url, reason)  # fmt: skip
+            replica.up.clear()
+            if not any(other.up.is_set() for other in model.replicas):
+                model.any_up.clear()
+            replica.probe = asyncio.create_task(self._probe(name, model, replica), name=f"confide-probe-{name}")
 
-    async def _probe(self, name: str, model: _Model) -> None:
-        """Ask a model that is down whether it is back, with back-off; close its circuit when it is."""
+    async def _probe(self, name: str, model: _Model, replica: _Replica) -> None:
+        """Ask a replica that is down whether it is back, with back-off; close its circuit when it is."""
         delay = 1.0
         while True:
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-            model.probes += 1
+            replica.probes += 1
             try:
-                await model.client.models.list(timeout=model.settings.connect_timeout_s + 5)
+                await replica.client.models.list(timeout=model.settings.connect_timeout_s + 5)
             except _PROBE_ERRORS as exc:
-                log.info("model %s still down (%s); next probe in %.0f s", name, _describe(exc), delay)
+                log.info("model %s still down at %s (%s); next probe in %.0f s", name, replica.url, _describe(exc),
+                         delay)  # fmt: skip
                 delay = min(delay * 2, PROBE_MAX_S)
                 continue
-            log.info("model %s answers again: requests resume", name)
-            model.failures, model.trial = 0, True
-            model.up.set()
+            log.info("model %s answers again at %s: requests resume", name, replica.url)
+            replica.failures, replica.trial = 0, True
+            replica.up.set()
+            model.any_up.set()
             return
 
-    async def _attempt(self, name: str, model: _Model, messages: list[dict[str, str]]) -> AsyncIterator[StreamEvent]:
+    async def _attempt(
+        self, name: str, model: _Model, replica: _Replica, messages: list[dict[str, str]]
+    ) -> AsyncIterator[StreamEvent]:
         started = time.monotonic()
         first: float | None = None
         pieces = 0
         usage = None
         finish = None
-        stream = await _create_stream(model, messages)
+        stream = await _create_stream(model.settings, replica.client, messages)
         async with stream:
             async for chunk in stream:
                 if chunk.usage is not None:
@@ -239,17 +286,21 @@ class ModelClient:
             finish_reason=finish,
         )
 
-    async def list_remote_models(self, name: str) -> list[str]:
-        """What the endpoint serves (for `confide doctor`)."""
-        page = await self._model(name).client.models.list()
-        return [m.id for m in page.data]
+    async def list_remote_models(self, name: str) -> dict[str, list[str]]:
+        """What each replica serves, by its base URL (for `confide doctor`)."""
+        served: dict[str, list[str]] = {}
+        for replica in self._model(name).replicas:
+            page = await replica.client.models.list()
+            served[replica.url] = [m.id for m in page.data]
+        return served
 
     async def close(self) -> None:
         for model in self._models.values():
-            if model.probe is not None:
-                model.probe.cancel()
-                await asyncio.gather(model.probe, return_exceptions=True)
-            await model.client.close()
+            for replica in model.replicas:
+                if replica.probe is not None:
+                    replica.probe.cancel()
+                    await asyncio.gather(replica.probe, return_exceptions=True)
+                await replica.client.close()
 
     def _model(self, name: str) -> _Model:
         try:
@@ -269,17 +320,28 @@ def openai_http_client(proxy: str | None) -> openai.DefaultAsyncHttpxClient:
 
 def _build(settings: ModelSettings, proxy: str | None) -> _Model:
     timeout = openai.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-    client = AsyncOpenAI(
-        base_url=settings.base_url,
-        api_key=settings.api_key.get_secret_value(),
-        timeout=timeout,
-        max_retries=0,  # retries are ours: they must know whether text was already shown
-        http_client=openai_http_client(proxy),
-    )
-    return _Model(settings, client, asyncio.Semaphore(settings.concurrency))
+    replicas = [
+        _Replica(
+            url,
+            AsyncOpenAI(
+                base_url=url,
+                api_key=settings.api_key.get_secret_value(),
+                timeout=timeout,
+                max_retries=0,  # retries are ours: they must know whether text was already shown
+                http_client=openai_http_client(proxy),
+            ),
+            asyncio.Semaphore(settings.concurrency),
+        )
+        for url in settings.base_urls
+    ]
+    return _Model(settings, replicas)
 
 
-def _retry_delay(exc: BaseException, attempt: int) -> float:
+def _retry_delay(exc: BaseException, attempt: int, backing_off: bool = True) -> float:
+    """The pause before a retry: the server's Retry-After, else exponential back-off with jitter; a retry that goes to
+    another replica waits only a moment (`backing_off` False)."""
+    if not backing_off:
+        return 0.05 * (0.8 + 0.4 * random.random())
     response = getattr(exc, "response", None)
     if response is not None:
         header = response.headers.get("retry-after")
@@ -306,16 +368,18 @@ def _describe(exc: BaseException) -> str:
 _AUTH: dict[str, object] = {"security": {"bearer_auth": True}} if "security" in RequestOptions.__annotations__ else {}
 
 
-async def _create_stream(model: _Model, messages: list[dict[str, str]]) -> AsyncStream[ChatCompletionChunk]:
+async def _create_stream(
+    settings: ModelSettings, client: AsyncOpenAI, messages: list[dict[str, str]]
+) -> AsyncStream[ChatCompletionChunk]:
     body = {
-        "model": model.settings.model,
+        "model": settings.model,
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": model.settings.max_tokens,
-        "temperature": model.settings.temperature,
+        "max_tokens": settings.max_tokens,
+        "temperature": settings.temperature,
     }
-    return await model.client.post(
+    return await client.post(
         "/chat/completions",
         cast_to=ChatCompletion,
         body=body,

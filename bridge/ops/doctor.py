@@ -97,9 +97,10 @@ def _energy_check(settings: Settings) -> Callable[[], Awaitable[str]]:
 def _model_check(client: ModelClient, name: str, model_id: str) -> Callable[[], Awaitable[str]]:
     async def check() -> str:
         served = await client.list_remote_models(name)
-        if model_id not in served:
-            raise RuntimeError(f"endpoint serves {served}, not {model_id!r}")
-        return f"serves {model_id}"
+        wrong = {url: ids for url, ids in served.items() if model_id not in ids}
+        if wrong:
+            raise RuntimeError("; ".join(f"{url} serves {ids}, not {model_id!r}" for url, ids in wrong.items()))
+        return f"serves {model_id}" + (f" on {len(served)} replicas" if len(served) > 1 else "")
 
     return check
 

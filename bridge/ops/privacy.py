@@ -28,7 +28,9 @@ class HostNotAllowed(Exception):
 
 def endpoints(settings: Settings) -> list[Endpoint]:
     """Every remote host the configuration makes Confide contact, and whether it may."""
-    found: list[tuple[str, str]] = [(f"model {name}", m.base_url) for name, m in settings.models.items()]
+    found: list[tuple[str, str]] = [
+        (f"model {name}", url) for name, m in settings.models.items() for url in m.base_urls
+    ]
     if settings.embedder.backend == "openai" and settings.embedder.base_url:
         found.append(("embedder", settings.embedder.base_url))
     if settings.transcriber.backend == "openai" and settings.transcriber.base_url:

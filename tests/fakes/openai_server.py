@@ -52,6 +52,11 @@ class FakeOpenAI:
     script: list[Behaviour] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     transcriptions: list[dict[str, Any]] = field(default_factory=list)  # /v1/audio/transcriptions calls
+    embedding_requests: list[dict[str, Any]] = field(default_factory=list)  # /v1/embeddings bodies
+    embedding_script: list[Behaviour] = field(default_factory=list)  # then 200 after embedding_delay_s
+    embedding_delay_s: float = 0.0
+    embedding_in_flight: int = 0
+    embedding_peak_in_flight: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -97,6 +102,16 @@ class FakeOpenAI:
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
+        self.embedding_requests.append(body)
+        behaviour = self.embedding_script.pop(0) if self.embedding_script else Behaviour(delay_s=self.embedding_delay_s)
+        self.embedding_in_flight += 1
+        self.embedding_peak_in_flight = max(self.embedding_peak_in_flight, self.embedding_in_flight)
+        try:
+            await asyncio.sleep(behaviour.delay_s)
+        finally:
+            self.embedding_in_flight -= 1
+        if behaviour.status != 200:
+            return _error(behaviour.status, "scripted failure", "ServerError", behaviour.retry_after)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [
             {"object": "embedding", "index": i, "embedding": _toy_embedding(str(text))} for i, text in enumerate(inputs)

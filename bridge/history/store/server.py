@@ -8,6 +8,7 @@ from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
+from bridge.config import StoreSettings
 from bridge.history.store import (
     DENSE_VECTORS,
     INDEXED_KEYWORDS,
@@ -30,6 +31,7 @@ from bridge.history.store import (
     staged_complete,
     to_payload,
 )
+from bridge.history.store.cluster import collection_layout, connect, dense_params, search_params
 from bridge.messages import HistoryRecord
 
 log = logging.getLogger(__name__)
@@ -77,16 +79,30 @@ def _filter(person: str, selector: Selector | None, point_ids: Iterable[str] = (
 
 
 class ServerStore:
-    def __init__(self, client: AsyncQdrantClient, collection: str, rrf_k: int = 10, owns_client: bool = True) -> None:
+    """`layout`: the cluster settings a new collection is created with and searched by (bridge/history/store/
+    cluster.py); by default Qdrant's own."""
+
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        collection: str,
+        rrf_k: int = 10,
+        owns_client: bool = True,
+        layout: StoreSettings | None = None,
+    ) -> None:
         self.client = client
         self.collection = collection
         self.rrf_k = rrf_k
         self._owns_client = owns_client  # a staged store shares its parent's client
+        self.layout = layout or StoreSettings()
+        self._search_params = search_params(self.layout)
 
     def staged(self, key: str) -> ServerStore:
         """The collection `confide reindex` builds for the embedder `key` names; the configured name then becomes an
         alias of it (Qdrant's way to switch collections at once)."""
-        return ServerStore(self.client, f"{self.collection}{STAGED_INFIX}{key}", self.rrf_k, owns_client=False)
+        return ServerStore(
+            self.client, f"{self.collection}{STAGED_INFIX}{key}", self.rrf_k, owns_client=False, layout=self.layout
+        )
 
     async def drop(self) -> None:
         await self.client.delete_collection(self.collection)
@@ -126,10 +142,8 @@ class ServerStore:
                 return
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None, collection: str, rrf_k: int = 10) -> ServerStore:
-        # check_compatibility would call the server before we asked anything; we need no such call.
-        client = AsyncQdrantClient(url=url, api_key=api_key, check_compatibility=False)
-        return cls(client, collection, rrf_k)
+    def connect(cls, settings: StoreSettings, rrf_k: int = 10) -> ServerStore:
+        return cls(connect(settings), settings.collection, rrf_k, layout=settings)
 
     async def open(self, dimension: int) -> None:
         await self._finish_replacing()
@@ -147,13 +161,12 @@ class ServerStore:
             found = index_version()
             await self.client.create_collection(
                 self.collection,
-                vectors_config={
-                    name: models.VectorParams(size=dimension, distance=models.Distance.COSINE) for name in DENSE_VECTORS
-                },
+                vectors_config={name: dense_params(dimension, self.layout) for name in DENSE_VECTORS},
                 sparse_vectors_config={
                     name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in SPARSE_VECTORS
                 },
                 metadata={VERSION_KEY: found},
+                **collection_layout(self.layout),
             )
         await self._ensure_indexes()
         await migrate_index(self, found, where, instead, self._save_version)
@@ -239,7 +252,13 @@ class ServerStore:
             "other": lambda part: _in_other_languages(part, language or ""),
         }
         prefetch = [
-            models.Prefetch(query=list(vector), using=name, limit=candidates, filter=narrow[ranked](part))
+            models.Prefetch(
+                query=list(vector),
+                using=name,
+                limit=candidates,
+                filter=narrow[ranked](part),
+                params=self._search_params,
+            )
             for vector, ranked in dense_plan(dense, language, across, alike)
             for part in wheres
             for name in DENSE_VECTORS
@@ -275,7 +294,9 @@ class ServerStore:
         by_point = {point_id(person, rid): rid for rid in record_ids}
         where = _filter(person, None, by_point)
         requests = [
-            models.QueryRequest(query=list(dense), using=name, filter=where, limit=len(by_point))
+            models.QueryRequest(
+                query=list(dense), using=name, filter=where, limit=len(by_point), params=self._search_params
+            )
             for name in DENSE_VECTORS
         ]
         found = await self.client.query_batch_points(self.collection, requests)
