@@ -37,6 +37,7 @@ from bridge.ops.privacy import check_endpoints
 from bridge.services import Services, WorkerOptions
 from bridge.state.chats import Chats
 from bridge.state.db import StateDB
+from bridge.state.store import StateStore
 from bridge.state.usage import UsageLog
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,16 @@ class Running:
         return await services.inbox.unfinished(channel) == 0 and await services.outbox.unsent(channel) == 0
 
 
-async def _hand_over_state(db: StateDB, adapters: list[Adapter]) -> None:
+def build_state(settings: Settings) -> StateStore:
+    """SQLite in the data directory, or PostgreSQL where CONFIDE_STATE_URL names one."""
+    if settings.state_url is None:
+        return StateDB(settings.state_path)
+    from bridge.state.postgres import PostgresState  # psycopg is installed with the postgres extra only
+
+    return PostgresState(settings.state_url.get_secret_value(), settings.state_pool_size)
+
+
+async def _hand_over_state(db: StateStore, adapters: list[Adapter]) -> None:
     """Each adapter's platform tables brought to their last migration, and its handle on them given to it: before
     the Dispatcher exists, so no run or delivery finds it missing."""
     for adapter in adapters:
@@ -172,7 +182,7 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
     """Everything a running bridge needs, built once (`confide serve`, `confide chat`, tests, benchmarks), and taken
     down again in reverse order."""
     async with AsyncExitStack() as stack:
-        metrics = Metrics(settings.state_path)
+        metrics = Metrics(settings.state_path, settings.state_url)
         # First: a configured energy source this host cannot read stops start-up before anything loads.
         energy = parts.energy or await stack.enter_async_context(
             open_energy(settings.energy, settings.models, metrics.error)
@@ -181,7 +191,7 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
         if history is None:
             history = await stack.enter_async_context(open_history(settings))
             await _serve_cli_jobs(stack, history, settings.data_dir)
-        db = StateDB(settings.state_path)
+        db = build_state(settings)
         await db.open()
         stack.push_async_callback(db.close)
         await _hand_over_state(db, adapters)

@@ -117,7 +117,8 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> None:
     from bridge.ops.diskspace import NotEnoughSpace
     from bridge.ops.metrics import MetricsPortError
     from bridge.ops.privacy import HostNotAllowed
-    from bridge.state.db import SchemaTooNew, StateDamaged
+    from bridge.state.db import StateDamaged
+    from bridge.state.store import SchemaTooNew
 
     errors = (
         DataDirBusy,

@@ -323,6 +323,12 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("~/.local/share/confide"), description="State database and embedded index")
+    state_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL for the state (inbox, outbox, chats, usage, platforms' tables), as a libpq URL "
+        "postgresql://user:password@host:5432/dbname; unset: SQLite in the data directory",
+    )
+    state_pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connections of one process")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Non-private hosts Confide may contact (comma-separated)"
@@ -390,6 +396,13 @@ class Settings(BaseSettings):
     @property
     def state_path(self) -> Path:
         return self.data_dir / "state.sqlite3"
+
+    @field_validator("state_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a URL starting with postgresql://")
+        return value
 
     @property
     def shard_path(self) -> Path:

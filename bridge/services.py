@@ -17,7 +17,7 @@ from bridge.intake.persons import PersonDirectory
 from bridge.models.llm import ModelClient
 from bridge.ops.metrics import Metrics
 from bridge.state.chats import Chats
-from bridge.state.db import StateDB
+from bridge.state.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class WorkerOptions:
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    db: StateDB
+    db: StateStore
     inbox: Inbox
     outbox: Outbox
     drafts: Drafts

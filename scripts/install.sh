@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install Confide into ./.venv on a fresh machine (safe to re-run).
 #   scripts/install.sh          the application with its embedded defaults
-#   scripts/install.sh --test   plus what the test suite needs
+#   scripts/install.sh --test   plus what the test suite needs (PostgreSQL's client among it)
 # Each step prints its name and time; pip's chatter is kept out unless a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="local-llm"
-[[ "${1:-}" == "--test" ]] && extras="local-llm,test"
+[[ "${1:-}" == "--test" ]] && extras="local-llm,postgres,test"  # the suite runs the state store on both backends
 
 python="${PYTHON:-python3}"
 started=$SECONDS

@@ -4,7 +4,7 @@ bridge in-process."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.recording_adapter import RecordingAdapter
 from tests.harness import Harness
 from tests.helpers import make_settings
+from tests.postgres import PostgresCluster
 
 pytest_plugins = ["tests.deadline", "tests.other_user"]  # the other_user fixture
 
@@ -33,6 +34,20 @@ for _name in [name for name in os.environ if name.startswith("CONFIDE_")]:
 # As the `confide` executable does (bridge/launch.py): folders the tests make for Confide's data are private, which
 # Confide requires of its data directory. tests/test_hostile.py checks the same with the shell's usual umask 022.
 private_files()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL on loopback (tests/postgres.py), started the first time a test asks for it."""
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def state_url(postgres: PostgresCluster) -> str:
+    """A fresh, empty PostgreSQL database for this test's state."""
+    return postgres.new_database()
 
 
 @pytest.fixture(scope="session")

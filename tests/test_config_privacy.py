@@ -183,3 +183,21 @@ def test_every_replica_of_a_model_is_judged_like_every_other_endpoint(env: pytes
     env.setenv("CONFIDE_MODELS__QWEN__REPLICAS", '["ftp://10.0.0.9/v1"]')
     with pytest.raises(ConfigError, match="must start with http"):
         load_settings()
+
+
+def test_a_postgresql_state_is_judged_like_every_endpoint_and_its_password_never_shown(
+    env: pytest.MonkeyPatch,
+) -> None:
+    env.setenv("CONFIDE_STATE_URL", "postgresql://confide:s3cret@db.example.com:5432/confide")
+    listed = endpoints(load_settings())
+    assert [(e.purpose, e.url, e.allowed) for e in listed] == [
+        ("state", "postgresql://db.example.com:5432/confide", False)
+    ]
+    with pytest.raises(HostNotAllowed) as refused:
+        check_endpoints(load_settings())
+    assert "s3cret" not in str(refused.value)
+    env.setenv("CONFIDE_STATE_URL", "postgresql://confide:s3cret@10.0.0.4/confide")
+    assert [(e.url, e.allowed) for e in endpoints(load_settings())] == [("postgresql://10.0.0.4/confide", True)]
+    env.setenv("CONFIDE_STATE_URL", "host=10.0.0.4 dbname=confide")
+    with pytest.raises(ConfigError, match=r"CONFIDE_STATE_URL: .*postgresql://"):
+        load_settings()

@@ -460,7 +460,7 @@ def test_dockerfile_base_and_command(dockerfile: list[tuple[str, str]]) -> None:
 def test_dockerfile_installs_cpu_torch_before_confide(dockerfile: list[tuple[str, str]]) -> None:
     runs = [arguments for keyword, arguments in dockerfile if keyword == "RUN"]
     torch = next(i for i, run in enumerate(runs) if "torch==2.13.0" in run and "pip install" in run)
-    package = next(i for i, run in enumerate(runs) if re.search(r"pip install \.(\s|$)", run))
+    package = next(i for i, run in enumerate(runs) if re.search(r"pip install (\.|\"\.\[[a-z,-]+\]\")(\s|$)", run))
     assert torch < package
 
 

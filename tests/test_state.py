@@ -1,10 +1,13 @@
-"""The durable inbox and outbox on a real SQLite file."""
+"""The state store's contract, on both backends (a real SQLite file, a real PostgreSQL server): the durable inbox
+and outbox, migrations and their versions, the platforms' tables; and what only the SQLite file has (its layout
+before versions, group commit)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 import bridge.app
 from adapters.email.state import MIGRATIONS as EMAIL_MIGRATIONS
@@ -25,16 +28,11 @@ from bridge.history.index import HistoryIndex
 from bridge.intake.adapter import InboxPort
 from bridge.intake.platforms import Platform
 from bridge.messages import IncomingMessage, OutgoingReply
-from bridge.state.db import (
-    CORE_MIGRATIONS,
-    Migration,
-    PlatformState,
-    SchemaTooNew,
-    StateDB,
-    apply_migrations,
-    connect,
-    schema_version,
-)
+from bridge.ops.metrics import Metrics
+from bridge.state.db import StateDB, apply_migrations, connect, schema_version
+from bridge.state.postgres import PostgresState
+from bridge.state.schema import CORE_MIGRATIONS
+from bridge.state.store import Connection, Migration, PlatformState, SchemaTooNew, StateStore
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.recording_adapter import RecordingAdapter
 from tests.harness import Harness
@@ -55,8 +53,35 @@ async def open_db(path: Path) -> StateDB:
     return db
 
 
-async def test_put_is_idempotent_on_channel_and_platform_id(tmp_path: Path) -> None:
-    db = await open_db(tmp_path)
+@dataclass
+class Backend:
+    """Where a test's state lives: opened again after a close, as a restarted process opens it."""
+
+    kind: str
+    path: Path
+    url: str | None = None
+
+    async def open(self) -> StateStore:
+        db: StateStore = StateDB(self.path / "state.sqlite3") if self.url is None else PostgresState(self.url)
+        await db.open()
+        return db
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path)
+    return Backend("postgresql", tmp_path, request.getfixturevalue("state_url"))
+
+
+def columns(conn: Connection, table: str) -> list[str]:
+    """A table's columns, read the same way on both backends (from a row's names)."""
+    row = conn.execute(f"SELECT * FROM {table}").fetchone()
+    return list(row.keys())
+
+
+async def test_put_is_idempotent_on_channel_and_platform_id(backend: Backend) -> None:
+    db = await backend.open()
     inbox = Inbox(db)
     assert await inbox.put(message("1")) is True
     assert await inbox.put(message("1", text="redelivered")) is False
@@ -68,8 +93,8 @@ async def test_put_is_idempotent_on_channel_and_platform_id(tmp_path: Path) -> N
     await db.close()
 
 
-async def test_messages_of_a_chat_come_in_order_and_chats_are_separate(tmp_path: Path) -> None:
-    db = await open_db(tmp_path)
+async def test_messages_of_a_chat_come_in_order_and_chats_are_separate(backend: Backend) -> None:
+    db = await backend.open()
     inbox = Inbox(db)
     for pid, chat in [("1", "a"), ("2", "b"), ("3", "a"), ("4", "b")]:
         await inbox.put(message(pid, chat))
@@ -83,8 +108,8 @@ async def test_messages_of_a_chat_come_in_order_and_chats_are_separate(tmp_path:
     await db.close()
 
 
-async def test_unfinished_work_survives_a_restart(tmp_path: Path) -> None:
-    db = await open_db(tmp_path)
+async def test_unfinished_work_survives_a_restart(backend: Backend) -> None:
+    db = await backend.open()
     inbox = Inbox(db)
     await inbox.put(message("1"))
     claimed = await inbox.claim_next("telegram:c1")
@@ -92,7 +117,7 @@ async def test_unfinished_work_survives_a_restart(tmp_path: Path) -> None:
     await inbox.at_work(claimed.inbox_id)
     await db.close()  # the process dies while working on it
 
-    db = await open_db(tmp_path)
+    db = await backend.open()
     inbox = Inbox(db)
     assert await inbox.recover() == 1
     again = await inbox.claim_next("telegram:c1")
@@ -101,7 +126,7 @@ async def test_unfinished_work_survives_a_restart(tmp_path: Path) -> None:
     assert await inbox.failed(again.inbox_id) == 1
     await db.close()  # dies again, this time before the message was at work: only taken, waiting for a slot
 
-    db = await open_db(tmp_path)
+    db = await backend.open()
     inbox = Inbox(db)
     await inbox.recover()
     third = await inbox.claim_next("telegram:c1")
@@ -109,9 +134,9 @@ async def test_unfinished_work_survives_a_restart(tmp_path: Path) -> None:
     await db.close()
 
 
-async def test_a_message_that_only_waited_is_never_held_to_account_for_restarts(tmp_path: Path) -> None:
+async def test_a_message_that_only_waited_is_never_held_to_account_for_restarts(backend: Backend) -> None:
     for _ in range(15):  # more restarts than any message may be interrupted at work
-        db = await open_db(tmp_path)
+        db = await backend.open()
         inbox = Inbox(db)
         await inbox.put(message("1"))
         await inbox.recover()
@@ -120,8 +145,8 @@ async def test_a_message_that_only_waited_is_never_held_to_account_for_restarts(
         await db.close()
 
 
-async def test_finish_queues_each_reply_once(tmp_path: Path) -> None:
-    db = await open_db(tmp_path)
+async def test_finish_queues_each_reply_once(backend: Backend) -> None:
+    db = await backend.open()
     inbox, outbox = Inbox(db), Outbox(db)
     await inbox.put(message("1"))
     claimed = await inbox.claim_next("telegram:c1")
@@ -137,8 +162,8 @@ async def test_finish_queues_each_reply_once(tmp_path: Path) -> None:
     await db.close()
 
 
-async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
-    db = await open_db(tmp_path)
+async def test_a_failed_transaction_leaves_nothing_behind(backend: Backend) -> None:
+    db = await backend.open()
     inbox, outbox = Inbox(db), Outbox(db)
     await inbox.put(message("1"))
     claimed = await inbox.claim_next("telegram:c1")
@@ -226,81 +251,107 @@ async def test_a_fresh_database_has_the_same_tables_as_an_upgraded_one(tmp_path:
     assert tables(tmp_path / "old" / "state.sqlite3") == tables(tmp_path / "new" / "state.sqlite3")
 
 
-async def test_migrations_run_once_in_order_each_with_its_version(tmp_path: Path) -> None:
+async def test_migrations_run_once_in_order_each_with_its_version(backend: Backend) -> None:
     ran: list[int] = []
 
     def step(version: int) -> Migration:
-        def change(conn: sqlite3.Connection) -> None:
+        def change(conn: Connection) -> None:
             ran.append(version)
             conn.execute(f"ALTER TABLE things ADD COLUMN c{version} INTEGER")
 
         return (version, change)
 
-    first: list[Migration] = [(1, "CREATE TABLE things (id INTEGER PRIMARY KEY); -- a comment; with ';'"), step(2)]
-    db = await open_db(tmp_path)
+    first: list[Migration] = [
+        (1, "CREATE TABLE things (id INTEGER PRIMARY KEY); -- a comment; with ';'\nINSERT INTO things VALUES (1)"),
+        step(2),
+    ]
+    db = await backend.open()
     assert await db.migrate("test", first) == 2
     assert await db.migrate("test", first) == 2
     assert ran == [2]
     assert await db.migrate("test", [*first, step(3), step(4)]) == 4
     assert ran == [2, 3, 4]  # only what was new, in order
-    columns = await db.run(lambda conn: [row[1] for row in conn.execute("PRAGMA table_info(things)")])
-    assert columns == ["id", "c2", "c3", "c4"]
+    assert await db.run(lambda conn: columns(conn, "things")) == ["id", "c2", "c3", "c4"]
     await db.close()
 
 
-async def test_a_failed_migration_leaves_the_previous_version_whole(tmp_path: Path) -> None:
-    def broken(conn: sqlite3.Connection) -> None:
+async def test_a_failed_migration_leaves_the_previous_version_whole(backend: Backend) -> None:
+    def broken(conn: Connection) -> None:
         conn.execute("ALTER TABLE things ADD COLUMN half INTEGER")
         raise RuntimeError("power cut")
 
-    db = await open_db(tmp_path)
+    db = await backend.open()
     with pytest.raises(RuntimeError, match="power cut"):
-        await db.migrate("test", [(1, "CREATE TABLE things (id INTEGER PRIMARY KEY)"), (2, broken)])
-    assert await db.run(lambda conn: schema_version(conn, "test")) == 1
-    columns = await db.run(lambda conn: [row[1] for row in conn.execute("PRAGMA table_info(things)")])
-    assert columns == ["id"]
+        await db.migrate("test", [(1, "CREATE TABLE things (id INTEGER PRIMARY KEY); INSERT INTO things VALUES (1)"),
+                                  (2, broken)])  # fmt: skip
+    assert await db.run(lambda conn: version_of(conn, "test")) == 1
+    assert await db.run(lambda conn: columns(conn, "things")) == ["id"]
     await db.close()
 
 
-async def test_a_database_of_a_newer_version_is_refused_and_left_alone(tmp_path: Path) -> None:
-    db = await open_db(tmp_path)
+def version_of(conn: Connection, owner: str) -> int:
+    row = conn.execute("SELECT version FROM schema_versions WHERE owner=?", (owner,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_database_of_a_newer_version_is_refused_and_left_alone(backend: Backend) -> None:
+    db = await backend.open()
     await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=9 WHERE owner='core'"))
     await db.close()
     with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 7\)"):
-        await open_db(tmp_path)
-    with closing(connect(tmp_path / "state.sqlite3")) as conn:
-        assert schema_version(conn, "core") == 9  # nothing was changed
-        adapter: list[Migration] = [(1, "CREATE TABLE telegram_x (a)")]
-        apply_migrations(conn, "telegram", adapter)  # another owner is not held back by the core's version
-        conn.execute("UPDATE schema_versions SET version=2 WHERE owner='telegram'")
-        with pytest.raises(SchemaTooNew, match=r"\(telegram schema 2, this version knows 1\)"):
+        await backend.open()
+    db = StateDB(backend.path / "state.sqlite3") if backend.url is None else PostgresState(backend.url)
+    adapter: list[Migration] = [(1, "CREATE TABLE telegram_x (a TEXT)")]
+    # Another owner is not held back by the core's version: its tables are brought forward on their own.
+    if isinstance(db, StateDB):
+        with closing(connect(backend.path / "state.sqlite3")) as conn:
+            assert schema_version(conn, "core") == 9  # nothing was changed
             apply_migrations(conn, "telegram", adapter)
+            conn.execute("UPDATE schema_versions SET version=2 WHERE owner='telegram'")
+            with pytest.raises(SchemaTooNew, match=r"\(telegram schema 2, this version knows 1\)"):
+                apply_migrations(conn, "telegram", adapter)
+        return
+    await db._submit(db._open_sync)  # the pool alone, without the core's migrations that refuse
+    try:
+        assert await db.run(lambda conn: version_of(conn, "core")) == 9  # nothing was changed
+        assert await db.migrate("telegram", adapter) == 1
+        await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=2 WHERE owner='telegram'"))
+        with pytest.raises(SchemaTooNew, match=r"\(telegram schema 2, this version knows 1\)"):
+            await db.migrate("telegram", adapter)
+    finally:
+        await db.close()
 
 
-async def test_each_owner_has_its_own_version(tmp_path: Path) -> None:
-    db = await open_db(tmp_path)
-    assert await db.migrate("alpha", [(1, "CREATE TABLE alpha_t (a)"), (2, "ALTER TABLE alpha_t ADD COLUMN b")]) == 2
-    assert await db.migrate("beta", [(1, "CREATE TABLE beta_t (a)")]) == 1
+async def test_each_owner_has_its_own_version(backend: Backend) -> None:
+    db = await backend.open()
+    alpha: list[Migration] = [(1, "CREATE TABLE alpha_t (a TEXT)"), (2, "ALTER TABLE alpha_t ADD COLUMN b TEXT")]
+    assert await db.migrate("alpha", alpha) == 2
+    assert await db.migrate("beta", [(1, "CREATE TABLE beta_t (a TEXT)")]) == 1
     versions = await db.run(lambda conn: dict(conn.execute("SELECT owner, version FROM schema_versions").fetchall()))
     assert versions == {"core": len(CORE_MIGRATIONS), "alpha": 2, "beta": 1}
     with pytest.raises(ValueError, match="numbered 1, 2, 3"):
-        await db.migrate("gamma", [(2, "CREATE TABLE gamma_t (a)")])
+        await db.migrate("gamma", [(2, "CREATE TABLE gamma_t (a TEXT)")])
     await db.close()
 
 
-async def test_adapters_keep_their_tables_in_the_state_database_beside_the_core(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    db = await open_db(tmp_path)
+async def test_adapters_keep_their_tables_in_the_state_database_beside_the_core(backend: Backend) -> None:
+    db = await backend.open()
     sent = SentParts(await db.platform_state("telegram", TELEGRAM_MIGRATIONS))
     email = EmailState(await db.platform_state("email", EMAIL_MIGRATIONS))
     await asyncio.gather(sent.record("r1", 0, 41), email.mark_sent("r2", "<m2@x>"), Inbox(db).put(message("1")))
+    await sent.record("r1", 0, 41)  # recorded again (a retried delivery): one row, the same id
     await email.save_checkpoint("INBOX", 7, 12)
+    await email.save_checkpoint("INBOX", 7, 13)
     assert await sent.parts("r1") == {0: 41}
-    assert await email.sent_message_id("r2") == "<m2@x>" and await email.checkpoint("INBOX") == (7, 12)
+    assert await email.sent_message_id("r2") == "<m2@x>" and await email.checkpoint("INBOX") == (7, 13)
+    assert await email.mark_sending("r3", "<m3@x>") is False and await email.mark_sending("r3", "<m3@x>") is True
+    versions = await db.run(lambda conn: dict(conn.execute("SELECT owner, version FROM schema_versions").fetchall()))
     await db.close()
-    assert {"telegram_sent_parts", "email_sent", "email_imap_checkpoint", "inbox"} <= tables(path)
-    with closing(connect(path)) as conn:
-        assert schema_version(conn, "telegram") == 2 and schema_version(conn, "email") == 2
+    assert versions["telegram"] == 2 and versions["email"] == 2
+    if backend.url is None:
+        assert {"telegram_sent_parts", "email_sent", "email_imap_checkpoint", "inbox"} <= tables(
+            backend.path / "state.sqlite3"
+        )
 
 
 # The platforms' tables as the previous version created them, each adapter on a connection of its own.
@@ -333,14 +384,14 @@ async def test_a_state_database_of_the_previous_version_keeps_the_platforms_rows
     await db.close()
 
 
-async def test_an_exception_inside_a_platforms_transaction_undoes_its_write(tmp_path: Path) -> None:
+async def test_an_exception_inside_a_platforms_transaction_undoes_its_write(backend: Backend) -> None:
     """Each call of a platform is one transaction: a part recorded as sent and its sending mark cleared go together
     (the adapters once wrote on autocommit connections, where the first write stayed after the second failed)."""
-    db = await open_db(tmp_path)
+    db = await backend.open()
     state = await db.platform_state("telegram", TELEGRAM_MIGRATIONS)
     sent = SentParts(state)
 
-    def mark_and_fail(conn: sqlite3.Connection) -> None:
+    def mark_and_fail(conn: Connection) -> None:
         conn.execute("INSERT INTO telegram_sending VALUES ('r1', 0)")
         raise RuntimeError("stopped halfway")
 
@@ -348,8 +399,9 @@ async def test_an_exception_inside_a_platforms_transaction_undoes_its_write(tmp_
         await state.run(mark_and_fail)
     assert await sent.begin("r1", 0) is False, "the write before the exception was kept"
     await db.run(lambda conn: conn.execute("DROP TABLE telegram_sending"))  # so `record` fails after its insert
-    with pytest.raises(sqlite3.OperationalError, match="no such table: telegram_sending"):
+    with pytest.raises(Exception, match="telegram_sending") as failed:  # each backend's "no such table"
         await sent.record("r1", 0, 41)
+    assert type(failed.value).__name__ in {"OperationalError", "UndefinedTable"}
     assert await sent.parts("r1") == {}, "the part was recorded as sent by a record that failed"
     await db.close()
 
@@ -425,9 +477,55 @@ async def test_concurrent_calls_share_one_commit_and_fail_alone(tmp_path: Path) 
         assert again.execute("SELECT count(*) FROM t").fetchone()[0] == 19
 
 
-async def test_a_voice_message_heard_before_heard_was_a_field_is_read_forward(tmp_path: Path) -> None:
+async def test_the_queue_depth_metric_is_read_from_either_backend(backend: Backend) -> None:
+    db = await backend.open()
+    inbox = Inbox(db)
+    for pid in ("1", "2"):
+        await inbox.put(message(pid))
+    await inbox.put(message("3").model_copy(update={"channel": "email"}))
+    first = await inbox.claim_next("telegram:c1")
+    assert first is not None
+    await inbox.finish(first.inbox_id, "answered", [])
+    await db.close()
+    url = SecretStr(backend.url) if backend.url else None
+    metrics = Metrics(backend.path / "state.sqlite3", url)
+    depth = {
+        sample.labels["channel"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "confide_queue_depth"
+        for sample in family.samples
+    }
+    assert depth["telegram"] == 1 and depth["email"] == 1 and depth["matrix"] == 0
+
+
+async def test_calls_run_side_by_side_on_postgresql_and_fail_alone(state_url: str) -> None:
+    """Each call is a transaction on a connection of the pool, several at once (SQLite serializes them): four calls
+    meet inside their transactions; the one that fails is undone alone."""
+    db = PostgresState(state_url, pool_size=4)
+    await db.open()
+    await db.run(lambda conn: conn.execute("CREATE TABLE t (n INTEGER)"))
+    meeting = threading.Barrier(4, timeout=10)
+
+    def insert(n: int) -> Callable[[Connection], int]:
+        def fn(conn: Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (n,))
+            meeting.wait()  # only passes when four transactions are open at the same time
+            if n == 2:
+                raise ValueError("two is refused")
+            return n
+
+        return fn
+
+    results = await asyncio.gather(*(db.run(insert(n)) for n in range(4)), return_exceptions=True)
+    stored = await db.run(lambda conn: sorted(row[0] for row in conn.execute("SELECT n FROM t")))
+    await db.close()
+    assert [str(r) if isinstance(r, Exception) else r for r in results] == [0, 1, "two is refused", 3]
+    assert stored == [0, 1, 3]
+
+
+async def test_a_voice_message_heard_before_heard_was_a_field_is_read_forward(backend: Backend) -> None:
     """An inbox row written by the previous version kept what was heard in `extra`: it is still heard, once."""
-    db = await open_db(tmp_path)
+    db = await backend.open()
     inbox = Inbox(db)
     old = message("1").model_dump(mode="json")
     old.update(text="where is the key?", extra={"chat_id": 7, "heard": {"text": "where is the key?", "file": "a.ogg"}})

@@ -47,7 +47,7 @@ from bridge.intake.adapter import Capabilities, InboxPort
 from bridge.intake.hearing import fetched_to_hear
 from bridge.intake.persons import PersonDirectory
 from bridge.messages import Attachment, IncomingMessage, OutgoingReply, utcnow
-from bridge.state.db import PlatformState
+from bridge.state.store import PlatformState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -7,10 +7,9 @@ reply twice, and the mailbox reader resumes where it stopped.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
-from bridge.state.db import Migration, PlatformState
+from bridge.state.store import Connection, Migration, PlatformState
 
 # The same numbered steps as when this adapter kept its own connection, so a database it wrote keeps its rows.
 MIGRATIONS: list[Migration] = [
@@ -36,7 +35,7 @@ class EmailState:
         self._state = state
 
     async def sent_message_id(self, reply_id: str) -> str | None:
-        def query(conn: sqlite3.Connection) -> str | None:
+        def query(conn: Connection) -> str | None:
             row = conn.execute("SELECT message_id FROM email_sent WHERE reply_id=?", (reply_id,)).fetchone()
             return str(row[0]) if row else None
 
@@ -45,10 +44,11 @@ class EmailState:
     async def mark_sending(self, reply_id: str, message_id: str) -> bool:
         """Record that this reply goes to the relay now; True if it went before and its end was never recorded."""
 
-        def record(conn: sqlite3.Connection) -> bool:
+        def record(conn: Connection) -> bool:
             before = conn.execute("SELECT 1 FROM email_sending WHERE reply_id=?", (reply_id,)).fetchone()
             conn.execute(
-                "INSERT OR REPLACE INTO email_sending (reply_id, message_id, started_at) VALUES (?, ?, ?)",
+                "INSERT INTO email_sending (reply_id, message_id, started_at) VALUES (?, ?, ?) ON CONFLICT (reply_id)"
+                " DO UPDATE SET message_id=excluded.message_id, started_at=excluded.started_at",
                 (reply_id, message_id, time.time()),
             )
             return before is not None
@@ -58,15 +58,15 @@ class EmailState:
     async def sending_failed(self, reply_id: str) -> None:
         """The relay refused it or could not be reached: not in doubt, a plain retry follows."""
 
-        def forget(conn: sqlite3.Connection) -> None:
+        def forget(conn: Connection) -> None:
             conn.execute("DELETE FROM email_sending WHERE reply_id=?", (reply_id,))
 
         await self._state.run(forget)
 
     async def mark_sent(self, reply_id: str, message_id: str) -> None:
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: Connection) -> None:
             conn.execute(
-                "INSERT OR IGNORE INTO email_sent (reply_id, message_id, sent_at) VALUES (?, ?, ?)",
+                "INSERT INTO email_sent (reply_id, message_id, sent_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 (reply_id, message_id, time.time()),
             )
             conn.execute("DELETE FROM email_sending WHERE reply_id=?", (reply_id,))
@@ -76,7 +76,7 @@ class EmailState:
     async def checkpoint(self, mailbox: str) -> tuple[int, int] | None:
         """(UIDVALIDITY, last UID handed to the inbox) of a mailbox, or None before its first mail."""
 
-        def query(conn: sqlite3.Connection) -> tuple[int, int] | None:
+        def query(conn: Connection) -> tuple[int, int] | None:
             row = conn.execute(
                 "SELECT uidvalidity, last_uid FROM email_imap_checkpoint WHERE mailbox=?", (mailbox,)
             ).fetchone()
@@ -85,7 +85,7 @@ class EmailState:
         return await self._state.run(query)
 
     async def save_checkpoint(self, mailbox: str, uidvalidity: int, last_uid: int) -> None:
-        def upsert(conn: sqlite3.Connection) -> None:
+        def upsert(conn: Connection) -> None:
             conn.execute(
                 "INSERT INTO email_imap_checkpoint (mailbox, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (mailbox) DO UPDATE SET uidvalidity=excluded.uidvalidity,"

@@ -38,7 +38,7 @@ from bridge.intake.hearing import fetched_to_hear
 from bridge.intake.persons import PersonDirectory
 from bridge.language.catalog import REPLY_LANGUAGES, SOURCE_LANGUAGE, speaking
 from bridge.messages import Attachment, Image, IncomingMessage, OutgoingReply
-from bridge.state.db import PlatformState
+from bridge.state.store import PlatformState
 
 log = logging.getLogger(__name__)
 

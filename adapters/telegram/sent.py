@@ -10,10 +10,9 @@ through the `PlatformState` the core hands the adapter; each call below is one t
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
-from bridge.state.db import Migration, PlatformState
+from bridge.state.store import Connection, Migration, PlatformState
 
 _KEEP_S = 30 * 24 * 3600  # the outbox gives up long before this
 
@@ -40,13 +39,13 @@ class SentParts:
     async def forget_old(self) -> None:
         """Drop the records of replies too old for the outbox to retry."""
 
-        def prune(conn: sqlite3.Connection) -> None:
+        def prune(conn: Connection) -> None:
             conn.execute("DELETE FROM telegram_sent_parts WHERE at < ?", (time.time() - _KEEP_S,))
 
         await self._state.run(prune)
 
     async def parts(self, reply_id: str) -> dict[int, int]:
-        def query(conn: sqlite3.Connection) -> dict[int, int]:
+        def query(conn: Connection) -> dict[int, int]:
             rows = conn.execute("SELECT part, message_id FROM telegram_sent_parts WHERE reply_id = ?", (reply_id,))
             return {int(part): int(message_id) for part, message_id in rows}
 
@@ -55,11 +54,11 @@ class SentParts:
     async def begin(self, reply_id: str, part: int) -> bool:
         """This part goes to Telegram now; True if it went before and its outcome was never recorded."""
 
-        def mark(conn: sqlite3.Connection) -> bool:
+        def mark(conn: Connection) -> bool:
             before = conn.execute(
                 "SELECT 1 FROM telegram_sending WHERE reply_id = ? AND part = ?", (reply_id, part)
             ).fetchone()
-            conn.execute("INSERT OR IGNORE INTO telegram_sending VALUES (?, ?)", (reply_id, part))
+            conn.execute("INSERT INTO telegram_sending VALUES (?, ?) ON CONFLICT DO NOTHING", (reply_id, part))
             return before is not None
 
         return await self._state.run(mark)
@@ -71,9 +70,10 @@ class SentParts:
     async def record(self, reply_id: str, part: int, message_id: int) -> None:
         """Telegram took the part: its id is kept and its sending mark cleared, both or neither."""
 
-        def store(conn: sqlite3.Connection) -> None:
+        def store(conn: Connection) -> None:
             conn.execute(
-                "INSERT OR REPLACE INTO telegram_sent_parts VALUES (?, ?, ?, ?)",
+                "INSERT INTO telegram_sent_parts VALUES (?, ?, ?, ?) ON CONFLICT (reply_id, part)"
+                " DO UPDATE SET message_id=excluded.message_id, at=excluded.at",
                 (reply_id, part, message_id, time.time()),
             )
             _forget_sending(conn, reply_id, part)
@@ -81,5 +81,5 @@ class SentParts:
         await self._state.run(store)
 
 
-def _forget_sending(conn: sqlite3.Connection, reply_id: str, part: int) -> None:
+def _forget_sending(conn: Connection, reply_id: str, part: int) -> None:
     conn.execute("DELETE FROM telegram_sending WHERE reply_id = ? AND part = ?", (reply_id, part))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -34,6 +33,7 @@ from bridge.language.catalog import N_, say
 from bridge.messages import Attachment, Citation, HistoryRecord, Image, IncomingMessage
 from bridge.state import chats
 from bridge.state.chats import ChatState, Turn
+from bridge.state.store import Connection
 from bridge.state.usage import UsageLog, format_summary
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ ONLY_IN_DIRECT = N_(
 )
 FORGET_USAGE = N_("Usage: /forget all | source NAME | since YYYY-MM-DD | until YYYY-MM-DD | between D1 D2 | last 2h")
 
-Effect = Callable[[sqlite3.Connection], None]
+Effect = Callable[[Connection], None]
 
 
 @dataclass
@@ -269,7 +269,7 @@ class Commands:
         deleted = await self.history.forget(person, selector)
         log.info("person %s deleted %d history records (%s)", person, deleted, selector.describe())
 
-        def effect(conn: sqlite3.Connection) -> None:
+        def effect(conn: Connection) -> None:
             clear(conn)
             if selector.everything:
                 chats.reset(conn, key)

@@ -12,7 +12,6 @@ the histories shared into it), and each member's chat memory is their own (bridg
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +38,7 @@ from bridge.messages import HistoryRecord, IncomingMessage, OutgoingReply
 from bridge.services import Services
 from bridge.state import chats, usage
 from bridge.state.chats import ChatState, Turn, state_key
+from bridge.state.store import Connection
 from bridge.state.usage import AnswerUsage
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class MessageHandler:
             answer = replace(answer, text=say(GROUP_ONLY))
         await self._remember_asked(message, question)
 
-        def remember(conn: sqlite3.Connection) -> None:
+        def remember(conn: Connection) -> None:
             # "Nothing found" is no turn of the conversation: replayed, it talks the model out of evidence that
             # arrives later (a small model repeats it although the note is now in its excerpts). Nor is a fallback,
             # whose real answer is owed until the model is back.
@@ -177,7 +177,7 @@ class MessageHandler:
             message, text, suffix="reanswer", citations=answer.citations, model=answer.model, edit_token=token
         )
 
-        def settle(conn: sqlite3.Connection) -> None:
+        def settle(conn: Connection) -> None:
             enqueue_reply(conn, reply, owed.inbox_id)
             reanswer.paid(conn, owed.inbox_id)
             if not answer.abstained:
@@ -276,7 +276,7 @@ def _with_usage(effect: Effect | None, inbox_id: int, person: str, used: list[An
     if not used:
         return effect
 
-    def combined(conn: sqlite3.Connection) -> None:
+    def combined(conn: Connection) -> None:
         if effect is not None:
             effect(conn)
         for one in used:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import TypeVar
 from bridge.dispatch.outbox import enqueue_reply
 from bridge.messages import IncomingMessage, OutgoingReply
 from bridge.ops.diskspace import DiskRoom
-from bridge.state.db import StateDB
+from bridge.state.store import Connection, StateStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,7 +36,7 @@ class Claimed:
 
 
 class Inbox:
-    def __init__(self, db: StateDB, room: DiskRoom | None = None) -> None:
+    def __init__(self, db: StateStore, room: DiskRoom | None = None) -> None:
         self._db = db
         self.room = room  # None: the disk is not watched (tests of the queue alone)
         self.changed = asyncio.Event()
@@ -54,10 +53,10 @@ class Inbox:
         if self.room is not None:
             self.room.check()
 
-        def insert(conn: sqlite3.Connection) -> bool:
+        def insert(conn: Connection) -> bool:
             cursor = conn.execute(
-                "INSERT OR IGNORE INTO inbox (channel, platform_message_id, chat_key, payload, received_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO inbox (channel, platform_message_id, chat_key, payload, received_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (
                     message.channel,
                     message.platform_message_id,
@@ -78,7 +77,7 @@ class Inbox:
     async def recover(self) -> int:
         """After a crash, work that was started but not finished is pending again."""
 
-        def reset(conn: sqlite3.Connection) -> int:
+        def reset(conn: Connection) -> int:
             conn.execute("UPDATE inbox SET attempts=attempts+1 WHERE status='working' AND at_work=1")
             return conn.execute(PUT_BACK).rowcount
 
@@ -93,7 +92,7 @@ class Inbox:
         await self._db.run(lambda conn: conn.execute(PUT_BACK))
 
     async def pending_chats(self, exclude: set[str]) -> list[str]:
-        def query(conn: sqlite3.Connection) -> list[str]:
+        def query(conn: Connection) -> list[str]:
             rows = conn.execute(
                 "SELECT chat_key, MIN(id) AS first FROM inbox WHERE status='pending' GROUP BY chat_key ORDER BY first"
             ).fetchall()
@@ -104,7 +103,7 @@ class Inbox:
     async def claim_next(self, chat_key: str) -> Claimed | None:
         """The oldest unfinished message of a chat, marked as taken (not yet at work: see `at_work`)."""
 
-        def claim(conn: sqlite3.Connection) -> Claimed | None:
+        def claim(conn: Connection) -> Claimed | None:
             row = conn.execute(
                 "SELECT id, payload, attempts, failures FROM inbox"
                 " WHERE chat_key=? AND status IN ('pending','working') ORDER BY id LIMIT 1",
@@ -127,11 +126,11 @@ class Inbox:
         inbox_id: int,
         outcome: str,
         replies: list[OutgoingReply],
-        also: Callable[[sqlite3.Connection], None] | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> None:
         """Mark a message done and queue its replies in one transaction: a reply exists at most once."""
 
-        def commit(conn: sqlite3.Connection) -> None:
+        def commit(conn: Connection) -> None:
             for reply in replies:
                 enqueue_reply(conn, reply, inbox_id)
             if also is not None:
@@ -149,14 +148,14 @@ class Inbox:
         payload = message.model_dump_json()
         await self._db.run(lambda conn: conn.execute("UPDATE inbox SET payload=? WHERE id=?", (payload, inbox_id)))
 
-    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def transact(self, fn: Callable[[Connection], T]) -> T:
         """Work that commits together with the inbox's and the outbox's rows (one transaction)."""
         return await self._db.run(fn)
 
     async def failed(self, inbox_id: int) -> int:
         """Count one failure of a message's handling; returns how many it has had."""
 
-        def count(conn: sqlite3.Connection) -> int:
+        def count(conn: Connection) -> int:
             conn.execute("UPDATE inbox SET failures=failures+1 WHERE id=?", (inbox_id,))
             return int(conn.execute("SELECT failures FROM inbox WHERE id=?", (inbox_id,)).fetchone()[0])
 
@@ -165,7 +164,7 @@ class Inbox:
     async def unfinished(self, channel: str | None = None) -> int:
         """Messages accepted and not yet finished (the queue depth)."""
 
-        def count(conn: sqlite3.Connection) -> int:
+        def count(conn: Connection) -> int:
             sql = "SELECT COUNT(*) FROM inbox WHERE status!='done'"
             if channel is None:
                 return conn.execute(sql).fetchone()[0]

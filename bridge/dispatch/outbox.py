@@ -7,19 +7,19 @@ transaction id, email Message-ID), so a delivery retried after a crash is never 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from bridge.messages import OutgoingReply
-from bridge.state.db import StateDB
+from bridge.state.store import Connection, StateStore
 
 log = logging.getLogger(__name__)
 
 
-def enqueue_reply(conn: sqlite3.Connection, reply: OutgoingReply, inbox_id: int | None) -> None:
+def enqueue_reply(conn: Connection, reply: OutgoingReply, inbox_id: int | None) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO outbox (reply_id, inbox_id, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO outbox (reply_id, inbox_id, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
         (reply.reply_id, inbox_id, reply.channel, reply.model_dump_json(), time.time()),
     )
 
@@ -32,11 +32,11 @@ class Pending:
 
 
 class Outbox:
-    def __init__(self, db: StateDB) -> None:
+    def __init__(self, db: StateStore) -> None:
         self._db = db
 
     async def pending(self, channel: str, limit: int = 100) -> list[Pending]:
-        def query(conn: sqlite3.Connection) -> list[Pending]:
+        def query(conn: Connection) -> list[Pending]:
             rows = conn.execute(
                 "SELECT id, payload, attempts FROM outbox WHERE status='pending' AND channel=? ORDER BY id LIMIT ?",
                 (channel, limit),
@@ -65,7 +65,7 @@ class Outbox:
     async def unsent(self, channel: str, ready_only: bool = False) -> int:
         """Replies of a channel not sent yet; `ready_only`: only those that never failed (none in a back-off)."""
 
-        def count(conn: sqlite3.Connection) -> int:
+        def count(conn: Connection) -> int:
             sql = "SELECT COUNT(*) FROM outbox WHERE status='pending' AND channel=?"
             return conn.execute(sql + (" AND attempts=0" if ready_only else ""), (channel,)).fetchone()[0]
 
@@ -75,11 +75,11 @@ class Outbox:
 class Drafts:
     """The platform handle of a reply being streamed, so a restart finishes the same message."""
 
-    def __init__(self, db: StateDB) -> None:
+    def __init__(self, db: StateStore) -> None:
         self._db = db
 
     async def get(self, inbox_id: int) -> str | None:
-        def query(conn: sqlite3.Connection) -> str | None:
+        def query(conn: Connection) -> str | None:
             row = conn.execute("SELECT edit_token FROM drafts WHERE inbox_id=?", (inbox_id,)).fetchone()
             return row[0] if row else None
 
@@ -88,6 +88,8 @@ class Drafts:
     async def save(self, inbox_id: int, token: str) -> None:
         await self._db.run(
             lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO drafts (inbox_id, edit_token) VALUES (?, ?)", (inbox_id, token)
+                "INSERT INTO drafts (inbox_id, edit_token) VALUES (?, ?)"
+                " ON CONFLICT (inbox_id) DO UPDATE SET edit_token=excluded.edit_token",
+                (inbox_id, token),
             )
         )

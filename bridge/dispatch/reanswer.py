@@ -9,13 +9,13 @@ transaction as the follow-up is queued: a crash in between neither loses it nor 
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from bridge.dispatch.inbox import Inbox
 from bridge.language.catalog import N_
 from bridge.messages import IncomingMessage
+from bridge.state.store import Connection
 
 FOLLOW_UP = N_("The model is back; here is the answer to your question:\n\n")
 
@@ -27,17 +27,18 @@ class Owed:
     message: IncomingMessage
 
 
-def record(conn: sqlite3.Connection, inbox_id: int, model: str) -> None:
+def record(conn: Connection, inbox_id: int, model: str) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO fallbacks (inbox_id, model, created_at) VALUES (?, ?, ?)", (inbox_id, model, time.time())
+        "INSERT INTO fallbacks (inbox_id, model, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (inbox_id, model, time.time()),
     )
 
 
-def paid(conn: sqlite3.Connection, inbox_id: int) -> None:
+def paid(conn: Connection, inbox_id: int) -> None:
     conn.execute("UPDATE fallbacks SET answered_at=? WHERE inbox_id=?", (time.time(), inbox_id))
 
 
-def fallback_receipt(conn: sqlite3.Connection, inbox_id: int) -> str | None:
+def fallback_receipt(conn: Connection, inbox_id: int) -> str | None:
     """The platform's id of the fallback reply to a message, once it was delivered (the first reply it got)."""
     row = conn.execute(
         "SELECT receipt FROM outbox WHERE inbox_id=? AND status='sent' AND receipt IS NOT NULL ORDER BY id LIMIT 1",
@@ -49,7 +50,7 @@ def fallback_receipt(conn: sqlite3.Connection, inbox_id: int) -> str | None:
 async def owed(inbox: Inbox, limit: int = 20) -> list[Owed]:
     """The oldest answers still owed, with the messages they answer."""
 
-    def query(conn: sqlite3.Connection) -> list[Owed]:
+    def query(conn: Connection) -> list[Owed]:
         rows = conn.execute(
             "SELECT f.inbox_id, f.model, i.payload FROM fallbacks f JOIN inbox i ON i.id = f.inbox_id"
             " WHERE f.answered_at IS NULL ORDER BY f.inbox_id LIMIT ?",

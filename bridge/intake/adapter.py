@@ -11,7 +11,7 @@ from bridge.language.catalog import N_, say
 from bridge.messages import IncomingMessage, OutgoingReply
 
 if TYPE_CHECKING:
-    from bridge.state.db import PlatformState
+    from bridge.state.store import PlatformState
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from bridge.config import Settings
     from bridge.intake.adapter import Adapter
-    from bridge.state.db import Migration
+    from bridge.state.store import Migration
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from pydantic import SecretStr
 
 from bridge.intake.platforms import channels
 from bridge.ops.diskspace import DiskRoom
@@ -34,35 +35,49 @@ class MetricsPortError(Exception):
     pass
 
 
-class _QueueDepth(Collector):
-    """Unfinished inbox messages per channel, counted at scrape time from the state database (WAL: no lock)."""
+QUEUE_DEPTH = "SELECT channel, COUNT(*) FROM inbox WHERE status!='done' GROUP BY channel"
 
-    def __init__(self, state_path: Path | None) -> None:
+
+class _QueueDepth(Collector):
+    """Unfinished inbox messages per channel, counted at scrape time from the state database (SQLite's WAL: no
+    lock; PostgreSQL: a connection of the scrape's own)."""
+
+    def __init__(self, state_path: Path | None, state_url: SecretStr | None = None) -> None:
         self.state_path = state_path
+        self.state_url = state_url
 
     def describe(self) -> Iterator[Metric]:
         yield self._family()
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()
-        if self.state_path is None or not self.state_path.exists():
+        if self.state_url is None and (self.state_path is None or not self.state_path.exists()):
             yield family
             return
         depth = dict.fromkeys(channels(), 0)  # an empty queue reads 0, not "no data"
         try:
-            conn = sqlite3.connect(f"file:{self.state_path}?mode=ro", uri=True, timeout=1.0)
-            try:
-                rows = conn.execute("SELECT channel, COUNT(*) FROM inbox WHERE status!='done' GROUP BY channel")
-                depth.update(dict(rows.fetchall()))
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            log.warning("queue depth for metrics unreadable from %s: %s", self.state_path, exc)
+            depth.update(self._count() if self.state_url is None else self._count_postgres(self.state_url))
+        except Exception as exc:
+            log.warning("queue depth for metrics unreadable (%s: %s)", type(exc).__name__, exc)
             yield family
             return
         for channel, count in depth.items():
             family.add_metric([channel], count)
         yield family
+
+    def _count(self) -> dict[str, int]:
+        conn = sqlite3.connect(f"file:{self.state_path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            return dict(conn.execute(QUEUE_DEPTH).fetchall())
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _count_postgres(url: SecretStr) -> dict[str, int]:
+        import psycopg
+
+        with psycopg.connect(url.get_secret_value(), connect_timeout=2) as conn:
+            return {str(channel): int(count) for channel, count in conn.execute(QUEUE_DEPTH).fetchall()}
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
@@ -70,7 +85,7 @@ class _QueueDepth(Collector):
 
 
 class Metrics:
-    def __init__(self, state_path: Path | None = None) -> None:
+    def __init__(self, state_path: Path | None = None, state_url: SecretStr | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.messages = Counter(
             "confide_messages", "Messages finished, by channel and outcome", ["channel", "outcome"],
@@ -85,7 +100,7 @@ class Metrics:
         self.energy = Counter("confide_energy_wh", "GPU energy attributed to answers (Wh)", ["model"],
                               registry=self.registry)  # fmt: skip
         self.errors = Counter("confide_errors", "Errors, by kind", ["kind"], registry=self.registry)
-        self.registry.register(_QueueDepth(state_path))
+        self.registry.register(_QueueDepth(state_path, state_url))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.ready = False  # set by the bridge once it takes messages, cleared when it stops

@@ -31,6 +31,8 @@ def endpoints(settings: Settings) -> list[Endpoint]:
     found: list[tuple[str, str]] = [
         (f"model {name}", url) for name, m in settings.models.items() for url in m.base_urls
     ]
+    if settings.state_url is not None:
+        found.append(("state", without_credentials(settings.state_url.get_secret_value())))
     if settings.embedder.backend == "openai" and settings.embedder.base_url:
         found.append(("embedder", settings.embedder.base_url))
     if settings.transcriber.backend == "openai" and settings.transcriber.base_url:
@@ -43,6 +45,16 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         found.append(("proxy (every HTTP client)", settings.proxy_url))
     judged = [_judge(purpose, url, settings.allowed_hosts) for purpose, url in found]
     return judged + platform_endpoints(settings)
+
+
+def without_credentials(url: str) -> str:
+    """A URL as it may be shown and logged: its user and password left out."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def platform_endpoints(settings: Settings) -> list[Endpoint]:

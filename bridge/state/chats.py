@@ -8,13 +8,12 @@ another member's prompt, /sources, /reset, /model or /compare.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.messages import Citation
-from bridge.state.db import StateDB
+from bridge.state.store import Connection, StateStore
 
 
 @dataclass(frozen=True)
@@ -45,11 +44,11 @@ def state_key(chat_key: str, person: str | None, is_direct: bool) -> str:
 
 
 class Chats:
-    def __init__(self, db: StateDB) -> None:
+    def __init__(self, db: StateStore) -> None:
         self._db = db
 
     async def load(self, chat_key: str) -> ChatState:
-        def query(conn: sqlite3.Connection) -> ChatState:
+        def query(conn: Connection) -> ChatState:
             row = conn.execute("SELECT * FROM chat_state WHERE chat_key=?", (chat_key,)).fetchone()
             if row is None:
                 return ChatState(chat_key)
@@ -63,7 +62,7 @@ class Chats:
         if limit <= 0:
             return []
 
-        def query(conn: sqlite3.Connection) -> list[Turn]:
+        def query(conn: Connection) -> list[Turn]:
             rows = conn.execute(
                 "SELECT role, text FROM turns WHERE chat_key=? ORDER BY id DESC LIMIT ?", (chat_key, limit)
             ).fetchall()
@@ -74,7 +73,7 @@ class Chats:
     async def shared(self, chat_key: str) -> frozenset[str]:
         """The persons who shared their own history into this group (/share), and have not taken it back."""
 
-        def query(conn: sqlite3.Connection) -> frozenset[str]:
+        def query(conn: Connection) -> frozenset[str]:
             rows = conn.execute("SELECT person FROM room_shares WHERE chat_key=?", (chat_key,)).fetchall()
             return frozenset(r["person"] for r in rows)
 
@@ -85,16 +84,16 @@ class Chats:
 # are committed together.
 
 
-def set_language(conn: sqlite3.Connection, chat_key: str, language: str) -> None:
+def set_language(conn: Connection, chat_key: str, language: str) -> None:
     _ensure(conn, chat_key)
     conn.execute("UPDATE chat_state SET language=? WHERE chat_key=?", (language, chat_key))
 
 
-def _ensure(conn: sqlite3.Connection, chat_key: str) -> None:
-    conn.execute("INSERT OR IGNORE INTO chat_state (chat_key) VALUES (?)", (chat_key,))
+def _ensure(conn: Connection, chat_key: str) -> None:
+    conn.execute("INSERT INTO chat_state (chat_key) VALUES (?) ON CONFLICT DO NOTHING", (chat_key,))
 
 
-def add_turns(conn: sqlite3.Connection, chat_key: str, question: str, answer: str) -> None:
+def add_turns(conn: Connection, chat_key: str, question: str, answer: str) -> None:
     now = time.time()
     conn.executemany(
         "INSERT INTO turns (chat_key, role, text, created_at) VALUES (?, ?, ?, ?)",
@@ -102,18 +101,18 @@ def add_turns(conn: sqlite3.Connection, chat_key: str, question: str, answer: st
     )
 
 
-def set_last_sources(conn: sqlite3.Connection, chat_key: str, citations: list[Citation]) -> None:
+def set_last_sources(conn: Connection, chat_key: str, citations: list[Citation]) -> None:
     _ensure(conn, chat_key)
     payload = json.dumps([c.model_dump(mode="json") for c in citations])
     conn.execute("UPDATE chat_state SET last_sources=? WHERE chat_key=?", (payload, chat_key))
 
 
-def set_model(conn: sqlite3.Connection, chat_key: str, model: str) -> None:
+def set_model(conn: Connection, chat_key: str, model: str) -> None:
     _ensure(conn, chat_key)
     conn.execute("UPDATE chat_state SET model=? WHERE chat_key=?", (model, chat_key))
 
 
-def set_pending(conn: sqlite3.Connection, chat_key: str, action: dict[str, Any] | None, ttl_s: float = 300) -> None:
+def set_pending(conn: Connection, chat_key: str, action: dict[str, Any] | None, ttl_s: float = 300) -> None:
     _ensure(conn, chat_key)
     payload = json.dumps(action) if action else None
     expires = time.time() + ttl_s if action else 0
@@ -122,18 +121,18 @@ def set_pending(conn: sqlite3.Connection, chat_key: str, action: dict[str, Any] 
     )
 
 
-def reset(conn: sqlite3.Connection, chat_key: str) -> None:
+def reset(conn: Connection, chat_key: str) -> None:
     _ensure(conn, chat_key)
     conn.execute("DELETE FROM turns WHERE chat_key=?", (chat_key,))
     conn.execute("UPDATE chat_state SET last_sources=NULL WHERE chat_key=?", (chat_key,))
 
 
-def share(conn: sqlite3.Connection, chat_key: str, person: str) -> None:
+def share(conn: Connection, chat_key: str, person: str) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO room_shares (chat_key, person, shared_at) VALUES (?, ?, ?)",
+        "INSERT INTO room_shares (chat_key, person, shared_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (chat_key, person, time.time()),
     )
 
 
-def unshare(conn: sqlite3.Connection, chat_key: str, person: str) -> None:
+def unshare(conn: Connection, chat_key: str, person: str) -> None:
     conn.execute("DELETE FROM room_shares WHERE chat_key=? AND person=?", (chat_key, person))

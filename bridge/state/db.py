@@ -1,16 +1,13 @@
-"""The state database: one SQLite file in WAL mode, used from one dedicated thread.
+"""The SQLite backend of the state store: one file in WAL mode, used from one dedicated thread.
 
-Everything durable that is not history lives here: inbox, outbox, drafts, chat turns, chat settings,
-pending confirmations, usage, and the platforms' own tables (named after their owner: `telegram_...`,
-`email_...`). Callers pass a function that runs inside a transaction on the database thread, so the event
-loop never waits on disk and writes are naturally serialized. A platform's adapter opens no connection of its
-own: at assembly the core brings the platform's tables to their last migration and hands the adapter a
-`PlatformState` over this one (bridge/app.py).
+The embedded default (a household's Confide). Callers pass a function that runs inside a transaction on the
+database thread, so the event loop never waits on disk and writes are naturally serialized. A platform's adapter
+opens no connection of its own: at assembly the core brings the platform's tables to their last migration and hands
+the adapter a `PlatformState` over this one (bridge/app.py). What is common to both backends (the connection a
+function gets, migrations and their versions) is bridge/state/store.py's; PostgreSQL is bridge/state/postgres.py.
 
-Each owner's tables have a version in `schema_versions`, brought forward by an ordered list of migrations:
-version N is the N-th entry, and each runs in one transaction together with its version bump, so a crash
-leaves the old or the new version. The core's version 1 is the layout that was created with
-`CREATE TABLE IF NOT EXISTS` before versions existed, so such a database simply counts as version 0.
+The core's version 1 is the layout that was created with `CREATE TABLE IF NOT EXISTS` before versions existed, so
+such a database simply counts as version 0.
 """
 
 from __future__ import annotations
@@ -24,142 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from bridge.state.schema import CORE, CORE_MIGRATIONS
+from bridge.state.store import (
+    Connection,
+    Migration,
+    PlatformState,
+    check_numbered,
+    next_migration,
+)
+
 T = TypeVar("T")
-
-# (version, SQL script or function of the connection); versions run 1, 2, 3... in the owner's list.
-Migration = tuple[int, str | Callable[[sqlite3.Connection], None]]
-
-CORE = "core"
-CORE_MIGRATIONS: list[Migration] = [
-    (
-        1,
-        """
-CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel TEXT NOT NULL,
-    platform_message_id TEXT NOT NULL,
-    chat_key TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending | working | done
-    outcome TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    received_at REAL NOT NULL,
-    finished_at REAL,
-    UNIQUE (channel, platform_message_id)
-);
-CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (status, chat_key, id);
-
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    reply_id TEXT NOT NULL UNIQUE,
-    inbox_id INTEGER,
-    channel TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending | sent | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    receipt TEXT,
-    created_at REAL NOT NULL,
-    sent_at REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, channel, id);
-
-CREATE TABLE IF NOT EXISTS drafts (
-    inbox_id INTEGER PRIMARY KEY,
-    edit_token TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS turns (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    chat_key TEXT NOT NULL,
-    role TEXT NOT NULL,
-    text TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS turns_chat ON turns (chat_key, id);
-
-CREATE TABLE IF NOT EXISTS chat_state (
-    chat_key TEXT PRIMARY KEY,
-    model TEXT,
-    last_sources TEXT,
-    pending_action TEXT,
-    pending_expires REAL
-);
-
--- One row per model answer, written in the transaction that finishes its message (for /usage).
-CREATE TABLE IF NOT EXISTS usage (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    inbox_id INTEGER NOT NULL,
-    person TEXT NOT NULL,
-    model TEXT NOT NULL,
-    day TEXT NOT NULL,                        -- UTC date, YYYY-MM-DD
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    energy_wh REAL,                           -- NULL: not measured
-    ttft_s REAL,
-    total_s REAL NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_person_day ON usage (person, day, model);
-""",
-    ),
-    (2, "DROP TABLE IF EXISTS checkpoints;  -- created by version 1's predecessor, never used"),
-    (
-        3,
-        """
--- Whose own history a group's answers may use: each row one person's explicit /share in that chat.
-CREATE TABLE room_shares (
-    chat_key TEXT NOT NULL,
-    person TEXT NOT NULL,
-    shared_at REAL NOT NULL,
-    PRIMARY KEY (chat_key, person)
-);
-""",
-    ),
-    (
-        4,
-        """
--- Failures of a message's handling, apart from `attempts` (how often it was started): a stop or a crash
--- that interrupts an answer is no failure of that message and must not use up its retries.
-ALTER TABLE inbox ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
-""",
-    ),
-    (
-        5,
-        """
--- Answers owed (bridge/dispatch/reanswer.py): a question that got the fallback because its model was down.
-CREATE TABLE fallbacks (
-    inbox_id INTEGER PRIMARY KEY,
-    model TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    answered_at REAL
-);
-""",
-    ),
-    (
-        6,
-        """
--- 1 once a taken message is really at work (its model request sent, its command running). From here on
--- `attempts` counts the restarts that found a message at work, not every claim: a message that only waited
--- for a model slot while the process was stopped has not crashed anything and must not be given up for it.
-ALTER TABLE inbox ADD COLUMN at_work INTEGER NOT NULL DEFAULT 0;
--- Until now `attempts` counted claims; unfinished messages start over with none held against them.
-UPDATE inbox SET attempts=0 WHERE status!='done';
-""",
-    ),
-    (
-        7,
-        """
--- The language this person last wrote in here (ISO 639-1), told from a message long enough to tell: the reply to
--- one too short to tell ("ok", "/help", a voice message) is in it, where the person's setting names none.
-ALTER TABLE chat_state ADD COLUMN language TEXT;
-""",
-    ),
-]
-
-
-class SchemaTooNew(RuntimeError):
-    """The database holds tables of a newer version than this code knows; nothing was changed."""
 
 
 class StateDamaged(RuntimeError):
@@ -185,7 +56,7 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+def transaction(conn: sqlite3.Connection, fn: Callable[[Connection], T]) -> T:
     """fn(conn) inside one BEGIN IMMEDIATE transaction: committed if it returns, rolled back if it raises."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -197,7 +68,7 @@ def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T])
     return result
 
 
-def schema_version(conn: sqlite3.Connection, owner: str) -> int:
+def schema_version(conn: Connection, owner: str) -> int:
     """The version of the owner's tables; 0 before its first migration."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_versions'").fetchone():
         return 0
@@ -211,33 +82,8 @@ def apply_migrations(conn: sqlite3.Connection, owner: str, migrations: Sequence[
     Safe to call from several connections or processes at once: the version is read inside the
     transaction that applies the next step. Returns the version reached.
     """
-    latest = len(migrations)
-    if [version for version, _ in migrations] != list(range(1, latest + 1)):
-        raise ValueError(f"{owner} migrations must be numbered 1, 2, 3... in order")
-
-    def next_step(conn: sqlite3.Connection) -> bool:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_versions (owner TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-        current = schema_version(conn, owner)
-        if current > latest:
-            raise SchemaTooNew(
-                f"state database was written by a newer Confide ({owner} schema {current}, this version knows "
-                f"{latest}). Nothing was changed: run that newer version, or restore a backup of the data directory."
-            )
-        if current == latest:
-            return False
-        version, change = migrations[current]
-        if isinstance(change, str):
-            _execute_script(conn, change)
-        else:
-            change(conn)
-        conn.execute(
-            "INSERT INTO schema_versions (owner, version) VALUES (?, ?)"
-            " ON CONFLICT (owner) DO UPDATE SET version=excluded.version",
-            (owner, version),
-        )
-        return True
-
-    while transaction(conn, next_step):
+    latest = check_numbered(owner, migrations)
+    while transaction(conn, lambda conn: next_migration(conn, owner, migrations, _execute_script)):
         pass
     return latest
 
@@ -248,7 +94,7 @@ MAX_GROUP = 256
 
 @dataclass
 class _Call(Generic[T]):
-    fn: Callable[[sqlite3.Connection], T]
+    fn: Callable[[Connection], T]
     future: asyncio.Future[T]
 
     def settle(self, result: T, error: BaseException | None) -> None:
@@ -265,7 +111,7 @@ def _settle_all(outcomes: list[tuple[_Call[Any], Any, BaseException | None]]) ->
         call.settle(result, error)
 
 
-def _in_savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> tuple[T | None, Exception | None]:
+def _in_savepoint(conn: sqlite3.Connection, fn: Callable[[Connection], T]) -> tuple[T | None, Exception | None]:
     """fn(conn) undone alone if it raises, so one caller's failure never takes the group's work with it."""
     conn.execute("SAVEPOINT call")
     try:
@@ -278,7 +124,7 @@ def _in_savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T
     return result, None
 
 
-def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+def _execute_script(conn: Connection, script: str) -> None:
     # Statement by statement: executescript() would commit the open transaction first.
     statement = ""
     for part in script.split(";"):
@@ -337,7 +183,7 @@ class StateDB:
         await self.migrate(owner, migrations)
         return PlatformState(self, owner)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         call: _Call[T] = _Call(fn, loop.create_future())
         with self._lock:
@@ -379,18 +225,3 @@ class StateDB:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
-
-
-class PlatformState:
-    """One platform's tables in the state database, as the core hands them to its adapter.
-
-    Each `run` is one transaction of its own (a savepoint in the core's group commit): committed if fn returns,
-    undone whole if it raises, so a record and the mark it clears never part.
-    """
-
-    def __init__(self, db: StateDB, owner: str) -> None:
-        self._db = db
-        self.owner = owner
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.run(fn)

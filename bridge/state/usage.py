@@ -6,7 +6,6 @@ The lines a person reads (/usage, and each answer's line in /compare) are in the
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from bridge.language.catalog import say
 from bridge.models.energy import EnergyUse
 from bridge.models.llm import Done
-from bridge.state.db import StateDB
+from bridge.state.store import Connection, StateStore
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def format_wh(wh: float) -> str:
 
 # Runs inside the transaction that finishes the message (Inbox.finish): the usage of an answer is kept
 # exactly when its reply is queued.
-def record(conn: sqlite3.Connection, inbox_id: int, person: str, usage: AnswerUsage, at: float | None = None) -> None:
+def record(conn: Connection, inbox_id: int, person: str, usage: AnswerUsage, at: float | None = None) -> None:
     when = time.time() if at is None else at
     conn.execute(
         "INSERT INTO usage (inbox_id, person, model, day, prompt_tokens, completion_tokens, energy_wh, ttft_s,"
@@ -99,13 +98,13 @@ class UsageRow:
 
 
 class UsageLog:
-    def __init__(self, db: StateDB) -> None:
+    def __init__(self, db: StateStore) -> None:
         self._db = db
 
     async def summary(self, person: str, days: int, now: datetime | None = None) -> list[UsageRow]:
         since = ((now or datetime.now(UTC)) - timedelta(days=days - 1)).date().isoformat()
 
-        def query(conn: sqlite3.Connection) -> list[UsageRow]:
+        def query(conn: Connection) -> list[UsageRow]:
             rows = conn.execute(
                 "SELECT day, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(energy_wh),"
                 " COUNT(energy_wh) FROM usage WHERE person=? AND day>=? GROUP BY day, model ORDER BY day, model",
