@@ -207,8 +207,9 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
             hearing=hearing,
         )
         commands = Commands(history, pipeline, default_model, find_source, UsageLog(db), hearing, settings.imports)
+        inbox = Inbox(db, metrics.room, lease_s=settings.lease_s)
         services = Services(
-            settings, db, Inbox(db, metrics.room), Outbox(db), Drafts(db), Chats(db), PersonDirectory(settings.persons),
+            settings, db, inbox, Outbox(db), Drafts(db), Chats(db), PersonDirectory(settings.persons),
             history, models, pipeline, commands, options, metrics,
         )  # fmt: skip
         if settings.metrics.port:

@@ -329,6 +329,13 @@ class Settings(BaseSettings):
         "postgresql://user:password@host:5432/dbname; unset: SQLite in the data directory",
     )
     state_pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connections of one process")
+    lease_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="How long a taken message stays with its process without a renewal (renewed every third of it): "
+        "on PostgreSQL, how soon another process takes over the messages of one that died",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Non-private hosts Confide may contact (comma-separated)"

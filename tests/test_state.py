@@ -74,6 +74,16 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend("postgresql", tmp_path, request.getfixturevalue("state_url"))
 
 
+LEASE_S = 0.3  # a dead process's leases run out this soon in the tests of restarts
+
+
+async def died(db: StateStore) -> None:
+    """The process holding `db` is gone: its leases run out (on PostgreSQL another process waits for that; a
+    SQLite file belongs to one process, whose next start takes everything back at once)."""
+    await db.close()
+    await asyncio.sleep(LEASE_S)
+
+
 def columns(conn: Connection, table: str) -> list[str]:
     """A table's columns, read the same way on both backends (from a row's names)."""
     row = conn.execute(f"SELECT * FROM {table}").fetchone()
@@ -110,24 +120,24 @@ async def test_messages_of_a_chat_come_in_order_and_chats_are_separate(backend: 
 
 async def test_unfinished_work_survives_a_restart(backend: Backend) -> None:
     db = await backend.open()
-    inbox = Inbox(db)
+    inbox = Inbox(db, lease_s=LEASE_S)
     await inbox.put(message("1"))
     claimed = await inbox.claim_next("telegram:c1")
     assert claimed is not None and claimed.interrupted == 0
     await inbox.at_work(claimed.inbox_id)
-    await db.close()  # the process dies while working on it
+    await died(db)  # the process dies while working on it
 
     db = await backend.open()
-    inbox = Inbox(db)
+    inbox = Inbox(db, lease_s=LEASE_S)
     assert await inbox.recover() == 1
     again = await inbox.claim_next("telegram:c1")
     assert again is not None and again.inbox_id == claimed.inbox_id and again.interrupted == 1
     assert again.failures == 0, "an interrupted attempt was counted as a failure"
     assert await inbox.failed(again.inbox_id) == 1
-    await db.close()  # dies again, this time before the message was at work: only taken, waiting for a slot
+    await died(db)  # dies again, this time before the message was at work: only taken, waiting for a slot
 
     db = await backend.open()
-    inbox = Inbox(db)
+    inbox = Inbox(db, lease_s=LEASE_S)
     await inbox.recover()
     third = await inbox.claim_next("telegram:c1")
     assert third is not None and (third.interrupted, third.failures) == (1, 1)
@@ -137,12 +147,12 @@ async def test_unfinished_work_survives_a_restart(backend: Backend) -> None:
 async def test_a_message_that_only_waited_is_never_held_to_account_for_restarts(backend: Backend) -> None:
     for _ in range(15):  # more restarts than any message may be interrupted at work
         db = await backend.open()
-        inbox = Inbox(db)
+        inbox = Inbox(db, lease_s=LEASE_S)
         await inbox.put(message("1"))
         await inbox.recover()
         claimed = await inbox.claim_next("telegram:c1")
         assert claimed is not None and claimed.interrupted == 0
-        await db.close()
+        await died(db)
 
 
 async def test_finish_queues_each_reply_once(backend: Backend) -> None:
@@ -233,7 +243,7 @@ async def test_a_database_of_the_unversioned_layout_keeps_its_rows_and_is_brough
 
     db = await open_db(tmp_path)
     assert "checkpoints" not in tables(path) and "schema_versions" in tables(path)
-    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 7
+    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 8
     inbox = Inbox(db)
     assert await inbox.put(message("1")) is False  # the old row is still there
     claimed = await inbox.claim_next("telegram:c1")
@@ -298,7 +308,7 @@ async def test_a_database_of_a_newer_version_is_refused_and_left_alone(backend: 
     db = await backend.open()
     await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=9 WHERE owner='core'"))
     await db.close()
-    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 7\)"):
+    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 8\)"):
         await backend.open()
     db = StateDB(backend.path / "state.sqlite3") if backend.url is None else PostgresState(backend.url)
     adapter: list[Migration] = [(1, "CREATE TABLE telegram_x (a TEXT)")]

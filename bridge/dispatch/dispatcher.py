@@ -15,7 +15,7 @@ from functools import partial
 from bridge.dispatch import reanswer
 from bridge.dispatch.at_work import working_on
 from bridge.dispatch.handler import MessageHandler
-from bridge.dispatch.inbox import Claimed
+from bridge.dispatch.inbox import Claimed, LeaseLost
 from bridge.intake.adapter import Adapter, StopsIntake
 from bridge.intake.hearing import HearingStage
 from bridge.language.catalog import speaking
@@ -50,6 +50,8 @@ class Dispatcher:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._dispatch(), name="confide-dispatch")
+                group.create_task(self.inbox.keep_leases(), name="confide-leases")
+                group.create_task(self.inbox.watch(), name="confide-inbox-watch")
                 group.create_task(self._pay_owed_answers(), name="confide-reanswer")
                 for channel, adapter in self.adapters.items():
                     self._delivery_events[channel].set()  # deliver what a previous run left behind
@@ -108,6 +110,8 @@ class Dispatcher:
                     return
                 with speaking(await self._language(heard.claimed.message)):  # what the voice message said
                     await self.handler.handle(heard.claimed)
+        except LeaseLost as lost:  # stalled past its lease: the process that took it over answers it
+            log.warning("%s", lost)
         except Exception:
             self.metrics.error("message")
             failures = await self.inbox.failed(claimed.inbox_id)

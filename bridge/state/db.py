@@ -143,6 +143,8 @@ class StateDB:
     the whole bridge at a few dozen messages a second; one per group keeps every guarantee at a fraction.
     """
 
+    dialect = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confide-state")
@@ -182,6 +184,10 @@ class StateDB:
         """A platform's handle on its own tables, brought to the last of its migrations first."""
         await self.migrate(owner, migrations)
         return PlatformState(self, owner)
+
+    async def listen(self, channel: str, heard: Callable[[], None]) -> None:
+        """One process per SQLite file (the data directory's lock): no other process says anything."""
+        await asyncio.Event().wait()
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()

@@ -9,7 +9,9 @@ transaction-scoped advisory lock makes processes that start together apply each 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -17,6 +19,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool
 
@@ -31,6 +34,8 @@ from bridge.state.store import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+LISTEN_RETRY_S = 2.0
 MIGRATION_LOCK = 0x636F6E66  # "conf": pg_advisory_xact_lock's key while a step of any owner's migrations runs
 
 
@@ -131,6 +136,8 @@ def _run_script(conn: Connection, script: str) -> None:
 class PostgresState:
     """The state store on PostgreSQL: `url` a libpq URL (postgresql://user:password@host:5432/confide)."""
 
+    dialect = "postgresql"
+
     def __init__(self, url: str, pool_size: int = 8, connect_timeout_s: float = 10.0) -> None:
         self.url = url
         self.pool_size = pool_size
@@ -182,6 +189,33 @@ class PostgresState:
     async def platform_state(self, owner: str, migrations: Sequence[Migration]) -> PlatformState:
         await self.migrate(owner, migrations)
         return PlatformState(self, owner)
+
+    async def listen(self, channel: str, heard: Callable[[], None]) -> None:
+        """Call `heard` (on the event loop) whenever a transaction NOTIFYs `channel`, until cancelled. A connection of
+        its own, outside the pool; lost, it is made again after a pause (what was said meanwhile is missed, which
+        the callers' own periodic look covers)."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(heard)
+
+        try:
+            await asyncio.to_thread(self._listen, channel, wake, stop)
+        finally:
+            stop.set()
+
+    def _listen(self, channel: str, heard: Callable[[], None], stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=int(self.connect_timeout_s)) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            heard()
+            except psycopg.Error as exc:
+                log.warning("listening for %s on PostgreSQL failed (%s); again in %.0f s", channel, exc, LISTEN_RETRY_S)
+                stop.wait(LISTEN_RETRY_S)
 
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         if self._pool is None:

@@ -133,4 +133,15 @@ UPDATE inbox SET attempts=0 WHERE status!='done';
 ALTER TABLE chat_state ADD COLUMN language TEXT;
 """,
     ),
+    (
+        8,
+        """
+-- Who holds a taken message, and until when (bridge/dispatch/inbox.py): several processes may work one inbox
+-- (PostgreSQL), and one that dies stops renewing its lease, so another takes its messages over once it runs out.
+ALTER TABLE inbox ADD COLUMN owner TEXT;
+ALTER TABLE inbox ADD COLUMN lease_until REAL;
+-- Each chat's unfinished messages in order: its head is the one message of the chat that may be taken.
+CREATE INDEX inbox_unfinished ON inbox (chat_key, id) WHERE status != 'done';
+""",
+    ),
 ]

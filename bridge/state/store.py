@@ -51,6 +51,8 @@ class StateStore(Protocol):
     """Everything durable that is not history: inbox, outbox, drafts, chat turns and settings, confirmations,
     usage, and the platforms' own tables."""
 
+    dialect: str  # "sqlite" or "postgresql": the few statements that differ (row locks, NOTIFY)
+
     async def open(self) -> None: ...
 
     async def run(self, fn: Callable[[Connection], T]) -> T: ...
@@ -58,6 +60,10 @@ class StateStore(Protocol):
     async def migrate(self, owner: str, migrations: Sequence[Migration]) -> int: ...
 
     async def platform_state(self, owner: str, migrations: Sequence[Migration]) -> PlatformState: ...
+
+    async def listen(self, channel: str, heard: Callable[[], None]) -> None:
+        """Call `heard` whenever another process's transaction NOTIFYs `channel`, until cancelled."""
+        ...
 
     async def close(self) -> None: ...
 
