@@ -21,7 +21,7 @@ from bridge.dispatch.inbox import Inbox
 from bridge.dispatch.outbox import Drafts, Outbox
 from bridge.history.importers.registry import find_source
 from bridge.history.index import HistoryIndex, build_history
-from bridge.intake.adapter import Adapter, KeepsState
+from bridge.intake.adapter import Adapter, KeepsState, KnowsPersons
 from bridge.intake.hearing import Hearing
 from bridge.intake.persons import PersonDirectory
 from bridge.intake.platforms import platforms
@@ -37,6 +37,7 @@ from bridge.ops.privacy import check_endpoints
 from bridge.services import Services, WorkerOptions
 from bridge.state.chats import Chats
 from bridge.state.db import StateDB
+from bridge.state.persons import PersonStore
 from bridge.state.store import StateStore
 from bridge.state.usage import UsageLog
 
@@ -167,14 +168,25 @@ def build_state(settings: Settings) -> StateStore:
     return PostgresState(settings.state_url.get_secret_value(), settings.state_pool_size)
 
 
-async def _hand_over_state(db: StateStore, adapters: list[Adapter]) -> None:
-    """Each adapter's platform tables brought to their last migration, and its handle on them given to it: before
-    the Dispatcher exists, so no run or delivery finds it missing."""
+async def _hand_over_state(db: StateStore, adapters: list[Adapter], directory: PersonDirectory) -> None:
+    """Each adapter's platform tables brought to their last migration, and its handle on them given to it, with the
+    persons: before the Dispatcher exists, so no run or delivery finds them missing."""
     for adapter in adapters:
         platform = platforms().get(adapter.channel)
         state = await db.platform_state(adapter.channel, platform.migrations if platform is not None else ())
         if isinstance(adapter, KeepsState):
             await adapter.attach_state(state)
+        if isinstance(adapter, KnowsPersons):
+            adapter.attach_directory(directory)
+
+
+async def _persons(db: StateStore, settings: Settings) -> PersonDirectory:
+    """The persons the state store keeps, seeded with the settings' (CONFIDE_PERSONS) it has never known."""
+    store = PersonStore(db)
+    added = await store.seed(settings.persons)
+    if added:
+        log.info("persons added from the settings: %s", ", ".join(added))
+    return PersonDirectory(await store.all())
 
 
 @asynccontextmanager
@@ -194,7 +206,8 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
         db = build_state(settings)
         await db.open()
         stack.push_async_callback(db.close)
-        await _hand_over_state(db, adapters)
+        directory = await _persons(db, settings)
+        await _hand_over_state(db, adapters, directory)
         models, default_model = await stack.enter_async_context(open_models(settings))
         metrics.room = DiskRoom(settings.data_dir, settings.min_free_mb)
         pipeline = AnswerPipeline(history, models, settings.retrieval.limit, settings.retrieval.candidates, energy)
@@ -209,7 +222,7 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
         commands = Commands(history, pipeline, default_model, find_source, UsageLog(db), hearing, settings.imports)
         inbox = Inbox(db, metrics.room, lease_s=settings.lease_s)
         services = Services(
-            settings, db, inbox, Outbox(db), Drafts(db), Chats(db), PersonDirectory(settings.persons),
+            settings, db, inbox, Outbox(db), Drafts(db), Chats(db), directory,
             history, models, pipeline, commands, options, metrics,
         )  # fmt: skip
         if settings.metrics.port:

@@ -243,7 +243,7 @@ async def test_a_database_of_the_unversioned_layout_keeps_its_rows_and_is_brough
 
     db = await open_db(tmp_path)
     assert "checkpoints" not in tables(path) and "schema_versions" in tables(path)
-    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 8
+    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 9
     inbox = Inbox(db)
     assert await inbox.put(message("1")) is False  # the old row is still there
     claimed = await inbox.claim_next("telegram:c1")
@@ -306,16 +306,16 @@ def version_of(conn: Connection, owner: str) -> int:
 
 async def test_a_database_of_a_newer_version_is_refused_and_left_alone(backend: Backend) -> None:
     db = await backend.open()
-    await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=9 WHERE owner='core'"))
+    await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=99 WHERE owner='core'"))
     await db.close()
-    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 9, this version knows 8\)"):
+    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 99, this version knows 9\)"):
         await backend.open()
     db = StateDB(backend.path / "state.sqlite3") if backend.url is None else PostgresState(backend.url)
     adapter: list[Migration] = [(1, "CREATE TABLE telegram_x (a TEXT)")]
     # Another owner is not held back by the core's version: its tables are brought forward on their own.
     if isinstance(db, StateDB):
         with closing(connect(backend.path / "state.sqlite3")) as conn:
-            assert schema_version(conn, "core") == 9  # nothing was changed
+            assert schema_version(conn, "core") == 99  # nothing was changed
             apply_migrations(conn, "telegram", adapter)
             conn.execute("UPDATE schema_versions SET version=2 WHERE owner='telegram'")
             with pytest.raises(SchemaTooNew, match=r"\(telegram schema 2, this version knows 1\)"):
@@ -323,7 +323,7 @@ async def test_a_database_of_a_newer_version_is_refused_and_left_alone(backend: 
         return
     await db._submit(db._open_sync)  # the pool alone, without the core's migrations that refuse
     try:
-        assert await db.run(lambda conn: version_of(conn, "core")) == 9  # nothing was changed
+        assert await db.run(lambda conn: version_of(conn, "core")) == 99  # nothing was changed
         assert await db.migrate("telegram", adapter) == 1
         await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=2 WHERE owner='telegram'"))
         with pytest.raises(SchemaTooNew, match=r"\(telegram schema 2, this version knows 1\)"):

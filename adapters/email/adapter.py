@@ -91,6 +91,10 @@ class EmailAdapter:
             max_depth=self.email.max_mime_depth,
         )
 
+    def attach_directory(self, directory: PersonDirectory) -> None:
+        """The core's persons, which follow `confide persons` while Confide runs."""
+        self.directory = directory
+
     async def attach_state(self, state: PlatformState) -> None:
         """Its tables in the state database, given by the core before anything runs or is delivered."""
         self._state = EmailState(state)

@@ -93,6 +93,10 @@ class MatrixAdapter:
 
     # -- receiving ---------------------------------------------------------------------------------
 
+    def attach_directory(self, directory: PersonDirectory) -> None:
+        """The core's persons, which follow `confide persons` while Confide runs."""
+        self.directory = directory
+
     async def run(self, inbox: InboxPort) -> None:
         try:
             await self._connect()

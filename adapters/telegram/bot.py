@@ -117,6 +117,10 @@ class TelegramAdapter:
         self._init_lock = asyncio.Lock()
         self._initialized = False
 
+    def attach_directory(self, directory: PersonDirectory) -> None:
+        """The core's persons, which follow `confide persons` while Confide runs."""
+        self._directory = directory
+
     async def attach_state(self, state: PlatformState) -> None:
         """Its tables in the state database, given by the core before anything runs or is delivered."""
         self._sent_parts = SentParts(state)

@@ -21,6 +21,7 @@ from bridge.intake.hearing import HearingStage
 from bridge.language.catalog import speaking
 from bridge.messages import IncomingMessage
 from bridge.services import Services
+from bridge.state.persons import PersonStore
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Dispatcher:
         self.outbox = services.outbox
         self.adapters = {a.channel: a for a in adapters}
         self.metrics = services.metrics
+        self._persons, self._directory = PersonStore(services.db), services.directory
         self.hearing = HearingStage(services.options.hearing, services.directory, services.inbox)
         self.handler = MessageHandler(services, self.adapters, self._wake_delivery)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -52,6 +54,7 @@ class Dispatcher:
                 group.create_task(self._dispatch(), name="confide-dispatch")
                 group.create_task(self.inbox.keep_leases(), name="confide-leases")
                 group.create_task(self.inbox.watch(), name="confide-inbox-watch")
+                group.create_task(self._persons.watch(self._directory.update), name="confide-persons-watch")
                 group.create_task(self._pay_owed_answers(), name="confide-reanswer")
                 for channel, adapter in self.adapters.items():
                     self._delivery_events[channel].set()  # deliver what a previous run left behind

@@ -11,6 +11,7 @@ from bridge.language.catalog import N_, say
 from bridge.messages import IncomingMessage, OutgoingReply
 
 if TYPE_CHECKING:
+    from bridge.intake.persons import PersonDirectory
     from bridge.state.store import PlatformState
 
 
@@ -105,6 +106,14 @@ class KeepsState(Protocol):
     Dispatcher exists, so neither `run` nor `deliver` ever finds it missing. The adapter opens no database."""
 
     async def attach_state(self, state: PlatformState) -> None: ...
+
+
+@runtime_checkable
+class KnowsPersons(Protocol):
+    """An adapter that tells persons from strangers itself (which invitations it accepts, whose files it keeps):
+    `assemble` hands it the core's directory, which follows `confide persons add|remove` while Confide runs."""
+
+    def attach_directory(self, directory: PersonDirectory) -> None: ...
 
 
 @runtime_checkable

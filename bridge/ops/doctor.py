@@ -155,6 +155,11 @@ def _store_check(settings: Settings) -> Callable[[], Awaitable[str]]:
 
 def _persons_check(settings: Settings) -> Callable[[], Awaitable[str]]:
     async def check() -> str:
-        return ", ".join(f"{p.id} ({len(p.accounts)} account(s))" for p in settings.persons)
+        """The persons as the state store keeps them (it also proves the state store opens: SQLite or PostgreSQL)."""
+        from bridge.cli_persons import person_store
+
+        async with person_store(settings) as store:
+            persons = await store.all()
+        return ", ".join(f"{p.id} ({len(p.accounts)} account(s))" for p in persons) or "none"
 
     return check

@@ -144,4 +144,17 @@ ALTER TABLE inbox ADD COLUMN lease_until REAL;
 CREATE INDEX inbox_unfinished ON inbox (chat_key, id) WHERE status != 'done';
 """,
     ),
+    (
+        9,
+        """
+-- Who may talk to Confide (bridge/state/persons.py): `confide persons add|remove` changes it while Confide runs.
+-- CONFIDE_PERSONS seeds it; a person removed here stays removed (`removed` 1) whatever the environment says.
+CREATE TABLE persons (
+    id TEXT PRIMARY KEY,
+    settings TEXT NOT NULL,                   -- PersonSettings as JSON
+    removed INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+""",
+    ),
 ]
