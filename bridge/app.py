@@ -229,7 +229,7 @@ async def assemble(settings: Settings, adapters: list[Adapter], parts: Parts = P
             token = settings.metrics.token
             metrics.serve(settings.metrics.port, token.get_secret_value() if token else None)
             stack.callback(metrics.stop)
-        yield Running(services, Dispatcher(services, adapters))
+        yield Running(services, Dispatcher(services, adapters, settings.role))
 
 
 class Stopper:

@@ -99,19 +99,32 @@ def _terminal(settings: Settings) -> Terminal:
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    role: Annotated[
+        str | None,
+        typer.Option(help="all (default), gateway (platform connections) or worker (answers); see CONFIDE_ROLE"),
+    ] = None,
+) -> None:
     """Run every configured platform adapter until stopped (SIGTERM or SIGINT: gracefully; twice: at once)."""
     # Held since the executable started (bridge/launch.py); again here for a caller that imported the CLI itself.
     # Before the event loop runs (imports, settings), a stop is remembered and carried out once started.
     hold_stop_signals()
     settings = settings_or_exit()
+    if role is not None:
+        if role not in ("all", "gateway", "worker"):
+            raise fail(f"--role must be all, gateway or worker, not {role!r}", 2)
+        settings = settings.model_copy(update={"role": role})
+    if settings.role != "all" and settings.state_url is None:
+        raise fail(
+            "A gateway or a worker shares its state with other processes: set CONFIDE_STATE_URL (PostgreSQL).", 2
+        )
     run_async(_serve(settings, early_stops))
 
 
 async def _serve(settings: Settings, early: list[signal.Signals]) -> None:
     from bridge.app import Stopper, assemble
 
-    adapters = build_platform_adapters(settings)
+    adapters = build_platform_adapters(settings) if settings.role != "worker" else remote_channels(settings)
     if not adapters:
         raise fail("No platform adapter is configured yet. `confide chat` talks to Confide in this terminal.", 2)
     stopper = Stopper(settings.shutdown_grace_s, early)
@@ -130,6 +143,13 @@ async def _serve(settings: Settings, early: list[signal.Signals]) -> None:
 def build_platform_adapters(settings: Settings) -> list[Adapter]:
     """The adapters of every enabled platform (found through the `confide.adapters` entry points)."""
     return [platform.build(settings) for platform in enabled_platforms(settings)]
+
+
+def remote_channels(settings: Settings) -> list[Adapter]:
+    """A worker's view of every enabled platform: no connection (its gateway holds it)."""
+    from bridge.dispatch.roles import RemoteChannel
+
+    return [RemoteChannel(platform.name) for platform in enabled_platforms(settings)]
 
 
 @app.command()

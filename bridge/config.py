@@ -329,6 +329,12 @@ class Settings(BaseSettings):
         "postgresql://user:password@host:5432/dbname; unset: SQLite in the data directory",
     )
     state_pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connections of one process")
+    role: Literal["all", "gateway", "worker"] = Field(
+        "all",
+        description="What `confide serve` does (bridge/dispatch/roles.py): all; gateway (platform connections: intake "
+        "and delivery, one per account); worker (answers, no connection; as many as the models feed). Several "
+        "processes need the state on PostgreSQL",
+    )
     lease_s: float = Field(
         30.0,
         ge=1,

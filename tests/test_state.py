@@ -243,7 +243,7 @@ async def test_a_database_of_the_unversioned_layout_keeps_its_rows_and_is_brough
 
     db = await open_db(tmp_path)
     assert "checkpoints" not in tables(path) and "schema_versions" in tables(path)
-    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 9
+    assert await db.run(lambda conn: schema_version(conn, "core")) == len(CORE_MIGRATIONS) == 10
     inbox = Inbox(db)
     assert await inbox.put(message("1")) is False  # the old row is still there
     claimed = await inbox.claim_next("telegram:c1")
@@ -308,7 +308,7 @@ async def test_a_database_of_a_newer_version_is_refused_and_left_alone(backend: 
     db = await backend.open()
     await db.run(lambda conn: conn.execute("UPDATE schema_versions SET version=99 WHERE owner='core'"))
     await db.close()
-    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 99, this version knows 9\)"):
+    with pytest.raises(SchemaTooNew, match=r"written by a newer Confide \(core schema 99, this version knows 10\)"):
         await backend.open()
     db = StateDB(backend.path / "state.sqlite3") if backend.url is None else PostgresState(backend.url)
     adapter: list[Migration] = [(1, "CREATE TABLE telegram_x (a TEXT)")]

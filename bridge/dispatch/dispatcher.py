@@ -16,6 +16,8 @@ from bridge.dispatch import reanswer
 from bridge.dispatch.at_work import working_on
 from bridge.dispatch.handler import MessageHandler
 from bridge.dispatch.inbox import Claimed, LeaseLost
+from bridge.dispatch.outbox import OUTBOX_CHANNEL
+from bridge.dispatch.roles import GatewayLost, Gateways, RemoteChannel, Role
 from bridge.intake.adapter import Adapter, StopsIntake
 from bridge.intake.hearing import HearingStage
 from bridge.language.catalog import speaking
@@ -31,15 +33,25 @@ MAX_ATTEMPTS = 3  # failures of one message's handling before the person is told
 MAX_STARTS = 10
 MAX_DELIVERY_ATTEMPTS = 8
 DELIVERY_PAGE = 100  # replies read from the outbox at a time
+FOLLOW_GATEWAYS_S = 5.0
 
 
 class Dispatcher:
-    def __init__(self, services: Services, adapters: list[Adapter]) -> None:
+    """`role` (bridge/dispatch/roles.py): `worker` works messages and holds no connection (its adapters are
+    RemoteChannels); `gateway` runs the adapters' intake and delivery and works no message; `all` does both."""
+
+    def __init__(self, services: Services, adapters: list[Adapter], role: Role = "all") -> None:
+        self.role = role
+        self.works, self.connects = role != "gateway", role != "worker"
         self.inbox = services.inbox
         self.outbox = services.outbox
         self.adapters = {a.channel: a for a in adapters}
         self.metrics = services.metrics
         self._persons, self._directory = PersonStore(services.db), services.directory
+        self._db = services.db
+        # One process holds a SQLite file's data directory, and every account with it; on PostgreSQL a lease does.
+        shared = services.db.dialect == "postgresql"
+        self._gateways = Gateways(services.db, self.inbox.owner, self.inbox.lease_s) if shared else None
         self.hearing = HearingStage(services.options.hearing, services.directory, services.inbox)
         self.handler = MessageHandler(services, self.adapters, self._wake_delivery)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -47,19 +59,30 @@ class Dispatcher:
         self._stopping = False  # a graceful stop began: no message is started any more
 
     async def run(self) -> None:
-        """Recover, then dispatch, deliver and run every adapter until cancelled."""
-        await self.inbox.recover()
+        """Recover, then dispatch, deliver and run every adapter until cancelled (as far as the role goes)."""
+        if self.works:
+            await self.inbox.recover()
+        if self.connects and self._gateways is not None:
+            for channel in self.adapters:
+                await self._gateways.take(channel)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._dispatch(), name="confide-dispatch")
-                group.create_task(self.inbox.keep_leases(), name="confide-leases")
-                group.create_task(self.inbox.watch(), name="confide-inbox-watch")
                 group.create_task(self._persons.watch(self._directory.update), name="confide-persons-watch")
-                group.create_task(self._pay_owed_answers(), name="confide-reanswer")
-                for channel, adapter in self.adapters.items():
-                    self._delivery_events[channel].set()  # deliver what a previous run left behind
-                    group.create_task(self._deliver(adapter), name=f"confide-deliver-{channel}")
-                    group.create_task(adapter.run(self.inbox), name=f"confide-adapter-{channel}")
+                if self.works:
+                    group.create_task(self._dispatch(), name="confide-dispatch")
+                    group.create_task(self.inbox.keep_leases(), name="confide-leases")
+                    group.create_task(self.inbox.watch(), name="confide-inbox-watch")
+                    group.create_task(self._pay_owed_answers(), name="confide-reanswer")
+                if self.connects:
+                    for channel, adapter in self.adapters.items():
+                        self._delivery_events[channel].set()  # deliver what a previous run left behind
+                        group.create_task(self._deliver(adapter), name=f"confide-deliver-{channel}")
+                        group.create_task(adapter.run(self.inbox), name=f"confide-adapter-{channel}")
+                    if self._gateways is not None:
+                        group.create_task(self._hold_accounts(self._gateways), name="confide-gateway-leases")
+                        group.create_task(self._hear_replies(), name="confide-outbox-listen")
+                else:
+                    group.create_task(self._follow_gateways(), name="confide-gateways")
                 self.metrics.ready = True
         finally:
             self.metrics.ready = False
@@ -70,7 +93,52 @@ class Dispatcher:
             await asyncio.gather(*chats, return_exceptions=True)
             # A stop we carried out ourselves was no message's doing: what it cut off starts again with a clean slate.
             # Only a death that skips this (a crash, SIGKILL, the OOM killer) counts against the messages at work.
-            await self.inbox.release_taken()
+            if self.works:
+                await self.inbox.release_taken()
+            if self.connects and self._gateways is not None:
+                await self._gateways.release(list(self.adapters))
+
+    # -- roles -----------------------------------------------------------------------------------
+
+    async def _hold_accounts(self, gateways: Gateways) -> None:
+        """Renew this gateway's leases on its accounts (and say how the bot is addressed) every third of a lease;
+        one taken over ends the process: two connections to one account must never run."""
+        while True:
+            await asyncio.sleep(gateways.lease_s / 3)
+            try:
+                await gateways.keep({channel: adapter.bot_names for channel, adapter in self.adapters.items()})
+            except GatewayLost:
+                raise
+            except Exception:
+                log.exception("renewing this gateway's accounts failed; trying again")
+
+    async def _hear_replies(self) -> None:
+        """A gateway delivers what workers queue: woken by their NOTIFY, and looking every second besides."""
+
+        def wake_all() -> None:
+            for event in self._delivery_events.values():
+                event.set()
+
+        listening = asyncio.create_task(self._db.listen(OUTBOX_CHANNEL, wake_all), name="confide-outbox-notify")
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                wake_all()
+        finally:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+
+    async def _follow_gateways(self) -> None:
+        """A worker addresses the bot as its gateways say (@name in a group), read every few seconds."""
+        while True:
+            try:
+                names = await self._gateways.bot_names() if self._gateways is not None else {}
+                for channel, adapter in self.adapters.items():
+                    if isinstance(adapter, RemoteChannel):
+                        adapter.names = names.get(channel, ())
+            except Exception:
+                log.exception("reading the gateways' bot names failed; trying again")
+            await asyncio.sleep(FOLLOW_GATEWAYS_S)
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -176,7 +244,7 @@ class Dispatcher:
         if in_flight:
             done, pending = await asyncio.wait(in_flight, timeout=max(0.0, deadline - loop.time()))
             finished, cut = len(done), len(pending)
-        while loop.time() < deadline and await self._undelivered(deliverable_only=True):
+        while self.connects and loop.time() < deadline and await self._undelivered(deliverable_only=True):
             for event in self._delivery_events.values():
                 event.set()
             await asyncio.sleep(0.05)

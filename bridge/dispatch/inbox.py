@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bridge.dispatch.outbox import enqueue_reply
+from bridge.dispatch.outbox import OUTBOX_CHANNEL, enqueue_reply
 from bridge.messages import IncomingMessage, OutgoingReply
 from bridge.ops.diskspace import DiskRoom
 from bridge.state.store import Connection, StateStore
@@ -227,6 +227,8 @@ class Inbox:
                 enqueue_reply(conn, reply, inbox_id)
             if also is not None:
                 also(conn)
+            if replies and self._shared:  # the gateway that delivers them is woken at commit
+                conn.execute("SELECT pg_notify(?, ?)", (OUTBOX_CHANNEL, replies[0].channel))
 
         await self._db.run(commit)
 

@@ -14,6 +14,7 @@ from bridge.messages import OutgoingReply
 from bridge.state.store import Connection, StateStore
 
 log = logging.getLogger(__name__)
+OUTBOX_CHANNEL = "confide_outbox"  # PostgreSQL NOTIFY: a reply waits for the gateway that delivers it
 
 
 def enqueue_reply(conn: Connection, reply: OutgoingReply, inbox_id: int | None) -> None:

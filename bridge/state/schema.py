@@ -157,4 +157,17 @@ CREATE TABLE persons (
 );
 """,
     ),
+    (
+        10,
+        """
+-- Which process holds each platform's connection (bridge/dispatch/roles.py): one gateway per account, enforced by
+-- a lease; and what workers need to know of the platform (how people address the bot in a group).
+CREATE TABLE gateways (
+    channel TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    lease_until REAL NOT NULL,
+    bot_names TEXT NOT NULL DEFAULT '[]'      -- JSON list
+);
+""",
+    ),
 ]

@@ -1,0 +1,124 @@
+"""`confide serve --role`: one gateway holds the Telegram connection, two workers answer, all on one PostgreSQL; either
+worker is killed with SIGKILL at random moments, 20 times, while people keep writing; every message is answered
+exactly once, each chat in order. A second gateway for the same account waits for the first one's lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli_helpers import cli_env, kill_if_running, start_serve
+from tests.fakes.bot_api import FakeTelegram
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.helpers import eventually
+from tests.mailservers import free_port
+
+PEOPLE = [300 + n for n in range(6)]
+CYCLES = 20
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    server = await FakeTelegram().start()
+    yield server
+    await server.stop()
+
+
+def role_env(data_dir: Path, role: str, state_url: str, telegram: FakeTelegram, llm: FakeOpenAI) -> dict[str, str]:
+    data_dir.mkdir(mode=0o700, exist_ok=True)
+    persons = [{"id": f"p{user}", "accounts": [f"telegram:{user}"]} for user in PEOPLE]
+    models = {"main": {"base_url": llm.base_url, "model": llm.model, "concurrency": 4, "timeout_s": 60}}
+    return cli_env(
+        data_dir, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
+        telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
+        telegram__poll_timeout_s="1", telegram__drafts="false", log_level="INFO", state_url=state_url, role=role,
+        lease_s="1", index_conversations="false",
+    )  # fmt: skip
+
+
+async def ready(env: dict[str, str]) -> bool:
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            url = f"http://127.0.0.1:{env['CONFIDE_METRICS__PORT']}/readyz"
+            return (await client.get(url, timeout=1)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def replies(telegram: FakeTelegram, user: int) -> list[str]:
+    return [m.text for m in telegram.bot_messages(user)]
+
+
+async def test_one_gateway_and_two_workers_answer_every_message_once_while_workers_are_killed(
+    tmp_path: Path, telegram: FakeTelegram, fake_llm: FakeOpenAI, state_url: str
+) -> None:
+    fake_llm.default = Behaviour(delay_s=0.4)  # answers take a while: kills find messages at work
+    gateway_env = role_env(tmp_path / "gateway", "gateway", state_url, telegram, fake_llm)
+    worker_envs = [role_env(tmp_path / f"worker{n}", "worker", state_url, telegram, fake_llm) for n in range(2)]
+    log = tmp_path / "serve.log"
+    gateway = await start_serve(gateway_env, log)
+    workers = [await start_serve(env, log) for env in worker_envs]
+    asked: dict[int, list[str]] = {user: [] for user in PEOPLE}
+    try:
+        await eventually(lambda: ready(gateway_env), within_s=60)
+        for env in worker_envs:
+            await eventually(lambda env=env: ready(env), within_s=60)  # type: ignore[misc]
+        for cycle in range(CYCLES):
+            for user in random.sample(PEOPLE, 3):
+                text = f"question {len(asked[user])} of {user} in cycle {cycle}"
+                asked[user].append(text)
+                telegram.push_message(user, text)
+            await asyncio.sleep(random.uniform(0.3, 1.2))
+            victim = random.randrange(2)
+            workers[victim].send_signal(signal.SIGKILL)
+            await workers[victim].wait()
+            workers[victim] = await start_serve(worker_envs[victim], log)
+        await eventually(lambda: all(len(replies(telegram, u)) >= len(asked[u]) for u in PEOPLE), within_s=180)
+        await asyncio.sleep(2)  # a duplicate would come right after
+    finally:
+        for process in [gateway, *workers]:
+            await kill_if_running(process)
+    output = log.read_text()
+    for user in PEOPLE:
+        sent = replies(telegram, user)
+        assert len(sent) == len(asked[user]), (user, sent, asked[user], output[-3000:])
+        for reply, text in zip(sent, asked[user], strict=True):  # one answer each, in the order asked
+            assert reply.startswith(f"You asked: {text}"), (user, sent, asked[user])
+    assert "taking over message" in output, "no kill caught a message at work: the takeover was not exercised"
+    assert "a worker delivers nothing" not in output
+
+
+async def test_a_second_gateway_for_one_account_waits_until_the_first_is_gone(
+    tmp_path: Path, telegram: FakeTelegram, fake_llm: FakeOpenAI, state_url: str
+) -> None:
+    first_env = role_env(tmp_path / "first", "gateway", state_url, telegram, fake_llm)
+    second_env = role_env(tmp_path / "second", "gateway", state_url, telegram, fake_llm)
+    worker_env = role_env(tmp_path / "worker", "worker", state_url, telegram, fake_llm)
+    first = await start_serve(first_env, tmp_path / "first.log")
+    second = worker = None
+    try:
+        await eventually(lambda: ready(first_env), within_s=60)
+        second = await start_serve(second_env, tmp_path / "second.log")
+        worker = await start_serve(worker_env, tmp_path / "worker.log")
+        await eventually(lambda: "held by another gateway" in (tmp_path / "second.log").read_text(), within_s=60)
+        polls = len(telegram.calls_of("getUpdates"))
+        await asyncio.sleep(3)
+        assert not await ready(second_env), "the second gateway started its connection beside the first"
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        await eventually(lambda: ready(second_env), within_s=30)  # the lease (1 s) ran out: taken over
+        telegram.push_message(PEOPLE[0], "are you there?")
+        await eventually(lambda: replies(telegram, PEOPLE[0]), within_s=30)
+        assert [text.startswith("You asked: are you there?") for text in replies(telegram, PEOPLE[0])] == [True]
+        assert len(telegram.calls_of("getUpdates")) > polls
+    finally:
+        for process in (first, second, worker):
+            if process is not None:
+                await kill_if_running(process)
