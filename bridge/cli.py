@@ -155,9 +155,11 @@ def remote_channels(settings: Settings) -> list[Adapter]:
 @app.command()
 def health(
     wait: Annotated[float, typer.Option(help="Seconds to wait for readiness (0: ask once)")] = 0.0,
+    live: Annotated[bool, typer.Option("--live", help="Ask whether it is alive (/healthz), not ready")] = False,
 ) -> None:
-    """Exit 0 when the running `confide serve` takes and answers messages (its /readyz), else 1. For the compose
-    healthcheck and the systemd unit; needs CONFIDE_METRICS__PORT."""
+    """Exit 0 when the running `confide serve` takes and answers messages (its /readyz; --live: runs at all, its
+    /healthz), else 1. For the compose healthcheck, the systemd unit and Kubernetes' probes (the endpoints listen on
+    loopback only); needs CONFIDE_METRICS__PORT."""
     import time
 
     import httpx
@@ -165,7 +167,7 @@ def health(
     settings = settings_or_exit()
     if not settings.metrics.port:
         raise fail("Set CONFIDE_METRICS__PORT: readiness is served beside the metrics, on loopback.", 2)
-    url = f"http://127.0.0.1:{settings.metrics.port}/readyz"
+    url = f"http://127.0.0.1:{settings.metrics.port}/{'healthz' if live else 'readyz'}"
     token = settings.metrics.token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     deadline = time.monotonic() + wait
@@ -179,7 +181,7 @@ def health(
             if why == "not ready":
                 why = "not ready (starting or stopping)"
         if status == 200:
-            print("ready")
+            print("alive" if live else "ready")
             raise typer.Exit(0)
         if time.monotonic() >= deadline:
             err.print(f"confide serve at {url}: {why}")

@@ -36,6 +36,8 @@ async def test_import_export_and_forget_go_through_the_running_process(
     process = await start_serve(env, log)
     try:
         assert (await run_cli(["health", "--wait", "60"], env)).code == 0, log.read_text()[-3000:]
+        alive = await run_cli(["health", "--live"], env)  # Kubernetes' liveness probe (deploy/helm)
+        assert alive.code == 0 and alive.stdout.strip() == "alive"
         socket_file = tmp_path / "confide.sock"
         assert stat.S_IMODE(socket_file.stat().st_mode) == 0o600
         imported = await run_cli(["import", "files", str(note), "--person", "ana"], env)
