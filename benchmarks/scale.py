@@ -9,9 +9,11 @@ finished. Printed (figures, not a test):
 
 - msg/s per worker count, and the ratio to one worker, with the machine's cores (on 2 cores the ratio is bounded:
   every worker also embeds each question on the CPU);
-- lost (messages never finished) and duplicated (messages with more than one reply queued);
+- lost (messages never finished) and duplicated (messages with more than one reply queued), over every phase;
 - takeover: 2 workers, one killed with SIGKILL once a third of the messages are done; the time from the kill until
-  the last message it held is finished by the other (at least its lease, `--lease`).
+  the last message it held is finished by the other (at least its lease, `--lease`);
+- kills: 2 workers, one of them at random killed with SIGKILL and started again 20 times (`--kill-cycles`) while
+  messages keep coming.
 
 The last line reads `scale: workers 2 msg/s X ratio R lost 0 duplicated 0 takeover T s`.
 """
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -170,6 +173,36 @@ async def takeover(state_url: str, llm: StreamServer, args: argparse.Namespace, 
     return result
 
 
+async def kills(state_url: str, llm: StreamServer, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Two workers, one of them (at random) killed with SIGKILL and started again `--kill-cycles` times while
+    messages keep coming: every message must still be finished once."""
+    db = PostgresState(state_url)
+    await db.open()
+    inbox = Inbox(db)
+    workers = await start_workers(2, state_url, llm, args, workdir)
+    rng = random.Random(0)
+    sent = 0
+    try:
+        for _ in range(args.kill_cycles):
+            for _ in range(args.messages // args.kill_cycles):
+                chat = sent % args.chats
+                await inbox.put(IncomingMessage(channel="telegram", chat_id=str(chat), sender=str(chat),
+                                                platform_message_id=f"k{sent}", text=f"thing {sent}?"))  # fmt: skip
+                sent += 1
+            await asyncio.sleep(rng.uniform(0.1, 0.6))
+            victim = rng.randrange(2)
+            os.kill(workers[victim].pid, signal.SIGKILL)
+            await workers[victim].wait()
+            workers[victim] = (await start_workers(1, state_url, llm, args, workdir / f"again{victim}"))[0]
+        started = time.monotonic()
+        await until_done(inbox, started + args.timeout)
+    finally:
+        await stop(workers)
+    result = {"sent": sent, **await outcome(db)}
+    await db.close()
+    return result
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=400)
@@ -178,6 +211,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="each worker's requests in flight to the model")
     parser.add_argument("--lease", type=float, default=5.0, help="CONFIDE_LEASE_S of the workers")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--kill-cycles", type=int, default=20, help="kills -9 of a worker while messages come")
     args = parser.parse_args()
     llm = await StreamServer().start()
     cluster = PostgresCluster().start()
@@ -192,6 +226,7 @@ async def main() -> None:
                 print(f"workers {count}: {result['msg_s']:.1f} msg/s ({result['seconds']:.1f} s), "
                       f"lost {result['lost']}, duplicated {result['duplicated']}", flush=True)  # fmt: skip
             taken = await takeover(cluster.new_database(), llm, args, Path(tmp) / "takeover")
+            killed = await kills(cluster.new_database(), llm, args, Path(tmp) / "kills")
     finally:
         cluster.stop()
         await llm.stop()
@@ -201,9 +236,11 @@ async def main() -> None:
     print(f"kill -9 of one of 2 workers under load: it held {taken['held']} message(s); the other finished them "
           f"{taken['takeover_s']:.1f} s after the kill (lease {args.lease:g} s); lost {taken['lost']}, "
           f"duplicated {taken['duplicated']}")  # fmt: skip
+    print(f"{args.kill_cycles} kills -9 of a worker at random (2 workers, each started again) while {killed['sent']} "
+          f"messages came: lost {killed['lost']}, duplicated {killed['duplicated']}")  # fmt: skip
     two = next(r for r in results if r["workers"] == 2)
-    lost = sum(r["lost"] for r in results) + taken["lost"]
-    duplicated = sum(r["duplicated"] for r in results) + taken["duplicated"]
+    lost = sum(r["lost"] for r in results) + taken["lost"] + killed["lost"]
+    duplicated = sum(r["duplicated"] for r in results) + taken["duplicated"] + killed["duplicated"]
     print(f"scale: workers 2 msg/s {two['msg_s']:.1f} ratio {two['msg_s'] / one:.2f} lost {lost} "
           f"duplicated {duplicated} takeover {taken['takeover_s']:.1f} s")  # fmt: skip
 

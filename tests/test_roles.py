@@ -1,6 +1,7 @@
-"""`confide serve --role`: one gateway holds the Telegram connection, two workers answer, all on one PostgreSQL; either
-worker is killed with SIGKILL at random moments, 20 times, while people keep writing; every message is answered
-exactly once, each chat in order. A second gateway for the same account waits for the first one's lease."""
+"""`confide serve --role`: one gateway holds the platform's connection (Telegram; email through a real Postfix and
+Dovecot), two workers answer, all on one PostgreSQL; either worker is killed with SIGKILL at random moments, 20
+times, while people keep writing; every message is answered exactly once, each chat in order. A second gateway for
+the same account waits for the first one's lease."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import asyncio
 import json
 import random
 import signal
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import make_msgid
 from pathlib import Path
 
 import httpx
@@ -18,7 +25,7 @@ from tests.cli_helpers import cli_env, kill_if_running, start_serve
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.helpers import eventually
-from tests.mailservers import free_port
+from tests.mailservers import CONFIDE_DOMAIN, PASSWORD, PEOPLE_DOMAIN, MailServers, free_port
 
 PEOPLE = [300 + n for n in range(6)]
 CYCLES = 20
@@ -122,3 +129,95 @@ async def test_a_second_gateway_for_one_account_waits_until_the_first_is_gone(
         for process in (first, second, worker):
             if process is not None:
                 await kill_if_running(process)
+
+
+@pytest.fixture(scope="module")
+async def servers() -> AsyncIterator[MailServers]:
+    mail = await MailServers().start()
+    yield mail
+    await mail.stop()
+
+
+CONFIDE_MAIL = f"confide@{CONFIDE_DOMAIN}"
+
+
+def email_env(data_dir: Path, role: str, state_url: str, servers: MailServers, llm: FakeOpenAI,
+              senders: list[str]) -> dict[str, str]:  # fmt: skip
+    data_dir.mkdir(mode=0o700, exist_ok=True)
+    persons = [{"id": f"p{n}", "accounts": [f"email:{address}"]} for n, address in enumerate(senders)]
+    models = {"main": {"base_url": llm.base_url, "model": llm.model, "concurrency": 4, "timeout_s": 60}}
+    return cli_env(
+        data_dir, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
+        email__smtp_enabled="true", email__smtp_port=str(servers.confide_port),
+        email__addresses=json.dumps([CONFIDE_MAIL]), email__tls_cert=str(servers.cert), email__tls_key=str(servers.key),
+        email__relay_host="127.0.0.1", email__relay_port=str(servers.smtp_port), email__relay_security="starttls",
+        email__relay_user=f"relay@{PEOPLE_DOMAIN}", email__relay_password=PASSWORD, email__ca_file=str(servers.cert),
+        email__from_address=CONFIDE_MAIL, email__trusted_authserv_ids='["mx.test"]',
+        email__trusted_relays='["127.0.0.1"]', email__rate_limit_per_hour="1000", log_level="INFO",
+        state_url=state_url, role=role, lease_s="1", index_conversations="false",
+    )  # fmt: skip
+
+
+async def test_email_through_one_gateway_and_two_workers_killed_at_random_answers_every_mail_once(
+    tmp_path: Path, servers: MailServers, fake_llm: FakeOpenAI, state_url: str
+) -> None:
+    """Mail comes through Postfix to the gateway's SMTP server; workers answer; replies go out through Postfix into
+    each sender's Dovecot mailbox, one per mail (In-Reply-To), however often a worker is killed."""
+    import aiosmtplib
+
+    fake_llm.default = Behaviour(delay_s=0.4)
+    senders = [f"roles-{n}-{uuid.uuid4().hex[:6]}@{PEOPLE_DOMAIN}" for n in range(4)]
+    gateway_env = email_env(tmp_path / "gateway", "gateway", state_url, servers, fake_llm, senders)
+    worker_envs = [email_env(tmp_path / f"w{n}", "worker", state_url, servers, fake_llm, senders) for n in range(2)]
+    log = tmp_path / "serve.log"
+    asked: dict[str, str] = {}  # Message-ID -> question
+
+    async def send(question: str) -> None:
+        sender = random.choice(senders)
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = sender, CONFIDE_MAIL, question
+        msg["Message-ID"] = make_msgid(domain=PEOPLE_DOMAIN)
+        msg["Authentication-Results"] = f"mx.test; dmarc=pass header.from={PEOPLE_DOMAIN}"
+        msg.set_content(question)
+        asked[msg["Message-ID"]] = question
+        await aiosmtplib.send(msg, sender=sender, recipients=[CONFIDE_MAIL], hostname="127.0.0.1",
+                              port=servers.smtp_port, start_tls=False)  # fmt: skip
+
+    def replies() -> Counter[str]:
+        found: Counter[str] = Counter()
+        for sender in senders:
+            for folder in ("new", "cur"):
+                for path in (servers.maildir(sender) / folder).glob("*"):
+                    headers = BytesParser(policy=policy.default).parsebytes(path.read_bytes(), headersonly=True)
+                    found[str(headers["In-Reply-To"])] += 1
+        return found
+
+    gateway = await start_serve(gateway_env, log)
+    workers = [await start_serve(env, log) for env in worker_envs]
+    try:
+        await eventually(lambda: ready(gateway_env), within_s=60)
+        for cycle in range(CYCLES):
+            for n in range(2):
+                await send(f"question {cycle}-{n} about the cabin")
+            await asyncio.sleep(random.uniform(0.3, 1.2))
+            victim = random.randrange(2)
+            workers[victim].send_signal(signal.SIGKILL)
+            await workers[victim].wait()
+            workers[victim] = await start_serve(worker_envs[victim], log)
+
+        def all_answered() -> bool:
+            found = replies()
+            return all(found[message_id] >= 1 for message_id in asked)
+
+        try:
+            await eventually(all_answered, within_s=180)
+        except AssertionError:
+            await servers.retry_queued()  # Postfix's deferred queue, nudged as tests/test_chaos.py does
+            await eventually(all_answered, within_s=60)
+        await asyncio.sleep(3)  # a duplicate would come right after
+    finally:
+        for process in [gateway, *workers]:
+            await kill_if_running(process)
+    found = replies()
+    assert sorted(found[message_id] for message_id in asked) == [1] * len(asked), (found, log.read_text()[-3000:])
+    assert "taking over message" in log.read_text(), "no kill caught a mail at work: the takeover was not exercised"
