@@ -258,3 +258,17 @@ async def test_the_model_is_down_only_when_every_replica_is() -> None:
         await client.close()
         await first.stop()
         await second.stop()
+
+
+async def test_a_request_tries_every_replica_before_it_gives_up() -> None:
+    """Two of three replicas fail it in turn: the third, never tried yet, answers (not the first one again)."""
+    servers = [await FakeOpenAI().start() for _ in range(3)]
+    servers[0].script, servers[1].script = [Behaviour(status=503)], [Behaviour(status=503)]
+    client = ModelClient({"m": model_for(servers[0], replicas=[s.base_url for s in servers[1:]], retries=0)})
+    try:
+        assert "what time is it" in text_of(await collect(client))
+    finally:
+        await client.close()
+        for server in servers:
+            await server.stop()
+    assert [len(server.requests) for server in servers] == [1, 1, 1]

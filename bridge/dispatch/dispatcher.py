@@ -52,6 +52,11 @@ class Dispatcher:
         # One process holds a SQLite file's data directory, and every account with it; on PostgreSQL a lease does.
         shared = services.db.dialect == "postgresql"
         self._gateways = Gateways(services.db, self.inbox.owner, self.inbox.lease_s) if shared else None
+        # Where other processes share the inbox, take no more chats than this one's model slots can soon serve:
+        # a chat taken here waits for a slot under this process's lease, where an idle worker could answer it.
+        models = services.models
+        slots = sum(models.settings(n).concurrency * len(models.settings(n).base_urls) for n in models.names())
+        self._chat_cap = max(2, 2 * slots) if shared else None
         self.hearing = HearingStage(services.options.hearing, services.directory, services.inbox)
         self.handler = MessageHandler(services, self.adapters, self._wake_delivery)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -146,6 +151,8 @@ class Dispatcher:
         while not self._stopping:
             self.inbox.changed.clear()
             for chat_key in await self.inbox.pending_chats(exclude=set(self._running)):
+                if self._chat_cap is not None and len(self._running) >= self._chat_cap:
+                    break  # the rest for another process, or for this one once a chat is done
                 if chat_key.partition(":")[0] not in self.adapters:
                     continue  # that platform is not running in this process; its messages wait
                 self._running[chat_key] = asyncio.create_task(self._work_chat(chat_key), name=f"chat-{chat_key}")

@@ -337,8 +337,12 @@ class OpenAIEmbedder:
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         chunks = [list(texts[start : start + self.batch_size]) for start in range(0, len(texts), self.batch_size)]
-        embedded = await asyncio.gather(*(self._embed_chunk(chunk) for chunk in chunks))
-        return [vector for chunk in embedded for vector in chunk]
+        try:
+            async with asyncio.TaskGroup() as group:  # one batch failing cancels the others: the call failed
+                embedded = [group.create_task(self._embed_chunk(chunk)) for chunk in chunks]
+        except ExceptionGroup as failed:  # the first batch's error, as a one-by-one loop would have raised it
+            raise failed.exceptions[0] from None
+        return [vector for task in embedded for vector in task.result()]
 
     async def _embed_chunk(self, chunk: list[str]) -> list[list[float]]:
         async with self._slots:

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -128,14 +128,16 @@ class _Model:
     def __post_init__(self) -> None:
         self.any_up.set()
 
-    def pick(self, avoid: _Replica | None) -> _Replica | None:
-        """The replica with the fewest outstanding requests among those up, the one that just failed this request
-        last; None when all are down."""
+    def pick(self, tried: Sequence[_Replica] = ()) -> _Replica | None:
+        """The replica with the fewest outstanding requests among those up, those this request already tried last
+        (the one that failed it most recently last of all); None when all are down."""
         up = [replica for replica in self.replicas if replica.up.is_set()]
         if not up:
             return None
-        others = [replica for replica in up if replica is not avoid] or up
-        return min(others, key=lambda replica: replica.outstanding)
+        untried = [replica for replica in up if replica not in tried]
+        if untried:
+            return min(untried, key=lambda replica: replica.outstanding)
+        return min(up, key=lambda replica: (tried[::-1].index(replica) == 0, replica.outstanding))
 
 
 class ModelClient:
@@ -173,9 +175,9 @@ class ModelClient:
         retries = max(model.settings.retries, len(model.replicas) - 1)
         deadline = time.monotonic() + self.wait_s
         reason = "its circuit is open"
-        failed: _Replica | None = None
+        tried: list[_Replica] = []  # replicas that failed this request, in order
         for attempt in itertools.count():
-            replica = await self._replica(model, failed, deadline)
+            replica = await self._replica(model, tried, deadline)
             if replica is None:
                 raise ModelUnavailable(name, f"down for over {self.wait_s:.0f} s ({reason})")
             shown = False
@@ -199,11 +201,11 @@ class ModelClient:
             except _RETRYABLE as exc:
                 reason = _describe(exc)
                 self._failed(name, model, replica, reason)
-                failed = replica
+                tried = [*(r for r in tried if r is not replica), replica]
                 if attempt >= retries and time.monotonic() >= deadline:
                     raise ModelUnavailable(name, reason) from exc
                 # Another replica that is up takes the retry at once; the same server is given time to recover.
-                elsewhere = model.pick(replica) not in (None, replica)
+                elsewhere = model.pick(tried) not in (None, replica)
                 delay = _retry_delay(exc, min(attempt, 4), backing_off=not elsewhere)
                 log.warning("model %s failed at %s (%s); retry %d in %.1fs", name, replica.url, reason, attempt + 1,
                             delay)  # fmt: skip
@@ -215,9 +217,9 @@ class ModelClient:
             finally:
                 replica.outstanding -= 1
 
-    async def _replica(self, model: _Model, failed: _Replica | None, deadline: float) -> _Replica | None:
+    async def _replica(self, model: _Model, tried: Sequence[_Replica], deadline: float) -> _Replica | None:
         """The replica for the next attempt, waiting until `deadline` while every replica is down."""
-        while (replica := model.pick(failed)) is None:
+        while (replica := model.pick(tried)) is None:
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     await model.any_up.wait()

@@ -35,12 +35,19 @@ class PersonStore:
 
         def add(conn: Connection) -> list[str]:
             known = {row[0] for row in conn.execute("SELECT id FROM persons").fetchall()}
-            added = [person for person in persons if person.id not in known]
-            for person in added:
+            added = []
+            for person in persons:
+                if person.id in known:
+                    continue
                 _check_accounts(conn, person)
-                conn.execute("INSERT INTO persons (id, settings, updated_at) VALUES (?, ?, ?)",
-                             (person.id, person.model_dump_json(), time.time()))  # fmt: skip
-            return [person.id for person in added]
+                # Processes that start together (a fresh deployment) seed at once: one of them adds each person.
+                cursor = conn.execute(
+                    "INSERT INTO persons (id, settings, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (person.id, person.model_dump_json(), time.time()),
+                )
+                if cursor.rowcount == 1:
+                    added.append(person.id)
+            return added
 
         return await self._db.run(add)
 
@@ -77,6 +84,8 @@ class PersonStore:
         def write(conn: Connection) -> bool:
             cursor = conn.execute("UPDATE persons SET removed=1, updated_at=? WHERE id=? AND removed=0",
                                   (time.time(), person_id))  # fmt: skip
+            # Their /share in groups ends with them: a group's answers no longer read their history.
+            conn.execute("DELETE FROM room_shares WHERE person=?", (person_id,))
             self._notify(conn)
             return cursor.rowcount == 1
 
@@ -96,9 +105,11 @@ class PersonStore:
             conn.execute("SELECT pg_notify(?, '')", (NOTIFY_CHANNEL,))
 
     async def watch(self, changed: Callable[[list[PersonSettings]], None]) -> None:
-        """Until cancelled, call `changed` with the persons whenever they change."""
-        seen = await self.version()
+        """Until cancelled, call `changed` with the persons whenever they change, and once at the start (they may
+        have changed since the caller read them). Told by NOTIFY, it reads them again whatever the version says."""
+        seen: tuple[int, float] | None = None
         wake = asyncio.Event()
+        wake.set()
         listening = asyncio.create_task(self._db.listen(NOTIFY_CHANNEL, wake.set), name="confide-persons-listen")
         try:
             while True:
@@ -106,13 +117,13 @@ class PersonStore:
                     await asyncio.wait_for(wake.wait(), LOOK_EVERY_S)
                 except TimeoutError:
                     pass
+                told, seen_before = wake.is_set(), seen
                 wake.clear()
                 try:
-                    now = await self.version()
-                    if now != seen:
-                        seen = now
+                    seen = await self.version()
+                    if told or seen != seen_before:
                         persons = await self.all()
-                        log.info("persons changed: %s", ", ".join(p.id for p in persons) or "none")
+                        log.info("persons: %s", ", ".join(p.id for p in persons) or "none")
                         changed(persons)
                 except Exception:
                     log.exception("reading the persons from the state store failed; trying again")
