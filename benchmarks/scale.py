@@ -32,13 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 import bridge  # noqa: F401  (telemetry off before any model import)
 from benchmarks.stream_server import MODEL, StreamServer
 from bridge.dispatch.inbox import Inbox
 from bridge.messages import IncomingMessage
 from bridge.state.postgres import PostgresState
+from tests.cli_helpers import serve_ready
 from tests.postgres import PostgresCluster
 
 ROOT = Path(__file__).parent.parent
@@ -67,15 +66,6 @@ def worker_env(data_dir: Path, state_url: str, llm: StreamServer, args: argparse
     return env
 
 
-async def ready(env: dict[str, str]) -> bool:
-    try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            url = f"http://127.0.0.1:{env['CONFIDE_METRICS__PORT']}/readyz"
-            return (await client.get(url, timeout=1)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 async def start_workers(count: int, state_url: str, llm: StreamServer, args: argparse.Namespace,
                         workdir: Path) -> list[asyncio.subprocess.Process]:  # fmt: skip
     envs = [worker_env(workdir / f"worker{n}", state_url, llm, args) for n in range(count)]
@@ -87,7 +77,7 @@ async def start_workers(count: int, state_url: str, llm: StreamServer, args: arg
     ]  # fmt: skip
     deadline = time.monotonic() + 120
     for env in envs:
-        while not await ready(env):
+        while not await serve_ready(env):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"a worker did not start: see {workdir / 'workers.log'}")
             await asyncio.sleep(0.2)

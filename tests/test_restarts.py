@@ -13,10 +13,9 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.cli_helpers import cli_env, kill_if_running, start_serve
+from tests.cli_helpers import bot_replies, cli_env, kill_if_running, serve_ready, start_serve
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.helpers import eventually
@@ -43,19 +42,6 @@ def serve_env(tmp_path: Path, telegram: FakeTelegram, llm: FakeOpenAI) -> dict[s
     )  # fmt: skip
 
 
-async def ready(env: dict[str, str]) -> bool:
-    try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            url = f"http://127.0.0.1:{env['CONFIDE_METRICS__PORT']}/readyz"
-            return (await client.get(url, timeout=1)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def replies(telegram: FakeTelegram, user: int) -> list[str]:
-    return [m.text for m in telegram.bot_messages(user)]
-
-
 async def test_repeated_sigkill_with_a_slow_model_gives_every_question_one_real_answer(
     tmp_path: Path, telegram: FakeTelegram, fake_llm: FakeOpenAI
 ) -> None:
@@ -66,18 +52,18 @@ async def test_repeated_sigkill_with_a_slow_model_gives_every_question_one_real_
     for _ in range(KILLS):
         process = await start_serve(env, log)
         try:
-            await eventually(lambda: ready(env), within_s=60)
+            await eventually(lambda: serve_ready(env), within_s=60)
             await asyncio.sleep(2)
             process.send_signal(signal.SIGKILL)
             await process.wait()
         finally:
             await kill_if_running(process)
-    waited = [user for user in PEOPLE if not any(text.startswith("You asked") for text in replies(telegram, user))]
+    waited = [user for user in PEOPLE if not any(text.startswith("You asked") for text in bot_replies(telegram, user))]
     assert waited, "every question was answered before the kills ended: the test would prove nothing"
 
     process = await start_serve(env, log)
     try:
-        await eventually(lambda: all(replies(telegram, user) for user in PEOPLE), within_s=120)
+        await eventually(lambda: all(bot_replies(telegram, user) for user in PEOPLE), within_s=120)
         await asyncio.sleep(1)  # a duplicate would come right after
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
@@ -85,7 +71,7 @@ async def test_repeated_sigkill_with_a_slow_model_gives_every_question_one_real_
         await kill_if_running(process)
     output = log.read_text()
     for user in PEOPLE:
-        sent = replies(telegram, user)
+        sent = bot_replies(telegram, user)
         assert len(sent) == 1, (user, sent)
         assert sent[0].startswith(f"You asked: where did person {user} leave the key?"), (user, sent, output[-3000:])
     assert "giving up" not in output

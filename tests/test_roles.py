@@ -18,10 +18,9 @@ from email.parser import BytesParser
 from email.utils import make_msgid
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.cli_helpers import cli_env, kill_if_running, start_serve
+from tests.cli_helpers import bot_replies, cli_env, kill_if_running, serve_ready, start_serve
 from tests.fakes.bot_api import FakeTelegram
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.helpers import eventually
@@ -50,19 +49,6 @@ def role_env(data_dir: Path, role: str, state_url: str, telegram: FakeTelegram, 
     )  # fmt: skip
 
 
-async def ready(env: dict[str, str]) -> bool:
-    try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            url = f"http://127.0.0.1:{env['CONFIDE_METRICS__PORT']}/readyz"
-            return (await client.get(url, timeout=1)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def replies(telegram: FakeTelegram, user: int) -> list[str]:
-    return [m.text for m in telegram.bot_messages(user)]
-
-
 async def test_one_gateway_and_two_workers_answer_every_message_once_while_workers_are_killed(
     tmp_path: Path, telegram: FakeTelegram, fake_llm: FakeOpenAI, state_url: str
 ) -> None:
@@ -74,9 +60,9 @@ async def test_one_gateway_and_two_workers_answer_every_message_once_while_worke
     workers = [await start_serve(env, log) for env in worker_envs]
     asked: dict[int, list[str]] = {user: [] for user in PEOPLE}
     try:
-        await eventually(lambda: ready(gateway_env), within_s=60)
+        await eventually(lambda: serve_ready(gateway_env), within_s=60)
         for env in worker_envs:
-            await eventually(lambda env=env: ready(env), within_s=60)  # type: ignore[misc]
+            await eventually(lambda env=env: serve_ready(env), within_s=60)  # type: ignore[misc]
         for cycle in range(CYCLES):
             for user in random.sample(PEOPLE, 3):
                 text = f"question {len(asked[user])} of {user} in cycle {cycle}"
@@ -87,14 +73,14 @@ async def test_one_gateway_and_two_workers_answer_every_message_once_while_worke
             workers[victim].send_signal(signal.SIGKILL)
             await workers[victim].wait()
             workers[victim] = await start_serve(worker_envs[victim], log)
-        await eventually(lambda: all(len(replies(telegram, u)) >= len(asked[u]) for u in PEOPLE), within_s=180)
+        await eventually(lambda: all(len(bot_replies(telegram, u)) >= len(asked[u]) for u in PEOPLE), within_s=180)
         await asyncio.sleep(2)  # a duplicate would come right after
     finally:
         for process in [gateway, *workers]:
             await kill_if_running(process)
     output = log.read_text()
     for user in PEOPLE:
-        sent = replies(telegram, user)
+        sent = bot_replies(telegram, user)
         assert len(sent) == len(asked[user]), (user, sent, asked[user], output[-3000:])
         for reply, text in zip(sent, asked[user], strict=True):  # one answer each, in the order asked
             assert reply.startswith(f"You asked: {text}"), (user, sent, asked[user])
@@ -111,19 +97,19 @@ async def test_a_second_gateway_for_one_account_waits_until_the_first_is_gone(
     first = await start_serve(first_env, tmp_path / "first.log")
     second = worker = None
     try:
-        await eventually(lambda: ready(first_env), within_s=60)
+        await eventually(lambda: serve_ready(first_env), within_s=60)
         second = await start_serve(second_env, tmp_path / "second.log")
         worker = await start_serve(worker_env, tmp_path / "worker.log")
         await eventually(lambda: "held by another gateway" in (tmp_path / "second.log").read_text(), within_s=60)
         polls = len(telegram.calls_of("getUpdates"))
         await asyncio.sleep(3)
-        assert not await ready(second_env), "the second gateway started its connection beside the first"
+        assert not await serve_ready(second_env), "the second gateway started its connection beside the first"
         first.send_signal(signal.SIGKILL)
         await first.wait()
-        await eventually(lambda: ready(second_env), within_s=30)  # the lease (1 s) ran out: taken over
+        await eventually(lambda: serve_ready(second_env), within_s=30)  # the lease (1 s) ran out: taken over
         telegram.push_message(PEOPLE[0], "are you there?")
-        await eventually(lambda: replies(telegram, PEOPLE[0]), within_s=30)
-        assert [text.startswith("You asked: are you there?") for text in replies(telegram, PEOPLE[0])] == [True]
+        await eventually(lambda: bot_replies(telegram, PEOPLE[0]), within_s=30)
+        assert [text.startswith("You asked: are you there?") for text in bot_replies(telegram, PEOPLE[0])] == [True]
         assert len(telegram.calls_of("getUpdates")) > polls
     finally:
         for process in (first, second, worker):
@@ -195,7 +181,7 @@ async def test_email_through_one_gateway_and_two_workers_killed_at_random_answer
     gateway = await start_serve(gateway_env, log)
     workers = [await start_serve(env, log) for env in worker_envs]
     try:
-        await eventually(lambda: ready(gateway_env), within_s=60)
+        await eventually(lambda: serve_ready(gateway_env), within_s=60)
         for cycle in range(CYCLES):
             for n in range(2):
                 await send(f"question {cycle}-{n} about the cabin")
