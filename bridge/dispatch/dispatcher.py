@@ -108,14 +108,18 @@ class Dispatcher:
     async def _hold_accounts(self, gateways: Gateways) -> None:
         """Renew this gateway's leases on its accounts (and say how the bot is addressed) every third of a lease;
         one taken over ends the process: two connections to one account must never run."""
+        renewed = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(gateways.lease_s / 3)
             try:
                 await gateways.keep({channel: adapter.bot_names for channel, adapter in self.adapters.items()})
+                renewed = asyncio.get_running_loop().time()
             except GatewayLost:
                 raise
             except Exception:
                 log.exception("renewing this gateway's accounts failed; trying again")
+                if asyncio.get_running_loop().time() - renewed > gateways.lease_s:  # another may hold them by now
+                    raise GatewayLost("this gateway could not renew its accounts for longer than a lease") from None
 
     async def _hear_replies(self) -> None:
         """A gateway delivers what workers queue: woken by their NOTIFY, and looking every second besides."""

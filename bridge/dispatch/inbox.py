@@ -27,7 +27,7 @@ from typing import TypeVar
 from bridge.dispatch.outbox import OUTBOX_CHANNEL, enqueue_reply
 from bridge.messages import IncomingMessage, OutgoingReply
 from bridge.ops.diskspace import DiskRoom
-from bridge.state.store import Connection, StateStore
+from bridge.state.store import Connection, StateStore, clock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +35,9 @@ LEASE_S = 30.0  # how long a taken message stays with its taker without a renewa
 NOTIFY_CHANNEL = "confide_inbox"  # PostgreSQL: a new message, for every process that works this inbox
 # Taken messages pending again, none of them at work.
 PUT_BACK = "UPDATE inbox SET status='pending', at_work=0, owner=NULL, lease_until=NULL WHERE status='working'"
+# Only while this process holds the message (or nobody does: a row of a version before owners): one that lost it to
+# another process changes nothing of it.
+HELD = "(owner=? OR owner IS NULL)"
 # Each chat's oldest unfinished message, where no live lease of another taker holds it: what may be taken now.
 _HEADS = (
     "SELECT {columns} FROM inbox i WHERE i.status != 'done'"
@@ -116,7 +119,7 @@ class Inbox:
 
         def reset(conn: Connection) -> int:
             dead = "status='working'" + ("" if not self._shared else " AND (lease_until IS NULL OR lease_until < ?)")
-            parameters = (time.time(),) if self._shared else ()
+            parameters = (clock(conn, self._db.dialect),) if self._shared else ()
             conn.execute(f"UPDATE inbox SET attempts=attempts+1 WHERE {dead} AND at_work=1", parameters)
             return conn.execute(PUT_BACK.replace("status='working'", dead), parameters).rowcount
 
@@ -133,14 +136,14 @@ class Inbox:
 
     async def renew(self) -> int:
         """Extend the lease on every message this process holds; returns how many it holds."""
-        until = time.time() + self.lease_s
-        return await self._db.run(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE inbox SET lease_until=? WHERE status='working' AND owner=?", (until, self.owner)
-                ).rowcount
-            )
-        )
+
+        def extend(conn: Connection) -> int:
+            until = clock(conn, self._db.dialect) + self.lease_s
+            return conn.execute(
+                "UPDATE inbox SET lease_until=? WHERE status='working' AND owner=?", (until, self.owner)
+            ).rowcount
+
+        return await self._db.run(extend)
 
     async def keep_leases(self) -> None:
         """Renew this process's leases every third of a lease, until cancelled: a live taker keeps its messages."""
@@ -167,7 +170,7 @@ class Inbox:
 
         def query(conn: Connection) -> list[str]:
             sql = _HEADS.format(columns="i.chat_key") + " ORDER BY i.id"
-            rows = conn.execute(sql, (self.owner, time.time())).fetchall()
+            rows = conn.execute(sql, (self.owner, clock(conn, self._db.dialect))).fetchall()
             return [r["chat_key"] for r in rows if r["chat_key"] not in exclude]
 
         return await self._db.run(query)
@@ -182,7 +185,7 @@ class Inbox:
             sql = _HEADS.format(columns=columns) + " AND i.chat_key=?"
             if self._shared:  # a row another taker is claiming right now is skipped, never waited for
                 sql += " FOR UPDATE SKIP LOCKED"
-            now = time.time()
+            now = clock(conn, self._db.dialect)
             row = conn.execute(sql, (self.owner, now, chat_key)).fetchone()
             if row is None:
                 return None
@@ -203,7 +206,8 @@ class Inbox:
 
     async def at_work(self, inbox_id: int) -> None:
         """The message is really being worked on now: a death of the process from here on counts against it."""
-        await self._db.run(lambda conn: conn.execute("UPDATE inbox SET at_work=1 WHERE id=?", (inbox_id,)))
+        await self._db.run(lambda conn: conn.execute(f"UPDATE inbox SET at_work=1 WHERE id=? AND {HELD}",
+                                                     (inbox_id, self.owner)))  # fmt: skip
 
     async def finish(
         self,
@@ -218,7 +222,7 @@ class Inbox:
 
         def commit(conn: Connection) -> None:
             done = conn.execute(
-                "UPDATE inbox SET status='done', outcome=?, finished_at=? WHERE id=? AND (owner=? OR owner IS NULL)",
+                f"UPDATE inbox SET status='done', outcome=?, finished_at=? WHERE id=? AND {HELD}",
                 (outcome, time.time(), inbox_id, self.owner),
             )
             if done.rowcount != 1:
@@ -236,7 +240,8 @@ class Inbox:
         """The message as it is now understood (a voice message as its transcript): a retry after a crash, and an
         answer owed after a fallback, work from this rather than hearing it again."""
         payload = message.model_dump_json()
-        await self._db.run(lambda conn: conn.execute("UPDATE inbox SET payload=? WHERE id=?", (payload, inbox_id)))
+        await self._db.run(lambda conn: conn.execute(f"UPDATE inbox SET payload=? WHERE id=? AND {HELD}",
+                                                     (payload, inbox_id, self.owner)))  # fmt: skip
 
     async def transact(self, fn: Callable[[Connection], T]) -> T:
         """Work that commits together with the inbox's and the outbox's rows (one transaction)."""
@@ -246,7 +251,7 @@ class Inbox:
         """Count one failure of a message's handling; returns how many it has had."""
 
         def count(conn: Connection) -> int:
-            conn.execute("UPDATE inbox SET failures=failures+1 WHERE id=?", (inbox_id,))
+            conn.execute(f"UPDATE inbox SET failures=failures+1 WHERE id=? AND {HELD}", (inbox_id, self.owner))
             return int(conn.execute("SELECT failures FROM inbox WHERE id=?", (inbox_id,)).fetchone()[0])
 
         return await self._db.run(count)

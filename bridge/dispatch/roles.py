@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Literal
 
 from bridge.intake.adapter import Capabilities, InboxPort
 from bridge.messages import IncomingMessage, OutgoingReply
-from bridge.state.store import Connection, StateStore
+from bridge.state.store import Connection, StateStore, clock
 
 log = logging.getLogger(__name__)
 Role = Literal["all", "gateway", "worker"]
@@ -68,7 +67,7 @@ class Gateways:
         """Take the account, or keep it: True if this process holds it now."""
 
         def take(conn: Connection) -> bool:
-            now = time.time()
+            now = clock(conn, self._db.dialect)
             cursor = conn.execute(
                 "INSERT INTO gateways (channel, owner, lease_until) VALUES (?, ?, ?) ON CONFLICT (channel) DO UPDATE"
                 " SET owner=excluded.owner, lease_until=excluded.lease_until"
@@ -95,10 +94,11 @@ class Gateways:
 
         def renew(conn: Connection) -> list[str]:
             lost = []
+            until = clock(conn, self._db.dialect) + self.lease_s
             for channel, bot_names in names.items():
                 cursor = conn.execute(
                     "UPDATE gateways SET lease_until=?, bot_names=? WHERE channel=? AND owner=?",
-                    (time.time() + self.lease_s, json.dumps(list(bot_names)), channel, self.owner),
+                    (until, json.dumps(list(bot_names)), channel, self.owner),
                 )
                 if cursor.rowcount != 1:
                     lost.append(channel)

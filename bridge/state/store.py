@@ -12,6 +12,7 @@ with its version bump, so a crash leaves the old or the new version.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -116,3 +117,11 @@ def next_migration(
         (owner, version, version),
     )
     return True
+
+
+def clock(conn: Connection, dialect: str) -> float:
+    """The time leases are judged by: the database's own where processes on several machines share it (their clocks
+    may disagree by more than a lease), this machine's for a SQLite file."""
+    if dialect == "postgresql":
+        return float(conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()[0])
+    return time.time()
