@@ -1,5 +1,6 @@
 """Workers on one PostgreSQL inbox: messages per second with 1, 2 and 4 `confide serve --role worker` processes, and
-the takeover when one of two is killed with SIGKILL under load.
+the takeover when one of two is killed with SIGKILL under load. `SCALE_LOG_LEVEL=INFO` shows what each process did
+(in the run's temporary folder).
 
 Each run starts a private PostgreSQL (tests/postgres.py, a fresh database per measurement), the instant model of
 benchmarks/stream_server.py (so what is measured is Confide's own work: retrieval over the packaged embedder,
@@ -12,8 +13,9 @@ finished. Printed (figures, not a test):
 - lost (messages never finished) and duplicated (messages with more than one reply queued), over every phase;
 - takeover: 2 workers, one killed with SIGKILL once a third of the messages are done; the time from the kill until
   the last message it held is finished by the other (at least its lease, `--lease`);
-- kills: 2 workers, one of them at random killed with SIGKILL and started again 20 times (`--kill-cycles`) while
-  messages keep coming.
+- kills: a gateway holding Telegram's connection (the tests' Bot API server) and 2 workers, one of them at random
+  killed with SIGKILL and started again 20 times (`--kill-cycles`) while people keep writing; each message's
+  replies counted in its chat.
 
 The last line reads `scale: workers 2 msg/s X ratio R lost 0 duplicated 0 takeover T s`.
 """
@@ -37,10 +39,12 @@ from benchmarks.stream_server import MODEL, StreamServer
 from bridge.dispatch.inbox import Inbox
 from bridge.messages import IncomingMessage
 from bridge.state.postgres import PostgresState
-from tests.cli_helpers import serve_ready
+from tests.cli_helpers import bot_replies, serve_ready
+from tests.fakes.bot_api import FakeTelegram
 from tests.postgres import PostgresCluster
 
 ROOT = Path(__file__).parent.parent
+USER = 5000  # Telegram user ids of the chats: USER, USER + 1, ... (a private chat's id is its user's)
 
 
 def free_port() -> int:
@@ -51,24 +55,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def worker_env(data_dir: Path, state_url: str, llm: StreamServer, args: argparse.Namespace) -> dict[str, str]:
+def worker_env(data_dir: Path, state_url: str, llm: StreamServer, args: argparse.Namespace,
+               role: str = "worker", telegram: FakeTelegram | None = None) -> dict[str, str]:  # fmt: skip
+    """A process's environment; with `telegram` its Bot API is the benchmark's (a worker opens no connection)."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    persons = [{"id": "bench", "accounts": [f"telegram:{chat}" for chat in range(args.chats)]}]
+    persons = [{"id": "bench", "accounts": [f"telegram:{USER + chat}" for chat in range(args.chats)]}]
     models = {"main": {"base_url": llm.base_url, "model": MODEL, "concurrency": args.concurrency}}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
     env.update({
-        "CONFIDE_DATA_DIR": str(data_dir), "CONFIDE_STATE_URL": state_url, "CONFIDE_ROLE": "worker",
+        "CONFIDE_DATA_DIR": str(data_dir), "CONFIDE_STATE_URL": state_url, "CONFIDE_ROLE": role,
         "CONFIDE_PERSONS": json.dumps(persons), "CONFIDE_MODELS": json.dumps(models),
         "CONFIDE_METRICS__PORT": str(free_port()), "CONFIDE_LEASE_S": str(args.lease),
         "CONFIDE_TELEGRAM__ENABLED": "true", "CONFIDE_TELEGRAM__TOKEN": "123:bench",  # a worker opens no connection
-        "CONFIDE_INDEX_CONVERSATIONS": "false", "CONFIDE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+        "CONFIDE_RETRIEVAL__MIN_RELEVANCE": "0",  # every question reaches the model: the history is empty
+        "CONFIDE_INDEX_CONVERSATIONS": "false", "PYTHONUNBUFFERED": "1",
+        "CONFIDE_LOG_LEVEL": os.environ.get("SCALE_LOG_LEVEL", "WARNING"),  # INFO: what each process did
     })  # fmt: skip
+    if telegram is not None:
+        env.update({"CONFIDE_TELEGRAM__TOKEN": telegram.token, "CONFIDE_TELEGRAM__API_BASE_URL": telegram.base_url,
+                    "CONFIDE_TELEGRAM__POLL_TIMEOUT_S": "1", "CONFIDE_TELEGRAM__DRAFTS": "false"})  # fmt: skip
     return env
 
 
-async def start_workers(count: int, state_url: str, llm: StreamServer, args: argparse.Namespace,
-                        workdir: Path) -> list[asyncio.subprocess.Process]:  # fmt: skip
-    envs = [worker_env(workdir / f"worker{n}", state_url, llm, args) for n in range(count)]
+async def start_workers(count: int, state_url: str, llm: StreamServer, args: argparse.Namespace, workdir: Path,
+                        role: str = "worker", telegram: FakeTelegram | None = None,
+                        ) -> list[asyncio.subprocess.Process]:  # fmt: skip
+    envs = [worker_env(workdir / f"{role}{n}", state_url, llm, args, role, telegram) for n in range(count)]
     log = (workdir / "workers.log").open("ab")
     workers = [
         await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge.launch", "serve", env=env,
@@ -100,7 +112,7 @@ async def put_all(inbox: Inbox, args: argparse.Namespace) -> None:
     for n in range(args.messages):
         chat = n % args.chats
         text = f"where did I put thing number {n}?"
-        await inbox.put(IncomingMessage(channel="telegram", chat_id=str(chat), sender=str(chat),
+        await inbox.put(IncomingMessage(channel="telegram", chat_id=str(USER + chat), sender=str(USER + chat),
                                         platform_message_id=str(n), text=text))  # fmt: skip
 
 
@@ -164,33 +176,38 @@ async def takeover(state_url: str, llm: StreamServer, args: argparse.Namespace, 
 
 
 async def kills(state_url: str, llm: StreamServer, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Two workers, one of them (at random) killed with SIGKILL and started again `--kill-cycles` times while
-    messages keep coming: every message must still be finished once."""
-    db = PostgresState(state_url)
-    await db.open()
-    inbox = Inbox(db)
-    workers = await start_workers(2, state_url, llm, args, workdir)
+    """One gateway holding Telegram's connection (the tests' Bot API server, tests/fakes/bot_api.py) and two
+    workers, one of them (at random) killed with SIGKILL and started again `--kill-cycles` times while people keep
+    writing: every message must get exactly one reply in its chat."""
+    telegram = await FakeTelegram().start()
+    gateway = (await start_workers(1, state_url, llm, args, workdir, "gateway", telegram))[0]
+    workers = await start_workers(2, state_url, llm, args, workdir, "worker", telegram)
     rng = random.Random(0)
-    sent = 0
+    asked: dict[int, list[str]] = {}
     try:
-        for _ in range(args.kill_cycles):
-            for _ in range(args.messages // args.kill_cycles):
-                chat = sent % args.chats
-                await inbox.put(IncomingMessage(channel="telegram", chat_id=str(chat), sender=str(chat),
-                                                platform_message_id=f"k{sent}", text=f"thing {sent}?"))  # fmt: skip
-                sent += 1
+        for cycle in range(args.kill_cycles):
+            for n in range(args.messages // args.kill_cycles):
+                chat = USER + rng.randrange(args.chats)
+                text = f"question {cycle}-{n} of {chat}"
+                asked.setdefault(chat, []).append(text)
+                telegram.push_message(chat, text)
             await asyncio.sleep(rng.uniform(0.1, 0.6))
             victim = rng.randrange(2)
             os.kill(workers[victim].pid, signal.SIGKILL)
             await workers[victim].wait()
-            workers[victim] = (await start_workers(1, state_url, llm, args, workdir / f"again{victim}"))[0]
-        started = time.monotonic()
-        await until_done(inbox, started + args.timeout)
+            again = await start_workers(1, state_url, llm, args, workdir / f"again{cycle}", "worker", telegram)
+            workers[victim] = again[0]
+        deadline = time.monotonic() + args.timeout
+        waiting = lambda: any(len(bot_replies(telegram, c)) < len(q) for c, q in asked.items())  # noqa: E731
+        while time.monotonic() < deadline and waiting():  # noqa: ASYNC110  (the gateway's deliveries, polled)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # a duplicate would come right after
     finally:
-        await stop(workers)
-    result = {"sent": sent, **await outcome(db)}
-    await db.close()
-    return result
+        await stop([gateway, *workers])
+        await telegram.stop()
+    answered = [sum(r.startswith(f"You asked: {text}") for r in bot_replies(telegram, chat))
+                for chat, texts in asked.items() for text in texts]  # fmt: skip
+    return {"sent": len(answered), "lost": answered.count(0), "duplicated": sum(max(0, a - 1) for a in answered)}
 
 
 async def main() -> None:
@@ -226,8 +243,9 @@ async def main() -> None:
     print(f"kill -9 of one of 2 workers under load: it held {taken['held']} message(s); the other finished them "
           f"{taken['takeover_s']:.1f} s after the kill (lease {args.lease:g} s); lost {taken['lost']}, "
           f"duplicated {taken['duplicated']}")  # fmt: skip
-    print(f"{args.kill_cycles} kills -9 of a worker at random (2 workers, each started again) while {killed['sent']} "
-          f"messages came: lost {killed['lost']}, duplicated {killed['duplicated']}")  # fmt: skip
+    print(f"{args.kill_cycles} kills -9 of a worker at random (a Telegram gateway, 2 workers, each started again) "
+          f"while {killed['sent']} messages came: lost {killed['lost']}, "
+          f"duplicated {killed['duplicated']}")  # fmt: skip
     two = next(r for r in results if r["workers"] == 2)
     lost = sum(r["lost"] for r in results) + taken["lost"] + killed["lost"]
     duplicated = sum(r["duplicated"] for r in results) + taken["duplicated"] + killed["duplicated"]
