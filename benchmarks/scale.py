@@ -15,7 +15,8 @@ finished. Printed (figures, not a test):
   the last message it held is finished by the other (at least its lease, `--lease`);
 - kills: a gateway holding Telegram's connection (the tests' Bot API server) and 2 workers, one of them at random
   killed with SIGKILL and started again 20 times (`--kill-cycles`) while people keep writing; each message's
-  replies counted in its chat.
+  replies counted in its chat; and the same with an email gateway behind a real Postfix and Dovecot (a quarter
+  of the messages, as mails), each mail's replies counted by In-Reply-To.
 
 The last line reads `scale: workers 2 msg/s X ratio R lost 0 duplicated 0 takeover T s`.
 """
@@ -31,6 +32,11 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,7 @@ from bridge.messages import IncomingMessage
 from bridge.state.postgres import PostgresState
 from tests.cli_helpers import bot_replies, serve_ready
 from tests.fakes.bot_api import FakeTelegram
+from tests.mailservers import CONFIDE_DOMAIN, PASSWORD, PEOPLE_DOMAIN, MailServers
 from tests.postgres import PostgresCluster
 
 ROOT = Path(__file__).parent.parent
@@ -55,8 +62,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def worker_env(data_dir: Path, state_url: str, llm: StreamServer, args: argparse.Namespace,
-               role: str = "worker", telegram: FakeTelegram | None = None) -> dict[str, str]:  # fmt: skip
+def worker_env(
+    data_dir: Path,
+    state_url: str,
+    llm: StreamServer,
+    args: argparse.Namespace,
+    role: str = "worker",
+    telegram: FakeTelegram | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     """A process's environment; with `telegram` its Bot API is the benchmark's (a worker opens no connection)."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     persons = [{"id": "bench", "accounts": [f"telegram:{USER + chat}" for chat in range(args.chats)]}]
@@ -74,13 +88,14 @@ def worker_env(data_dir: Path, state_url: str, llm: StreamServer, args: argparse
     if telegram is not None:
         env.update({"CONFIDE_TELEGRAM__TOKEN": telegram.token, "CONFIDE_TELEGRAM__API_BASE_URL": telegram.base_url,
                     "CONFIDE_TELEGRAM__POLL_TIMEOUT_S": "1", "CONFIDE_TELEGRAM__DRAFTS": "false"})  # fmt: skip
+    env.update(extra or {})
     return env
 
 
 async def start_workers(count: int, state_url: str, llm: StreamServer, args: argparse.Namespace, workdir: Path,
                         role: str = "worker", telegram: FakeTelegram | None = None,
-                        ) -> list[asyncio.subprocess.Process]:  # fmt: skip
-    envs = [worker_env(workdir / f"{role}{n}", state_url, llm, args, role, telegram) for n in range(count)]
+                        extra: dict[str, str] | None = None) -> list[asyncio.subprocess.Process]:  # fmt: skip
+    envs = [worker_env(workdir / f"{role}{n}", state_url, llm, args, role, telegram, extra) for n in range(count)]
     log = (workdir / "workers.log").open("ab")
     workers = [
         await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge.launch", "serve", env=env,
@@ -210,6 +225,70 @@ async def kills(state_url: str, llm: StreamServer, args: argparse.Namespace, wor
     return {"sent": len(answered), "lost": answered.count(0), "duplicated": sum(max(0, a - 1) for a in answered)}
 
 
+async def email_kills(state_url: str, llm: StreamServer, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The same on email: mail through a real Postfix to an email gateway's SMTP server, replies back through Postfix
+    into each sender's Dovecot mailbox (tests/mailservers.py), each mail's replies counted by In-Reply-To."""
+    import aiosmtplib
+
+    servers = await MailServers().start()
+    confide = f"confide@{CONFIDE_DOMAIN}"
+    senders = [f"scale-{n}@{PEOPLE_DOMAIN}" for n in range(args.chats)]
+    email = {
+        "SMTP_ENABLED": "true", "SMTP_PORT": str(servers.confide_port), "ADDRESSES": json.dumps([confide]),
+        "TLS_CERT": str(servers.cert), "TLS_KEY": str(servers.key), "RELAY_HOST": "127.0.0.1",
+        "RELAY_PORT": str(servers.smtp_port), "RELAY_SECURITY": "starttls", "RELAY_USER": f"relay@{PEOPLE_DOMAIN}",
+        "RELAY_PASSWORD": PASSWORD, "CA_FILE": str(servers.cert), "FROM_ADDRESS": confide,
+        "TRUSTED_AUTHSERV_IDS": '["mx.test"]', "TRUSTED_RELAYS": '["127.0.0.1"]', "RATE_LIMIT_PER_HOUR": "100000",
+    }  # fmt: skip
+    extra = {f"CONFIDE_EMAIL__{key}": value for key, value in email.items()}
+    extra["CONFIDE_PERSONS"] = json.dumps([{"id": "bench", "accounts": [f"email:{a}" for a in senders]}])
+    extra["CONFIDE_TELEGRAM__ENABLED"] = "false"
+    gateway = (await start_workers(1, state_url, llm, args, workdir, "gateway", extra=extra))[0]
+    workers = await start_workers(2, state_url, llm, args, workdir, "worker", extra=extra)
+    rng = random.Random(1)
+    asked: list[str] = []  # Message-IDs
+    try:
+        for cycle in range(args.kill_cycles):
+            for n in range(args.messages // args.kill_cycles // 4):  # mail is slower: a quarter of the messages
+                sender = rng.choice(senders)
+                msg = EmailMessage()
+                msg["From"], msg["To"], msg["Subject"] = sender, confide, f"question {cycle}-{n}"
+                msg["Message-ID"] = make_msgid(domain=PEOPLE_DOMAIN)
+                msg["Authentication-Results"] = f"mx.test; dmarc=pass header.from={PEOPLE_DOMAIN}"
+                msg.set_content(f"question {cycle}-{n}")
+                asked.append(msg["Message-ID"])
+                await aiosmtplib.send(msg, sender=sender, recipients=[confide], hostname="127.0.0.1",
+                                      port=servers.smtp_port, start_tls=False)  # fmt: skip
+            await asyncio.sleep(rng.uniform(0.1, 0.6))
+            victim = rng.randrange(2)
+            os.kill(workers[victim].pid, signal.SIGKILL)
+            await workers[victim].wait()
+            again = await start_workers(1, state_url, llm, args, workdir / f"again{cycle}", "worker", extra=extra)
+            workers[victim] = again[0]
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline and min((replies_by_mail(servers, senders)[m] for m in asked), default=1) < 1:
+            await servers.retry_queued()  # Postfix's deferred queue, as tests/test_chaos.py nudges it
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)  # a duplicate would come right after
+        found = replies_by_mail(servers, senders)
+    finally:
+        await stop([gateway, *workers])
+        await servers.stop()
+    answered = [found[message_id] for message_id in asked]
+    return {"sent": len(answered), "lost": answered.count(0), "duplicated": sum(max(0, a - 1) for a in answered)}
+
+
+def replies_by_mail(servers: MailServers, senders: list[str]) -> Counter[str]:
+    """How many replies each asked mail got (their In-Reply-To), in the senders' mailboxes."""
+    found: Counter[str] = Counter()
+    for sender in senders:
+        for folder in ("new", "cur"):
+            for path in (servers.maildir(sender) / folder).glob("*"):
+                headers = BytesParser(policy=policy.default).parsebytes(path.read_bytes(), headersonly=True)
+                found[str(headers["In-Reply-To"])] += 1
+    return found
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=400)
@@ -234,6 +313,7 @@ async def main() -> None:
                       f"lost {result['lost']}, duplicated {result['duplicated']}", flush=True)  # fmt: skip
             taken = await takeover(cluster.new_database(), llm, args, Path(tmp) / "takeover")
             killed = await kills(cluster.new_database(), llm, args, Path(tmp) / "kills")
+            mailed = await email_kills(cluster.new_database(), llm, args, Path(tmp) / "email")
     finally:
         cluster.stop()
         await llm.stop()
@@ -246,9 +326,11 @@ async def main() -> None:
     print(f"{args.kill_cycles} kills -9 of a worker at random (a Telegram gateway, 2 workers, each started again) "
           f"while {killed['sent']} messages came: lost {killed['lost']}, "
           f"duplicated {killed['duplicated']}")  # fmt: skip
+    print(f"{args.kill_cycles} kills -9 of a worker at random (an email gateway behind Postfix, 2 workers) while "
+          f"{mailed['sent']} mails came: lost {mailed['lost']}, duplicated {mailed['duplicated']}")  # fmt: skip
     two = next(r for r in results if r["workers"] == 2)
-    lost = sum(r["lost"] for r in results) + taken["lost"] + killed["lost"]
-    duplicated = sum(r["duplicated"] for r in results) + taken["duplicated"] + killed["duplicated"]
+    phases = [*results, taken, killed, mailed]
+    lost, duplicated = sum(p["lost"] for p in phases), sum(p["duplicated"] for p in phases)
     print(f"scale: workers 2 msg/s {two['msg_s']:.1f} ratio {two['msg_s'] / one:.2f} lost {lost} "
           f"duplicated {duplicated} takeover {taken['takeover_s']:.1f} s")  # fmt: skip
 
