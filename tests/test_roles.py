@@ -30,6 +30,11 @@ PEOPLE = [300 + n for n in range(6)]
 CYCLES = 20
 
 
+def took_over(log: str) -> bool:
+    """Whether a killed worker's message was taken over: by the other worker's claim, or by its own next start."""
+    return "taking over message" in log or "interrupted by the last shutdown" in log
+
+
 @pytest.fixture
 async def telegram() -> AsyncIterator[FakeTelegram]:
     server = await FakeTelegram().start()
@@ -84,7 +89,7 @@ async def test_one_gateway_and_two_workers_answer_every_message_once_while_worke
         assert len(sent) == len(asked[user]), (user, sent, asked[user], output[-3000:])
         for reply, text in zip(sent, asked[user], strict=True):  # one answer each, in the order asked
             assert reply.startswith(f"You asked: {text}"), (user, sent, asked[user])
-    assert "taking over message" in output, "no kill caught a message at work: the takeover was not exercised"
+    assert took_over(output), "no kill caught a message at work: the takeover was not exercised"
     assert "a worker delivers nothing" not in output
 
 
@@ -128,13 +133,13 @@ CONFIDE_MAIL = f"confide@{CONFIDE_DOMAIN}"
 
 
 def email_env(data_dir: Path, role: str, state_url: str, servers: MailServers, llm: FakeOpenAI,
-              senders: list[str]) -> dict[str, str]:  # fmt: skip
+              senders: list[str], smtp_port: int | None = None) -> dict[str, str]:  # fmt: skip
     data_dir.mkdir(mode=0o700, exist_ok=True)
     persons = [{"id": f"p{n}", "accounts": [f"email:{address}"]} for n, address in enumerate(senders)]
     models = {"main": {"base_url": llm.base_url, "model": llm.model, "concurrency": 4, "timeout_s": 60}}
     return cli_env(
         data_dir, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
-        email__smtp_enabled="true", email__smtp_port=str(servers.confide_port),
+        email__smtp_enabled="true", email__smtp_port=str(smtp_port or servers.confide_port),
         email__addresses=json.dumps([CONFIDE_MAIL]), email__tls_cert=str(servers.cert), email__tls_key=str(servers.key),
         email__relay_host="127.0.0.1", email__relay_port=str(servers.smtp_port), email__relay_security="starttls",
         email__relay_user=f"relay@{PEOPLE_DOMAIN}", email__relay_password=PASSWORD, email__ca_file=str(servers.cert),
@@ -206,4 +211,62 @@ async def test_email_through_one_gateway_and_two_workers_killed_at_random_answer
             await kill_if_running(process)
     found = replies()
     assert sorted(found[message_id] for message_id in asked) == [1] * len(asked), (found, log.read_text()[-3000:])
-    assert "taking over message" in log.read_text(), "no kill caught a mail at work: the takeover was not exercised"
+    assert took_over(log.read_text()), "no kill caught a mail at work: the takeover was not exercised"
+
+
+async def test_two_email_gateways_take_mail_at_once_and_one_delivers(
+    tmp_path: Path, servers: MailServers, fake_llm: FakeOpenAI, state_url: str
+) -> None:
+    """SMTP intake is shared: two gateways each take mail on their own address, while only the one holding the
+    account delivers; killed, the other takes the delivery over."""
+    import ssl
+
+    import aiosmtplib
+
+    senders = [f"pair-{uuid.uuid4().hex[:6]}@{PEOPLE_DOMAIN}"]
+    ports = [free_port(), free_port()]
+    envs = [email_env(tmp_path / f"g{n}", "gateway", state_url, servers, fake_llm, senders, ports[n]) for n in (0, 1)]
+    worker_env = email_env(tmp_path / "w", "worker", state_url, servers, fake_llm, senders)
+    tls = ssl.create_default_context(cafile=str(servers.cert))
+    asked: list[str] = []
+
+    async def send(port: int, question: str) -> None:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = senders[0], CONFIDE_MAIL, question
+        msg["Message-ID"] = make_msgid(domain=PEOPLE_DOMAIN)
+        msg["Authentication-Results"] = f"mx.test; dmarc=pass header.from={PEOPLE_DOMAIN}"
+        msg.set_content(question)
+        asked.append(msg["Message-ID"])
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=True, tls_context=tls) as client:
+            await client.send_message(msg)
+
+    def replied() -> Counter[str]:
+        found: Counter[str] = Counter()
+        for folder in ("new", "cur"):
+            for path in (servers.maildir(senders[0]) / folder).glob("*"):
+                headers = BytesParser(policy=policy.default).parsebytes(path.read_bytes(), headersonly=True)
+                found[str(headers["In-Reply-To"])] += 1
+        return found
+
+    first = await start_serve(envs[0], tmp_path / "first.log")
+    second = worker = None
+    try:
+        await eventually(lambda: serve_ready(envs[0]), within_s=60)
+        second = await start_serve(envs[1], tmp_path / "second.log")
+        worker = await start_serve(worker_env, tmp_path / "worker.log")
+        await eventually(lambda: serve_ready(envs[1]), within_s=60)  # takes mail although it does not deliver
+        await send(ports[0], "question to the first gateway")
+        await send(ports[1], "question to the second gateway")
+        await eventually(lambda: all(replied()[m] for m in asked), within_s=60)
+        assert "held by another gateway" in (tmp_path / "second.log").read_text()
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        await send(ports[1], "question after the first is gone")
+        await eventually(lambda: all(replied()[m] for m in asked), within_s=60)
+        await asyncio.sleep(2)
+    finally:
+        for process in (first, second, worker):
+            if process is not None:
+                await kill_if_running(process)
+    assert [replied()[m] for m in asked] == [1, 1, 1]
+    assert "taken over by this gateway" in (tmp_path / "second.log").read_text()

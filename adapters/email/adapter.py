@@ -91,6 +91,11 @@ class EmailAdapter:
             max_depth=self.email.max_mime_depth,
         )
 
+    @property
+    def shares_intake(self) -> bool:
+        """SMTP alone: several gateways may take mail at once (the MTA picks one); an IMAP mailbox is read by one."""
+        return not self.email.imap_enabled
+
     def attach_directory(self, directory: PersonDirectory) -> None:
         """The core's persons, which follow `confide persons` while Confide runs."""
         self.directory = directory

@@ -18,7 +18,7 @@ from bridge.dispatch.handler import MessageHandler
 from bridge.dispatch.inbox import Claimed, LeaseLost
 from bridge.dispatch.outbox import OUTBOX_CHANNEL
 from bridge.dispatch.roles import GatewayLost, Gateways, RemoteChannel, Role
-from bridge.intake.adapter import Adapter, StopsIntake
+from bridge.intake.adapter import Adapter, SharesIntake, StopsIntake
 from bridge.intake.hearing import HearingStage
 from bridge.language.catalog import speaking
 from bridge.messages import IncomingMessage
@@ -34,6 +34,10 @@ MAX_STARTS = 10
 MAX_DELIVERY_ATTEMPTS = 8
 DELIVERY_PAGE = 100  # replies read from the outbox at a time
 FOLLOW_GATEWAYS_S = 5.0
+
+
+def _shares(adapter: Adapter) -> bool:
+    return isinstance(adapter, SharesIntake) and adapter.shares_intake
 
 
 class Dispatcher:
@@ -57,6 +61,7 @@ class Dispatcher:
         models = services.models
         slots = sum(models.settings(n).concurrency * len(models.settings(n).base_urls) for n in models.names())
         self._chat_cap = max(2, 2 * slots) if shared else None
+        self._held: set[str] = set()  # platform accounts this process holds (connects to, delivers for)
         self.hearing = HearingStage(services.options.hearing, services.directory, services.inbox)
         self.handler = MessageHandler(services, self.adapters, self._wake_delivery)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -67,9 +72,10 @@ class Dispatcher:
         """Recover, then dispatch, deliver and run every adapter until cancelled (as far as the role goes)."""
         if self.works:
             await self.inbox.recover()
-        if self.connects and self._gateways is not None:
-            for channel in self.adapters:
-                await self._gateways.take(channel)
+        if self.connects:  # each account whose connection must be one: this process must hold it first
+            for channel, adapter in self.adapters.items():
+                if not _shares(adapter):
+                    await self._hold(channel)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._persons.watch(self._directory.update), name="confide-persons-watch")
@@ -80,9 +86,8 @@ class Dispatcher:
                     group.create_task(self._pay_owed_answers(), name="confide-reanswer")
                 if self.connects:
                     for channel, adapter in self.adapters.items():
-                        self._delivery_events[channel].set()  # deliver what a previous run left behind
-                        group.create_task(self._deliver(adapter), name=f"confide-deliver-{channel}")
                         group.create_task(adapter.run(self.inbox), name=f"confide-adapter-{channel}")
+                        group.create_task(self._deliver_when_held(channel, adapter), name=f"confide-deliver-{channel}")
                     if self._gateways is not None:
                         group.create_task(self._hold_accounts(self._gateways), name="confide-gateway-leases")
                         group.create_task(self._hear_replies(), name="confide-outbox-listen")
@@ -101,9 +106,23 @@ class Dispatcher:
             if self.works:
                 await self.inbox.release_taken()
             if self.connects and self._gateways is not None:
-                await self._gateways.release(list(self.adapters))
+                await self._gateways.release(sorted(self._held))
 
     # -- roles -----------------------------------------------------------------------------------
+
+    async def _hold(self, channel: str) -> None:
+        """Hold the account (wait while another gateway does); on SQLite this process holds them all."""
+        if self._gateways is not None:
+            await self._gateways.take(channel)
+        self._held.add(channel)
+
+    async def _deliver_when_held(self, channel: str, adapter: Adapter) -> None:
+        """Deliver this account's replies once this gateway holds it (at once for a connection that must be one:
+        held before it started; a shared intake's gateway waits its turn to deliver)."""
+        if channel not in self._held:
+            await self._hold(channel)
+        self._delivery_events[channel].set()  # deliver what a previous run left behind
+        await self._deliver(adapter)
 
     async def _hold_accounts(self, gateways: Gateways) -> None:
         """Renew this gateway's leases on its accounts (and say how the bot is addressed) every third of a lease;
@@ -112,7 +131,10 @@ class Dispatcher:
         while True:
             await asyncio.sleep(gateways.lease_s / 3)
             try:
-                await gateways.keep({channel: adapter.bot_names for channel, adapter in self.adapters.items()})
+                held = {
+                    channel: adapter.bot_names for channel, adapter in self.adapters.items() if channel in self._held
+                }
+                await gateways.keep(held)
                 renewed = asyncio.get_running_loop().time()
             except GatewayLost:
                 raise
@@ -270,8 +292,9 @@ class Dispatcher:
         )
 
     async def _undelivered(self, deliverable_only: bool = False) -> int:
-        """Replies queued and not sent (for `deliverable_only`, none waiting out a retry's back-off counts)."""
-        counts = [await self.outbox.unsent(channel, ready_only=deliverable_only) for channel in self.adapters]
+        """Replies queued and not sent on the accounts this process delivers for (for `deliverable_only`, none waiting
+        out a retry's back-off counts)."""
+        counts = [await self.outbox.unsent(channel, ready_only=deliverable_only) for channel in sorted(self._held)]
         return sum(counts)
 
     # -- delivery --------------------------------------------------------------------------------

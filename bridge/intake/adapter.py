@@ -109,6 +109,16 @@ class KeepsState(Protocol):
 
 
 @runtime_checkable
+class SharesIntake(Protocol):
+    """An adapter whose intake several gateways may run at once (optional): an SMTP server (each gateway its own
+    address behind the MTA) takes mail whichever gateway holds the account; delivery stays with the one gateway that
+    holds it. A connection that must be one (a poller, a sync, a mailbox) does not share."""
+
+    @property
+    def shares_intake(self) -> bool: ...
+
+
+@runtime_checkable
 class KnowsPersons(Protocol):
     """An adapter that tells persons from strangers itself (which invitations it accepts, whose files it keeps):
     `assemble` hands it the core's directory, which follows `confide persons add|remove` while Confide runs."""
