@@ -178,8 +178,9 @@ class MessageHandler:
         )
 
         def settle(conn: Connection) -> None:
+            if not reanswer.paid(conn, owed.inbox_id):
+                return  # another worker paid it meanwhile: its follow-up and turns stand, once
             enqueue_reply(conn, reply, owed.inbox_id)
-            reanswer.paid(conn, owed.inbox_id)
             if not answer.abstained:
                 chats.add_turns(conn, key, decision.text, answer.text)
 

@@ -34,8 +34,12 @@ def record(conn: Connection, inbox_id: int, model: str) -> None:
     )
 
 
-def paid(conn: Connection, inbox_id: int) -> None:
-    conn.execute("UPDATE fallbacks SET answered_at=? WHERE inbox_id=?", (time.time(), inbox_id))
+def paid(conn: Connection, inbox_id: int) -> bool:
+    """Mark the answer paid; False if another process paid it first (workers look for owed answers side by side)."""
+    cursor = conn.execute(
+        "UPDATE fallbacks SET answered_at=? WHERE inbox_id=? AND answered_at IS NULL", (time.time(), inbox_id)
+    )
+    return cursor.rowcount == 1
 
 
 def fallback_receipt(conn: Connection, inbox_id: int) -> str | None:
