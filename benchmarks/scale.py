@@ -2,7 +2,7 @@
 the takeover when one of two is killed with SIGKILL under load. `SCALE_LOG_LEVEL=INFO` shows what each process did
 (in the run's temporary folder).
 
-Each run starts a private PostgreSQL (tests/postgres.py, a fresh database per measurement), the instant model of
+Each run starts a private PostgreSQL (benchmarks/peers.py, a fresh database per measurement), the instant model of
 benchmarks/stream_server.py (so what is measured is Confide's own work: retrieval over the packaged embedder,
 prompt, stream, the finishing transaction), and N workers, each with its own data directory. The benchmark is the
 gateway: it puts `--messages` messages of `--chats` chats into the inbox at once and times until every one is
@@ -13,10 +13,9 @@ finished. Printed (figures, not a test):
 - lost (messages never finished) and duplicated (messages with more than one reply queued), over every phase;
 - takeover: 2 workers, one killed with SIGKILL once a third of the messages are done; the time from the kill until
   the last message it held is finished by the other (at least its lease, `--lease`);
-- kills: a gateway holding Telegram's connection (the tests' Bot API server) and 2 workers, one of them at random
-  killed with SIGKILL and started again 20 times (`--kill-cycles`) while people keep writing; each message's
-  replies counted in its chat; and the same with an email gateway behind a real Postfix and Dovecot (a quarter
-  of the messages, as mails), each mail's replies counted by In-Reply-To.
+- kills: tests/test_roles.py's two kill tests, run by pytest: a gateway holding Telegram's connection (the tests'
+  Bot API server), or an email gateway behind a real Postfix and Dovecot, and 2 workers, one of them at random
+  killed with SIGKILL and started again 20 times while people keep writing; each message's replies counted.
 
 The last line reads `scale: workers 2 msg/s X ratio R lost 0 duplicated 0 takeover T s`.
 """
@@ -27,28 +26,20 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
 import bridge  # noqa: F401  (telemetry off before any model import)
+from benchmarks.peers import PostgresCluster, serve_ready
 from benchmarks.stream_server import MODEL, StreamServer
 from bridge.dispatch.inbox import Inbox
 from bridge.messages import IncomingMessage
 from bridge.state.postgres import PostgresState
-from tests.cli_helpers import bot_replies, serve_ready
-from tests.fakes.bot_api import FakeTelegram
-from tests.mailservers import CONFIDE_DOMAIN, PASSWORD, PEOPLE_DOMAIN, MailServers
-from tests.postgres import PostgresCluster
 
 ROOT = Path(__file__).parent.parent
 USER = 5000  # Telegram user ids of the chats: USER, USER + 1, ... (a private chat's id is its user's)
@@ -62,22 +53,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def worker_env(
-    data_dir: Path,
-    state_url: str,
-    llm: StreamServer,
-    args: argparse.Namespace,
-    role: str = "worker",
-    telegram: FakeTelegram | None = None,
-    extra: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """A process's environment; with `telegram` its Bot API is the benchmark's (a worker opens no connection)."""
+def worker_env(data_dir: Path, state_url: str, llm: StreamServer, args: argparse.Namespace) -> dict[str, str]:
+    """A worker's environment: the Telegram platform named (a worker opens no connection), the shared state."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     persons = [{"id": "bench", "accounts": [f"telegram:{USER + chat}" for chat in range(args.chats)]}]
     models = {"main": {"base_url": llm.base_url, "model": MODEL, "concurrency": args.concurrency}}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
     env.update({
-        "CONFIDE_DATA_DIR": str(data_dir), "CONFIDE_STATE_URL": state_url, "CONFIDE_ROLE": role,
+        "CONFIDE_DATA_DIR": str(data_dir), "CONFIDE_STATE_URL": state_url, "CONFIDE_ROLE": "worker",
         "CONFIDE_PERSONS": json.dumps(persons), "CONFIDE_MODELS": json.dumps(models),
         "CONFIDE_METRICS__PORT": str(free_port()), "CONFIDE_LEASE_S": str(args.lease),
         "CONFIDE_TELEGRAM__ENABLED": "true", "CONFIDE_TELEGRAM__TOKEN": "123:bench",  # a worker opens no connection
@@ -85,17 +68,12 @@ def worker_env(
         "CONFIDE_INDEX_CONVERSATIONS": "false", "PYTHONUNBUFFERED": "1",
         "CONFIDE_LOG_LEVEL": os.environ.get("SCALE_LOG_LEVEL", "WARNING"),  # INFO: what each process did
     })  # fmt: skip
-    if telegram is not None:
-        env.update({"CONFIDE_TELEGRAM__TOKEN": telegram.token, "CONFIDE_TELEGRAM__API_BASE_URL": telegram.base_url,
-                    "CONFIDE_TELEGRAM__POLL_TIMEOUT_S": "1", "CONFIDE_TELEGRAM__DRAFTS": "false"})  # fmt: skip
-    env.update(extra or {})
     return env
 
 
-async def start_workers(count: int, state_url: str, llm: StreamServer, args: argparse.Namespace, workdir: Path,
-                        role: str = "worker", telegram: FakeTelegram | None = None,
-                        extra: dict[str, str] | None = None) -> list[asyncio.subprocess.Process]:  # fmt: skip
-    envs = [worker_env(workdir / f"{role}{n}", state_url, llm, args, role, telegram, extra) for n in range(count)]
+async def start_workers(count: int, state_url: str, llm: StreamServer, args: argparse.Namespace,
+                        workdir: Path) -> list[asyncio.subprocess.Process]:  # fmt: skip
+    envs = [worker_env(workdir / f"worker{n}", state_url, llm, args) for n in range(count)]
     log = (workdir / "workers.log").open("ab")
     workers = [
         await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge.launch", "serve", env=env,
@@ -190,103 +168,17 @@ async def takeover(state_url: str, llm: StreamServer, args: argparse.Namespace, 
     return result
 
 
-async def kills(state_url: str, llm: StreamServer, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """One gateway holding Telegram's connection (the tests' Bot API server, tests/fakes/bot_api.py) and two
-    workers, one of them (at random) killed with SIGKILL and started again `--kill-cycles` times while people keep
-    writing: every message must get exactly one reply in its chat."""
-    telegram = await FakeTelegram().start()
-    gateway = (await start_workers(1, state_url, llm, args, workdir, "gateway", telegram))[0]
-    workers = await start_workers(2, state_url, llm, args, workdir, "worker", telegram)
-    rng = random.Random(0)
-    asked: dict[int, list[str]] = {}
-    try:
-        for cycle in range(args.kill_cycles):
-            for n in range(args.messages // args.kill_cycles):
-                chat = USER + rng.randrange(args.chats)
-                text = f"question {cycle}-{n} of {chat}"
-                asked.setdefault(chat, []).append(text)
-                telegram.push_message(chat, text)
-            await asyncio.sleep(rng.uniform(0.1, 0.6))
-            victim = rng.randrange(2)
-            os.kill(workers[victim].pid, signal.SIGKILL)
-            await workers[victim].wait()
-            again = await start_workers(1, state_url, llm, args, workdir / f"again{cycle}", "worker", telegram)
-            workers[victim] = again[0]
-        deadline = time.monotonic() + args.timeout
-        waiting = lambda: any(len(bot_replies(telegram, c)) < len(q) for c, q in asked.items())  # noqa: E731
-        while time.monotonic() < deadline and waiting():  # noqa: ASYNC110  (the gateway's deliveries, polled)
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # a duplicate would come right after
-    finally:
-        await stop([gateway, *workers])
-        await telegram.stop()
-    answered = [sum(r.startswith(f"You asked: {text}") for r in bot_replies(telegram, chat))
-                for chat, texts in asked.items() for text in texts]  # fmt: skip
-    return {"sent": len(answered), "lost": answered.count(0), "duplicated": sum(max(0, a - 1) for a in answered)}
-
-
-async def email_kills(state_url: str, llm: StreamServer, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """The same on email: mail through a real Postfix to an email gateway's SMTP server, replies back through Postfix
-    into each sender's Dovecot mailbox (tests/mailservers.py), each mail's replies counted by In-Reply-To."""
-    import aiosmtplib
-
-    servers = await MailServers().start()
-    confide = f"confide@{CONFIDE_DOMAIN}"
-    senders = [f"scale-{n}@{PEOPLE_DOMAIN}" for n in range(args.chats)]
-    email = {
-        "SMTP_ENABLED": "true", "SMTP_PORT": str(servers.confide_port), "ADDRESSES": json.dumps([confide]),
-        "TLS_CERT": str(servers.cert), "TLS_KEY": str(servers.key), "RELAY_HOST": "127.0.0.1",
-        "RELAY_PORT": str(servers.smtp_port), "RELAY_SECURITY": "starttls", "RELAY_USER": f"relay@{PEOPLE_DOMAIN}",
-        "RELAY_PASSWORD": PASSWORD, "CA_FILE": str(servers.cert), "FROM_ADDRESS": confide,
-        "TRUSTED_AUTHSERV_IDS": '["mx.test"]', "TRUSTED_RELAYS": '["127.0.0.1"]', "RATE_LIMIT_PER_HOUR": "100000",
-    }  # fmt: skip
-    extra = {f"CONFIDE_EMAIL__{key}": value for key, value in email.items()}
-    extra["CONFIDE_PERSONS"] = json.dumps([{"id": "bench", "accounts": [f"email:{a}" for a in senders]}])
-    extra["CONFIDE_TELEGRAM__ENABLED"] = "false"
-    gateway = (await start_workers(1, state_url, llm, args, workdir, "gateway", extra=extra))[0]
-    workers = await start_workers(2, state_url, llm, args, workdir, "worker", extra=extra)
-    rng = random.Random(1)
-    asked: list[str] = []  # Message-IDs
-    try:
-        for cycle in range(args.kill_cycles):
-            for n in range(args.messages // args.kill_cycles // 4):  # mail is slower: a quarter of the messages
-                sender = rng.choice(senders)
-                msg = EmailMessage()
-                msg["From"], msg["To"], msg["Subject"] = sender, confide, f"question {cycle}-{n}"
-                msg["Message-ID"] = make_msgid(domain=PEOPLE_DOMAIN)
-                msg["Authentication-Results"] = f"mx.test; dmarc=pass header.from={PEOPLE_DOMAIN}"
-                msg.set_content(f"question {cycle}-{n}")
-                asked.append(msg["Message-ID"])
-                await aiosmtplib.send(msg, sender=sender, recipients=[confide], hostname="127.0.0.1",
-                                      port=servers.smtp_port, start_tls=False)  # fmt: skip
-            await asyncio.sleep(rng.uniform(0.1, 0.6))
-            victim = rng.randrange(2)
-            os.kill(workers[victim].pid, signal.SIGKILL)
-            await workers[victim].wait()
-            again = await start_workers(1, state_url, llm, args, workdir / f"again{cycle}", "worker", extra=extra)
-            workers[victim] = again[0]
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline and min((replies_by_mail(servers, senders)[m] for m in asked), default=1) < 1:
-            await servers.retry_queued()  # Postfix's deferred queue, as tests/test_chaos.py nudges it
-            await asyncio.sleep(1.0)
-        await asyncio.sleep(2.0)  # a duplicate would come right after
-        found = replies_by_mail(servers, senders)
-    finally:
-        await stop([gateway, *workers])
-        await servers.stop()
-    answered = [found[message_id] for message_id in asked]
-    return {"sent": len(answered), "lost": answered.count(0), "duplicated": sum(max(0, a - 1) for a in answered)}
-
-
-def replies_by_mail(servers: MailServers, senders: list[str]) -> Counter[str]:
-    """How many replies each asked mail got (their In-Reply-To), in the senders' mailboxes."""
-    found: Counter[str] = Counter()
-    for sender in senders:
-        for folder in ("new", "cur"):
-            for path in (servers.maildir(sender) / folder).glob("*"):
-                headers = BytesParser(policy=policy.default).parsebytes(path.read_bytes(), headersonly=True)
-                found[str(headers["In-Reply-To"])] += 1
-    return found
+def roles_under_kills() -> list[str]:
+    """The suite's own kill tests (tests/test_roles.py): one gateway (Telegram's Bot API server of the tests; email
+    through Postfix and Dovecot) and two workers, one killed with SIGKILL at random 20 times while people write. Run
+    as pytest runs them, as benchmarks/chaos.py runs the chaos test; their `roles:` lines."""
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/test_roles.py",
+               "-k", "killed"]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    lines = [line[line.index("roles: ") :] for line in run.stdout.splitlines() if "roles: " in line]
+    if run.returncode != 0 or len(lines) != 2:
+        raise RuntimeError(f"tests/test_roles.py failed:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
+    return lines
 
 
 async def main() -> None:
@@ -297,7 +189,6 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="each worker's requests in flight to the model")
     parser.add_argument("--lease", type=float, default=5.0, help="CONFIDE_LEASE_S of the workers")
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--kill-cycles", type=int, default=20, help="kills -9 of a worker while messages come")
     args = parser.parse_args()
     llm = await StreamServer().start()
     cluster = PostgresCluster().start()
@@ -312,8 +203,7 @@ async def main() -> None:
                 print(f"workers {count}: {result['msg_s']:.1f} msg/s ({result['seconds']:.1f} s), "
                       f"lost {result['lost']}, duplicated {result['duplicated']}", flush=True)  # fmt: skip
             taken = await takeover(cluster.new_database(), llm, args, Path(tmp) / "takeover")
-            killed = await kills(cluster.new_database(), llm, args, Path(tmp) / "kills")
-            mailed = await email_kills(cluster.new_database(), llm, args, Path(tmp) / "email")
+
     finally:
         cluster.stop()
         await llm.stop()
@@ -323,14 +213,13 @@ async def main() -> None:
     print(f"kill -9 of one of 2 workers under load: it held {taken['held']} message(s); the other finished them "
           f"{taken['takeover_s']:.1f} s after the kill (lease {args.lease:g} s); lost {taken['lost']}, "
           f"duplicated {taken['duplicated']}")  # fmt: skip
-    print(f"{args.kill_cycles} kills -9 of a worker at random (a Telegram gateway, 2 workers, each started again) "
-          f"while {killed['sent']} messages came: lost {killed['lost']}, "
-          f"duplicated {killed['duplicated']}")  # fmt: skip
-    print(f"{args.kill_cycles} kills -9 of a worker at random (an email gateway behind Postfix, 2 workers) while "
-          f"{mailed['sent']} mails came: lost {mailed['lost']}, duplicated {mailed['duplicated']}")  # fmt: skip
+    kill_lines = roles_under_kills()
+    for line in kill_lines:
+        print(line)
     two = next(r for r in results if r["workers"] == 2)
-    phases = [*results, taken, killed, mailed]
-    lost, duplicated = sum(p["lost"] for p in phases), sum(p["duplicated"] for p in phases)
+    phases = [*results, taken]
+    lost = sum(p["lost"] for p in phases) + sum(int(line.split(" lost ")[1].split()[0]) for line in kill_lines)
+    duplicated = sum(p["duplicated"] for p in phases) + sum(int(line.split(" duplicated ")[1]) for line in kill_lines)
     print(f"scale: workers 2 msg/s {two['msg_s']:.1f} ratio {two['msg_s'] / one:.2f} lost {lost} "
           f"duplicated {duplicated} takeover {taken['takeover_s']:.1f} s")  # fmt: skip
 

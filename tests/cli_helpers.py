@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-
+from benchmarks.peers import serve_ready as serve_ready  # re-exported: what the tests import from here
 from tests.mailservers import free_port
 
 if TYPE_CHECKING:
@@ -70,16 +69,6 @@ def telegram_serve_env(data_dir: Path, telegram: FakeTelegram, llm: FakeOpenAI, 
     return cli_env(data_dir, persons=json.dumps(persons), models=json.dumps(models), metrics__port=str(free_port()),
                    telegram__enabled="true", telegram__token=telegram.token, telegram__api_base_url=telegram.base_url,
                    telegram__poll_timeout_s="1", telegram__drafts="false")  # fmt: skip
-
-
-async def serve_ready(env: dict[str, str]) -> bool:
-    """Whether the `confide serve` of this environment answers its /readyz (CONFIDE_METRICS__PORT) with 200."""
-    try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            url = f"http://127.0.0.1:{env['CONFIDE_METRICS__PORT']}/readyz"
-            return (await client.get(url, timeout=1)).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def bot_replies(telegram: FakeTelegram, user: int) -> list[str]:

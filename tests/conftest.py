@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import bridge  # noqa: F401  (locks the environment down before any ML import)
+from benchmarks.peers import PostgresCluster
 from bridge.config import EmbedderSettings, ModelSettings
 from bridge.history.index import HistoryIndex
 from bridge.history.store.edge import EdgeStore
@@ -21,7 +22,6 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.recording_adapter import RecordingAdapter
 from tests.harness import Harness
 from tests.helpers import make_settings
-from tests.postgres import PostgresCluster
 
 pytest_plugins = ["tests.deadline", "tests.other_user"]  # the other_user fixture
 
@@ -38,7 +38,7 @@ private_files()
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
-    """A private PostgreSQL on loopback (tests/postgres.py), started the first time a test asks for it."""
+    """A private PostgreSQL on loopback (benchmarks/peers.py), started the first time a test asks for it."""
     cluster = PostgresCluster().start()
     yield cluster
     cluster.stop()

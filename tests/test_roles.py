@@ -30,6 +30,14 @@ PEOPLE = [300 + n for n in range(6)]
 CYCLES = 20
 
 
+def report(platform: str, replies_per_message: list[int]) -> None:
+    """The line benchmarks/scale.py shows (it runs these tests): each message's replies, as lost and duplicated."""
+    lost = replies_per_message.count(0)
+    duplicated = sum(max(0, n - 1) for n in replies_per_message)
+    print(f"roles: {platform} gateway 1 workers 2 kills {CYCLES} messages {len(replies_per_message)} lost {lost} "
+          f"duplicated {duplicated}")  # fmt: skip
+
+
 def took_over(log: str) -> bool:
     """Whether a killed worker's message was taken over: by the other worker's claim, or by its own next start."""
     return "taking over message" in log or "interrupted by the last shutdown" in log
@@ -84,6 +92,8 @@ async def test_one_gateway_and_two_workers_answer_every_message_once_while_worke
         for process in [gateway, *workers]:
             await kill_if_running(process)
     output = log.read_text()
+    counts = [sum(r.startswith(f"You asked: {t}") for r in bot_replies(telegram, u)) for u in PEOPLE for t in asked[u]]
+    report("telegram", counts)
     for user in PEOPLE:
         sent = bot_replies(telegram, user)
         assert len(sent) == len(asked[user]), (user, sent, asked[user], output[-3000:])
@@ -210,6 +220,7 @@ async def test_email_through_one_gateway_and_two_workers_killed_at_random_answer
         for process in [gateway, *workers]:
             await kill_if_running(process)
     found = replies()
+    report("email", [found[message_id] for message_id in asked])
     assert sorted(found[message_id] for message_id in asked) == [1] * len(asked), (found, log.read_text()[-3000:])
     assert took_over(log.read_text()), "no kill caught a mail at work: the takeover was not exercised"
 

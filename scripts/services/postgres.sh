@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PostgreSQL for the state store's tests on its second backend: tests/postgres.py runs a private cluster on
+# PostgreSQL for the state store's tests on its second backend: benchmarks/peers.py runs a private cluster on
 # loopback (its data on tmpfs); the system service is never started or configured here.
 # Idempotent: nothing is installed when initdb is already there. Runs as root (CI, scripts/test.sh).
 set -euo pipefail

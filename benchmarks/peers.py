@@ -1,5 +1,5 @@
-"""A private PostgreSQL cluster on loopback for the state store's second backend: start once per test session, a
-fresh database per test, stop.
+"""Peers the suite and the benchmarks start: a private PostgreSQL cluster on loopback for the state store's second
+backend (once per test session, a fresh database per test or measurement), and the readiness of a `confide serve`.
 
 Installed by scripts/services/postgres.sh from Debian's packages. Its data lives on tmpfs (/dev/shm) where there
 is one, with fsync off: durability is PostgreSQL's own business, the tests are about Confide's transactions.
@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import httpx
 import psycopg
 
 USER = "confide"
@@ -71,3 +72,13 @@ class PostgresCluster:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._run(_bin("pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def serve_ready(env: dict[str, str]) -> bool:
+    """Whether the `confide serve` of this environment answers its /readyz (CONFIDE_METRICS__PORT) with 200."""
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            url = f"http://127.0.0.1:{env['CONFIDE_METRICS__PORT']}/readyz"
+            return (await client.get(url, timeout=1)).status_code == 200
+    except httpx.HTTPError:
+        return False
